@@ -1,0 +1,442 @@
+package manifest
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"text/template"
+	"text/template/parse"
+)
+
+// ReservedSecrets are the values the Coordinator provides under .MarbleRun:
+// its Marble root (RootCA), the activating marble's certificate and key
+// (MarbleCert), and the Coordinator's root and intermediate certificates.
+// Only MarbleCert carries keys; the others carry just Cert.
+type ReservedSecrets struct {
+	RootCA                  Secret
+	MarbleCert              Secret
+	CoordinatorRoot         Secret
+	CoordinatorIntermediate Secret
+}
+
+// TemplateData is the data Files and Env templates are executed with:
+// .Secrets.<name>, .MarbleRun.<reserved> and .Previous.Secrets.<name> (the
+// values under the previous root secret after a rotation).
+type TemplateData struct {
+	Secrets   map[string]Secret
+	MarbleRun ReservedSecrets
+	Previous  struct {
+		Secrets map[string]Secret
+	}
+}
+
+// Compiled holds one marble's Files and Env templates, parsed once and safe
+// to render concurrently.
+type Compiled struct {
+	files []compiledEntry
+	env   []compiledEntry
+	names []string
+	all   bool
+}
+
+// compiledEntry is one Files or Env value.
+type compiledEntry struct {
+	key      string
+	verbatim string             // used when tmpl is nil
+	tmpl     *template.Template // nil for NoTemplates entries
+	refs     templateRefs
+}
+
+// templateRefs is what a template refers to in its data, found statically.
+type templateRefs struct {
+	names map[string]struct{} // secrets named under .Secrets or .Previous.Secrets
+	all   bool                // the secrets maps are used in a way that names no secret
+	paths [][]string          // field chains evaluated from the root data
+}
+
+// Template functions. Files: pem, hex, raw, base64. Env: pem, hex, base64,
+// string. Every function takes a Secret (meaning its key, or its public key
+// for certificate types), a Certificate, a PrivateKey, a PublicKey or a
+// []byte, and fails on an empty value.
+func fileFuncs() template.FuncMap {
+	return template.FuncMap{"pem": pemFunc, "hex": hexFunc, "raw": rawFunc, "base64": base64Func}
+}
+
+func envFuncs() template.FuncMap {
+	return template.FuncMap{"pem": pemFunc, "hex": hexFunc, "base64": base64Func, "string": stringFunc}
+}
+
+// Compile parses the Files and Env templates of every marble, keyed by
+// marble type. All parse errors are reported together. Compile once per
+// manifest and render per activation.
+func (m *Manifest) Compile() (map[string]*Compiled, error) {
+	out := make(map[string]*Compiled, len(m.Marbles))
+	var errs []error
+	for _, name := range sortedKeys(m.Marbles) {
+		marble := m.Marbles[name]
+		c, problems := compileParameters(marble.Parameters)
+		for _, p := range problems {
+			errs = append(errs, p.under(fmt.Sprintf("Marbles[%q].Parameters", name)))
+		}
+		// TTLSConfig needs the certificate secrets of incoming TLS entries.
+		for _, tag := range marble.TLS {
+			for _, e := range m.TLS[tag].Incoming {
+				if e.Cert != "" && !slices.Contains(c.names, e.Cert) {
+					c.names = append(c.names, e.Cert)
+				}
+			}
+		}
+		slices.Sort(c.names)
+		out[name] = c
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
+}
+
+// compileParameters parses one marble's templates. Entries that fail to
+// parse are left out of the result and reported.
+func compileParameters(params Parameters) (*Compiled, []*FieldError) {
+	c := &Compiled{}
+	var problems []*FieldError
+	names := make(map[string]struct{})
+	sections := []struct {
+		label   string
+		entries map[string]File
+		funcs   template.FuncMap
+		out     *[]compiledEntry
+	}{
+		{"Files", params.Files, fileFuncs(), &c.files},
+		{"Env", params.Env, envFuncs(), &c.env},
+	}
+	for _, s := range sections {
+		for _, key := range sortedKeys(s.entries) {
+			f := s.entries[key]
+			entry := compiledEntry{key: key}
+			if f.NoTemplates {
+				entry.verbatim = f.Data
+				*s.out = append(*s.out, entry)
+				continue
+			}
+			t, err := template.New(key).Option("missingkey=error").Funcs(s.funcs).Parse(f.Data)
+			if err != nil {
+				problems = append(problems, &FieldError{Path: entryPath(s.label, key), Err: err})
+				continue
+			}
+			entry.tmpl = t
+			entry.refs = analyze(t)
+			for n := range entry.refs.names {
+				names[n] = struct{}{}
+			}
+			c.all = c.all || entry.refs.all
+			*s.out = append(*s.out, entry)
+		}
+	}
+	c.names = sortedKeys(names)
+	return c, problems
+}
+
+// entryPath is the path of a Files or Env entry below Parameters.
+func entryPath(section, key string) string {
+	return section + "[" + strconv.Quote(key) + "]"
+}
+
+// SecretNames returns, sorted, the secrets the templates name under .Secrets
+// or .Previous.Secrets, together with the certificate secrets the marble's
+// incoming TLS entries present (see TTLSConfig). all is true when a template uses those maps in a way
+// that cannot be resolved statically (ranging over them, index, passing the
+// whole data), in which case every secret may be needed.
+func (c *Compiled) SecretNames() (names []string, all bool) {
+	return slices.Clone(c.names), c.all
+}
+
+// Render executes the templates with data and returns the marble's files and
+// environment. NoTemplates entries are returned verbatim. An environment
+// value must not contain a NUL byte. All failing entries are reported.
+func (c *Compiled) Render(data *TemplateData) (files map[string][]byte, env map[string][]byte, err error) {
+	if data == nil {
+		data = &TemplateData{}
+	}
+	files = make(map[string][]byte, len(c.files))
+	env = make(map[string][]byte, len(c.env))
+	var errs []error
+	for _, e := range c.files {
+		out, err := e.render(data, false)
+		if err != nil {
+			errs = append(errs, &FieldError{Path: entryPath("Files", e.key), Err: err})
+			continue
+		}
+		files[e.key] = out
+	}
+	for _, e := range c.env {
+		out, err := e.render(data, true)
+		if err != nil {
+			errs = append(errs, &FieldError{Path: entryPath("Env", e.key), Err: err})
+			continue
+		}
+		env[e.key] = out
+	}
+	if len(errs) > 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	return files, env, nil
+}
+
+// render produces one entry's value.
+func (e *compiledEntry) render(data *TemplateData, isEnv bool) ([]byte, error) {
+	var out []byte
+	if e.tmpl == nil {
+		out = []byte(e.verbatim)
+	} else {
+		var buf bytes.Buffer
+		if err := e.tmpl.Execute(&buf, data); err != nil {
+			return nil, err
+		}
+		out = buf.Bytes()
+	}
+	if isEnv && bytes.IndexByte(out, 0) >= 0 {
+		return nil, errors.New("environment value contains a NUL byte")
+	}
+	return out, nil
+}
+
+// analyze walks every tree of t. The main template runs with the root data
+// as dot; associated templates ({{define}}) get unknown data.
+func analyze(t *template.Template) templateRefs {
+	a := &analyzer{refs: templateRefs{names: make(map[string]struct{})}}
+	for _, tt := range t.Templates() {
+		if tt.Tree == nil {
+			continue
+		}
+		a.walk(tt.Tree.Root, tt.Name() == t.Name())
+	}
+	return a.refs
+}
+
+type analyzer struct {
+	refs templateRefs
+}
+
+// walk records references below n. rooted tells whether dot is the root
+// data there.
+func (a *analyzer) walk(n parse.Node, rooted bool) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		for _, child := range n.Nodes {
+			a.walk(child, rooted)
+		}
+	case *parse.ActionNode:
+		a.walk(n.Pipe, rooted)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for _, cmd := range n.Cmds {
+			a.walk(cmd, rooted)
+		}
+	case *parse.CommandNode:
+		for _, arg := range n.Args {
+			a.walk(arg, rooted)
+		}
+	case *parse.FieldNode:
+		a.field(n.Ident, rooted)
+	case *parse.VariableNode:
+		if n.Ident[0] == "$" {
+			if len(n.Ident) == 1 {
+				a.refs.all = true
+				return
+			}
+			a.field(n.Ident[1:], true)
+		}
+	case *parse.ChainNode:
+		a.walk(n.Node, rooted)
+	case *parse.DotNode:
+		if rooted {
+			a.refs.all = true
+		}
+	case *parse.IfNode:
+		a.walk(n.Pipe, rooted)
+		a.walk(n.List, rooted)
+		a.walk(n.ElseList, rooted)
+	case *parse.RangeNode:
+		a.walk(n.Pipe, rooted)
+		a.walk(n.List, false)
+		a.walk(n.ElseList, rooted)
+	case *parse.WithNode:
+		a.walk(n.Pipe, rooted)
+		a.walk(n.List, false)
+		a.walk(n.ElseList, rooted)
+	case *parse.TemplateNode:
+		a.walk(n.Pipe, rooted)
+	}
+}
+
+// field records a field chain. Secret names are collected wherever the
+// chain appears; paths only where dot is known to be the root data.
+func (a *analyzer) field(ident []string, rooted bool) {
+	switch {
+	case ident[0] == "Secrets":
+		if len(ident) == 1 {
+			a.refs.all = true
+		} else {
+			a.refs.names[ident[1]] = struct{}{}
+		}
+	case ident[0] == "Previous":
+		switch {
+		case len(ident) == 1 || (len(ident) == 2 && ident[1] == "Secrets"):
+			a.refs.all = true
+		case ident[1] == "Secrets":
+			a.refs.names[ident[2]] = struct{}{}
+		}
+	}
+	if rooted {
+		a.refs.paths = append(a.refs.paths, slices.Clone(ident))
+	}
+}
+
+// checkDataPath reports whether the field chain path can be evaluated on
+// TemplateData. Map keys are accepted here; secret names are checked
+// separately. A method ends the check, as its result depends on arguments.
+func checkDataPath(path []string) error {
+	t := reflect.TypeFor[TemplateData]()
+	for i, name := range path {
+		if _, ok := t.MethodByName(name); ok {
+			return nil
+		}
+		if t.Kind() != reflect.Pointer && t.Kind() != reflect.Interface {
+			if _, ok := reflect.PointerTo(t).MethodByName(name); ok {
+				return nil
+			}
+		}
+		t = deref(t)
+		switch t.Kind() {
+		case reflect.Struct:
+			f, ok := t.FieldByName(name)
+			if !ok || !f.IsExported() {
+				return fmt.Errorf("template refers to %s, but %s has no field %s", dotted(path), dotted(path[:i]), name)
+			}
+			t = f.Type
+		case reflect.Map:
+			if t.Key().Kind() != reflect.String {
+				return fmt.Errorf("template refers to %s, but %s is not a string-keyed map", dotted(path), dotted(path[:i]))
+			}
+			t = t.Elem()
+		case reflect.Interface:
+			return nil
+		default:
+			return fmt.Errorf("template refers to %s, but %s has no fields", dotted(path), dotted(path[:i]))
+		}
+	}
+	return nil
+}
+
+// dotted renders a field chain as in a template.
+func dotted(path []string) string {
+	if len(path) == 0 {
+		return "the template data"
+	}
+	return "." + strings.Join(path, ".")
+}
+
+// templateBytes returns the bytes a template function argument stands for.
+func templateBytes(fn string, arg any) ([]byte, error) {
+	var b []byte
+	switch v := arg.(type) {
+	case Secret:
+		b = v.value()
+	case Certificate:
+		b = v.Raw
+	case PrivateKey:
+		b = v
+	case PublicKey:
+		b = v
+	case []byte:
+		b = v
+	default:
+		return nil, fmt.Errorf("%s: unsupported argument of type %T", fn, arg)
+	}
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%s: the value is empty (a user-defined secret that is not set?)", fn)
+	}
+	return b, nil
+}
+
+// pemFunc encodes a certificate as CERTIFICATE, a public key as PUBLIC KEY
+// and a private key as PRIVATE KEY. A certificate secret stands for its
+// public key; symmetric-key and plain secrets have no PEM form.
+func pemFunc(arg any) (string, error) {
+	var typ string
+	switch v := arg.(type) {
+	case Certificate:
+		typ = "CERTIFICATE"
+	case PublicKey:
+		typ = "PUBLIC KEY"
+	case PrivateKey:
+		typ = "PRIVATE KEY"
+	case Secret:
+		if !IsCertificateType(v.Type) {
+			return "", fmt.Errorf("pem: a %q secret has no PEM form; use hex or base64", v.Type)
+		}
+		typ = "PUBLIC KEY"
+	default:
+		return "", fmt.Errorf("pem: unsupported argument of type %T", arg)
+	}
+	b, err := templateBytes("pem", arg)
+	if err != nil {
+		return "", err
+	}
+	return string(pemBlock(typ, b)), nil
+}
+
+func hexFunc(arg any) (string, error) {
+	b, err := templateBytes("hex", arg)
+	if err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}
+
+func base64Func(arg any) (string, error) {
+	b, err := templateBytes("base64", arg)
+	if err != nil {
+		return "", err
+	}
+	return base64.StdEncoding.EncodeToString(b), nil
+}
+
+func rawFunc(arg any) (string, error) {
+	b, err := templateBytes("raw", arg)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// stringFunc returns a plain secret's value, which must not contain NUL.
+func stringFunc(arg any) (string, error) {
+	s, ok := arg.(Secret)
+	if !ok {
+		return "", fmt.Errorf("string: argument must be a plain secret, got %T", arg)
+	}
+	if s.Type != SecretTypePlain {
+		return "", fmt.Errorf("string: argument must be a plain secret, got a %q secret", s.Type)
+	}
+	b, err := templateBytes("string", s)
+	if err != nil {
+		return "", err
+	}
+	if bytes.IndexByte(b, 0) >= 0 {
+		return "", errors.New("string: the secret contains a NUL byte")
+	}
+	return string(b), nil
+}
