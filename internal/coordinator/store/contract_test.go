@@ -1,0 +1,278 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+)
+
+// impl makes a Store and simulates restarts of the process that uses it.
+type impl struct {
+	name string
+	// fresh returns a store with nothing stored.
+	fresh func(t *testing.T) Store
+	// restart returns the store as a restarted Coordinator on the same
+	// machine finds it.
+	restart func(t *testing.T, s Store) Store
+	// move returns the store as a Coordinator on another machine finds
+	// it: the data key cannot be unsealed.
+	move func(t *testing.T, s Store) Store
+}
+
+func impls() []impl {
+	return []impl{
+		{
+			name:  "memory",
+			fresh: func(*testing.T) Store { return NewMemory() },
+			restart: func(_ *testing.T, s Store) Store {
+				m := s.(*Memory)
+				m.mu.Lock()
+				m.phase = phaseUnloaded
+				m.mu.Unlock()
+				return m
+			},
+			move: func(_ *testing.T, s Store) Store {
+				s.(*Memory).LoseSealKey()
+				return s
+			},
+		},
+		{
+			name: "file",
+			fresh: func(t *testing.T) Store {
+				return openFile(t, t.TempDir(), sealerWith(t, 1))
+			},
+			restart: func(t *testing.T, s Store) Store {
+				f := s.(*FileStore)
+				if err := f.Close(); err != nil {
+					t.Fatal(err)
+				}
+				return openFile(t, f.dir, f.sealer)
+			},
+			move: func(t *testing.T, s Store) Store {
+				f := s.(*FileStore)
+				if err := f.Close(); err != nil {
+					t.Fatal(err)
+				}
+				other, err := seal.NewAESGCMSealer(randomKey(t))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return openFile(t, f.dir, other)
+			},
+		},
+	}
+}
+
+func TestContractLifecycle(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			s := im.fresh(t)
+			requireErrIs(t, s.Commit(kv("a", "1")), ErrNotOpen)
+			if _, err := s.Load(); !errors.Is(err, ErrNoState) {
+				t.Fatalf("Load on a fresh store: err = %v, want ErrNoState", err)
+			}
+			if _, err := s.Unlock(bytes.Repeat([]byte{1}, 32)); !errors.Is(err, ErrNoState) {
+				t.Fatalf("Unlock on a fresh store: err = %v, want ErrNoState", err)
+			}
+			// After ErrNoState the first commit creates the state.
+			if err := s.Commit(kv("ca/root/cert", "pem")); err != nil {
+				t.Fatalf("first Commit: %v", err)
+			}
+			s = im.restart(t, s)
+			requireState(t, loadOK(t, s), kv("ca/root/cert", "pem"))
+
+			key, err := s.Reset(kv("manifest/raw", "{}", "dropped", "<nil>"))
+			if err != nil {
+				t.Fatalf("Reset: %v", err)
+			}
+			if len(key) != 32 {
+				t.Fatalf("Reset returned a %d-byte key, want 32", len(key))
+			}
+			want := kv("manifest/raw", "{}")
+			if err := s.Commit(kv("activations/web", "1")); err != nil {
+				t.Fatal(err)
+			}
+			want = applied(want, kv("activations/web", "1"))
+			s = im.restart(t, s)
+			requireState(t, loadOK(t, s), want)
+
+			key2, err := s.Reset(kv("x", "y"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Equal(key, key2) {
+				t.Fatal("two Resets returned the same data key")
+			}
+			requireState(t, loadOK(t, s), kv("x", "y"))
+
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			requireErrIs(t, s.Commit(kv("a", "1")), ErrClosed)
+			_, err = s.Load()
+			requireErrIs(t, err, ErrClosed)
+			_, err = s.Reset(nil)
+			requireErrIs(t, err, ErrClosed)
+			_, err = s.Unlock(key2)
+			requireErrIs(t, err, ErrClosed)
+		})
+	}
+}
+
+func TestContractDeletesAndEmptyValues(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			s := im.fresh(t)
+			if _, err := s.Reset(kv("a", "1", "b", "2", "c", "3")); err != nil {
+				t.Fatal(err)
+			}
+			steps := []map[string][]byte{
+				kv("a", "<nil>", "d", ""),
+				kv("missing", "<nil>"),
+				kv("b", "", "c", "<nil>"),
+				{},
+			}
+			want := kv("a", "1", "b", "2", "c", "3")
+			for _, ch := range steps {
+				if err := s.Commit(ch); err != nil {
+					t.Fatalf("Commit(%s): %v", describe(ch), err)
+				}
+				want = applied(want, ch)
+			}
+			s = im.restart(t, s)
+			got := loadOK(t, s)
+			requireState(t, got, kv("b", "", "d", ""))
+			for k, v := range got {
+				if v == nil {
+					t.Errorf("empty value of %q came back nil", k)
+				}
+			}
+			requireState(t, got, want)
+		})
+	}
+}
+
+func TestContractCopies(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			s := im.fresh(t)
+			state := kv("a", "1111", "b", "2222")
+			if _, err := s.Reset(state); err != nil {
+				t.Fatal(err)
+			}
+			state["a"][0] = 'X'
+			state["c"] = []byte("new")
+			changes := kv("b", "3333")
+			if err := s.Commit(changes); err != nil {
+				t.Fatal(err)
+			}
+			changes["b"][0] = 'X'
+
+			got := loadOK(t, s)
+			requireState(t, got, kv("a", "1111", "b", "3333"))
+			got["a"][0] = 'Y'
+			got["a"] = append(got["a"], "appended"...)
+			got["b"] = append(got["b"][:1], 'Z')
+			delete(got, "b")
+			requireState(t, loadOK(t, s), kv("a", "1111", "b", "3333"))
+		})
+	}
+}
+
+func TestContractSealedState(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			s := im.fresh(t)
+			key, err := s.Reset(kv("manifest/raw", "{}"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(kv("secret/a", "s")); err != nil {
+				t.Fatal(err)
+			}
+			want := kv("manifest/raw", "{}", "secret/a", "s")
+			s = im.move(t, s)
+			_, err = s.Load()
+			requireErrIs(t, err, ErrUnseal)
+			requireErrIs(t, s.Commit(kv("x", "1")), ErrNotOpen, ErrUnseal)
+
+			wrong := bytes.Clone(key)
+			wrong[5] ^= 1
+			for _, k := range [][]byte{wrong, key[:16], nil} {
+				_, err := s.Unlock(k)
+				requireErrIs(t, err, ErrWrongDataKey)
+			}
+			requireErrIs(t, s.Commit(kv("x", "1")), ErrNotOpen)
+
+			got, err := s.Unlock(key)
+			if err != nil {
+				t.Fatalf("Unlock with the right key: %v", err)
+			}
+			requireState(t, got, want)
+			if err := s.Commit(kv("x", "1")); err != nil {
+				t.Fatalf("Commit after Unlock: %v", err)
+			}
+			s = im.restart(t, s)
+			requireState(t, loadOK(t, s), applied(want, kv("x", "1")))
+
+			// Reset is the other way out of the sealed state.
+			s = im.move(t, s)
+			if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+				t.Fatalf("Load after moving again: err = %v, want ErrUnseal", err)
+			}
+			if _, err := s.Reset(kv("fresh", "1")); err != nil {
+				t.Fatal(err)
+			}
+			s = im.restart(t, s)
+			requireState(t, loadOK(t, s), kv("fresh", "1"))
+		})
+	}
+}
+
+func TestContractRecoveryData(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			s := im.fresh(t)
+			type recoveryStore interface {
+				RecoveryData() []byte
+				SetRecoveryData([]byte) error
+			}
+			requireErrIs(t, s.(recoveryStore).SetRecoveryData([]byte("r")), ErrNotOpen)
+			key, err := s.Reset(kv("a", "1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.(recoveryStore).RecoveryData(); got != nil {
+				t.Fatalf("RecoveryData after Reset = %q, want nil", got)
+			}
+			blob := []byte(`{"hash":true}`)
+			if err := s.(recoveryStore).SetRecoveryData(blob); err != nil {
+				t.Fatal(err)
+			}
+			blob[0] = 'X'
+			s = im.move(t, s)
+			if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+				t.Fatalf("Load: err = %v, want ErrUnseal", err)
+			}
+			if got := s.(recoveryStore).RecoveryData(); string(got) != `{"hash":true}` {
+				t.Fatalf("RecoveryData in the sealed state = %q", got)
+			}
+			if _, err := s.Unlock(key); err != nil {
+				t.Fatal(err)
+			}
+			s = im.restart(t, s)
+			requireState(t, loadOK(t, s), kv("a", "1"))
+			if got := s.(recoveryStore).RecoveryData(); string(got) != `{"hash":true}` {
+				t.Fatalf("RecoveryData after Unlock and restart = %q", got)
+			}
+			if _, err := s.Reset(kv("b", "2")); err != nil {
+				t.Fatal(err)
+			}
+			if got := s.(recoveryStore).RecoveryData(); got != nil {
+				t.Fatalf("RecoveryData after a second Reset = %q, want nil", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,26 @@
+package store
+
+import "errors"
+
+// Errors of this package besides ErrNoState and ErrUnseal. Returned errors
+// wrap them with context; test with errors.Is.
+var (
+	// ErrNotOpen is returned by Commit and SetRecoveryData when the store
+	// holds no open state: Load was not called, failed, or found state it
+	// could not unseal (then the error also wraps ErrUnseal).
+	ErrNotOpen = errors.New("no open state: call Load, Unlock or Reset first")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("store is closed")
+	// ErrLocked is returned by OpenFile when another process (or another
+	// FileStore in this process) uses the same directory.
+	ErrLocked = errors.New("seal directory is in use by another Coordinator")
+	// ErrCorrupt is wrapped, together with ErrUnseal, when stored files fail
+	// their integrity checks or are malformed.
+	ErrCorrupt = errors.New("stored state is corrupt")
+	// ErrWrongDataKey is returned by Unlock when the supplied data key is
+	// not the one the stored state is encrypted with.
+	ErrWrongDataKey = errors.New("data key does not match the stored state")
+	// ErrBroken is returned by Commit after a failed write whose effect on
+	// disk could not be undone or confirmed; Load, Unlock or Reset clear it.
+	ErrBroken = errors.New("an earlier write failed and could not be undone")
+)

@@ -1,0 +1,144 @@
+package store
+
+import (
+	"bytes"
+	"crypto/cipher"
+	"errors"
+	"runtime"
+	"testing"
+)
+
+func fuzzAEAD(t testing.TB) (cipher.AEAD, [keyCheckSize]byte) {
+	t.Helper()
+	key := bytes.Repeat([]byte{0x42}, dataKeySize)
+	aead, err := newAEAD(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aead, keyCheckOf(key)
+}
+
+// boundedAllocs fails if f allocates more than a small multiple of n
+// bytes plus a constant: decoders must not trust length fields.
+func boundedAllocs(t *testing.T, n int, f func()) {
+	t.Helper()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	limit := uint64(64*n + 1<<20)
+	if got := after.TotalAlloc - before.TotalAlloc; got > limit {
+		t.Fatalf("decoding %d bytes allocated %d bytes (limit %d)", n, got, limit)
+	}
+}
+
+func FuzzSnapshot(f *testing.F) {
+	aead, kc := fuzzAEAD(f)
+	for _, st := range []map[string][]byte{{}, kv("a", "1", "b", ""), bigState(8, 20)} {
+		b, err := encodeSnapshot(snapshotHeader{generation: 3, keyCheck: kc, sealedKey: []byte("sealed"), recovery: []byte("r")}, aead, st)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(snapshotMagic))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		boundedAllocs(t, len(b), func() {
+			h, aad, sealed, err := parseSnapshot(b)
+			if err != nil {
+				return
+			}
+			if len(aad)+len(sealed) != len(b) || !bytes.Equal(aad, b[:len(aad)]) {
+				t.Fatalf("parseSnapshot split %d bytes into %d and %d", len(b), len(aad), len(sealed))
+			}
+			if len(h.sealedKey) > maxSealedKeySize || len(h.recovery) > maxRecoveryDataSize {
+				t.Fatal("parseSnapshot returned a field above its limit")
+			}
+			state, err := openSnapshot(aead, aad, sealed)
+			if err != nil {
+				return
+			}
+			again, err := encodeSnapshot(h, aead, state)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h2, aad2, sealed2, err := parseSnapshot(again)
+			if err != nil {
+				t.Fatal(err)
+			}
+			state2, err := openSnapshot(aead, aad2, sealed2)
+			if err != nil || h2.generation != h.generation || !equalStates(state, state2) {
+				t.Fatalf("re-encoded snapshot differs: %v", err)
+			}
+		})
+	})
+}
+
+func FuzzJournal(f *testing.F) {
+	aead, _ := fuzzAEAD(f)
+	const gen = 5
+	j := encodeJournalHeader(gen)
+	f.Add(bytes.Clone(j))
+	for i, ch := range []map[string][]byte{kv("a", "1"), kv("a", "<nil>", "b", ""), kv("c", "333")} {
+		rec, err := encodeRecord(aead, gen, uint64(i+1), encodeEntries(ch))
+		if err != nil {
+			f.Fatal(err)
+		}
+		j = append(j, rec...)
+		f.Add(bytes.Clone(j))
+	}
+	f.Add(append(bytes.Clone(j), make([]byte, 40)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		boundedAllocs(t, len(b), func() {
+			g, err := parseJournalHeader(b)
+			if err != nil {
+				return
+			}
+			state := map[string][]byte{}
+			r, err := replayJournal(b, g, aead, state)
+			if err != nil {
+				if !errors.Is(err, ErrCorrupt) || !errors.Is(err, ErrUnseal) {
+					t.Fatalf("replay error does not wrap ErrCorrupt and ErrUnseal: %v", err)
+				}
+				return
+			}
+			if r.end < journalHeaderSize || r.end > len(b) {
+				t.Fatalf("replay end %d outside [%d, %d]", r.end, journalHeaderSize, len(b))
+			}
+			// The valid prefix replays to the same state, completely.
+			again := map[string][]byte{}
+			r2, err := replayJournal(b[:r.end], g, aead, again)
+			if err != nil || r2.end != r.end || r2.records != r.records || !equalStates(state, again) {
+				t.Fatalf("replaying the valid prefix differs: %v", err)
+			}
+		})
+	})
+}
+
+func FuzzEntries(f *testing.F) {
+	f.Add(encodeEntries(kv("a", "1", "b", "<nil>", "", "")))
+	f.Add(encodeEntries(map[string][]byte{}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 1, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		boundedAllocs(t, len(b), func() {
+			m, err := decodeEntries(b, true)
+			if err != nil {
+				return
+			}
+			back, err := decodeEntries(encodeEntries(m), true)
+			if err != nil {
+				t.Fatalf("re-encoded entries fail to decode: %v", err)
+			}
+			if len(back) != len(m) {
+				t.Fatalf("round trip changed %d entries into %d", len(m), len(back))
+			}
+			for k, v := range m {
+				w, ok := back[k]
+				if !ok || (v == nil) != (w == nil) || !bytes.Equal(v, w) {
+					t.Fatalf("round trip changed entry %q", k)
+				}
+			}
+		})
+	})
+}
