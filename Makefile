@@ -36,9 +36,17 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: measure and write docs/benchmarks.md.
+## bench: measure and write docs/benchmarks.md (the previous file is kept as docs/benchmarks.previous.md).
 bench:
-	$(GO) run ./hack/bench -out docs/benchmarks.md
+	@mkdir -p docs
+	@[ ! -f docs/benchmarks.md ] || cp docs/benchmarks.md docs/benchmarks.previous.md
+	@{ echo "# Benchmarks"; echo; \
+	   echo "Measured $$(date -u '+%Y-%m-%d %H:%M UTC') on $$(nproc) cores ($$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $$(awk '/MemTotal/ {printf "%.0f GiB", $$2/1048576}' /proc/meminfo), $$($(GO) version | cut -d' ' -f3), load average before the run: $$(cut -d' ' -f1-3 /proc/loadavg)."; \
+	   echo "The load generators run on the same machine."; echo; \
+	   echo "## Coordinator"; echo; $(GO) run ./hack/bench/coordinator; \
+	   echo "## marble-injector"; echo; $(GO) run ./hack/bench/injector; \
+	 } > docs/benchmarks.md.tmp && mv docs/benchmarks.md.tmp docs/benchmarks.md
+	@cat docs/benchmarks.md
 
 ## fuzz: a short fuzzing pass over every parser (FUZZTIME per target).
 FUZZTIME ?= 20s

@@ -50,35 +50,50 @@ func Split(rnd io.Reader, dataKey []byte, keys map[string]string, threshold uint
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	n := len(names)
-	var shares [][]byte
-	var err error
-	switch {
-	case n == 1:
-		shares = [][]byte{append([]byte(nil), dataKey...)}
-	case threshold == 0 || int(threshold) == n:
-		shares, err = splitXOR(rnd, dataKey, n)
-	case threshold >= 2 && int(threshold) < n:
-		shares, err = splitShamir(rnd, dataKey, n, int(threshold))
-	default:
-		return nil, fmt.Errorf("recovery threshold %d is invalid for %d keys", threshold, n)
-	}
+	shares, err := Shares(rnd, dataKey, len(names), threshold)
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[string][]byte, n)
+	out := make(map[string][]byte, len(names))
 	for i, name := range names {
-		pub, err := ParsePublicKey(keys[name])
+		ct, err := EncryptShare(rnd, keys[name], shares[i])
 		if err != nil {
 			return nil, fmt.Errorf("recovery key %q: %w", name, err)
-		}
-		ct, err := rsa.EncryptOAEP(sha256.New(), rnd, pub, shares[i], nil)
-		if err != nil {
-			return nil, fmt.Errorf("encrypting share for %q: %w", name, err)
 		}
 		out[name] = ct
 	}
 	return out, nil
+}
+
+// Shares divides dataKey into n plaintext shares in the layout the
+// threshold selects (see the package documentation). Split gives share i
+// to the i-th recovery key name in ascending order.
+func Shares(rnd io.Reader, dataKey []byte, n int, threshold uint) ([][]byte, error) {
+	switch {
+	case n < 1:
+		return nil, errors.New("no recovery keys")
+	case n == 1:
+		return [][]byte{append([]byte(nil), dataKey...)}, nil
+	case threshold == 0 || int(threshold) == n:
+		return splitXOR(rnd, dataKey, n)
+	case threshold >= 2 && int(threshold) < n:
+		return splitShamir(rnd, dataKey, n, int(threshold))
+	}
+	return nil, fmt.Errorf("recovery threshold %d is invalid for %d keys", threshold, n)
+}
+
+// EncryptShare encrypts a share for the owner of the PEM public key with
+// RSA-OAEP-SHA256.
+func EncryptShare(rnd io.Reader, pemKey string, share []byte) ([]byte, error) {
+	pub, err := ParsePublicKey(pemKey)
+	if err != nil {
+		return nil, err
+	}
+	ct, err := rsa.EncryptOAEP(sha256.New(), rnd, pub, share, nil)
+	if err != nil {
+		return nil, fmt.Errorf("encrypting share: %w", err)
+	}
+	return ct, nil
 }
 
 func splitXOR(rnd io.Reader, secret []byte, n int) ([][]byte, error) {

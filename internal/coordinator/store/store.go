@@ -121,6 +121,14 @@ type Store interface {
 	// supplied by the owners (recovery), seals that key for this machine
 	// and returns the state.
 	Unlock(dataKey []byte) (map[string][]byte, error)
+	// RecoveryData returns a copy of the unencrypted recovery data stored
+	// beside the state, nil if none. It is readable after a Load that
+	// could not unseal the state, so that recovery can be prepared.
+	RecoveryData() []byte
+	// SetRecoveryData durably replaces the recovery data of the open
+	// state; Reset clears it. The data is stored unencrypted but is
+	// authenticated together with the state.
+	SetRecoveryData(data []byte) error
 	// Close releases resources.
 	Close() error
 }

@@ -1,0 +1,202 @@
+// Command coordinator benchmarks marble activation against a Coordinator
+// over real gRPC+TLS and prints a markdown report.
+//
+// Without -mesh it builds ./cmd/coordinator, starts it in simulation with a
+// temporary seal folder, sets a benchmark manifest and runs every scenario,
+// reading the Coordinator's CPU time and memory from /proc. With -mesh it
+// measures the Coordinator at that address (any implementation of the wire
+// protocol, already holding a manifest with the -type marble); -pid adds
+// its CPU time.
+package main
+
+import (
+	"context"
+	"crypto/elliptic"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+)
+
+type options struct {
+	mesh        string
+	pid         int
+	marbleType  string
+	n           int
+	concurrency int
+	steadyN     int
+	rssMarbles  int
+	out         io.Writer
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.mesh, "mesh", "", "mesh API address of a running Coordinator (default: start one)")
+	flag.IntVar(&o.pid, "pid", 0, "process ID of the Coordinator at -mesh, to measure its CPU time")
+	flag.StringVar(&o.marbleType, "type", "bench", "marble type to activate")
+	flag.IntVar(&o.n, "n", 3000, "activations per curve")
+	flag.IntVar(&o.concurrency, "c", 16, "concurrent marbles")
+	flag.IntVar(&o.steadyN, "steady", 100000, "activations for the steady-cost run (0 skips it)")
+	flag.IntVar(&o.rssMarbles, "rss-marbles", 10000, "distinct marbles activated before measuring memory")
+	flag.Parse()
+	o.out = os.Stdout
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if o.mesh != "" {
+		fmt.Fprintf(o.out, "### Coordinator at %s\n\n", o.mesh)
+		for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+			r, err := activations(o.mesh, o.pid, o.marbleType, curve, o.n, o.concurrency)
+			if err != nil {
+				return err
+			}
+			r.print(o.out, curve)
+		}
+		return nil
+	}
+	return runOwn(o)
+}
+
+// result of one activation run.
+type result struct {
+	n          int
+	errors     int
+	elapsed    time.Duration
+	p50, p99   time.Duration
+	cpuPerAct  time.Duration
+	cpuMeasure bool
+}
+
+func (r result) print(w io.Writer, curve elliptic.Curve) {
+	fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.2f | %.2f | %s |\n",
+		curve.Params().Name, r.n, r.errors, float64(r.n)/r.elapsed.Seconds(),
+		ms(r.p50), ms(r.p99), cpuText(r))
+}
+
+func cpuText(r result) string {
+	if !r.cpuMeasure {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f", ms(r.cpuPerAct))
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// activations runs n activations from c concurrent marbles, each with its
+// own TLS connection, identities and UUIDs prepared beforehand.
+func activations(mesh string, pid int, marbleType string, curve elliptic.Curve, n, c int) (result, error) {
+	ids := make([]*coordtest.MarbleIdentity, 64)
+	for i := range ids {
+		id, err := coordtest.NewMarbleIdentity(curve, marbleType)
+		if err != nil {
+			return result{}, err
+		}
+		ids[i] = id
+	}
+	uuids := make([]string, n)
+	for i := range uuids {
+		uuids[i] = uuid.NewString()
+	}
+	lat := make([]time.Duration, n)
+	var next, failures atomic.Int64
+	var firstErr atomic.Value
+	cpu0, cpuOK := cpuTime(pid)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < c; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				id := ids[i%len(ids)]
+				t0 := time.Now()
+				err := activateOnce(mesh, id, marbleType, uuids[i])
+				lat[i] = time.Since(t0)
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu1, _ := cpuTime(pid)
+	if e := firstErr.Load(); e != nil && failures.Load() == int64(n) {
+		return result{}, fmt.Errorf("every activation failed, first error: %v", e)
+	}
+	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
+	r := result{n: n, errors: int(failures.Load()), elapsed: elapsed, p50: lat[n/2], p99: lat[n*99/100]}
+	if cpuOK && pid > 0 {
+		r.cpuMeasure = true
+		r.cpuPerAct = (cpu1 - cpu0) / time.Duration(n)
+	}
+	return r, nil
+}
+
+func activateOnce(mesh string, id *coordtest.MarbleIdentity, marbleType, uid string) error {
+	conn, err := coordtest.Dial(mesh, id)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = coordtest.Activate(ctx, conn, id, marbleType, uid)
+	return err
+}
+
+// cpuTime returns the CPU time a process has used so far.
+func cpuTime(pid int) (time.Duration, bool) {
+	if pid <= 0 {
+		return 0, false
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// Fields after the command name, which is in parentheses.
+	s := string(raw)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	var utime, stime int64
+	if len(fields) < 13 {
+		return 0, false
+	}
+	fmt.Sscan(fields[11], &utime)
+	fmt.Sscan(fields[12], &stime)
+	const ticks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticks, true
+}
+
+// rss returns a process's resident memory in bytes.
+func rss(pid int) (int64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "VmRSS:"), "kB")), &kb)
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}

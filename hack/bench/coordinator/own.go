@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"crypto/elliptic"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"time"
+)
+
+// coordinatorProc is a Coordinator started as a subprocess.
+type coordinatorProc struct {
+	cmd    *exec.Cmd
+	mesh   string
+	client *http.Client
+	base   string
+}
+
+func runOwn(o options) error {
+	tmp, err := os.MkdirTemp("", "coordinator-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "coordinator")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/coordinator")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("building the Coordinator: %w", err)
+	}
+	w := o.out
+	manifest := benchManifest(o.marbleType)
+
+	fmt.Fprintf(w, "### Marble activation (%d concurrent marbles, one TLS connection per activation)\n\n", o.concurrency)
+	fmt.Fprintln(w, "| marble key | activations | errors | activations/s | p50 ms | p99 ms | Coordinator CPU ms/activation |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	c, err := startCoordinator(bin, filepath.Join(tmp, "a"))
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	if err := c.setManifest(manifest); err != nil {
+		return err
+	}
+	pid := c.cmd.Process.Pid
+	for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+		r, err := activations(c.mesh, pid, o.marbleType, curve, o.n, o.concurrency)
+		if err != nil {
+			return err
+		}
+		r.print(w, curve)
+	}
+	fmt.Fprintln(w)
+
+	if o.steadyN > 0 {
+		fmt.Fprintf(w, "### Cost per activation over %d activations (P-256 marbles)\n\n", o.steadyN)
+		fmt.Fprintln(w, "| window | activations/s | p99 ms | Coordinator CPU ms/activation |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|")
+		const window = 2000
+		var first, last result
+		for done := 0; done < o.steadyN; done += window {
+			r, err := activations(c.mesh, pid, o.marbleType, elliptic.P256(), window, o.concurrency)
+			if err != nil {
+				return err
+			}
+			if done == 0 {
+				first = r
+			}
+			last = r
+		}
+		fmt.Fprintf(w, "| first %d | %.0f | %.2f | %.3f |\n", window, float64(first.n)/first.elapsed.Seconds(), ms(first.p99), ms(first.cpuPerAct))
+		fmt.Fprintf(w, "| last %d | %.0f | %.2f | %.3f |\n\n", window, float64(last.n)/last.elapsed.Seconds(), ms(last.p99), ms(last.cpuPerAct))
+	}
+	c.stop()
+
+	fmt.Fprintln(w, "### Memory")
+	fmt.Fprintln(w)
+	c2, err := startCoordinator(bin, filepath.Join(tmp, "b"))
+	if err != nil {
+		return err
+	}
+	defer c2.stop()
+	if err := c2.setManifest(manifest); err != nil {
+		return err
+	}
+	before, err := rss(c2.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	if _, err := activations(c2.mesh, 0, o.marbleType, elliptic.P256(), o.rssMarbles, o.concurrency); err != nil {
+		return err
+	}
+	after, err := rss(c2.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "Coordinator RSS after the manifest: %.1f MB; after activating %d distinct marbles: %.1f MB.\n\n", mb(before), o.rssMarbles, mb(after))
+	c2.stop()
+
+	fmt.Fprintln(w, "### Setting a large manifest")
+	fmt.Fprintln(w)
+	c3, err := startCoordinator(bin, filepath.Join(tmp, "c"))
+	if err != nil {
+		return err
+	}
+	defer c3.stop()
+	large := largeManifest(1000, 1000)
+	t0 := time.Now()
+	if err := c3.setManifest(large); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "A manifest with 1,000 marbles and 1,000 secrets (%d KiB; 400 shared symmetric keys, 400 per-marble symmetric keys, 100 shared ECDSA P-256 certificates, 100 user-defined) is set in %.0f ms, request included.\n\n",
+		len(large)/1024, ms(time.Since(t0)))
+	return nil
+}
+
+func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+func startCoordinator(bin, sealDir string) (*coordinatorProc, error) {
+	mesh, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	client, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		"OE_SIMULATION=1",
+		"EDG_COORDINATOR_SEAL_DIR="+sealDir,
+		"EDG_COORDINATOR_MESH_ADDR="+mesh,
+		"EDG_COORDINATOR_CLIENT_ADDR="+client,
+		"EDG_COORDINATOR_DNS_NAMES=localhost",
+		fmt.Sprintf("GOMAXPROCS=%d", runtime.NumCPU()),
+	)
+	cmd.Stdout = io.Discard
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the Coordinator: %w", err)
+	}
+	c := &coordinatorProc{cmd: cmd, mesh: mesh, base: "https://" + client}
+	if err := c.pin(); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// pin waits for the client API and trusts the root it serves; the
+// Coordinator runs in simulation, so there is no quote to verify.
+func (c *coordinatorProc) pin() error {
+	insecure := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := insecure.Get(c.base + "/api/v2/quote")
+		if err == nil {
+			var q struct {
+				Data struct {
+					Cert string `json:"cert"`
+				} `json:"data"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&q)
+			resp.Body.Close()
+			if err == nil {
+				pool := x509.NewCertPool()
+				rest := []byte(q.Data.Cert)
+				var last *pem.Block
+				for {
+					var b *pem.Block
+					if b, rest = pem.Decode(rest); b == nil {
+						break
+					}
+					last = b
+				}
+				if last == nil {
+					return errors.New("quote response has no certificate")
+				}
+				root, err := x509.ParseCertificate(last.Bytes)
+				if err != nil {
+					return err
+				}
+				pool.AddCert(root)
+				c.client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the Coordinator did not answer: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (c *coordinatorProc) setManifest(raw []byte) error {
+	body, _ := json.Marshal(map[string]string{"manifest": base64.StdEncoding.EncodeToString(raw)})
+	resp, err := c.client.Post(c.base+"/api/v2/manifest", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("setting manifest: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("setting manifest: %s: %s", resp.Status, msg)
+	}
+	return nil
+}
+
+func (c *coordinatorProc) stop() {
+	if c.cmd.ProcessState != nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}

@@ -1,0 +1,207 @@
+// Package clientapi serves the Coordinator's REST client API: the
+// /api/v2 paths and the legacy unprefixed v1 paths, with JSend envelopes.
+// Unknown paths and methods get 405, which clients use to fall back from
+// v2 to v1.
+package clientapi
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/internal/manifest"
+)
+
+// Core is what the client API needs from the Coordinator. Methods that
+// take a certificate authenticate the caller with it: the leaf of the TLS
+// client certificate chain, nil if none was presented.
+type Core interface {
+	Status() (core.State, string)
+	Quote(ctx context.Context, nonce []byte) (chainPEM, quote []byte, err error)
+	ManifestInfo() (raw, signature []byte, ok bool)
+	SetManifest(raw []byte) (map[string][]byte, error)
+	UpdateLog() ([]string, error)
+
+	UpdateManifest(user *x509.Certificate, raw []byte) (*core.UpdateResult, error)
+	PendingUpdate() (*core.PendingUpdate, error)
+	AcknowledgeUpdate(user *x509.Certificate, raw []byte) (*core.UpdateResult, error)
+	CancelUpdate(user *x509.Certificate) error
+	ReadSecrets(user *x509.Certificate, names []string) (map[string]manifest.Secret, error)
+	WriteSecrets(user *x509.Certificate, secrets map[string]core.UserSecret) error
+	Recover(secret, signature []byte) (remaining int, err error)
+	RecoveryPublicKey() ([]byte, error)
+	SignQuote(ctx context.Context, quote []byte) (signature []byte, tcbStatus string, err error)
+	SetMonotonicCounter(marble *x509.Certificate, name string, value uint64) (previous uint64, err error)
+}
+
+// Limits on request bodies.
+const (
+	maxManifestBody = core.MaxManifestSize*4/3 + 1024
+	maxNonceSize    = 1024
+	// maxSecretsBody bounds an upload of user-defined secrets.
+	maxSecretsBody = 8 << 20
+	// maxRecoverBody is MarbleRun's limit for a recovery secret upload.
+	maxRecoverBody = 20 << 10
+	// maxQuoteBody bounds a quote to sign; SGX quotes are a few KiB.
+	maxQuoteBody = 256 << 10
+	// maxCounterBody bounds a monotonic counter request.
+	maxCounterBody = 2*core.MaxCounterNameSize + 1024
+)
+
+type route struct {
+	name    string
+	methods map[string]http.HandlerFunc
+}
+
+// API is the client API handler.
+type API struct {
+	core    Core
+	log     *slog.Logger
+	routes  map[string]*route
+	metrics *httpMetrics
+}
+
+// New returns the client API. reg may be nil.
+func New(c Core, log *slog.Logger, reg prometheus.Registerer) *API {
+	a := &API{core: c, log: log, routes: map[string]*route{}}
+	if reg != nil {
+		a.metrics = newHTTPMetrics(reg)
+	}
+	a.handle("status", http.MethodGet, a.getStatusV2, a.getStatusV1)
+	a.handle("quote", http.MethodGet, a.getQuoteV2, a.getQuoteV1)
+	a.handle("manifest", http.MethodGet, a.getManifestV2, a.getManifestV1)
+	a.handle("manifest", http.MethodPost, a.postManifestV2, a.postManifestV1)
+	a.handle("update", http.MethodGet, a.getUpdateLogV2, a.getUpdateLogV1)
+	a.handle("update", http.MethodPost, a.postUpdateV2, a.postUpdateV1)
+	a.handle("update-manifest", http.MethodGet, a.getPendingUpdate, a.getPendingUpdate)
+	a.handle("update-manifest", http.MethodPost, a.postAcknowledgeV2, a.postAcknowledgeV1)
+	a.handle("update-cancel", http.MethodPost, a.postCancelV2, a.postCancelV1)
+	a.handle("secrets", http.MethodGet, a.getSecretsV2, a.getSecretsV1)
+	a.handle("secrets", http.MethodPost, a.postSecretsV2, a.postSecretsV1)
+	a.handle("recover", http.MethodPost, a.postRecoverV2, a.recoverGoneV1)
+	a.handle("recover/public-key", http.MethodGet, a.getRecoveryKeyV2, nil)
+	a.handle("sign-quote", http.MethodPost, a.postSignQuoteV2, nil)
+	a.handle("monotonic-counter", http.MethodPost, a.postCounterV2, nil)
+	return a
+}
+
+// handle registers the v2 and v1 handlers of an endpoint; a nil v1
+// handler leaves the v1 path unrouted (405).
+func (a *API) handle(path, method string, v2, v1 http.HandlerFunc) {
+	for _, p := range []struct {
+		full string
+		h    http.HandlerFunc
+	}{{"/api/v2/" + path, v2}, {"/" + path, v1}} {
+		if p.h == nil {
+			continue
+		}
+		r, ok := a.routes[p.full]
+		if !ok {
+			r = &route{name: p.full, methods: map[string]http.HandlerFunc{}}
+			a.routes[p.full] = r
+		}
+		h := p.h
+		if a.metrics != nil {
+			h = a.metrics.instrument(p.full, h)
+		}
+		r.methods[method] = h
+	}
+}
+
+// ServeHTTP dispatches by exact path and method.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	rt, ok := a.routes[path]
+	if !ok {
+		a.unknown(w, r)
+		return
+	}
+	h, ok := rt.methods[r.Method]
+	if !ok {
+		a.unknown(w, r)
+		return
+	}
+	h(w, r)
+}
+
+func (a *API) unknown(w http.ResponseWriter, r *http.Request) {
+	h := func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "no endpoint "+r.Method+" "+r.URL.Path)
+	}
+	if a.metrics != nil {
+		h = a.metrics.instrument("unknown", h)
+	}
+	h(w, r)
+}
+
+// JSend envelopes.
+type successBody struct {
+	Status string `json:"status"`
+	Data   any    `json:"data"`
+}
+
+type failBody struct {
+	Status  string `json:"status"`
+	Data    any    `json:"data"`
+	Message string `json:"message"`
+}
+
+type errorBody struct {
+	Status  string `json:"status"`
+	Message string `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func writeSuccess(w http.ResponseWriter, data any) {
+	writeJSON(w, http.StatusOK, successBody{Status: "success", Data: data})
+}
+
+// writeFail answers a client error (400, 401, 413) in the JSend "fail" form.
+func writeFail(w http.ResponseWriter, code int, message string) {
+	writeJSON(w, code, failBody{Status: "fail", Data: nil, Message: message})
+}
+
+// writeError answers 403, 404, 405 and server errors in the JSend "error" form.
+func writeError(w http.ResponseWriter, code int, message string) {
+	writeJSON(w, code, errorBody{Status: "error", Message: message})
+}
+
+// writeCoreError maps a core error to its HTTP form. Internal errors are
+// logged and answered without their details.
+func (a *API) writeCoreError(w http.ResponseWriter, r *http.Request, err error) {
+	var ce *core.Error
+	msg := "internal error"
+	if errors.As(err, &ce) {
+		msg = err.Error()
+	}
+	switch core.KindOf(err) {
+	case core.KindInvalidArgument, core.KindFailedPrecondition, core.KindResourceExhausted:
+		writeFail(w, http.StatusBadRequest, msg)
+	case core.KindUnauthenticated:
+		writeFail(w, http.StatusUnauthorized, msg)
+	case core.KindPermissionDenied:
+		writeError(w, http.StatusForbidden, msg)
+	case core.KindNotFound:
+		writeError(w, http.StatusNotFound, msg)
+	case core.KindUnimplemented:
+		writeError(w, http.StatusNotImplemented, msg)
+	case core.KindDataLoss:
+		a.log.Error("client API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInternalServerError, msg)
+	default:
+		a.log.Error("client API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		writeError(w, http.StatusInternalServerError, msg)
+	}
+}

@@ -1,0 +1,103 @@
+package clientapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+)
+
+// fakeCore fails SetManifest with a configured error. Methods it does not
+// define belong to the nil embedded Core and must not be reached.
+type fakeCore struct {
+	Core
+	setErr error
+}
+
+func (fakeCore) Status() (core.State, string) { return core.StateAcceptingManifest, "ready" }
+func (fakeCore) Quote(context.Context, []byte) ([]byte, []byte, error) {
+	return nil, nil, errors.New("unused")
+}
+func (fakeCore) ManifestInfo() ([]byte, []byte, bool)            { return nil, nil, false }
+func (f fakeCore) SetManifest([]byte) (map[string][]byte, error) { return nil, f.setErr }
+func (fakeCore) UpdateLog() ([]string, error)                    { return nil, nil }
+
+func TestErrorMapping(t *testing.T) {
+	tests := []struct {
+		name       string
+		err        error
+		code       int
+		status     string
+		msgHas     string
+		msgHasNone string
+	}{
+		{"invalid", &core.Error{Kind: core.KindInvalidArgument, Reason: "bad manifest"}, 400, "fail", "bad manifest", ""},
+		{"state", &core.Error{Kind: core.KindFailedPrecondition, Reason: "already set"}, 400, "fail", "already set", ""},
+		{"unauthenticated", &core.Error{Kind: core.KindUnauthenticated, Reason: "no cert"}, 401, "fail", "no cert", ""},
+		{"forbidden", &core.Error{Kind: core.KindPermissionDenied, Reason: "no role"}, 403, "error", "no role", ""},
+		{"not found", &core.Error{Kind: core.KindNotFound, Reason: "none pending"}, 404, "error", "none pending", ""},
+		{"unimplemented", &core.Error{Kind: core.KindUnimplemented, Reason: "no verifier"}, 501, "error", "no verifier", ""},
+		{"data loss shows its reason", &core.Error{Kind: core.KindDataLoss, Reason: "state is damaged"}, 500, "error", "state is damaged", ""},
+		{"internal hides details", errors.New("disk /secret/path failed"), 500, "error", "internal error", "/secret/path"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			api := New(fakeCore{setErr: tc.err}, slog.New(slog.DiscardHandler), nil)
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/manifest", strings.NewReader("{}")))
+			var body struct {
+				Status  string `json:"status"`
+				Message string `json:"message"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+				t.Fatal(err)
+			}
+			if rec.Code != tc.code || body.Status != tc.status || !strings.Contains(body.Message, tc.msgHas) {
+				t.Fatalf("got %d %+v", rec.Code, body)
+			}
+			if tc.msgHasNone != "" && strings.Contains(body.Message, tc.msgHasNone) {
+				t.Fatalf("message leaks %q", tc.msgHasNone)
+			}
+		})
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	api := New(fakeCore{}, slog.New(slog.DiscardHandler), nil)
+	tests := []struct {
+		method, path string
+		code         int
+	}{
+		{http.MethodGet, "/api/v2/status", 200},
+		{http.MethodGet, "/status", 200},
+		{http.MethodGet, "/api/v2/status/", 200},
+		{http.MethodPost, "/api/v2/status", 405},
+		{http.MethodGet, "/api/v2/unknown", 405},
+		{http.MethodGet, "/", 405},
+		{http.MethodPost, "/recover", http.StatusGone},
+		{http.MethodGet, "/recover/public-key", 405},
+		{http.MethodPost, "/sign-quote", 405},
+		{http.MethodPost, "/monotonic-counter", 405},
+		{http.MethodGet, "/api/v2/secrets", 400},
+		{http.MethodGet, "/api/v2/secrets?s=", 400},
+		{http.MethodGet, "/secrets?s=a&s=", 400},
+		{http.MethodPost, "/api/v2/secrets", 400},
+		{http.MethodPost, "/api/v2/recover", 400},
+		{http.MethodPost, "/api/v2/update", 400},
+		{http.MethodPost, "/api/v2/update-manifest", 400},
+		{http.MethodPost, "/api/v2/monotonic-counter", 400},
+	}
+	for _, tc := range tests {
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+		if rec.Code != tc.code {
+			t.Errorf("%s %s = %d, want %d", tc.method, tc.path, rec.Code, tc.code)
+		}
+	}
+}

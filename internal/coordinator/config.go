@@ -1,0 +1,124 @@
+// Package coordinator assembles the Coordinator: configuration, the sealed
+// store, the core, and the client API, mesh API and metrics servers.
+package coordinator
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+)
+
+// Environment variables the Coordinator reads, with MarbleRun's names.
+const (
+	EnvMeshAddr          = "EDG_COORDINATOR_MESH_ADDR"
+	EnvClientAddr        = "EDG_COORDINATOR_CLIENT_ADDR"
+	EnvPrometheusAddr    = "EDG_COORDINATOR_PROMETHEUS_ADDR"
+	EnvDNSNames          = "EDG_COORDINATOR_DNS_NAMES"
+	EnvSealDir           = "EDG_COORDINATOR_SEAL_DIR"
+	EnvStartupManifest   = "EDG_STARTUP_MANIFEST"
+	EnvDebugLogging      = "EDG_DEBUG_LOGGING"
+	EnvHTTPErrorLogLevel = "EDG_HTTP_ERROR_LOG_LEVEL"
+	EnvCWD               = "EDG_CWD"
+	EnvSimulation        = "OE_SIMULATION"
+)
+
+// Config is the Coordinator's process configuration.
+type Config struct {
+	// MeshAddr is where the gRPC mesh API listens (marbles activate here).
+	MeshAddr string
+	// ClientAddr is where the HTTPS client API listens.
+	ClientAddr string
+	// PrometheusAddr, if set, serves /metrics and /events over plain HTTP.
+	PrometheusAddr string
+	// DNSNames are written into the CA certificates; IPs become IP SANs.
+	DNSNames []string
+	// SealDir holds the sealed state.
+	SealDir string
+	// StartupManifest, if set, is a manifest file applied at boot.
+	StartupManifest string
+	// Simulation admits marbles without attestation (insecure).
+	Simulation bool
+	// DebugLogging enables debug logs.
+	DebugLogging bool
+	// HTTPErrorLogLevel is the level of the HTTP server's own error log.
+	HTTPErrorLogLevel string
+	// Sealer seals the data key in SealDir; nil means
+	// seal.SimulationSealer. It is not read from the environment: tests
+	// substitute sealers to imitate a restart on another machine.
+	Sealer seal.Sealer
+	// RecoveryKeyBits is the size of the ephemeral recovery key; 0 means
+	// core.DefaultRecoveryKeyBits. It is not read from the environment:
+	// only tests choose smaller keys.
+	RecoveryKeyBits int
+}
+
+// Describe lists the environment variables for --help.
+func Describe() string {
+	return strings.Join([]string{
+		EnvMeshAddr + "         mesh API (gRPC) listen address (default \":2001\")",
+		EnvClientAddr + "       client API (HTTPS) listen address (default \":4433\")",
+		EnvPrometheusAddr + "   serve /metrics and /events over HTTP here (default: off)",
+		EnvDNSNames + "         comma-separated names and IPs of the Coordinator (default \"localhost\")",
+		EnvSealDir + "          folder of the sealed state (default \"$PWD/marblerun-coordinator-data\"; $" + EnvCWD + " replaces $PWD)",
+		EnvStartupManifest + "              manifest file to set at start-up (default: none)",
+		EnvDebugLogging + "                 \"1\" enables debug logging",
+		EnvHTTPErrorLogLevel + "          level of HTTP server errors: debug, info, warn or error (default \"error\")",
+		EnvSimulation + "                     \"1\" runs in simulation mode: no attestation, INSECURE",
+	}, "\n")
+}
+
+// ConfigFromEnv reads the configuration from the environment. cwd is the
+// working directory, used for the default seal folder.
+func ConfigFromEnv(getenv func(string) string, cwd string) (Config, error) {
+	cfg := Config{
+		MeshAddr:          orDefault(getenv(EnvMeshAddr), ":2001"),
+		ClientAddr:        orDefault(getenv(EnvClientAddr), ":4433"),
+		PrometheusAddr:    getenv(EnvPrometheusAddr),
+		StartupManifest:   getenv(EnvStartupManifest),
+		HTTPErrorLogLevel: orDefault(getenv(EnvHTTPErrorLogLevel), "error"),
+	}
+	for _, n := range strings.Split(orDefault(getenv(EnvDNSNames), "localhost"), ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			cfg.DNSNames = append(cfg.DNSNames, n)
+		}
+	}
+	if len(cfg.DNSNames) == 0 {
+		return Config{}, fmt.Errorf("%s names no host", EnvDNSNames)
+	}
+	if dir := getenv(EnvCWD); dir != "" {
+		cwd = dir
+	}
+	cfg.SealDir = orDefault(getenv(EnvSealDir), filepath.Join(cwd, "marblerun-coordinator-data"))
+	var err error
+	if cfg.Simulation, err = parseFlag(EnvSimulation, getenv(EnvSimulation)); err != nil {
+		return Config{}, err
+	}
+	if cfg.DebugLogging, err = parseFlag(EnvDebugLogging, getenv(EnvDebugLogging)); err != nil {
+		return Config{}, err
+	}
+	switch strings.ToLower(cfg.HTTPErrorLogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return Config{}, fmt.Errorf("%s=%q: want debug, info, warn or error", EnvHTTPErrorLogLevel, cfg.HTTPErrorLogLevel)
+	}
+	return cfg, nil
+}
+
+func parseFlag(name, v string) (bool, error) {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "", "0", "false", "no", "off":
+		return false, nil
+	case "1", "true", "yes", "on":
+		return true, nil
+	}
+	return false, fmt.Errorf("%s=%q: want 1 or 0", name, v)
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

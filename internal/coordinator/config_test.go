@@ -1,0 +1,104 @@
+package coordinator
+
+import (
+	"bytes"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func envFrom(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		check   func(t *testing.T, c Config)
+		wantErr string
+	}{
+		{"defaults", nil, func(t *testing.T, c Config) {
+			if c.MeshAddr != ":2001" || c.ClientAddr != ":4433" || c.PrometheusAddr != "" {
+				t.Fatalf("addresses %q %q %q", c.MeshAddr, c.ClientAddr, c.PrometheusAddr)
+			}
+			if !slices.Equal(c.DNSNames, []string{"localhost"}) || c.SealDir != "/work/dir/marblerun-coordinator-data" {
+				t.Fatalf("names %v seal %q", c.DNSNames, c.SealDir)
+			}
+			if c.Simulation || c.DebugLogging || c.HTTPErrorLogLevel != "error" {
+				t.Fatalf("flags %+v", c)
+			}
+		}, ""},
+		{"everything", map[string]string{
+			EnvMeshAddr: "127.0.0.1:1", EnvClientAddr: "127.0.0.1:2", EnvPrometheusAddr: "127.0.0.1:3",
+			EnvDNSNames: "a.example, 10.0.0.1,,b", EnvSealDir: "/seal", EnvStartupManifest: "/m.json",
+			EnvDebugLogging: "1", EnvSimulation: "1", EnvHTTPErrorLogLevel: "warn",
+		}, func(t *testing.T, c Config) {
+			if c.MeshAddr != "127.0.0.1:1" || c.ClientAddr != "127.0.0.1:2" || c.PrometheusAddr != "127.0.0.1:3" {
+				t.Fatalf("addresses %+v", c)
+			}
+			if !slices.Equal(c.DNSNames, []string{"a.example", "10.0.0.1", "b"}) || c.SealDir != "/seal" || c.StartupManifest != "/m.json" {
+				t.Fatalf("%+v", c)
+			}
+			if !c.Simulation || !c.DebugLogging || c.HTTPErrorLogLevel != "warn" {
+				t.Fatalf("flags %+v", c)
+			}
+		}, ""},
+		{"EDG_CWD moves the seal folder", map[string]string{EnvCWD: "/enclave"}, func(t *testing.T, c Config) {
+			if c.SealDir != "/enclave/marblerun-coordinator-data" {
+				t.Fatalf("seal dir %q", c.SealDir)
+			}
+		}, ""},
+		{"simulation 0", map[string]string{EnvSimulation: "0"}, func(t *testing.T, c Config) {
+			if c.Simulation {
+				t.Fatal("OE_SIMULATION=0 enabled simulation")
+			}
+		}, ""},
+		{"bad simulation value", map[string]string{EnvSimulation: "maybe"}, nil, "OE_SIMULATION"},
+		{"bad log level", map[string]string{EnvHTTPErrorLogLevel: "loud"}, nil, EnvHTTPErrorLogLevel},
+		{"no names", map[string]string{EnvDNSNames: " , "}, nil, EnvDNSNames},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := ConfigFromEnv(envFrom(tc.env), "/work/dir")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want error about %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestMainRefusesWithoutSimulation(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Main(nil, envFrom(map[string]string{
+		EnvSealDir: t.TempDir(), EnvMeshAddr: "127.0.0.1:0", EnvClientAddr: "127.0.0.1:0",
+	}), &out, &errOut)
+	if code != 1 {
+		t.Fatalf("exit code %d", code)
+	}
+	if !strings.Contains(errOut.String(), "OE_SIMULATION=1") || !strings.Contains(errOut.String(), "no trusted execution environment") {
+		t.Fatalf("stderr does not say why: %q", errOut.String())
+	}
+}
+
+func TestMainHelp(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := Main([]string{"--help"}, envFrom(nil), &out, &errOut); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	for _, want := range []string{EnvMeshAddr, EnvClientAddr, EnvSealDir, EnvSimulation, "--simulation"} {
+		if !strings.Contains(errOut.String(), strings.TrimPrefix(want, "-")) {
+			t.Errorf("help lacks %s", want)
+		}
+	}
+	if code := Main([]string{"--bogus"}, envFrom(nil), &out, &errOut); code != 2 {
+		t.Fatalf("unknown flag exit code %d", code)
+	}
+}

@@ -1,0 +1,348 @@
+// Package core is the Coordinator's state machine: it boots from the sealed
+// store, accepts the manifest, activates marbles and answers the queries of
+// the client API. It knows nothing of HTTP or gRPC; the API packages adapt
+// it.
+package core
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/internal/coordinator/pki"
+	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/internal/manifest"
+)
+
+// Config configures a Core.
+type Config struct {
+	// DNSNames are the host names and IP addresses of the Coordinator,
+	// written into its CA certificates.
+	DNSNames []string
+	// Simulation admits marbles without verifying their evidence. It must
+	// be chosen explicitly and is reported everywhere.
+	Simulation bool
+	// Issuer produces the Coordinator's own evidence. Required.
+	Issuer attestation.Issuer
+	// Verifier checks marble evidence. Required unless Simulation.
+	Verifier attestation.Verifier
+	// Store persists the state. Required.
+	Store store.Store
+	// Logger receives structured logs. Defaults to a discarding logger.
+	Logger *slog.Logger
+	// Metrics records Prometheus metrics. Optional.
+	Metrics *Metrics
+	// Now returns the current time. Defaults to time.Now.
+	Now func() time.Time
+	// RecoveryKeyBits is the size of the ephemeral RSA key that owners may
+	// encrypt their recovery secrets with. Defaults to
+	// DefaultRecoveryKeyBits; tests use smaller keys.
+	RecoveryKeyBits int
+}
+
+// DefaultRecoveryKeyBits is the size of the ephemeral recovery key.
+const DefaultRecoveryKeyBits = 4096
+
+// Core is the Coordinator's state machine. It is safe for concurrent use.
+type Core struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	events  *eventLog
+
+	// mu serialises every change of state and every store commit.
+	mu sync.Mutex
+	// view is what readers see; it is replaced, never modified.
+	view atomic.Pointer[view]
+	// activations counts activations of marbles with MaxActivations; guarded by mu.
+	activations map[string]uint64
+	// updateSeq is the sequence number of the last update log entry; guarded by mu.
+	updateSeq uint64
+	// updateLog holds the update log entries, oldest first; guarded by mu.
+	updateLog []string
+	// counters are the marbles' monotonic counters by store key suffix;
+	// guarded by mu.
+	counters map[string]uint64
+	// pending is the manifest update waiting for acknowledgements, nil if
+	// none; guarded by mu.
+	pending *pendingUpdate
+	// unsealErr is why the stored state could not be opened (recovery).
+	unsealErr error
+	// recovery collects the owners' recovery secrets while in state 1;
+	// guarded by mu.
+	recovery *recoverySession
+
+	// ephMu guards ephemeral, the key owners may encrypt recovery secrets
+	// with. It is separate from mu because generating the key takes long.
+	ephMu     sync.Mutex
+	ephemeral *rsa.PrivateKey
+}
+
+// view is an immutable snapshot of the Coordinator's state.
+type view struct {
+	state State
+	// quote is the cached evidence over the root certificate.
+	quote []byte
+	dep   *deployment
+}
+
+// deployment holds the CA and, once a manifest is set, everything derived
+// from it. It is never modified after construction.
+type deployment struct {
+	root         pki.CA
+	intermediate pki.CA
+	marbleRoot   *x509.Certificate
+
+	rootPEM, intermediatePEM, marbleRootPEM []byte
+
+	manifest    *manifest.Manifest
+	manifestRaw []byte
+	manifestSig []byte
+	compiled    map[string]*manifest.Compiled
+	// packageSVN holds the security versions raised by package updates,
+	// which manifest already includes; manifestRaw stays the manifest the
+	// owners set.
+	packageSVN map[string]uint
+	// users maps the DER encoding of each user's certificate to the name.
+	users map[string]string
+	// secrets are the shared and user-defined secret values.
+	secrets            map[string]manifest.Secret
+	rootSecret         []byte
+	previousRootSecret []byte
+	previousSecrets    map[string]manifest.Secret
+}
+
+// New boots a Core from its store: a fresh Coordinator waits for a
+// manifest, one with stored state resumes, and one whose stored state
+// cannot be unsealed enters recovery. Any other failure to read the store
+// is returned, so the Coordinator never starts from scratch by mistake.
+func New(cfg Config) (*Core, error) {
+	if cfg.Issuer == nil {
+		return nil, errors.New("no evidence issuer configured")
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("no store configured")
+	}
+	if !cfg.Simulation && cfg.Issuer.Insecure() {
+		return nil, errors.New("the evidence issuer is insecure but simulation mode is off")
+	}
+	if !cfg.Simulation && cfg.Verifier == nil {
+		return nil, errors.New("no evidence verifier configured and simulation mode is off")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.RecoveryKeyBits == 0 {
+		cfg.RecoveryKeyBits = DefaultRecoveryKeyBits
+	}
+	c := &Core{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		metrics:     cfg.Metrics,
+		events:      newEventLog(1024),
+		activations: map[string]uint64{},
+		counters:    map[string]uint64{},
+	}
+	c.metrics.setSimulation(cfg.Simulation)
+	c.view.Store(&view{state: StateUninitialized})
+	if err := c.boot(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Core) boot() error {
+	stored, err := c.cfg.Store.Load()
+	switch {
+	case errors.Is(err, store.ErrNoState):
+		return c.bootFresh()
+	case errors.Is(err, store.ErrUnseal):
+		c.unsealErr = err
+		c.log.Warn("stored state cannot be unsealed; entering recovery mode", "error", err)
+		c.recovery = newRecoverySession(c.cfg.Store.RecoveryData())
+		if c.recovery.dataErr != nil {
+			c.log.Error("the stored recovery data is unusable; the state cannot be recovered, only replaced by a new manifest", "error", c.recovery.dataErr)
+		}
+		dep, derr := c.newCA()
+		if derr != nil {
+			return derr
+		}
+		return c.publish(StateRecovery, dep)
+	case err != nil:
+		return fmt.Errorf("loading stored state: %w", err)
+	}
+	st, err := restore(stored)
+	if err != nil {
+		return fmt.Errorf("stored state is inconsistent, refusing to start: %w", err)
+	}
+	c.adopt(st)
+	state := StateAcceptingManifest
+	if st.dep.manifest != nil {
+		state = StateAcceptingMarbles
+		c.checkRecoveryData(st.dep.manifest)
+	}
+	c.log.Info("resumed from stored state", "state", state.String())
+	return c.publish(state, st.dep)
+}
+
+// adopt takes over the counters, log and pending update of restored state;
+// the caller publishes its deployment. c.mu must be held or c unshared.
+func (c *Core) adopt(st *storedState) {
+	c.activations = st.activations
+	c.counters = st.counters
+	c.updateLog = st.updateLog
+	c.updateSeq = st.updateSeq
+	c.pending = st.pending
+}
+
+func (c *Core) bootFresh() error {
+	dep, err := c.newCA()
+	if err != nil {
+		return err
+	}
+	if _, err := c.cfg.Store.Reset(encodeCA(dep)); err != nil {
+		return fmt.Errorf("storing new certificate authority: %w", err)
+	}
+	c.log.Info("created a new certificate authority; waiting for a manifest")
+	return c.publish(StateAcceptingManifest, dep)
+}
+
+// newCA creates a root CA, intermediate and marble root.
+func (c *Core) newCA() (*deployment, error) {
+	dnsNames, ips := pki.SplitHosts(c.cfg.DNSNames)
+	now := c.cfg.Now()
+	root, err := pki.NewRoot(dnsNames, ips, now)
+	if err != nil {
+		return nil, err
+	}
+	dep := &deployment{root: root}
+	if err := dep.rotateIntermediate(dnsNames, ips, now); err != nil {
+		return nil, err
+	}
+	return dep, nil
+}
+
+func (d *deployment) rotateIntermediate(dnsNames []string, ips []net.IP, now time.Time) error {
+	inter, marbleRoot, err := pki.NewIntermediate(d.root, dnsNames, ips, now)
+	if err != nil {
+		return err
+	}
+	d.intermediate = inter
+	d.marbleRoot = marbleRoot
+	d.fillPEM()
+	return nil
+}
+
+func (d *deployment) fillPEM() {
+	d.rootPEM = certPEM(d.root.Cert)
+	d.intermediatePEM = certPEM(d.intermediate.Cert)
+	d.marbleRootPEM = certPEM(d.marbleRoot)
+}
+
+// marbleCA is the CA that issues marble and secret certificates.
+func (d *deployment) marbleCA() manifest.CA {
+	return manifest.CA{Cert: d.marbleRoot, Key: d.intermediate.Key}
+}
+
+// publish makes a new state and deployment visible, issuing fresh evidence
+// when the root changed.
+func (c *Core) publish(state State, dep *deployment) error {
+	old := c.view.Load()
+	if state != old.state && !old.state.canMoveTo(state) {
+		return fmt.Errorf("state may not move from %s to %s", old.state, state)
+	}
+	quote := old.quote
+	if old.dep == nil || old.dep.root.Cert != dep.root.Cert {
+		q, err := c.cfg.Issuer.Issue(context.Background(), attestation.BindHash(dep.root.Cert.Raw))
+		if err != nil {
+			return fmt.Errorf("issuing evidence over the root certificate: %w", err)
+		}
+		quote = q
+	}
+	c.view.Store(&view{state: state, quote: quote, dep: dep})
+	c.metrics.setState(state)
+	return nil
+}
+
+// Status returns the state and its message.
+func (c *Core) Status() (State, string) {
+	v := c.view.Load()
+	return v.state, v.state.Message()
+}
+
+// Simulation reports whether the Coordinator runs in simulation mode.
+func (c *Core) Simulation() bool { return c.cfg.Simulation }
+
+// RootCertificate returns the root CA certificate and key, which are the
+// client API's TLS identity.
+func (c *Core) RootCertificate() (*x509.Certificate, *ecdsa.PrivateKey) {
+	d := c.view.Load().dep
+	return d.root.Cert, d.root.Key
+}
+
+// MarbleRoot returns the current marble root certificate.
+func (c *Core) MarbleRoot() (*x509.Certificate, *ecdsa.PrivateKey) {
+	d := c.view.Load().dep
+	return d.marbleRoot, d.intermediate.Key
+}
+
+// Quote returns the PEM chain (intermediate, then root) and evidence over
+// the root certificate. With a nonce the evidence is fresh and binds
+// SHA-256(root DER ‖ nonce).
+func (c *Core) Quote(ctx context.Context, nonce []byte) (chainPEM []byte, quote []byte, err error) {
+	v := c.view.Load()
+	if v.state == StateUninitialized {
+		return nil, nil, newError(KindFailedPrecondition, nil, "the Coordinator is not initialized yet")
+	}
+	chain := append(append([]byte{}, v.dep.intermediatePEM...), v.dep.rootPEM...)
+	if nonce == nil {
+		return chain, v.quote, nil
+	}
+	q, err := c.cfg.Issuer.Issue(ctx, attestation.BindHash(v.dep.root.Cert.Raw, nonce))
+	if err != nil {
+		return nil, nil, fmt.Errorf("issuing evidence with nonce: %w", err)
+	}
+	return chain, q, nil
+}
+
+// ManifestInfo returns the raw manifest, the root key's ECDSA signature
+// over its SHA-256 and its SHA-256 fingerprint. ok is false when no
+// manifest is set.
+func (c *Core) ManifestInfo() (raw, signature []byte, ok bool) {
+	d := c.view.Load().dep
+	if d == nil || d.manifest == nil {
+		return nil, nil, false
+	}
+	return d.manifestRaw, d.manifestSig, true
+}
+
+// UpdateLog returns the update log entries, oldest first, as JSON lines.
+func (c *Core) UpdateLog() ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.view.Load()
+	if v.state != StateAcceptingMarbles {
+		return nil, newError(KindFailedPrecondition, nil, "the Coordinator has no manifest yet (state: %s)", v.state)
+	}
+	return append([]string(nil), c.updateLog...), nil
+}
+
+// Events returns the most recent activations, oldest first.
+func (c *Core) Events() []Event { return c.events.list() }
+
+func certPEM(cert *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+}

@@ -1,0 +1,71 @@
+package core
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/marblemesh/marblemesh/internal/version"
+)
+
+// Metrics are the Coordinator core's Prometheus metrics. A nil *Metrics
+// records nothing.
+type Metrics struct {
+	state       prometheus.Gauge
+	simulation  prometheus.Gauge
+	activations *prometheus.CounterVec
+	successes   *prometheus.CounterVec
+}
+
+// NewMetrics registers the core's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		state: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_state",
+			Help: "State of the Coordinator: 1 recovery, 2 accepting manifest, 3 accepting marbles.",
+		}),
+		simulation: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_simulation",
+			Help: "1 if the Coordinator runs in simulation mode and admits marbles without verifying their evidence.",
+		}),
+		// Activations are labelled by marble type only: a label per marble
+		// UUID would add series for every instance ever started, without
+		// bound. Per-instance history is in /events and the logs.
+		activations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_marble_activations_total",
+			Help: "Activation requests of known marble types.",
+		}, []string{"type"}),
+		successes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_marble_activations_success_total",
+			Help: "Successful marble activations.",
+		}, []string{"type"}),
+	}
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "coordinator_version_info",
+		Help: "Version of the Coordinator.",
+	}, []string{"version", "commit"})
+	info.WithLabelValues(version.Version, version.Commit).Set(1)
+	reg.MustRegister(m.state, m.simulation, m.activations, m.successes, info)
+	return m
+}
+
+func (m *Metrics) setState(s State) {
+	if m != nil {
+		m.state.Set(float64(s))
+	}
+}
+
+func (m *Metrics) setSimulation(sim bool) {
+	if m != nil && sim {
+		m.simulation.Set(1)
+	}
+}
+
+func (m *Metrics) activation(marbleType string, success bool) {
+	if m == nil {
+		return
+	}
+	if success {
+		m.successes.WithLabelValues(marbleType).Inc()
+		return
+	}
+	m.activations.WithLabelValues(marbleType).Inc()
+}

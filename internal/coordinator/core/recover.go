@@ -1,0 +1,422 @@
+package core
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/recovery"
+	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/internal/manifest"
+)
+
+// Recovery data is kept unencrypted beside the sealed state (the store's
+// recovery-data blob), so that a Coordinator that cannot unseal the state
+// can still check the owners' recovery secrets one by one. It is JSON:
+//
+//	{"version": 1, "layout": "single"|"xor"|"shamir", "threshold": k,
+//	 "keys": {"<recovery key name>": {"publicKey": <PKIX DER, base64>,
+//	                                  "shareHash": <SHA-256, base64>}}}
+//
+// shareHash is SHA-256(shareHashContext ‖ share) of the plaintext share the
+// key's owner received. Nothing in it is secret: public keys, and hashes of
+// uniformly random 32- or 33-byte values. The blob is authenticated as part
+// of the state's encryption, so a forged blob is only noticed once the data
+// key is put together (Unlock then fails); before that it can at worst
+// make the Coordinator refuse genuine secrets.
+const (
+	recoveryDataVersion = 1
+	layoutSingle        = "single"
+	layoutXOR           = "xor"
+	layoutShamir        = "shamir"
+	shareHashContext    = "marblemesh/recovery/share/v1\x00"
+	// maxEncryptedShare bounds what is decrypted with the ephemeral key.
+	maxEncryptedShare = 2048
+)
+
+type recoveryData struct {
+	Version   int                        `json:"version"`
+	Layout    string                     `json:"layout"`
+	Threshold int                        `json:"threshold"`
+	Keys      map[string]recoveryKeyInfo `json:"keys"`
+}
+
+type recoveryKeyInfo struct {
+	PublicKey []byte `json:"publicKey"`
+	ShareHash []byte `json:"shareHash"`
+}
+
+func shareHash(share []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(shareHashContext))
+	h.Write(share)
+	return h.Sum(nil)
+}
+
+// recoveryLayout returns the layout and the number of shares needed for n
+// recovery keys and a manifest RecoveryThreshold.
+func recoveryLayout(n int, threshold uint) (string, int) {
+	switch {
+	case n == 1:
+		return layoutSingle, 1
+	case threshold == 0 || int(threshold) == n:
+		return layoutXOR, n
+	}
+	return layoutShamir, int(threshold)
+}
+
+// errNoRecoveryData is why a state without recovery data cannot be
+// recovered.
+var errNoRecoveryData = errors.New("no recovery data is stored beside the sealed state (the manifest had no recovery keys)")
+
+// parseRecoveryData decodes and checks recovery data.
+func parseRecoveryData(blob []byte) (*recoveryData, map[string]*rsa.PublicKey, error) {
+	if len(blob) == 0 {
+		return nil, nil, errNoRecoveryData
+	}
+	var rd recoveryData
+	if err := json.Unmarshal(blob, &rd); err != nil {
+		return nil, nil, fmt.Errorf("decoding recovery data: %w", err)
+	}
+	if rd.Version != recoveryDataVersion {
+		return nil, nil, fmt.Errorf("recovery data has version %d, want %d", rd.Version, recoveryDataVersion)
+	}
+	n := len(rd.Keys)
+	switch {
+	case rd.Layout == layoutSingle && n == 1 && rd.Threshold == 1:
+	case rd.Layout == layoutXOR && n >= 2 && rd.Threshold == n:
+	case rd.Layout == layoutShamir && rd.Threshold >= 2 && rd.Threshold < n:
+	default:
+		return nil, nil, fmt.Errorf("recovery data has an invalid layout: %q with threshold %d for %d keys", rd.Layout, rd.Threshold, n)
+	}
+	pubs := make(map[string]*rsa.PublicKey, n)
+	seen := make(map[string]string, n)
+	for name, k := range rd.Keys {
+		pub, err := x509.ParsePKIXPublicKey(k.PublicKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("recovery data: key %q: %w", name, err)
+		}
+		rsaPub, ok := pub.(*rsa.PublicKey)
+		if !ok {
+			return nil, nil, fmt.Errorf("recovery data: key %q is a %T, not an RSA key", name, pub)
+		}
+		if len(k.ShareHash) != sha256.Size {
+			return nil, nil, fmt.Errorf("recovery data: key %q has a share hash of %d bytes", name, len(k.ShareHash))
+		}
+		if other, dup := seen[string(k.ShareHash)]; dup {
+			return nil, nil, fmt.Errorf("recovery data: keys %q and %q have the same share", other, name)
+		}
+		seen[string(k.ShareHash)] = name
+		pubs[name] = rsaPub
+	}
+	return &rd, pubs, nil
+}
+
+// recoverySession collects the owners' recovery secrets in state 1. It is
+// kept in memory only: after a restart the owners upload their secrets
+// again.
+type recoverySession struct {
+	data    *recoveryData
+	pubs    map[string]*rsa.PublicKey
+	dataErr error
+	// shares are the verified plaintext shares by recovery key name.
+	shares map[string][]byte
+}
+
+func newRecoverySession(blob []byte) *recoverySession {
+	rd, pubs, err := parseRecoveryData(blob)
+	return &recoverySession{data: rd, pubs: pubs, dataErr: err, shares: map[string][]byte{}}
+}
+
+// usable explains why recovery is impossible, or returns nil. s may be nil.
+func (s *recoverySession) usable() error {
+	if s != nil && s.data != nil {
+		return nil
+	}
+	reason := errNoRecoveryData
+	if s != nil && s.dataErr != nil {
+		reason = s.dataErr
+	}
+	return newError(KindFailedPrecondition, reason, "the stored state cannot be recovered; set a new manifest to start over")
+}
+
+// owner returns the recovery key whose share is share.
+func (s *recoverySession) owner(share []byte) (string, bool) {
+	h := shareHash(share)
+	for name, k := range s.data.Keys {
+		if bytes.Equal(k.ShareHash, h) {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// combine puts the data key together from the collected shares.
+func (s *recoverySession) combine() ([]byte, error) {
+	names := make([]string, 0, len(s.shares))
+	for n := range s.shares {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	shares := make([][]byte, len(names))
+	for i, n := range names {
+		shares[i] = s.shares[n]
+	}
+	switch s.data.Layout {
+	case layoutSingle:
+		return slices.Clone(shares[0]), nil
+	case layoutXOR:
+		return recovery.CombineXOR(shares)
+	default:
+		return recovery.CombineShamir(shares)
+	}
+}
+
+// sealRecovery splits dataKey among the manifest's recovery keys, stores
+// the recovery data beside the state and returns each owner's share
+// encrypted with the owner's key. Without recovery keys there is nothing to
+// do: Reset has already cleared the recovery data. c.mu must be held.
+func (c *Core) sealRecovery(dataKey []byte, m *manifest.Manifest) (map[string][]byte, error) {
+	if len(m.RecoveryKeys) == 0 {
+		return nil, nil
+	}
+	names := make([]string, 0, len(m.RecoveryKeys))
+	for n := range m.RecoveryKeys {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	shares, err := recovery.Shares(rand.Reader, dataKey, len(names), m.Config.RecoveryThreshold)
+	if err != nil {
+		return nil, fmt.Errorf("splitting the data key: %w", err)
+	}
+	defer func() {
+		for _, s := range shares {
+			clear(s)
+		}
+	}()
+	layout, threshold := recoveryLayout(len(names), m.Config.RecoveryThreshold)
+	rd := recoveryData{Version: recoveryDataVersion, Layout: layout, Threshold: threshold, Keys: make(map[string]recoveryKeyInfo, len(names))}
+	secrets := make(map[string][]byte, len(names))
+	for i, name := range names {
+		pub, err := manifest.ParseRecoveryKey(m.RecoveryKeys[name])
+		if err != nil {
+			return nil, fmt.Errorf("recovery key %q: %w", name, err)
+		}
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			return nil, fmt.Errorf("recovery key %q: %w", name, err)
+		}
+		rd.Keys[name] = recoveryKeyInfo{PublicKey: der, ShareHash: shareHash(shares[i])}
+		if secrets[name], err = recovery.EncryptShare(rand.Reader, m.RecoveryKeys[name], shares[i]); err != nil {
+			return nil, fmt.Errorf("recovery key %q: %w", name, err)
+		}
+	}
+	blob, err := json.Marshal(rd)
+	if err != nil {
+		return nil, fmt.Errorf("encoding recovery data: %w", err)
+	}
+	if err := c.cfg.Store.SetRecoveryData(blob); err != nil {
+		c.log.Error("storing the recovery data failed; the state cannot be recovered with the recovery keys until a manifest update changes them", "error", err)
+		return nil, fmt.Errorf("storing recovery data: %w", err)
+	}
+	return secrets, nil
+}
+
+// checkRecoveryData compares the stored recovery data with the manifest's
+// recovery keys at boot and reports a mismatch, which leaves the state
+// unrecoverable: it happens when the Coordinator stopped between storing a
+// new data key and its recovery data, in which case the owners never
+// received their new secrets either.
+func (c *Core) checkRecoveryData(m *manifest.Manifest) {
+	if len(m.RecoveryKeys) == 0 {
+		return
+	}
+	rd, pubs, err := parseRecoveryData(c.cfg.Store.RecoveryData())
+	if err == nil {
+		err = recoveryDataMatches(rd, pubs, m)
+	}
+	if err != nil {
+		c.log.Error("the recovery data does not match the manifest's recovery keys: this state cannot be recovered if it ever fails to unseal; change the recovery keys with a manifest update to get new recovery secrets", "error", err)
+	}
+}
+
+// recoveryDataMatches checks recovery data against a manifest.
+func recoveryDataMatches(rd *recoveryData, pubs map[string]*rsa.PublicKey, m *manifest.Manifest) error {
+	layout, threshold := recoveryLayout(len(m.RecoveryKeys), m.Config.RecoveryThreshold)
+	if rd.Layout != layout || rd.Threshold != threshold || len(rd.Keys) != len(m.RecoveryKeys) {
+		return fmt.Errorf("recovery data has layout %s with %d of %d keys, the manifest %s with %d of %d", rd.Layout, rd.Threshold, len(rd.Keys), layout, threshold, len(m.RecoveryKeys))
+	}
+	for name, pemKey := range m.RecoveryKeys {
+		want, err := manifest.ParseRecoveryKey(pemKey)
+		if err != nil {
+			return fmt.Errorf("recovery key %q: %w", name, err)
+		}
+		if got, ok := pubs[name]; !ok || !got.Equal(want) {
+			return fmt.Errorf("recovery key %q differs from the recovery data", name)
+		}
+	}
+	return nil
+}
+
+// endRecovery forgets collected shares and the ephemeral key. c.mu must be
+// held.
+func (c *Core) endRecovery() {
+	c.recovery = nil
+	c.ephMu.Lock()
+	c.ephemeral = nil
+	c.ephMu.Unlock()
+}
+
+// RecoveryPublicKey returns the PKIX DER encoding of the ephemeral RSA key
+// owners may encrypt their recovery secrets with (RSA-OAEP, SHA-256). The
+// key is created on first use and lives until recovery ends or the
+// Coordinator restarts.
+func (c *Core) RecoveryPublicKey() ([]byte, error) {
+	c.mu.Lock()
+	v, rs := c.view.Load(), c.recovery
+	c.mu.Unlock()
+	if v.state != StateRecovery {
+		return nil, newError(KindFailedPrecondition, nil, "the Coordinator is not in recovery mode (state: %s)", v.state)
+	}
+	if err := rs.usable(); err != nil {
+		return nil, err
+	}
+	c.ephMu.Lock()
+	defer c.ephMu.Unlock()
+	if c.ephemeral == nil {
+		k, err := rsa.GenerateKey(rand.Reader, c.cfg.RecoveryKeyBits)
+		if err != nil {
+			return nil, fmt.Errorf("generating the ephemeral recovery key: %w", err)
+		}
+		c.ephemeral = k
+	}
+	der, err := x509.MarshalPKIXPublicKey(&c.ephemeral.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("encoding the ephemeral recovery key: %w", err)
+	}
+	return der, nil
+}
+
+// isPlainShareSize reports whether n is the size of a plaintext recovery
+// secret: a 16-byte legacy key, a 32-byte data key or XOR share, or a
+// 33-byte Shamir share.
+func isPlainShareSize(n int) bool { return n == 16 || n == 32 || n == 33 }
+
+// decryptShare decrypts a recovery secret encrypted with the ephemeral key.
+func (c *Core) decryptShare(ct []byte) ([]byte, error) {
+	if len(ct) > maxEncryptedShare {
+		return nil, newError(KindInvalidArgument, nil, "the recovery secret is %d bytes: neither a plaintext secret (16, 32 or 33 bytes) nor one encrypted with the ephemeral recovery key", len(ct))
+	}
+	c.ephMu.Lock()
+	key := c.ephemeral
+	c.ephMu.Unlock()
+	if key == nil {
+		return nil, newError(KindInvalidArgument, nil, "the recovery secret is %d bytes, so it must be encrypted with the ephemeral recovery key, but this Coordinator has not created one since it started: fetch recover/public-key and encrypt the secret again", len(ct))
+	}
+	share, err := rsa.DecryptOAEP(sha256.New(), nil, key, ct, nil)
+	if err != nil {
+		return nil, newError(KindInvalidArgument, nil, "the recovery secret cannot be decrypted with the current ephemeral recovery key (a key from before a restart?); fetch recover/public-key and encrypt it again")
+	}
+	if !isPlainShareSize(len(share)) {
+		return nil, newError(KindInvalidArgument, nil, "the decrypted recovery secret is %d bytes, want 16, 32 or 33", len(share))
+	}
+	return share, nil
+}
+
+// Recover takes one owner's recovery secret with the owner's PKCS#1 v1.5
+// SHA-256 signature over the plaintext secret. A secret that is not 16, 32
+// or 33 bytes long is first decrypted with the ephemeral recovery key.
+// Each secret must belong to a recovery key of the stored state, carry
+// that key's signature, and come only once. When enough have arrived, the
+// data key is put together, the state is unlocked and sealed again for
+// this machine, and the Coordinator resumes (state 3). It returns how many
+// secrets are still missing.
+func (c *Core) Recover(secret, signature []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.view.Load()
+	if v.state != StateRecovery {
+		return 0, newError(KindFailedPrecondition, nil, "the Coordinator is not in recovery mode (state: %s)", v.state)
+	}
+	rs := c.recovery
+	if err := rs.usable(); err != nil {
+		return 0, err
+	}
+	if len(secret) == 0 {
+		return 0, newError(KindInvalidArgument, nil, "the recovery secret is empty")
+	}
+	share := secret
+	if !isPlainShareSize(len(secret)) {
+		var err error
+		if share, err = c.decryptShare(secret); err != nil {
+			return 0, err
+		}
+	}
+	name, ok := rs.owner(share)
+	if !ok {
+		return 0, newError(KindInvalidArgument, nil, "the recovery secret does not belong to any recovery key of the stored state")
+	}
+	digest := sha256.Sum256(share)
+	if err := rsa.VerifyPKCS1v15(rs.pubs[name], crypto.SHA256, digest[:], signature); err != nil {
+		return 0, newError(KindUnauthenticated, nil, "the signature does not verify with recovery key %q (want PKCS#1 v1.5 with SHA-256 over the plaintext secret)", name)
+	}
+	if _, dup := rs.shares[name]; dup {
+		return 0, newError(KindInvalidArgument, nil, "the recovery secret of key %q has already been uploaded", name)
+	}
+	rs.shares[name] = slices.Clone(share)
+	if missing := rs.data.Threshold - len(rs.shares); missing > 0 {
+		c.log.Info("recovery secret accepted", "recoveryKey", name, "missing", missing)
+		return missing, nil
+	}
+
+	dataKey, err := rs.combine()
+	if err != nil {
+		delete(rs.shares, name)
+		return 0, fmt.Errorf("combining recovery secrets: %w", err)
+	}
+	defer clear(dataKey)
+	stored, err := c.cfg.Store.Unlock(dataKey)
+	switch {
+	case errors.Is(err, store.ErrWrongDataKey):
+		// The shares matched the recovery data, so the recovery data does
+		// not belong to the state: start over.
+		rs.shares = map[string][]byte{}
+		return 0, newError(KindFailedPrecondition, nil, "the recovery secrets do not open the stored state (the recovery data beside it does not match it); all uploaded secrets were discarded")
+	case errors.Is(err, store.ErrCorrupt):
+		rs.shares = map[string][]byte{}
+		c.log.Error("the recovery secrets open the data key, but the stored state is damaged", "error", err)
+		return 0, newError(KindDataLoss, nil, "the recovery secrets are right, but the stored state is damaged and cannot be opened with any key; set a new manifest to start over")
+	case err != nil:
+		delete(rs.shares, name)
+		return 0, fmt.Errorf("unlocking the stored state: %w", err)
+	}
+	st, err := restore(stored)
+	if err != nil {
+		return 0, fmt.Errorf("the recovered state is inconsistent: %w", err)
+	}
+	if st.dep.manifest != nil {
+		if err := recoveryDataMatches(rs.data, rs.pubs, st.dep.manifest); err != nil {
+			c.log.Error("the recovery data does not match the recovered manifest", "error", err)
+		}
+	}
+	c.adopt(st)
+	c.unsealErr = nil
+	c.endRecovery()
+	state := StateAcceptingManifest
+	if st.dep.manifest != nil {
+		state = StateAcceptingMarbles
+	}
+	if err := c.publish(state, st.dep); err != nil {
+		return 0, fmt.Errorf("the state is unlocked and sealed for this machine, but cannot be served; restart the Coordinator: %w", err)
+	}
+	c.log.Info("recovered the stored state with the owners' recovery secrets", "state", state.String())
+	return 0, nil
+}

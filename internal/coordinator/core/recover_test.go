@@ -1,0 +1,257 @@
+package core
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+)
+
+func TestRecoveryLayouts(t *testing.T) {
+	u := newGovUsers(t)
+	keys := []*testRecoveryKey{newTestRecoveryKey(t), newTestRecoveryKey(t), newTestRecoveryKey(t)}
+	stranger := newTestRecoveryKey(t)
+	tests := []struct {
+		name      string
+		keys      int
+		threshold int
+		needed    int
+		shareLen  int
+	}{
+		{"one key", 1, 0, 1, 32},
+		{"all of three", 3, 0, 3, 32},
+		{"all of three by threshold", 3, 3, 3, 32},
+		{"two of three", 3, 2, 2, 33},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			owners := map[string]*testRecoveryKey{}
+			for i := 0; i < tc.keys; i++ {
+				owners[fmt.Sprintf("owner%d", i)] = keys[i]
+			}
+			m := govManifest(u, owners)
+			section(m, "Config")["RecoveryThreshold"] = tc.threshold
+			c, st, encrypted := govCore(t, u, m)
+			if len(encrypted) != tc.keys {
+				t.Fatalf("%d recovery secrets for %d keys", len(encrypted), tc.keys)
+			}
+			shares := map[string][]byte{}
+			for name, ct := range encrypted {
+				shares[name] = owners[name].decrypt(t, ct)
+				if len(shares[name]) != tc.shareLen {
+					t.Fatalf("share of %s is %d bytes, want %d", name, len(shares[name]), tc.shareLen)
+				}
+			}
+			root, _ := c.RootCertificate()
+			raw, _, _ := c.ManifestInfo()
+			files := backendFiles(t, c, uuid1)
+			if _, err := c.Recover(shares["owner0"], owners["owner0"].sign(t, shares["owner0"])); KindOf(err) != KindFailedPrecondition {
+				t.Fatalf("recover outside recovery mode: %v", err)
+			}
+			if _, err := c.RecoveryPublicKey(); KindOf(err) != KindFailedPrecondition {
+				t.Fatalf("recovery key outside recovery mode: %v", err)
+			}
+
+			st.LoseSealKey()
+			c = newSimCore(t, st)
+			if s, _ := c.Status(); s != StateRecovery {
+				t.Fatalf("state after losing the seal key: %v", s)
+			}
+			upload := func(name string, secret []byte, key *testRecoveryKey) (int, error) {
+				return c.Recover(secret, key.sign(t, shares[name]))
+			}
+			fails := []struct {
+				what   string
+				secret []byte
+				sig    []byte
+				kind   Kind
+				want   string
+			}{
+				{"wrong signature", shares["owner0"], stranger.sign(t, shares["owner0"]), KindUnauthenticated, "signature"},
+				{"signature over something else", shares["owner0"], owners["owner0"].sign(t, []byte("other")), KindUnauthenticated, "signature"},
+				{"unknown share", bytes.Repeat([]byte{7}, tc.shareLen), owners["owner0"].sign(t, bytes.Repeat([]byte{7}, tc.shareLen)), KindInvalidArgument, "does not belong"},
+				{"empty", nil, []byte("x"), KindInvalidArgument, "empty"},
+				{"encrypted before any ephemeral key", make([]byte, 256), []byte("x"), KindInvalidArgument, "recover/public-key"},
+			}
+			for _, f := range fails {
+				if _, err := c.Recover(f.secret, f.sig); KindOf(err) != f.kind || !strings.Contains(err.Error(), f.want) {
+					t.Fatalf("%s: got %v, want kind %v with %q", f.what, err, f.kind, f.want)
+				}
+			}
+
+			if tc.needed > 1 {
+				n, err := upload("owner0", shares["owner0"], owners["owner0"])
+				if err != nil || n != tc.needed-1 {
+					t.Fatalf("first share: %d %v", n, err)
+				}
+				if _, err := upload("owner0", shares["owner0"], owners["owner0"]); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "already") {
+					t.Fatalf("duplicate share: %v", err)
+				}
+				if s, _ := c.Status(); s != StateRecovery {
+					t.Fatal("too few shares ended recovery")
+				}
+				// Collected shares live in memory only: a restart starts over.
+				c = newSimCore(t, st)
+				n, err = upload("owner0", shares["owner0"], owners["owner0"])
+				if err != nil || n != tc.needed-1 {
+					t.Fatalf("first share after a restart: %d %v", n, err)
+				}
+			}
+
+			// The last share travels encrypted with the ephemeral key.
+			last := fmt.Sprintf("owner%d", tc.needed-1)
+			der, err := c.RecoveryPublicKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := x509.ParsePKIXPublicKey(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again, _ := c.RecoveryPublicKey(); !bytes.Equal(again, der) {
+				t.Fatal("the ephemeral key changed within one recovery")
+			}
+			ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub.(*rsa.PublicKey), shares[last], nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Recover(append(bytes.Clone(ct[:len(ct)-1]), ct[len(ct)-1]^1), owners[last].sign(t, shares[last])); KindOf(err) != KindInvalidArgument {
+				t.Fatalf("damaged encrypted share: %v", err)
+			}
+			for i := 1; i < tc.needed-1; i++ {
+				name := fmt.Sprintf("owner%d", i)
+				if _, err := upload(name, shares[name], owners[name]); err != nil {
+					t.Fatalf("share %s: %v", name, err)
+				}
+			}
+			n, err := upload(last, ct, owners[last])
+			if err != nil || n != 0 {
+				t.Fatalf("last share: %d %v", n, err)
+			}
+			if s, _ := c.Status(); s != StateAcceptingMarbles {
+				t.Fatalf("state after recovery: %v", s)
+			}
+			if r, _ := c.RootCertificate(); !r.Equal(root) {
+				t.Fatal("recovery did not restore the root")
+			}
+			if raw2, _, _ := c.ManifestInfo(); !bytes.Equal(raw2, raw) {
+				t.Fatal("recovery did not restore the manifest")
+			}
+			if got := backendFiles(t, c, uuid1); !bytes.Equal(got["/own.hex"], files["/own.hex"]) || !bytes.Equal(got["/shared.hex"], files["/shared.hex"]) {
+				t.Fatal("secrets differ after recovery")
+			}
+			if _, err := c.RecoveryPublicKey(); KindOf(err) != KindFailedPrecondition {
+				t.Fatalf("ephemeral key after recovery: %v", err)
+			}
+			if _, err := c.Recover(shares[last], owners[last].sign(t, shares[last])); KindOf(err) != KindFailedPrecondition {
+				t.Fatalf("recover after recovery: %v", err)
+			}
+			// The state is sealed for this machine again.
+			if s, _ := newSimCore(t, st).Status(); s != StateAcceptingMarbles {
+				t.Fatalf("state after recovering and restarting: %v", s)
+			}
+		})
+	}
+}
+
+func TestRecoveryWithoutRecoveryData(t *testing.T) {
+	u := newGovUsers(t)
+	st := store.NewMemory()
+	c := newSimCore(t, st)
+	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, nil))); err != nil {
+		t.Fatal(err)
+	}
+	st.LoseSealKey()
+	c = newSimCore(t, st)
+	_, err := c.Recover(make([]byte, 32), []byte("sig"))
+	if KindOf(err) != KindFailedPrecondition || !errors.Is(err, errNoRecoveryData) || !strings.Contains(err.Error(), "set a new manifest") {
+		t.Fatalf("recover without recovery keys: %v", err)
+	}
+	if _, err := c.RecoveryPublicKey(); KindOf(err) != KindFailedPrecondition || !errors.Is(err, errNoRecoveryData) {
+		t.Fatalf("recovery key without recovery keys: %v", err)
+	}
+	// Setting a new manifest in recovery starts over.
+	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := c.Status(); s != StateAcceptingMarbles {
+		t.Fatalf("state %v", s)
+	}
+}
+
+func TestRecoveryDataFormat(t *testing.T) {
+	k1, k2 := newTestRecoveryKey(t), newTestRecoveryKey(t)
+	st := store.NewMemory()
+	c := newSimCore(t, st)
+	u := newGovUsers(t)
+	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, map[string]*testRecoveryKey{"a": k1, "b": k2}))); err != nil {
+		t.Fatal(err)
+	}
+	blob := st.RecoveryData()
+	rd, pubs, err := parseRecoveryData(blob)
+	if err != nil || rd.Layout != layoutXOR || rd.Threshold != 2 || !pubs["a"].Equal(&k1.key.PublicKey) {
+		t.Fatalf("recovery data %+v %v", rd, err)
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*recoveryData)
+	}{
+		{"version", func(d *recoveryData) { d.Version = 2 }},
+		{"layout", func(d *recoveryData) { d.Layout = "magic" }},
+		{"threshold", func(d *recoveryData) { d.Threshold = 1 }},
+		{"key", func(d *recoveryData) { k := d.Keys["a"]; k.PublicKey = []byte("junk"); d.Keys["a"] = k }},
+		{"hash", func(d *recoveryData) { k := d.Keys["a"]; k.ShareHash = k.ShareHash[:5]; d.Keys["a"] = k }},
+		{"same share", func(d *recoveryData) { k := d.Keys["a"]; k.ShareHash = d.Keys["b"].ShareHash; d.Keys["a"] = k }},
+	} {
+		d, _, _ := parseRecoveryData(blob)
+		tc.mutate(d)
+		if _, _, err := parseRecoveryData(mustJSON(t, d)); err == nil {
+			t.Errorf("%s: damaged recovery data accepted", tc.name)
+		}
+	}
+	if _, _, err := parseRecoveryData([]byte("{")); err == nil {
+		t.Error("malformed recovery data accepted")
+	}
+}
+
+// noRecoveryDataStore loses every write of recovery data.
+type noRecoveryDataStore struct{ *store.Memory }
+
+func (noRecoveryDataStore) SetRecoveryData([]byte) error {
+	return errors.New("disk full")
+}
+
+func TestMissingRecoveryDataIsReported(t *testing.T) {
+	u := newGovUsers(t)
+	st := noRecoveryDataStore{store.NewMemory()}
+	c := newSimCore(t, st)
+	raw := encodeManifest(t, govManifest(u, map[string]*testRecoveryKey{"k": newTestRecoveryKey(t)}))
+	if _, err := c.SetManifest(raw); err == nil || !strings.Contains(err.Error(), "recovery data") {
+		t.Fatalf("SetManifest with a store that loses recovery data: %v", err)
+	}
+	// The deployment is stored and served nevertheless: what is served
+	// matches the store.
+	if s, _ := c.Status(); s != StateAcceptingMarbles {
+		t.Fatalf("state %v", s)
+	}
+	var logs bytes.Buffer
+	c2, err := New(Config{Simulation: true, Issuer: attestation.SimulationIssuer{}, Store: st, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := c2.Status(); s != StateAcceptingMarbles {
+		t.Fatalf("state after restart %v", s)
+	}
+	if !strings.Contains(logs.String(), "recovery data does not match") {
+		t.Fatalf("a restart does not report the missing recovery data:\n%s", logs.String())
+	}
+}

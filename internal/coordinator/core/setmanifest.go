@@ -1,0 +1,98 @@
+package core
+
+import (
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/marblemesh/marblemesh/internal/manifest"
+)
+
+// MaxManifestSize bounds the size of a manifest.
+const MaxManifestSize = 16 << 20
+
+// SetManifest sets the first manifest (state 2), or replaces state that
+// cannot be unsealed (state 1, discarding it). It returns the owners'
+// encrypted recovery secrets, by recovery key name.
+func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
+	if len(raw) == 0 {
+		return nil, newError(KindInvalidArgument, nil, "the manifest is empty")
+	}
+	if len(raw) > MaxManifestSize {
+		return nil, newError(KindInvalidArgument, nil, "the manifest is %d bytes, more than the limit of %d", len(raw), MaxManifestSize)
+	}
+	m, err := manifest.Parse(raw)
+	if err != nil {
+		return nil, newError(KindInvalidArgument, err, "invalid manifest")
+	}
+	if err := m.Check(); err != nil {
+		return nil, newError(KindInvalidArgument, err, "invalid manifest")
+	}
+	compiled, err := m.Compile()
+	if err != nil {
+		return nil, newError(KindInvalidArgument, err, "invalid manifest templates")
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.view.Load()
+	if v.state != StateAcceptingManifest && v.state != StateRecovery {
+		return nil, newError(KindFailedPrecondition, nil, "a manifest is already set (state: %s); change it with a manifest update", v.state)
+	}
+	users, err := userIndex(m)
+	if err != nil {
+		return nil, newError(KindInvalidArgument, err, "invalid manifest")
+	}
+	now := c.cfg.Now()
+	old := v.dep
+	dep := &deployment{
+		root: old.root, intermediate: old.intermediate, marbleRoot: old.marbleRoot,
+		rootPEM: old.rootPEM, intermediatePEM: old.intermediatePEM, marbleRootPEM: old.marbleRootPEM,
+		manifest: m, manifestRaw: append([]byte(nil), raw...), compiled: compiled, users: users,
+	}
+	dep.rootSecret = make([]byte, 32)
+	if _, err := rand.Read(dep.rootSecret); err != nil {
+		return nil, fmt.Errorf("generating root secret: %w", err)
+	}
+	shared, err := manifest.GenerateShared(m.Secrets, dep.marbleCA(), now)
+	if err != nil {
+		return nil, newError(KindInvalidArgument, err, "generating secrets")
+	}
+	dep.secrets = shared
+	digest := sha256.Sum256(raw)
+	if dep.manifestSig, err = ecdsa.SignASN1(rand.Reader, dep.root.Key, digest[:]); err != nil {
+		return nil, fmt.Errorf("signing manifest: %w", err)
+	}
+	entry, err := updateLogEntry(now, logInitialManifest, map[string]any{"manifestFingerprint": hex.EncodeToString(digest[:])})
+	if err != nil {
+		return nil, err
+	}
+	st := &storedState{
+		dep: dep, activations: map[string]uint64{}, counters: map[string]uint64{},
+		updateLog: []string{entry}, updateSeq: 1,
+	}
+	encoded, err := encodeAll(st)
+	if err != nil {
+		return nil, err
+	}
+	dataKey, err := c.cfg.Store.Reset(encoded)
+	if err != nil {
+		return nil, fmt.Errorf("storing the new deployment: %w", err)
+	}
+	// The store now holds the new deployment; what is served must match it
+	// whatever happens next.
+	c.adopt(st)
+	c.unsealErr = nil
+	c.endRecovery()
+	if err := c.publish(StateAcceptingMarbles, dep); err != nil {
+		return nil, err
+	}
+	secrets, err := c.sealRecovery(dataKey, m)
+	if err != nil {
+		return nil, err
+	}
+	c.log.Info("manifest set", "fingerprint", hex.EncodeToString(digest[:]), "marbles", len(m.Marbles), "secrets", len(m.Secrets), "recoveryKeys", len(m.RecoveryKeys))
+	return secrets, nil
+}

@@ -1,0 +1,80 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/marblemesh/marblemesh/internal/version"
+)
+
+// Main runs the coordinator command and returns its exit code.
+func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	simulation := fs.Bool("simulation", false, "run in simulation mode: no attestation, INSECURE (same as OE_SIMULATION=1)")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, `Usage: coordinator [--simulation]
+
+The Coordinator of a confidential service mesh. It waits for a manifest on its
+client API (HTTPS), then attests marbles on its mesh API (gRPC) and gives them
+certificates, secrets and configuration. Its state is sealed in a folder.
+
+Configuration comes from the environment:
+%s
+
+Flags:
+`, Describe())
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "coordinator %s (commit %s)\n", version.Version, version.Commit)
+		return 0
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		fmt.Fprintf(stderr, "coordinator: %v\n", err)
+		return 1
+	}
+	cfg, err := ConfigFromEnv(getenv, cwd)
+	if err != nil {
+		fmt.Fprintf(stderr, "coordinator: configuration: %v\n", err)
+		return 2
+	}
+	cfg.Simulation = cfg.Simulation || *simulation
+	level := slog.LevelInfo
+	if cfg.DebugLogging {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	if cfg.Simulation {
+		logger = logger.With("simulation", true)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	srv, err := New(cfg, logger)
+	if err != nil {
+		logger.Error("the Coordinator cannot start", "error", err.Error())
+		fmt.Fprintf(stderr, "coordinator: %v\n", err)
+		return 1
+	}
+	if err := srv.Serve(ctx); err != nil {
+		logger.Error("the Coordinator stopped with an error", "error", err.Error())
+		return 1
+	}
+	logger.Info("the Coordinator stopped")
+	return 0
+}

@@ -1,0 +1,125 @@
+// Package meshapi serves the Coordinator's gRPC mesh API,
+// rpc.Marble/Activate, over TLS with client certificates.
+package meshapi
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/rpc"
+)
+
+// Activator activates marbles; *core.Core implements it.
+type Activator interface {
+	Activate(ctx context.Context, req core.ActivationRequest) (*core.Parameters, error)
+}
+
+// Service implements rpc.MarbleServer.
+type Service struct {
+	rpc.UnimplementedMarbleServer
+	core Activator
+	log  *slog.Logger
+}
+
+// NewService returns the mesh API over an Activator.
+func NewService(a Activator, log *slog.Logger) *Service {
+	return &Service{core: a, log: log}
+}
+
+// Activate implements rpc.MarbleServer.
+func (s *Service) Activate(ctx context.Context, req *rpc.ActivationReq) (*rpc.ActivationResp, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no peer information")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return nil, status.Error(codes.Unauthenticated, "a TLS client certificate is required")
+	}
+	params, err := s.core.Activate(ctx, core.ActivationRequest{
+		PeerCert:   info.State.PeerCertificates[0],
+		Quote:      req.GetQuote(),
+		CSR:        req.GetCSR(),
+		MarbleType: req.GetMarbleType(),
+		UUID:       req.GetUUID(),
+	})
+	if err != nil {
+		code := codeOf(err)
+		if code == codes.Internal {
+			s.log.Error("activation failed", "type", req.GetMarbleType(), "error", err)
+		}
+		return nil, status.Error(code, err.Error())
+	}
+	return &rpc.ActivationResp{Parameters: &rpc.Parameters{
+		Files: params.Files, Env: params.Env, Argv: params.Argv,
+	}}, nil
+}
+
+func codeOf(err error) codes.Code {
+	switch core.KindOf(err) {
+	case core.KindInvalidArgument:
+		return codes.InvalidArgument
+	case core.KindFailedPrecondition:
+		return codes.FailedPrecondition
+	case core.KindPermissionDenied:
+		return codes.PermissionDenied
+	case core.KindResourceExhausted:
+		return codes.ResourceExhausted
+	case core.KindUnauthenticated:
+		return codes.Unauthenticated
+	case core.KindNotFound:
+		return codes.NotFound
+	default:
+		return codes.Internal
+	}
+}
+
+// TLSConfig returns the server TLS configuration: it presents the current
+// marble root (which changes with manifest updates) and requires a client
+// certificate without verifying its chain, since the marble's evidence
+// binds it.
+func TLSConfig(current func() (*tls.Certificate, error)) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		ClientAuth: tls.RequireAnyClientCert,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return current()
+		},
+	}
+}
+
+// NewServer returns a gRPC server with the mesh API registered and its
+// standard grpc_server_* metrics registered with reg (if not nil).
+func NewServer(svc *Service, tlsConfig *tls.Config, reg prometheus.Registerer) *grpc.Server {
+	opts := []grpc.ServerOption{
+		grpc.Creds(credentials.NewTLS(tlsConfig)),
+		// A marble opens one connection for one small request and response,
+		// so per-connection buffers stay small and the write buffer is
+		// returned to a pool between writes.
+		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
+		grpc.SharedWriteBuffer(true),
+	}
+	var metrics *grpcprom.ServerMetrics
+	if reg != nil {
+		metrics = grpcprom.NewServerMetrics()
+		reg.MustRegister(metrics)
+		opts = append(opts, grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()))
+	}
+	srv := grpc.NewServer(opts...)
+	rpc.RegisterMarbleServer(srv, svc)
+	if metrics != nil {
+		metrics.InitializeMetrics(srv)
+	}
+	return srv
+}

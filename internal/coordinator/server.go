@@ -1,0 +1,279 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+
+	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/internal/coordinator/clientapi"
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+)
+
+// ErrNoTEE is returned when the Coordinator is asked to run outside
+// simulation on a platform for which it has no evidence issuer.
+var ErrNoTEE = errors.New("no trusted execution environment is available to this Coordinator: it cannot produce evidence or seal its state. " +
+	"Set OE_SIMULATION=1 (or pass --simulation) to run in simulation mode, which performs no attestation and is INSECURE")
+
+// Server is a running Coordinator.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	core     *core.Core
+	grpc     *grpc.Server
+	client   *http.Server
+	prom     *http.Server
+	meshLn   net.Listener
+	clientLn net.Listener
+	promLn   net.Listener
+}
+
+// New opens the sealed state, boots the core, applies the startup
+// manifest and opens the listeners. Serve starts serving.
+func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
+	if !cfg.Simulation {
+		return nil, ErrNoTEE
+	}
+	logger.Warn("running in SIMULATION mode: marbles are admitted without attestation and the Coordinator's own quote is empty; do not use this for production")
+	var sealer seal.Sealer = seal.SimulationSealer{}
+	if cfg.Sealer != nil {
+		sealer = cfg.Sealer
+	}
+	st, err := store.OpenFile(cfg.SealDir, sealer, logger)
+	if err != nil {
+		return nil, fmt.Errorf("opening sealed state in %s: %w", cfg.SealDir, err)
+	}
+	s := &Server{cfg: cfg, log: logger, store: st}
+	defer func() {
+		if err != nil {
+			s.closeListeners()
+			_ = st.Close()
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.core, err = core.New(core.Config{
+		DNSNames:   cfg.DNSNames,
+		Simulation: cfg.Simulation,
+		Issuer:     attestation.SimulationIssuer{},
+		Store:      st,
+		Logger:     logger,
+		Metrics:    core.NewMetrics(reg),
+
+		RecoveryKeyBits: cfg.RecoveryKeyBits,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting the Coordinator core: %w", err)
+	}
+	if cfg.StartupManifest != "" {
+		if err := s.applyStartupManifest(cfg.StartupManifest); err != nil {
+			return nil, err
+		}
+	}
+
+	if s.clientLn, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
+		return nil, fmt.Errorf("client API: %w", err)
+	}
+	if s.meshLn, err = net.Listen("tcp", cfg.MeshAddr); err != nil {
+		return nil, fmt.Errorf("mesh API: %w", err)
+	}
+	if cfg.PrometheusAddr != "" {
+		if s.promLn, err = net.Listen("tcp", cfg.PrometheusAddr); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+
+	s.grpc = meshapi.NewServer(meshapi.NewService(s.core, logger), meshapi.TLSConfig(s.marbleRootCert()), reg)
+	s.client = &http.Server{
+		Handler:           clientapi.New(s.core, logger, reg),
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert, GetCertificate: s.rootCert()},
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          httpErrorLog(logger, cfg.HTTPErrorLogLevel),
+	}
+	if s.promLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.HandleFunc("GET /events", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(s.core.Events())
+		})
+		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	}
+	state, _ := s.core.Status()
+	logger.Info("Coordinator ready", "state", int(state), "status", state.String(), "simulation", cfg.Simulation,
+		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String(), "sealDir", cfg.SealDir)
+	return s, nil
+}
+
+// Core returns the Coordinator's core.
+func (s *Server) Core() *core.Core { return s.core }
+
+// ClientAddr returns the client API's listen address.
+func (s *Server) ClientAddr() string { return s.clientLn.Addr().String() }
+
+// MeshAddr returns the mesh API's listen address.
+func (s *Server) MeshAddr() string { return s.meshLn.Addr().String() }
+
+// PrometheusAddr returns the metrics listen address, or "".
+func (s *Server) PrometheusAddr() string {
+	if s.promLn == nil {
+		return ""
+	}
+	return s.promLn.Addr().String()
+}
+
+// Serve serves until ctx is done, then stops gracefully and closes the
+// store. It returns the first server error, or nil after a clean stop.
+func (s *Server) Serve(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := s.client.ServeTLS(s.clientLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("client API: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.grpc.Serve(s.meshLn); err != nil {
+			return fmt.Errorf("mesh API: %w", err)
+		}
+		return nil
+	})
+	if s.prom != nil {
+		g.Go(func() error {
+			if err := s.prom.Serve(s.promLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("metrics: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		s.shutdown()
+		return nil
+	})
+	err := g.Wait()
+	if cerr := s.store.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("closing store: %w", cerr)
+	}
+	return err
+}
+
+func (s *Server) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	_ = s.client.Shutdown(ctx)
+	if s.prom != nil {
+		_ = s.prom.Shutdown(ctx)
+	}
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.grpc.Stop()
+	}
+}
+
+func (s *Server) closeListeners() {
+	for _, ln := range []net.Listener{s.clientLn, s.meshLn, s.promLn} {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+// applyStartupManifest sets the manifest file at boot. A Coordinator that
+// already runs the same manifest carries on; a different one is an error,
+// since changes go through manifest updates.
+func (s *Server) applyStartupManifest(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading startup manifest: %w", err)
+	}
+	if current, _, ok := s.core.ManifestInfo(); ok {
+		if bytes.Equal(current, raw) {
+			s.log.Info("startup manifest is already set", "path", path)
+			return nil
+		}
+		return fmt.Errorf("startup manifest %s differs from the manifest already set; change it with a manifest update", path)
+	}
+	secrets, err := s.core.SetManifest(raw)
+	if err != nil {
+		return fmt.Errorf("setting startup manifest %s: %w", path, err)
+	}
+	if len(secrets) > 0 {
+		s.log.Warn("the startup manifest defines recovery keys; its recovery secrets are only returned by setting the manifest through the client API", "path", path)
+	}
+	s.log.Info("startup manifest set", "path", path)
+	return nil
+}
+
+// rootCert returns the client API's certificate: the current root CA.
+func (s *Server) rootCert() func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	var cache atomic.Pointer[tls.Certificate]
+	return func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		cert, key := s.core.RootCertificate()
+		if c := cache.Load(); c != nil && c.Leaf == cert {
+			return c, nil
+		}
+		c := &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+		cache.Store(c)
+		return c, nil
+	}
+}
+
+// marbleRootCert returns the mesh API's certificate: the current marble
+// root with the intermediate key.
+func (s *Server) marbleRootCert() func() (*tls.Certificate, error) {
+	var cache atomic.Pointer[tls.Certificate]
+	return func() (*tls.Certificate, error) {
+		cert, key := s.core.MarbleRoot()
+		if c := cache.Load(); c != nil && c.Leaf == cert {
+			return c, nil
+		}
+		c := &tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}
+		cache.Store(c)
+		return c, nil
+	}
+}
+
+// httpErrorLog routes the HTTP server's own errors (such as failed TLS
+// handshakes) to slog at the configured level.
+func httpErrorLog(logger *slog.Logger, level string) *log.Logger {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "info":
+		l = slog.LevelInfo
+	case "warn":
+		l = slog.LevelWarn
+	default:
+		l = slog.LevelError
+	}
+	return slog.NewLogLogger(logger.With("component", "http").Handler(), l)
+}
