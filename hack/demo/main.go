@@ -1,0 +1,644 @@
+// Command demo runs the whole mesh on this machine: a Coordinator in
+// simulation mode, the sample manifest, and the two sample marbles talking
+// mTLS with certificates the Coordinator issued. Run it from the
+// repository with `make demo` or `go run ./hack/demo`. It needs only Go.
+//
+// Everything listens on 127.0.0.1 and lives in a temporary folder; all
+// processes are stopped when the demo ends, fails or is interrupted.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Coordinator status codes of GET /api/v2/status.
+const (
+	statusAcceptingManifest = 2
+	statusAcceptingMarbles  = 3
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	con := &console{w: os.Stdout}
+	err := run(ctx, con)
+	interrupted := ctx.Err() != nil
+	stop()
+	switch {
+	case err != nil && interrupted:
+		con.say("interrupted; everything the demo started has been stopped")
+		os.Exit(130)
+	case err != nil:
+		con.say("FAILED: %v", err)
+		os.Exit(1)
+	}
+}
+
+// console serialises the demo's lines and the marbles' output.
+type console struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (c *console) say(format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintf(c.w, "demo: "+format+"\n", args...)
+}
+
+func (c *console) line(prefix, text string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintf(c.w, "  %-6s| %s\n", prefix, text)
+}
+
+// prefixWriter forwards complete lines to the console under a prefix.
+type prefixWriter struct {
+	con    *console
+	prefix string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		p.con.line(p.prefix, strings.TrimRight(string(p.buf[:i]), "\r"))
+		p.buf = p.buf[i+1:]
+	}
+}
+
+// process is a child process the demo started.
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+	log  string
+}
+
+func (p *process) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop asks the process to end, then kills it after a grace period.
+func (p *process) stop() {
+	if p.exited() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// demo holds what must be cleaned up.
+type demo struct {
+	con   *console
+	tmp   string
+	bin   string
+	procs []*process
+}
+
+// start runs a program; its output goes to a log file when logFile is
+// set, otherwise to the console under the process name.
+func (d *demo) start(name, dir string, env []string, logFile string, argv ...string) (*process, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = env
+	p := &process{name: name, cmd: cmd, done: make(chan struct{})}
+	var closeLog func()
+	if logFile != "" {
+		f, err := os.Create(logFile)
+		if err != nil {
+			return nil, fmt.Errorf("creating log of %s: %w", name, err)
+		}
+		cmd.Stdout, cmd.Stderr = f, f
+		p.log = logFile
+		closeLog = func() { _ = f.Close() }
+	} else {
+		w := &prefixWriter{con: d.con, prefix: name}
+		cmd.Stdout, cmd.Stderr = w, w
+		closeLog = func() {}
+	}
+	if err := cmd.Start(); err != nil {
+		closeLog()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	d.procs = append(d.procs, p)
+	go func() {
+		p.err = cmd.Wait()
+		closeLog()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stopAll stops every process, last started first.
+func (d *demo) stopAll() {
+	for i := len(d.procs) - 1; i >= 0; i-- {
+		p := d.procs[i]
+		if !p.exited() {
+			d.con.say("stopping %s (pid %d)", p.name, p.cmd.Process.Pid)
+		}
+		p.stop()
+	}
+}
+
+// showLog prints the end of a process log, for failures.
+func (d *demo) showLog(p *process) {
+	if p.log == "" {
+		return
+	}
+	data, err := os.ReadFile(p.log)
+	if err != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > 25 {
+		lines = lines[len(lines)-25:]
+	}
+	d.con.say("last lines of the %s log:", p.name)
+	for _, l := range lines {
+		d.con.line(p.name, l)
+	}
+}
+
+func run(ctx context.Context, con *console) (err error) {
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "marblemesh-demo-")
+	if err != nil {
+		return fmt.Errorf("creating a temporary folder: %w", err)
+	}
+	d := &demo{con: con, tmp: tmp, bin: filepath.Join(tmp, "bin")}
+	defer func() {
+		d.stopAll()
+		if rerr := os.RemoveAll(tmp); rerr != nil && err == nil {
+			err = fmt.Errorf("removing %s: %w", tmp, rerr)
+		}
+		con.say("removed %s", tmp)
+	}()
+
+	con.say("building cmd/coordinator, cmd/premain, samples/server and samples/client into %s", d.bin)
+	start := time.Now()
+	if err := goBuild(ctx, root, d.bin, "./cmd/coordinator", "./cmd/premain", "./samples/server", "./samples/client"); err != nil {
+		return err
+	}
+	con.say("built in %s", time.Since(start).Round(100*time.Millisecond))
+
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	meshAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
+	clientAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	serverAddr := fmt.Sprintf("127.0.0.1:%d", ports[2])
+
+	sealDir := filepath.Join(tmp, "coordinator-seal")
+	coordEnv := append(baseEnv(),
+		"OE_SIMULATION=1",
+		"EDG_COORDINATOR_SEAL_DIR="+sealDir,
+		"EDG_COORDINATOR_MESH_ADDR="+meshAddr,
+		"EDG_COORDINATOR_CLIENT_ADDR="+clientAddr,
+		"EDG_COORDINATOR_DNS_NAMES=localhost",
+	)
+	con.say("starting the Coordinator in SIMULATION mode (OE_SIMULATION=1): mesh API %s, client API %s, seal folder %s", meshAddr, clientAddr, sealDir)
+	coord, err := d.start("coord", tmp, coordEnv, filepath.Join(tmp, "coordinator.log"), filepath.Join(d.bin, "coordinator"))
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		if ctx.Err() == nil {
+			d.showLog(coord)
+		}
+		return err
+	}
+
+	api := &clientAPI{base: "https://" + clientAddr, http: bootstrapClient()}
+	con.say("waiting for GET /api/v2/status to report code %d (the Coordinator's certificate is not trusted yet; only status and quote are read this way)", statusAcceptingManifest)
+	st, err := api.waitStatus(ctx, coord, statusAcceptingManifest, 60*time.Second)
+	if err != nil {
+		return fail(err)
+	}
+	con.say("Coordinator status %d: %s", st.Code, st.Message)
+
+	q, err := api.quote(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	rootCert, intermediate, err := parseChain(q.Cert)
+	if err != nil {
+		return fail(fmt.Errorf("GET /api/v2/quote: %w", err))
+	}
+	con.say("GET /api/v2/quote: root %q, intermediate %q", rootCert.Subject.String(), intermediate.Subject.String())
+	quote, err := base64.StdEncoding.DecodeString(q.Quote)
+	if err != nil {
+		return fail(fmt.Errorf("GET /api/v2/quote: the quote is not base64: %w", err))
+	}
+	if len(quote) == 0 {
+		con.say("SIMULATION: the quote is empty, so nothing proves what code the Coordinator runs; the root is trusted on first use, NOT verified")
+	} else {
+		con.say("the quote has %d bytes; this demo does NOT verify it (the CLI does), it only pins the root", len(quote))
+	}
+	api.http = pinnedClient(rootCert)
+	con.say("pinned the root certificate: every further client API call must chain to it")
+
+	manifestPath := filepath.Join(root, "samples", "manifest.json")
+	manifest, err := os.ReadFile(manifestPath)
+	if err != nil {
+		return fail(fmt.Errorf("reading the manifest: %w", err))
+	}
+	if err := api.setManifest(ctx, manifest); err != nil {
+		return fail(err)
+	}
+	con.say("POST /api/v2/manifest: set samples/manifest.json (SHA-256 %x)", sha256.Sum256(manifest))
+	st, err = api.status(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if st.Code != statusAcceptingMarbles {
+		return fail(fmt.Errorf("status after setting the manifest is %d (%s), want %d", st.Code, st.Message, statusAcceptingMarbles))
+	}
+	con.say("Coordinator status %d: %s", st.Code, st.Message)
+
+	marbleEnv := func(marbleType, dir string) []string {
+		return append(baseEnv(),
+			"OE_SIMULATION=1",
+			"EDG_MARBLE_TYPE="+marbleType,
+			"EDG_MARBLE_COORDINATOR_ADDR="+meshAddr,
+			"EDG_MARBLE_DNS_NAMES=localhost",
+			"EDG_MARBLE_UUID_FILE="+filepath.Join(dir, "uuid"),
+			"SAMPLE_SERVER_ADDR="+serverAddr,
+		)
+	}
+	serverDir, clientDir := filepath.Join(tmp, "server"), filepath.Join(tmp, "client")
+	for _, dir := range []string{serverDir, clientDir} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("creating %s: %w", dir, err)
+		}
+	}
+
+	con.say("starting marble sample-server (activates itself with marble.PreMain), HTTPS on %s", serverAddr)
+	server, err := d.start("server", serverDir, marbleEnv("sample-server", serverDir), "",
+		filepath.Join(d.bin, "server"), "-listen", serverAddr)
+	if err != nil {
+		return fail(err)
+	}
+	refused, err := waitRefusesAnonymous(ctx, server, serverAddr, 90*time.Second)
+	if err != nil {
+		return fail(err)
+	}
+	con.say("a TLS client without a mesh certificate is refused by sample-server: %s", refused)
+
+	con.say("running marble sample-client under premain (its arguments come from the manifest's Argv)")
+	client, err := d.start("client", clientDir, marbleEnv("sample-client", clientDir), "",
+		filepath.Join(d.bin, "premain"), "--", filepath.Join(d.bin, "client"))
+	if err != nil {
+		return fail(err)
+	}
+	select {
+	case <-client.done:
+	case <-time.After(120 * time.Second):
+		return fail(errors.New("sample-client did not finish within 120 s"))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if client.err != nil {
+		return fail(fmt.Errorf("sample-client failed: %w", client.err))
+	}
+	con.say("sample-client exited 0: the marbles talked mTLS with certificates issued by the Coordinator")
+
+	st, err = api.status(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	con.say("Coordinator status %d: %s", st.Code, st.Message)
+	con.say("Coordinator root certificate SHA-256 fingerprint: %s", fingerprint(rootCert))
+	con.say("done; stopping everything")
+	return nil
+}
+
+// baseEnv is this process's environment without the mesh's own settings
+// (EDG_*, OE_*), so that only the demo's values apply.
+func baseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "EDG_") && !strings.HasPrefix(kv, "OE_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// moduleRoot returns the folder of the repository's go.mod.
+func moduleRoot(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("running go env GOMOD (is Go installed and in PATH?): %w", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("not inside the repository: run the demo from the repository with `make demo`")
+	}
+	return filepath.Dir(gomod), nil
+}
+
+func goBuild(ctx context.Context, root, outDir string, pkgs ...string) error {
+	args := append([]string{"build", "-o", outDir + string(filepath.Separator)}, pkgs...)
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// freePorts returns n distinct free loopback ports.
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			_ = l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("finding a free port: %w", err)
+		}
+		listeners = append(listeners, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// bootstrapClient trusts any certificate. It is used only for the status
+// and the quote, which carry the certificates to pin.
+func bootstrapClient() *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			InsecureSkipVerify: true, //nolint:gosec // only until the root is pinned
+			MinVersion:         tls.VersionTLS12,
+		}},
+	}
+}
+
+// pinnedClient trusts only root, for the name the Coordinator was given.
+func pinnedClient(root *x509.Certificate) *http.Client {
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	return &http.Client{
+		Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			RootCAs:    pool,
+			ServerName: "localhost",
+			MinVersion: tls.VersionTLS12,
+		}},
+	}
+}
+
+// clientAPI calls the Coordinator's v2 client API.
+type clientAPI struct {
+	base string
+	http *http.Client
+}
+
+type jsend struct {
+	Status  string          `json:"status"`
+	Data    json.RawMessage `json:"data"`
+	Message string          `json:"message"`
+}
+
+type coordinatorStatus struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+type quoteResponse struct {
+	Cert  string `json:"cert"`
+	Quote string `json:"quote"`
+}
+
+// call sends a request and decodes the JSend envelope's data into out.
+func (a *clientAPI) call(ctx context.Context, method, path string, body any, out any) error {
+	var reader io.Reader
+	if body != nil {
+		data, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		reader = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, a.base+path, reader)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
+	}
+	var env jsend
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return fmt.Errorf("%s %s: %s: answer is not JSend: %q", method, path, resp.Status, raw)
+	}
+	if resp.StatusCode != http.StatusOK || env.Status != "success" {
+		msg := env.Message
+		if msg == "" {
+			msg = string(env.Data)
+		}
+		return fmt.Errorf("%s %s: %s (%s): %s", method, path, resp.Status, env.Status, msg)
+	}
+	if out != nil {
+		if err := json.Unmarshal(env.Data, out); err != nil {
+			return fmt.Errorf("%s %s: decoding data %q: %w", method, path, env.Data, err)
+		}
+	}
+	return nil
+}
+
+func (a *clientAPI) status(ctx context.Context) (coordinatorStatus, error) {
+	var st coordinatorStatus
+	err := a.call(ctx, http.MethodGet, "/api/v2/status", nil, &st)
+	return st, err
+}
+
+// waitStatus polls the status until it has code want, the process ends or
+// the timeout passes.
+func (a *clientAPI) waitStatus(ctx context.Context, p *process, want int, timeout time.Duration) (coordinatorStatus, error) {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		st, err := a.status(ctx)
+		if err == nil && st.Code == want {
+			return st, nil
+		}
+		if err == nil {
+			last = fmt.Errorf("status %d: %s", st.Code, st.Message)
+		} else {
+			last = err
+		}
+		if p.exited() {
+			return st, fmt.Errorf("the %s process exited (%v) before reporting status %d", p.name, p.err, want)
+		}
+		if time.Now().After(deadline) {
+			return st, fmt.Errorf("no status %d within %s: %w", want, timeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return st, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (a *clientAPI) quote(ctx context.Context) (quoteResponse, error) {
+	var q quoteResponse
+	err := a.call(ctx, http.MethodGet, "/api/v2/quote", nil, &q)
+	return q, err
+}
+
+func (a *clientAPI) setManifest(ctx context.Context, manifest []byte) error {
+	body := map[string]string{"manifest": base64.StdEncoding.EncodeToString(manifest)}
+	return a.call(ctx, http.MethodPost, "/api/v2/manifest", body, nil)
+}
+
+// parseChain splits the quote's PEM (intermediate, then root) and checks
+// that the root is self-signed and signed the intermediate.
+func parseChain(pemData string) (root, intermediate *x509.Certificate, err error) {
+	var certs []*x509.Certificate
+	rest := []byte(pemData)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("parsing a certificate: %w", err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) != 2 {
+		return nil, nil, fmt.Errorf("got %d certificates, want intermediate and root", len(certs))
+	}
+	intermediate, root = certs[0], certs[1]
+	if err := root.CheckSignatureFrom(root); err != nil {
+		return nil, nil, fmt.Errorf("the root is not self-signed: %w", err)
+	}
+	if err := intermediate.CheckSignatureFrom(root); err != nil {
+		return nil, nil, fmt.Errorf("the intermediate is not signed by the root: %w", err)
+	}
+	return root, intermediate, nil
+}
+
+// waitRefusesAnonymous waits until the sample server accepts TLS
+// connections and checks that it turns away a client that presents no
+// certificate. It returns the error that client saw.
+func waitRefusesAnonymous(ctx context.Context, p *process, addr string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	dialer := &tls.Dialer{
+		NetDialer: &net.Dialer{Timeout: time.Second},
+		Config: &tls.Config{
+			InsecureSkipVerify: true, //nolint:gosec // the check is about the server refusing us
+			MinVersion:         tls.VersionTLS12,
+		},
+	}
+	for {
+		conn, err := dialer.DialContext(ctx, "tcp", addr)
+		var opErr *net.OpError
+		switch {
+		case err == nil:
+			return refusal(conn)
+		case errors.As(err, &opErr) && opErr.Op == "dial":
+			// Not listening yet.
+		default:
+			return err.Error(), nil
+		}
+		if p.exited() {
+			return "", fmt.Errorf("%s exited (%v) before listening on %s", p.name, p.err, addr)
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%s did not listen on %s within %s", p.name, addr, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// refusal sends a request on a connection without client certificate and
+// returns the error that ends it; an answer is a failure.
+func refusal(conn net.Conn) (string, error) {
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, "GET /mac?message=x HTTP/1.1\r\nHost: sample\r\n\r\n"); err != nil {
+		return err.Error(), nil
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err.Error(), nil
+	}
+	return "", fmt.Errorf("sample-server answered a client without certificate: %q", strings.TrimSpace(line))
+}
+
+func fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	parts := make([]string, len(sum))
+	for i, b := range sum {
+		parts[i] = fmt.Sprintf("%02X", b)
+	}
+	return strings.Join(parts, ":")
+}
