@@ -1,0 +1,53 @@
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+)
+
+// Coordinator states, as Status reports them.
+const (
+	StateUninitialized     = 0
+	StateRecovery          = 1
+	StateAcceptingManifest = 2
+	StateAcceptingMarbles  = 3
+)
+
+// CoordinatorStatus is the Coordinator's state code and description.
+type CoordinatorStatus struct {
+	Code    int
+	Message string
+}
+
+// Status returns the Coordinator's state.
+func Status(ctx context.Context, endpoint string, trustedRoot *x509.Certificate) (*CoordinatorStatus, error) {
+	c, err := newTrustedClient(endpoint, trustedRoot, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	resp, err := c.do(ctx, request{method: http.MethodGet, path: "status"})
+	if err != nil {
+		return nil, fmt.Errorf("getting the Coordinator's status: %w", err)
+	}
+	if resp.legacy {
+		var d struct {
+			StatusCode    int
+			StatusMessage string
+		}
+		if err := decode(resp.data, "status", &d); err != nil {
+			return nil, err
+		}
+		return &CoordinatorStatus{Code: d.StatusCode, Message: d.StatusMessage}, nil
+	}
+	var d struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	if err := decode(resp.data, "status", &d); err != nil {
+		return nil, err
+	}
+	return &CoordinatorStatus{Code: d.Code, Message: d.Message}, nil
+}

@@ -1,0 +1,172 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/marblemesh/marblemesh/api"
+)
+
+// Options are what the CLI gets from its process.
+type Options struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Verifier verifies SGX quotes; nil when none is available, in which
+	// case only --insecure reaches a Coordinator that sends a quote.
+	Verifier api.Verifier
+	// ConfigDir returns the user's configuration folder; os.UserConfigDir
+	// when nil.
+	ConfigDir func() (string, error)
+}
+
+// globals holds the persistent flags and the state of one invocation.
+type globals struct {
+	opts Options
+
+	certFile    string
+	eraConfig   string
+	insecure    bool
+	tcbStatuses []string
+	advisories  []string
+	namespace   string
+	nonce       string
+	saveQuote   string
+
+	tcbStatusesChanged bool
+	advisoriesChanged  bool
+
+	// addr is the Coordinator address of the running command, for hints.
+	addr string
+}
+
+// NewRootCmd returns the marblerun command with all its subcommands.
+func NewRootCmd(o Options) *cobra.Command {
+	root, _ := newRoot(o)
+	return root
+}
+
+func newRoot(o Options) (*cobra.Command, *globals) {
+	if o.Stdin == nil {
+		o.Stdin = os.Stdin
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	if o.ConfigDir == nil {
+		o.ConfigDir = os.UserConfigDir
+	}
+	g := &globals{opts: o}
+
+	root := &cobra.Command{
+		Use:   "marblerun",
+		Short: "Manage a MarbleRun-compatible confidential service mesh",
+		Long: `marblerun talks to a Coordinator: it verifies the Coordinator's attestation,
+sets and updates manifests, reads and writes secrets, and recovers a sealed
+Coordinator.
+
+Commands that verify the Coordinator need its expected identity in an era
+config (--era-config, or era-config.json in the current folder); nothing is
+ever downloaded. After the first verification the Coordinator's certificates
+are pinned in --coordinator-cert, and a Coordinator whose root changed is
+refused until "marblerun manifest verify" re-verifies it.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			g.recordFlagChanges(cmd)
+			return nil
+		},
+	}
+	root.SetIn(o.Stdin)
+	root.SetOut(o.Stdout)
+	root.SetErr(o.Stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return withHint(err, fmt.Sprintf("See '%s --help'.", c.CommandPath()))
+	})
+
+	defaultCert := ""
+	if dir, err := o.ConfigDir(); err == nil {
+		defaultCert = filepath.Join(dir, "marblerun", "coordinator-cert.pem")
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.certFile, "coordinator-cert", defaultCert, "file that pins the Coordinator's root and intermediate certificates (PEM)")
+	pf.StringVar(&g.eraConfig, "era-config", "", "era config with the Coordinator's expected identity (JSON; default ./era-config.json)")
+	pf.BoolVarP(&g.insecure, "insecure", "i", false, "skip the verification of the Coordinator's quote (INSECURE; for simulation and test setups only)")
+	pf.StringSliceVar(&g.tcbStatuses, "accepted-tcb-statuses", api.DefaultAcceptedTCBStatuses(), "TCB statuses accepted for the Coordinator's platform")
+	pf.StringSliceVar(&g.advisories, "accepted-advisories", nil, "Intel security advisories accepted for the Coordinator's platform (default: all)")
+	pf.StringVarP(&g.namespace, "namespace", "n", "marblerun", "Kubernetes namespace of the MarbleRun installation (for the Kubernetes commands)")
+	pf.StringVar(&g.nonce, "nonce", "", "ask the Coordinator for a fresh quote that binds this nonce (needs a v2 Coordinator)")
+	pf.StringVar(&g.saveQuote, "save-sgx-quote", "", "write the Coordinator's quote to this file")
+
+	root.AddCommand(
+		newManifestCmd(g),
+		newStatusCmd(g),
+		newCertificateCmd(g),
+		newSecretCmd(g),
+		newRecoverCmd(g),
+		newRecoverWithSignatureCmd(g),
+		newPackageInfoCmd(g),
+		newVersionCmd(g),
+	)
+	return root, g
+}
+
+// Execute runs the CLI with args and returns the process exit code.
+func Execute(ctx context.Context, args []string, o Options) int {
+	root, g := newRoot(o)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	stderr := root.ErrOrStderr()
+	fmt.Fprintf(stderr, "Error: %v\n", err)
+	if h := hintFor(err, g); h != "" {
+		fmt.Fprintln(stderr, h)
+	}
+	return 1
+}
+
+// setAddr records the Coordinator address of the running command for
+// error hints, and returns it.
+func (g *globals) setAddr(addr string) string {
+	g.addr = addr
+	return addr
+}
+
+func (g *globals) stdout() io.Writer { return g.opts.Stdout }
+func (g *globals) stderr() io.Writer { return g.opts.Stderr }
+
+// warnf writes a line to stderr.
+func (g *globals) warnf(format string, args ...any) {
+	fmt.Fprintf(g.opts.Stderr, format+"\n", args...)
+}
+
+// exactArgs requires n arguments and names them in the error.
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return withHint(fmt.Errorf("%s takes %d argument(s): %s; got %d", cmd.CommandPath(), n, names, len(args)),
+				fmt.Sprintf("See '%s --help'.", cmd.CommandPath()))
+		}
+		return nil
+	}
+}
+
+// minArgs requires at least n arguments and names them in the error.
+func minArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return withHint(fmt.Errorf("%s takes at least %d arguments: %s; got %d", cmd.CommandPath(), n, names, len(args)),
+				fmt.Sprintf("See '%s --help'.", cmd.CommandPath()))
+		}
+		return nil
+	}
+}

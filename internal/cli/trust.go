@@ -1,0 +1,253 @@
+package cli
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/marblemesh/marblemesh/api"
+)
+
+// defaultEraConfig is read when --era-config is not given.
+const defaultEraConfig = "era-config.json"
+
+// pinMode says how a verifying command treats the pinned certificates.
+type pinMode int
+
+const (
+	// pinCheck pins on first use and refuses a Coordinator whose root
+	// differs from the pinned one.
+	pinCheck pinMode = iota
+	// pinLater neither checks nor writes the pin: the command calls
+	// g.pin once it succeeded (manifest set, manifest verify).
+	pinLater
+	// pinIgnore neither checks nor writes the pin (recovery, where the
+	// Coordinator serves a temporary root).
+	pinIgnore
+)
+
+// errRootChanged is wrapped when a verified Coordinator's root differs from
+// the pinned one.
+var errRootChanged = errors.New("the Coordinator's root certificate differs from the pinned one")
+
+// attest verifies the Coordinator at addr and applies the pinning rule of
+// mode. It returns the attested certificates.
+func (g *globals) attest(ctx context.Context, addr string, mode pinMode) (*api.Attestation, error) {
+	var nonce []byte
+	if g.nonce != "" {
+		nonce = []byte(g.nonce)
+	}
+	q, err := api.FetchQuote(ctx, addr, nonce)
+	if err != nil {
+		return nil, err
+	}
+	if g.saveQuote != "" {
+		if err := writeFile(g.saveQuote, q.Evidence, 0o644); err != nil {
+			return nil, fmt.Errorf("saving the quote: %w", err)
+		}
+		if len(q.Evidence) == 0 {
+			g.warnf("Note: the quote written to %s is empty: the Coordinator runs in simulation mode.", g.saveQuote)
+		}
+	}
+
+	var att *api.Attestation
+	if g.insecure {
+		att, err = api.VerifyQuote(ctx, q, api.VerifyOptions{InsecureSkipVerify: true})
+		if err != nil {
+			return nil, err
+		}
+		what := "WARNING: --insecure: the Coordinator's quote was NOT verified; anyone could be impersonating it. Use this only for test setups."
+		if att.Simulation() {
+			what += "\nWARNING: the Coordinator runs in simulation mode (its quote is empty)."
+		}
+		g.warnf("%s", what)
+	} else {
+		if len(q.Evidence) == 0 {
+			return nil, fmt.Errorf("verifying the Coordinator at %s: %w", addr, api.ErrSimulation)
+		}
+		if g.opts.Verifier == nil {
+			return nil, fmt.Errorf("verifying the Coordinator at %s: %w", addr, api.ErrNoVerifier)
+		}
+		opts, err := g.verifyOptions()
+		if err != nil {
+			return nil, err
+		}
+		opts.Verifier = g.opts.Verifier
+		if att, err = api.VerifyQuote(ctx, q, opts); err != nil {
+			return nil, fmt.Errorf("verifying the Coordinator at %s: %w", addr, err)
+		}
+	}
+
+	if mode != pinCheck {
+		return att, nil
+	}
+	pinned, err := g.loadPin()
+	if err != nil {
+		return nil, err
+	}
+	if pinned == nil {
+		if err := g.pin(att); err != nil {
+			return nil, err
+		}
+		return att, nil
+	}
+	if !pinned.root.Equal(att.Root) {
+		return nil, withHint(fmt.Errorf("%w: the Coordinator at %s presents root SHA-256 %s, %s pins SHA-256 %s",
+			errRootChanged, addr, api.Fingerprint(att.Root), g.certFile, api.Fingerprint(pinned.root)),
+			fmt.Sprintf("If the Coordinator was re-installed or its state was reset, verify it and its manifest with "+
+				"'marblerun manifest verify <manifest> %s', which pins the new certificate. Otherwise you may be talking to a different Coordinator than you think.", addr))
+	}
+	if att.Intermediate != nil && (pinned.intermediate == nil || !pinned.intermediate.Equal(att.Intermediate)) {
+		// The root signed the new intermediate (checked when the chain was
+		// parsed); it changes with every manifest update.
+		if err := g.writePin(att.Root, att.Intermediate); err != nil {
+			return nil, err
+		}
+	}
+	return att, nil
+}
+
+// pin stores the attested certificates, telling the user when a different
+// root was pinned before.
+func (g *globals) pin(att *api.Attestation) error {
+	old, err := g.loadPin()
+	if err != nil {
+		return err
+	}
+	if err := g.writePin(att.Root, att.Intermediate); err != nil {
+		return err
+	}
+	switch {
+	case old == nil:
+		g.warnf("Pinned the Coordinator's root certificate (SHA-256 %s) in %s.", api.Fingerprint(att.Root), g.certFile)
+	case !old.root.Equal(att.Root):
+		g.warnf("Replaced the pinned root certificate in %s: SHA-256 %s was pinned, %s is now.", g.certFile, api.Fingerprint(old.root), api.Fingerprint(att.Root))
+	}
+	return nil
+}
+
+// trustedRoot returns the pinned root for the commands that use it as
+// their TLS trust anchor without verifying a quote. With --insecure and no
+// pin, it takes whatever root the Coordinator presents.
+func (g *globals) trustedRoot(ctx context.Context, addr string) (*x509.Certificate, error) {
+	pinned, err := g.loadPin()
+	if err != nil {
+		return nil, err
+	}
+	if pinned != nil {
+		return pinned.root, nil
+	}
+	if !g.insecure {
+		return nil, withHint(fmt.Errorf("no Coordinator certificate is pinned in %s", g.certFile),
+			fmt.Sprintf("Verify the Coordinator first: 'marblerun certificate root %s' or 'marblerun manifest verify <manifest> %s' pin its certificate "+
+				"(or pass --coordinator-cert with a pinned certificate, or --insecure for test setups).", addr, addr))
+	}
+	q, err := api.FetchQuote(ctx, addr, nil)
+	if err != nil {
+		return nil, err
+	}
+	g.warnf("WARNING: --insecure and no pinned certificate: trusting whatever certificate the Coordinator presents (SHA-256 %s).", api.Fingerprint(q.Root))
+	return q.Root, nil
+}
+
+// verifyOptions builds the expected identity from the era config and the
+// flags. Flags that were set override the era config.
+func (g *globals) verifyOptions() (api.VerifyOptions, error) {
+	path := g.eraConfig
+	if path == "" {
+		path = defaultEraConfig
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && g.eraConfig == "" {
+			return api.VerifyOptions{}, withHint(errors.New("no era config: the Coordinator's expected identity is unknown"),
+				"Pass --era-config with the era config (JSON: UniqueID or SignerID, ProductID, SecurityVersion, Debug) of the Coordinator you deployed, "+
+					"or put it in ./era-config.json; marblerun never downloads it. For test setups, pass --insecure.")
+		}
+		return api.VerifyOptions{}, fmt.Errorf("reading the era config: %w", err)
+	}
+	opts, err := api.ParseVerifyOptions(data)
+	if err != nil {
+		return api.VerifyOptions{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if opts.InsecureSkipVerify {
+		return api.VerifyOptions{}, fmt.Errorf("%s sets InsecureSkipVerify: a file must not turn off verification; pass --insecure on the command line instead", path)
+	}
+	if len(opts.Nonce) > 0 {
+		return api.VerifyOptions{}, fmt.Errorf("%s sets Nonce: a nonce must be fresh for each request; pass --nonce on the command line instead", path)
+	}
+	if err := opts.Validate(); err != nil {
+		return api.VerifyOptions{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if g.tcbStatusesChanged || len(opts.AcceptedTCBStatuses) == 0 {
+		opts.AcceptedTCBStatuses = g.tcbStatuses
+	}
+	if g.advisoriesChanged {
+		opts.AcceptedAdvisories = g.advisories
+	}
+	if err := opts.Validate(); err != nil {
+		return api.VerifyOptions{}, fmt.Errorf("--accepted-tcb-statuses: %w", err)
+	}
+	return opts, nil
+}
+
+// pinnedCerts are the certificates in the cert cache file.
+type pinnedCerts struct {
+	root, intermediate *x509.Certificate
+}
+
+// loadPin reads the cert cache file; it returns nil and no error if there
+// is none.
+func (g *globals) loadPin() (*pinnedCerts, error) {
+	if g.certFile == "" {
+		return nil, errors.New("cannot find your configuration folder: pass --coordinator-cert FILE")
+	}
+	data, err := os.ReadFile(g.certFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the pinned Coordinator certificate: %w", err)
+	}
+	root, inter, err := api.ParseCertificateChain(data)
+	if err != nil {
+		return nil, withHint(fmt.Errorf("%s: %w", g.certFile, err),
+			"The file should hold the Coordinator's certificates as PEM. Delete it and verify the Coordinator again, or pass another --coordinator-cert.")
+	}
+	return &pinnedCerts{root: root, intermediate: inter}, nil
+}
+
+// writePin writes the cert cache file: intermediate first, then root, as
+// the Coordinator sends them.
+func (g *globals) writePin(root, intermediate *x509.Certificate) error {
+	if g.certFile == "" {
+		return errors.New("cannot find your configuration folder: pass --coordinator-cert FILE")
+	}
+	var b strings.Builder
+	if intermediate != nil {
+		b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: intermediate.Raw}))
+	}
+	b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}))
+	if err := os.MkdirAll(filepath.Dir(g.certFile), 0o755); err != nil {
+		return fmt.Errorf("pinning the Coordinator certificate: %w", err)
+	}
+	if err := writeFile(g.certFile, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("pinning the Coordinator certificate: %w", err)
+	}
+	return nil
+}
+
+// recordFlagChanges notes which list flags the user set, so that they
+// override the era config.
+func (g *globals) recordFlagChanges(cmd *cobra.Command) {
+	g.tcbStatusesChanged = cmd.Flags().Changed("accepted-tcb-statuses")
+	g.advisoriesChanged = cmd.Flags().Changed("accepted-advisories")
+}
