@@ -9,7 +9,7 @@ export CGO_ENABLED ?= 0
 
 CMDS := $(notdir $(wildcard cmd/*))
 
-.PHONY: all build demo test test-short vet fmt-check bench fuzz generate clean $(CMDS)
+.PHONY: all build demo test test-short vet fmt-check kube-bins bench fuzz generate clean $(CMDS)
 
 all: build
 
@@ -22,12 +22,17 @@ $(CMDS):
 demo:
 	$(GO) run ./hack/demo
 
-## test: everything CI runs: formatting, vet, and all tests with the race detector.
-test: fmt-check vet
+## test: everything CI runs: formatting, vet, the Kubernetes test binaries, and all tests with the race detector.
+test: fmt-check vet kube-bins
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
 
+## test-short: the tests that need no Kubernetes API server, without the race detector.
 test-short:
-	$(GO) test -count=1 ./...
+	$(GO) test -short -count=1 ./...
+
+## kube-bins: build etcd and the Kubernetes control plane for tests (first run only, ~12 min on 2 cores; cached after).
+kube-bins:
+	$(GO) run ./hack/kube/build
 
 vet:
 	$(GO) vet ./...
