@@ -437,3 +437,15 @@ func TestStartupManifest(t *testing.T) {
 		t.Fatalf("different startup manifest: %v", err)
 	}
 }
+
+func TestImmediateStopIsClean(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		c, err := coordtest.TryStart(t)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Stop(); err != nil {
+			t.Fatalf("stop right after start, round %d: %v", i, err)
+		}
+	}
+}

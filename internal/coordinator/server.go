@@ -157,7 +157,8 @@ func (s *Server) Serve(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		if err := s.grpc.Serve(s.meshLn); err != nil {
+		// A stop that comes before Serve begins is a clean stop too.
+		if err := s.grpc.Serve(s.meshLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("mesh API: %w", err)
 		}
 		return nil
