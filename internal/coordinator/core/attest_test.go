@@ -66,6 +66,9 @@ func TestQuoteBindsRootAndNonce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, msg := c.Status(); strings.Contains(msg, "SIMULATION") {
+		t.Fatalf("a Coordinator with a real issuer claims simulation: %q", msg)
+	}
 	root, _ := c.RootCertificate()
 	_, q, err := c.Quote(context.Background(), nil)
 	if err != nil {

@@ -278,10 +278,17 @@ func (c *Core) publish(state State, dep *deployment) error {
 }
 
 // Status returns the state and its message.
+// In simulation mode the message says so.
 func (c *Core) Status() (State, string) {
 	v := c.view.Load()
+	if c.cfg.Simulation {
+		return v.state, v.state.Message() + " " + simulationNotice
+	}
 	return v.state, v.state.Message()
 }
+
+// simulationNotice is added to every status message in simulation mode.
+const simulationNotice = "SIMULATION MODE: marbles are not attested and the Coordinator's quote is empty; do not use in production."
 
 // Simulation reports whether the Coordinator runs in simulation mode.
 func (c *Core) Simulation() bool { return c.cfg.Simulation }

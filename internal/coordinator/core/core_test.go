@@ -151,6 +151,9 @@ func TestBootSetManifestRestart(t *testing.T) {
 	if s, msg := c.Status(); s != StateAcceptingMarbles || !strings.Contains(msg, "accept marbles") {
 		t.Fatalf("after manifest: %v %q", s, msg)
 	}
+	if _, msg := c.Status(); !strings.Contains(msg, "SIMULATION MODE") {
+		t.Fatalf("a simulation Coordinator's status does not say so: %q", msg)
+	}
 	gotRaw, sig, ok := c.ManifestInfo()
 	if !ok || string(gotRaw) != string(raw) {
 		t.Fatal("ManifestInfo does not return the manifest")
