@@ -66,6 +66,7 @@ func Describe() string {
 		EnvDebugLogging + "                 \"1\" enables debug logging",
 		EnvHTTPErrorLogLevel + "          level of HTTP server errors: debug, info, warn or error (default \"error\")",
 		EnvSimulation + "                     \"1\" runs in simulation mode: no attestation, INSECURE",
+		"GOGC                              garbage collector target (default 400 for the Coordinator; GOMEMLIMIT is honoured)",
 	}, "\n")
 }
 

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -100,5 +101,17 @@ func TestMainHelp(t *testing.T) {
 	}
 	if code := Main([]string{"--bogus"}, envFrom(nil), &out, &errOut); code != 2 {
 		t.Fatalf("unknown flag exit code %d", code)
+	}
+}
+
+func TestTuneGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	if got := tuneGC(envFrom(nil)); got != defaultGCPercent || debug.SetGCPercent(defaultGCPercent) != defaultGCPercent {
+		t.Fatalf("without GOGC: %d", got)
+	}
+	debug.SetGCPercent(150)
+	if got := tuneGC(envFrom(map[string]string{"GOGC": "150"})); got != 150 || debug.SetGCPercent(150) != 150 {
+		t.Fatalf("with GOGC=150: %d", got)
 	}
 }

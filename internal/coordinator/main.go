@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/marblemesh/marblemesh/internal/version"
@@ -55,6 +56,7 @@ Flags:
 		return 2
 	}
 	cfg.Simulation = cfg.Simulation || *simulation
+	tuneGC(getenv)
 	level := slog.LevelInfo
 	if cfg.DebugLogging {
 		level = slog.LevelDebug
@@ -77,4 +79,22 @@ Flags:
 	}
 	logger.Info("the Coordinator stopped")
 	return 0
+}
+
+// defaultGCPercent is the garbage collector target used unless GOGC is set.
+// The Coordinator's live heap is small, while every activation allocates
+// short-lived TLS and HTTP/2 buffers: a higher target trades a few MB of
+// memory for markedly less CPU per activation.
+const defaultGCPercent = 400
+
+// tuneGC applies defaultGCPercent unless the operator set GOGC, and
+// returns the percentage in effect.
+func tuneGC(getenv func(string) string) int {
+	if getenv("GOGC") != "" {
+		current := debug.SetGCPercent(100)
+		debug.SetGCPercent(current)
+		return current
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return defaultGCPercent
 }
