@@ -1,0 +1,133 @@
+package sgx
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// pcsServer serves collateral c with the PCS v4 API on 127.0.0.1.
+func pcsServer(t *testing.T, c *Collateral, hits *atomic.Int32, drop string) *httptest.Server {
+	t.Helper()
+	mux := http.NewServeMux()
+	signed := func(key string, obj, sig, chain []byte, header string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			hits.Add(1)
+			if header != drop {
+				w.Header().Set(header, url.QueryEscape(string(chain)))
+			}
+			fmt.Fprintf(w, `{%q:%s,"signature":%q}`, key, obj, hex.EncodeToString(sig))
+		}
+	}
+	mux.HandleFunc("/sgx/certification/v4/tcb", func(w http.ResponseWriter, r *http.Request) {
+		if got := r.URL.Query().Get("fmspc"); got != "00906ED50000" {
+			http.Error(w, "unknown fmspc "+got, http.StatusNotFound)
+			return
+		}
+		signed("tcbInfo", c.TCBInfo, c.TCBInfoSignature, c.TCBInfoIssuerChain, "TCB-Info-Issuer-Chain")(w, r)
+	})
+	mux.HandleFunc("/sgx/certification/v4/qe/identity", signed("enclaveIdentity", c.QEIdentity, c.QEIdentitySignature, c.QEIdentityIssuerChain, "SGX-Enclave-Identity-Issuer-Chain"))
+	mux.HandleFunc("/sgx/certification/v4/pckcrl", func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Query().Get("ca") != "processor" || r.URL.Query().Get("encoding") != "der" {
+			http.Error(w, "bad query", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("SGX-PCK-CRL-Issuer-Chain", url.QueryEscape(string(c.PCKCRLIssuerChain)))
+		w.Write(c.PCKCRL)
+	})
+	mux.HandleFunc("/sgx/certification/v4/rootcacrl", func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprint(w, hex.EncodeToString(c.RootCACRL))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestPCSClientVerifiesAndCaches(t *testing.T) {
+	p := newPKI(t)
+	var hits atomic.Int32
+	srv := pcsServer(t, p.collateral(t, nil), &hits, "")
+	clock := time.Unix(pkiNowUnix, 0)
+	now := func() time.Time { return clock }
+	client, err := NewPCSClient(srv.URL, PCSOptions{HTTPClient: srv.Client(), TTL: time.Minute, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewVerifier(client, Options{Root: p.root, Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := p.quote(t, nil)
+	for range 3 {
+		if _, err := v.Verify(context.Background(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := hits.Load(); n != 4 {
+		t.Fatalf("requests: expected 4 (one fetch, then cache), found %d", n)
+	}
+	clock = clock.Add(2 * time.Minute)
+	if _, err := v.Verify(context.Background(), q); err != nil {
+		t.Fatal(err)
+	}
+	if n := hits.Load(); n != 8 {
+		t.Fatalf("requests after TTL: expected 8, found %d", n)
+	}
+}
+
+func TestPCSClientErrors(t *testing.T) {
+	p := newPKI(t)
+	col := p.collateral(t, nil)
+	req := CollateralRequest{FMSPC: p.ext.fmspc, CA: "processor"}
+	var hits atomic.Int32
+
+	missing := pcsServer(t, col, &hits, "TCB-Info-Issuer-Chain")
+	c, err := NewPCSClient(missing.URL, PCSOptions{HTTPClient: missing.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Collateral(context.Background(), req); !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), "expected header TCB-Info-Issuer-Chain, found none") {
+		t.Fatalf("missing header: found %v", err)
+	}
+
+	srv := pcsServer(t, col, &hits, "")
+	c, err = NewPCSClient(srv.URL, PCSOptions{HTTPClient: srv.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := CollateralRequest{FMSPC: []byte{1, 2, 3, 4, 5, 6}, CA: "processor"}
+	if _, err := c.Collateral(context.Background(), other); !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), "expected status 200, found 404") {
+		t.Fatalf("unknown FMSPC: found %v", err)
+	}
+	if _, err := c.Collateral(context.Background(), CollateralRequest{FMSPC: p.ext.fmspc, CA: "root"}); !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), `CA: expected processor or platform, found "root"`) {
+		t.Fatalf("bad CA: found %v", err)
+	}
+
+	down := httptest.NewServer(http.NotFoundHandler())
+	downURL := down.URL
+	down.Close()
+	c, err = NewPCSClient(downURL, PCSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Collateral(context.Background(), req); !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), "TCB Info: GET "+downURL) {
+		t.Fatalf("unreachable: found %v", err)
+	}
+	if _, err := NewPCSClient("localhost:8081", PCSOptions{}); !errors.Is(err, ErrFetch) {
+		t.Fatalf("relative URL: expected ErrFetch, found %v", err)
+	}
+	intel, err := NewPCSClient(IntelPCSURL, PCSOptions{})
+	if err != nil || intel.rootCRL != IntelRootCACRLURL {
+		t.Fatalf("Intel PCS root CRL URL: expected %s, found %v (%v)", IntelRootCACRLURL, intel, err)
+	}
+}
