@@ -23,7 +23,7 @@ func TestConfigFromEnv(t *testing.T) {
 			if c.MeshAddr != ":2001" || c.ClientAddr != ":4433" || c.PrometheusAddr != "" {
 				t.Fatalf("addresses %q %q %q", c.MeshAddr, c.ClientAddr, c.PrometheusAddr)
 			}
-			if !slices.Equal(c.DNSNames, []string{"localhost"}) || c.SealDir != "/work/dir/marblerun-coordinator-data" {
+			if !slices.Equal(c.DNSNames, []string{"localhost"}) || c.SealDir != "/srv/app/marblerun-coordinator-data" {
 				t.Fatalf("names %v seal %q", c.DNSNames, c.SealDir)
 			}
 			if c.Simulation || c.DebugLogging || c.HTTPErrorLogLevel != "error" {
@@ -61,7 +61,7 @@ func TestConfigFromEnv(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := ConfigFromEnv(envFrom(tc.env), "/work/dir")
+			c, err := ConfigFromEnv(envFrom(tc.env), "/srv/app")
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("got %v, want error about %s", err, tc.wantErr)
