@@ -1,18 +1,15 @@
 package core
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/google/uuid"
 
@@ -28,8 +25,6 @@ const (
 	EnvPrivateKey       = "MARBLE_PREDEFINED_PRIVATE_KEY"
 	EnvCoordinatorRoot  = "MARBLE_PREDEFINED_COORDINATOR_ROOT_CA"
 	EnvTransparentTLS   = "MARBLE_TTLS_CONFIG"
-	defaultTCBStatusOK1 = "UpToDate"
-	defaultTCBStatusOK2 = "SWHardeningNeeded"
 )
 
 // ActivationRequest is a marble's request to join the mesh.
@@ -236,44 +231,12 @@ func (c *Core) verifyEvidence(ctx context.Context, req ActivationRequest, pkgNam
 	return nil
 }
 
-// checkPackage compares verified claims with a manifest package.
+// checkPackage compares verified claims with a manifest package's policy.
 func checkPackage(pkg manifest.Package, claims *attestation.Claims) error {
-	if pkg.Debug != claims.Debug {
-		return fmt.Errorf("Debug: expected %v, found %v", pkg.Debug, claims.Debug)
+	policy, err := attestation.NewPolicy(pkg.Debug, pkg.UniqueID, pkg.SignerID, pkg.ProductID, pkg.SecurityVersion, pkg.AcceptedTCBStatuses, pkg.AcceptedAdvisories)
+	if err != nil {
+		return err
 	}
-	if pkg.UniqueID != "" {
-		if want, err := hex.DecodeString(pkg.UniqueID); err != nil || !bytes.Equal(want, claims.UniqueID) {
-			return fmt.Errorf("UniqueID: expected %s, found %x", strings.ToLower(pkg.UniqueID), claims.UniqueID)
-		}
-	}
-	if pkg.SignerID != "" {
-		if want, err := hex.DecodeString(pkg.SignerID); err != nil || !bytes.Equal(want, claims.SignerID) {
-			return fmt.Errorf("SignerID: expected %s, found %x", strings.ToLower(pkg.SignerID), claims.SignerID)
-		}
-	}
-	if pkg.ProductID != nil && *pkg.ProductID != uint64(claims.ProductID) {
-		return fmt.Errorf("ProductID: expected %d, found %d", *pkg.ProductID, claims.ProductID)
-	}
-	if pkg.SecurityVersion != nil && uint64(claims.SecurityVersion) < uint64(*pkg.SecurityVersion) {
-		return fmt.Errorf("SecurityVersion: expected at least %d, found %d", *pkg.SecurityVersion, claims.SecurityVersion)
-	}
-	accepted := pkg.AcceptedTCBStatuses
-	if len(accepted) == 0 {
-		accepted = []string{defaultTCBStatusOK1, defaultTCBStatusOK2}
-	}
-	if !containsFold(accepted, claims.TCBStatus) {
-		return fmt.Errorf("TCB status: expected one of %v, found %s", accepted, claims.TCBStatus)
-	}
-	if len(pkg.AcceptedAdvisories) > 0 {
-		for _, adv := range claims.Advisories {
-			if !containsFold(pkg.AcceptedAdvisories, adv) {
-				return fmt.Errorf("advisories: %s is not accepted (accepted: %v)", adv, pkg.AcceptedAdvisories)
-			}
-		}
-	}
-	return nil
+	return policy.Check(claims)
 }
 
-func containsFold(list []string, s string) bool {
-	return slices.ContainsFunc(list, func(x string) bool { return strings.EqualFold(x, s) })
-}

@@ -126,7 +126,7 @@ func TestActivationVerifiesEvidence(t *testing.T) {
 		{"wrong SignerID", "frontend", with(frontendOK, func(c *attestation.Claims) { c.SignerID = make([]byte, 32) }), "SignerID"},
 		{"wrong ProductID", "frontend", with(frontendOK, func(c *attestation.Claims) { c.ProductID = 44 }), "ProductID: expected 43, found 44"},
 		{"old SVN", "frontend", with(frontendOK, func(c *attestation.Claims) { c.SecurityVersion = 2 }), "SecurityVersion: expected at least 3, found 2"},
-		{"out-of-date TCB", "backend", with(backendOK, func(c *attestation.Claims) { c.TCBStatus = "OutOfDate" }), "TCB status"},
+		{"out-of-date TCB", "backend", with(backendOK, func(c *attestation.Claims) { c.TCBStatus = "OutOfDate" }), "TCBStatus: expected one of"},
 		{"wrong package for type", "frontend", with(backendOK, func(*attestation.Claims) {}), "package \"frontend\""},
 	}
 	for _, tc := range tests {
