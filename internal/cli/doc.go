@@ -80,6 +80,6 @@
 //   - "manifest update get" with no pending update prints so and exits 0.
 //   - manifest set checks the manifest locally before anything is sent.
 //   - recover reads the encrypted secret as binary or as its base64 text.
-//   - -n/--namespace is accepted for the Kubernetes commands, which are not
-//     part of this package yet; no command reads it.
+//   - -n/--namespace selects the installation's namespace for the
+//     Kubernetes commands (install, uninstall, check, version --coordinator).
 package cli

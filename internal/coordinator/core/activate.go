@@ -20,11 +20,11 @@ import (
 
 // Environment variables every activated marble receives.
 const (
-	EnvRootCA           = "MARBLE_PREDEFINED_ROOT_CA"
-	EnvCertChain        = "MARBLE_PREDEFINED_MARBLE_CERTIFICATE_CHAIN"
-	EnvPrivateKey       = "MARBLE_PREDEFINED_PRIVATE_KEY"
-	EnvCoordinatorRoot  = "MARBLE_PREDEFINED_COORDINATOR_ROOT_CA"
-	EnvTransparentTLS   = "MARBLE_TTLS_CONFIG"
+	EnvRootCA          = "MARBLE_PREDEFINED_ROOT_CA"
+	EnvCertChain       = "MARBLE_PREDEFINED_MARBLE_CERTIFICATE_CHAIN"
+	EnvPrivateKey      = "MARBLE_PREDEFINED_PRIVATE_KEY"
+	EnvCoordinatorRoot = "MARBLE_PREDEFINED_COORDINATOR_ROOT_CA"
+	EnvTransparentTLS  = "MARBLE_TTLS_CONFIG"
 )
 
 // ActivationRequest is a marble's request to join the mesh.
@@ -239,4 +239,3 @@ func checkPackage(pkg manifest.Package, claims *attestation.Claims) error {
 	}
 	return policy.Check(claims)
 }
-
