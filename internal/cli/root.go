@@ -114,6 +114,7 @@ refused until "marblerun manifest verify" re-verifies it.`,
 		newRecoverWithSignatureCmd(g),
 		newPackageInfoCmd(g),
 		newVersionCmd(g),
+		newInstallCmd(g), newUninstallCmd(g), newCheckCmd(g), newPrecheckCmd(g),
 	)
 	return root, g
 }

@@ -5,26 +5,64 @@ import (
 	"runtime"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/marblemesh/marblemesh/internal/install"
 	"github.com/marblemesh/marblemesh/internal/version"
 )
 
+// coordinatorVersionLabel is the label of Deployment marblerun-coordinator
+// that names the Coordinator's version.
+const coordinatorVersionLabel = "app.kubernetes.io/version"
+
 func newVersionCmd(g *globals) *cobra.Command {
+	var withCoordinator bool
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the CLI's version",
-		Args:  exactArgs(0, "none"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format(cmd).json() {
-				return printJSON(g.stdout(), struct {
-					Version   string `json:"version"`
-					Commit    string `json:"commit"`
-					GoVersion string `json:"goVersion"`
-				}{version.Version, version.Commit, runtime.Version()})
+		Long: `Print the CLI's version. With --coordinator, also the version of the
+Coordinator installed in the namespace given with -n, read from the label
+app.kubernetes.io/version of its Deployment (this needs the cluster).`,
+		Args: exactArgs(0, "none"),
+	}
+	kf := addKubeFlags(cmd)
+	cmd.Flags().BoolVar(&withCoordinator, "coordinator", false, "also print the version of the Coordinator installed on the cluster")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		coord, found := "", false
+		if withCoordinator {
+			cs, err := kf.cluster(g).Clientset(cmd.Context())
+			if err != nil {
+				return kubeError(err)
 			}
-			fmt.Fprintf(g.stdout(), "CLI version: %s\nCommit: %s\n", version.Version, version.Commit)
-			return nil
-		},
+			d, err := cs.AppsV1().Deployments(g.namespace).Get(cmd.Context(), install.CoordinatorDeployment, metav1.GetOptions{})
+			switch {
+			case err == nil:
+				coord, found = d.Labels[coordinatorVersionLabel], true
+			case !apierrors.IsNotFound(err):
+				return withHint(fmt.Errorf("reading Deployment %s/%s: %w", g.namespace, install.CoordinatorDeployment, err),
+					"Use a kubeconfig whose user may read Deployments in that namespace.")
+			}
+		}
+		if format(cmd).json() {
+			return printJSON(g.stdout(), struct {
+				Version            string `json:"version"`
+				Commit             string `json:"commit"`
+				GoVersion          string `json:"goVersion"`
+				CoordinatorVersion string `json:"coordinatorVersion,omitempty"`
+			}{version.Version, version.Commit, runtime.Version(), coord})
+		}
+		fmt.Fprintf(g.stdout(), "CLI version: %s\nCommit: %s\n", version.Version, version.Commit)
+		switch {
+		case !withCoordinator:
+		case !found:
+			fmt.Fprintf(g.stdout(), "Coordinator version: no MarbleRun Coordinator in namespace %s\n", g.namespace)
+		case coord == "":
+			fmt.Fprintf(g.stdout(), "Coordinator version: unknown (Deployment %s has no label %s)\n", install.CoordinatorDeployment, coordinatorVersionLabel)
+		default:
+			fmt.Fprintf(g.stdout(), "Coordinator version: %s\n", coord)
+		}
+		return nil
 	}
 	addFormatFlag(cmd)
 	return cmd

@@ -1,0 +1,37 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/marblemesh/marblemesh/internal/install"
+)
+
+func newCheckCmd(g *globals) *cobra.Command {
+	var timeout uint
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Wait until MarbleRun's Deployments on the cluster are ready",
+		Long: `Check the Deployments marble-injector and marblerun-coordinator in the
+namespace given with -n (default marblerun) and wait until all their replicas
+are available, printing the progress. A Deployment that does not exist is
+reported and skipped; it is an error when neither exists.`,
+		Args: exactArgs(0, "none"),
+	}
+	kf := addKubeFlags(cmd)
+	cmd.Flags().UintVar(&timeout, "timeout", 60, "seconds to wait at most")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		c := kf.cluster(g)
+		cs, err := c.Clientset(cmd.Context())
+		if err != nil {
+			return kubeError(err)
+		}
+		w := install.Waiter{Clientset: cs, Namespace: g.namespace, Out: g.stdout()}
+		if err := w.Wait(cmd.Context(), time.Duration(timeout)*time.Second); err != nil {
+			return kubeError(err)
+		}
+		return nil
+	}
+	return cmd
+}

@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/marblemesh/marblemesh/internal/install"
+)
+
+// kubeFlags are the flags of the commands that talk to Kubernetes.
+type kubeFlags struct {
+	kubeconfig string
+}
+
+func addKubeFlags(cmd *cobra.Command) *kubeFlags {
+	f := &kubeFlags{}
+	cmd.Flags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster (default $KUBECONFIG, else ~/.kube/config)")
+	return f
+}
+
+// cluster returns the cluster of the kubeconfig with the installation's
+// namespace (-n).
+func (f *kubeFlags) cluster(g *globals) *install.Cluster {
+	return install.NewCluster(f.kubeconfig, g.namespace)
+}
+
+// kubeError turns the advice of an install error into the CLI's hint.
+func kubeError(err error) error {
+	var ie *install.Error
+	if errors.As(err, &ie) && ie.Next != "" {
+		return withHint(err, ie.Next)
+	}
+	return err
+}
+
+func newInstallCmd(g *globals) *cobra.Command {
+	o := install.Options{}
+	var waitTimeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install MarbleRun on a Kubernetes cluster",
+		Long: `Install MarbleRun's Coordinator and marble-injector webhook into the namespace
+given with -n (default marblerun), as the Helm release "marblerun" of the chart
+built into this marblerun. Nothing is downloaded.
+
+Without --resource-key, the SGX resource key is taken from the first node that
+offers SGX through the Intel, Azure or Alibaba device plugin (Intel's when none
+does). The webhook's certificate comes from cert-manager when the cluster serves
+its API; otherwise the installation makes a CA, keeps it in the Secret
+marble-injector-webhook-ca and stores the webhook's certificate in the Secret
+marble-injector-webhook-certs. "marblerun uninstall" removes all of it.
+
+The kubeconfig is --kubeconfig, $KUBECONFIG or ~/.kube/config.`,
+		Example: `  marblerun install --domain mycluster.uksouth.cloudapp.azure.com
+  marblerun install --simulation --wait
+  marblerun install --dcap-qpl intel --dcap-pccs-url https://pccs.example.com:8081/sgx/certification/v4/ --dcap-secure-cert FALSE`,
+		Args: exactArgs(0, "none"),
+	}
+	kf := addKubeFlags(cmd)
+	fl := cmd.Flags()
+	fl.StringSliceVar(&o.Domains, "domain", nil, "DNS names (comma-separated or repeated) under which the Coordinator's client API is reached; added to its certificate")
+	fl.StringVar(&o.ChartPath, "marblerun-chart-path", "", "install the chart in this folder or .tgz archive instead of the built-in one")
+	fl.StringVar(&o.Version, "version", "", "chart version to install; the built-in chart has one version only, so any other needs --marblerun-chart-path")
+	fl.StringVar(&o.ResourceKey, "resource-key", "", "SGX resource key of the cluster's device plugin (default: detected from the nodes)")
+	fl.StringVar(&o.DCAPQPL, "dcap-qpl", "azure", "quote provider library of the Coordinator: azure or intel")
+	fl.StringVar(&o.DCAPPCCSURL, "dcap-pccs-url", install.DefaultPCCSURL, "URL of the PCCS the quote provider asks")
+	fl.StringVar(&o.DCAPSecureCert, "dcap-secure-cert", "TRUE", "whether the quote provider verifies the PCCS's certificate: TRUE or FALSE")
+	fl.BoolVar(&o.Simulation, "simulation", false, "run the Coordinator without SGX, for clusters without SGX (INSECURE: no attestation)")
+	fl.BoolVar(&o.DisableAutoInjection, "disable-auto-injection", false, "leave out the marble-injector webhook")
+	fl.IntVar(&o.MeshServerPort, "mesh-server-port", 2001, "port of the Coordinator's mesh API (gRPC, for marbles)")
+	fl.IntVar(&o.ClientServerPort, "client-server-port", 4433, "port of the Coordinator's client API (HTTPS)")
+	fl.BoolVar(&o.Wait, "wait", false, "wait until the Coordinator and the webhook are ready, showing their progress")
+	fl.DurationVar(&waitTimeout, "timeout", 5*time.Minute, "how long --wait waits")
+
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		o.Progress = g.stdout()
+		o.WaitTimeout = waitTimeout
+		if o.Simulation {
+			g.warnf("Warning: simulation mode: the Coordinator runs without SGX and its attestation proves nothing.")
+		}
+		if err := install.Install(cmd.Context(), kf.cluster(g), o); err != nil {
+			return kubeError(err)
+		}
+		if !o.Wait {
+			fmt.Fprintf(g.stdout(), "Run 'marblerun check -n %s' to wait until it is ready.\n", g.namespace)
+		}
+		return nil
+	}
+	return cmd
+}

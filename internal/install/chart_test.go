@@ -1,0 +1,516 @@
+package install
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint/support"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
+
+	"github.com/marblemesh/marblemesh/charts"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of testdata/")
+
+// testCA is a fixed CA bundle for the golden files.
+const testCA = "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n"
+
+// render renders the embedded chart with vals into namespace ns and
+// returns the manifests, sorted by template, empty ones left out.
+func render(t *testing.T, ns string, vals map[string]any) (string, error) {
+	t.Helper()
+	ch, err := LoadChart("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return renderChart(ch, ns, vals)
+}
+
+func renderChart(ch *chart.Chart, ns string, vals map[string]any) (string, error) {
+	rv, err := chartutil.ToRenderValues(ch, vals, chartutil.ReleaseOptions{
+		Name: ReleaseName, Namespace: ns, Revision: 1, IsInstall: true,
+	}, chartutil.DefaultCapabilities)
+	if err != nil {
+		return "", err
+	}
+	files, err := engine.Render(ch, rv)
+	if err != nil {
+		return "", err
+	}
+	names := make([]string, 0, len(files))
+	for name, body := range files {
+		if strings.HasSuffix(name, ".yaml") && strings.TrimSpace(body) != "" {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for _, name := range names {
+		b.WriteString("# Source: " + name + "\n")
+		b.WriteString(strings.TrimSpace(files[name]) + "\n---\n")
+	}
+	return b.String(), nil
+}
+
+func parseValues(t *testing.T, y string) map[string]any {
+	t.Helper()
+	var v map[string]any
+	if err := yaml.Unmarshal([]byte(y), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func cliValues(t *testing.T, s Settings) map[string]any {
+	t.Helper()
+	ch, err := LoadChart("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := Values(s, ch.Values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func sgxSettings(key string) Settings {
+	return Settings{
+		ResourceKey: key, DCAPQPL: "azure", DCAPPCCSURL: DefaultPCCSURL, DCAPSecureCert: "TRUE",
+		MeshServerPort: 2001, ClientServerPort: 4433, Injector: true, CABundle: []byte(testCA),
+	}
+}
+
+// chartCases are the value sets rendered to golden files.
+func chartCases(t *testing.T) map[string]map[string]any {
+	certManager := sgxSettings(ResourceIntelEPC)
+	certManager.CertManager = true
+	certManager.CABundle = nil
+	cliSim := Settings{Simulation: true, Domains: []string{"mycluster.example.com"}, MeshServerPort: 2001, ClientServerPort: 4433,
+		Injector: true, CABundle: []byte(testCA), ResourceKey: ResourceIntelEPC}
+	return map[string]map[string]any{
+		"default": nil,
+		// The seed's helm command for a cluster without SGX.
+		"helm-simulation": parseValues(t, `
+coordinator: {resources: null, simulation: 1, hostname: mycluster.uksouth.cloudapp.azure.com}
+tolerations: null
+marbleInjector: {start: true, useCertManager: true}`),
+		// The seed's helm command for a cluster with SGX.
+		"helm-sgx": parseValues(t, `
+coordinator: {hostname: mycluster.uksouth.cloudapp.azure.com}
+marbleInjector: {start: true, useCertManager: true}`),
+		"helm-dcap": parseValues(t, `
+coordinator: {hostname: mycluster.uksouth.cloudapp.azure.com}
+dcap: {qpl: intel, pccsUrl: "https://pccs.example.com:8081/sgx/certification/v4/", useSecureCert: "FALSE"}`),
+		"helm-qcnl-config": parseValues(t, `
+dcap: {qcnlConfig: '{"pccs_url": "https://pccs.internal/"}'}`),
+		"cli-simulation":   cliValues(t, cliSim),
+		"cli-sgx-intel":    cliValues(t, sgxSettings(ResourceIntelEPC)),
+		"cli-sgx-azure":    cliValues(t, sgxSettings(ResourceAzureEPC)),
+		"cli-sgx-alibaba":  cliValues(t, sgxSettings(ResourceAlibabaEPC)),
+		"cli-sgx-custom":   cliValues(t, sgxSettings("example.com/sgx-epc")),
+		"cli-cert-manager": cliValues(t, certManager),
+		"cli-ports": cliValues(t, Settings{Simulation: true, MeshServerPort: 3001, ClientServerPort: 5443,
+			Domains: []string{"a.example.com", "b.example.com"}}),
+	}
+}
+
+func TestChartGolden(t *testing.T) {
+	for name, vals := range chartCases(t) {
+		t.Run(name, func(t *testing.T) {
+			got, err := render(t, "marblerun", vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", "chart", name+".yaml")
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(golden), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run the test with -update to write it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("rendering differs from %s (run with -update to accept):\n%s", golden, diffLines(string(want), got))
+			}
+		})
+	}
+}
+
+// TestChartGoldenNoStale fails on golden files that no case writes.
+func TestChartGoldenNoStale(t *testing.T) {
+	cases := chartCases(t)
+	entries, err := os.ReadDir(filepath.Join("testdata", "chart"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if _, ok := cases[strings.TrimSuffix(e.Name(), ".yaml")]; !ok {
+			t.Errorf("stale golden file testdata/chart/%s", e.Name())
+		}
+	}
+}
+
+// diffLines shows the first differing line of two texts.
+func diffLines(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for i := 0; i < len(w) || i < len(g); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			return fmt.Sprintf("line %d:\n  want: %s\n  got:  %s", i+1, wl, gl)
+		}
+	}
+	return "(no line differs)"
+}
+
+// decodeAll decodes the rendered manifests into typed objects; kinds the
+// client-go scheme does not know (cert-manager's) are returned by kind.
+func decodeAll(t *testing.T, manifests string) ([]runtime.Object, []string) {
+	t.Helper()
+	codecs := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict)
+	var objs []runtime.Object
+	var foreign []string
+	for _, doc := range strings.Split(manifests, "\n---\n") {
+		if strings.TrimSpace(strings.TrimPrefix(doc, "---")) == "" {
+			continue
+		}
+		var meta struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &meta); err != nil {
+			t.Fatalf("%v in\n%s", err, doc)
+		}
+		if meta.Kind == "" {
+			continue
+		}
+		if strings.HasPrefix(meta.APIVersion, "cert-manager.io/") {
+			foreign = append(foreign, meta.Kind)
+			continue
+		}
+		obj, _, err := codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("decoding %s: %v\n%s", meta.Kind, err, doc)
+		}
+		objs = append(objs, obj)
+	}
+	return objs, foreign
+}
+
+func coordinatorDeployment(t *testing.T, objs []runtime.Object) *appsv1.Deployment {
+	t.Helper()
+	for _, o := range objs {
+		if d, ok := o.(*appsv1.Deployment); ok && d.Name == CoordinatorDeployment {
+			return d
+		}
+	}
+	t.Fatal("no Deployment marblerun-coordinator")
+	return nil
+}
+
+func envOf(c corev1.Container) map[string]string {
+	m := map[string]string{}
+	for _, e := range c.Env {
+		m[e.Name] = e.Value
+	}
+	return m
+}
+
+func TestChartObjects(t *testing.T) {
+	for name, vals := range chartCases(t) {
+		t.Run(name, func(t *testing.T) {
+			got, err := render(t, "mr", vals)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, _ := decodeAll(t, got)
+			d := coordinatorDeployment(t, objs)
+			pod := d.Spec.Template.Spec
+			if len(pod.Containers) != 1 {
+				t.Fatalf("%d containers", len(pod.Containers))
+			}
+			c := pod.Containers[0]
+			sc := c.SecurityContext
+			if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.RunAsUser == nil || *sc.RunAsUser == 0 ||
+				sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+				t.Errorf("coordinator security context %+v: want non-root with a fixed UID and a read-only root", sc)
+			}
+			for what, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe} {
+				if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/api/v2/status" || p.HTTPGet.Scheme != corev1.URISchemeHTTPS || p.HTTPGet.Port.StrVal != "http" {
+					t.Errorf("%s probe %+v", what, p)
+				}
+			}
+			env := envOf(c)
+			sealed := false
+			for _, m := range c.VolumeMounts {
+				if m.Name == "coordinator-pv-storage" && m.MountPath == env["EDG_COORDINATOR_SEAL_DIR"] {
+					sealed = true
+				}
+			}
+			if !sealed {
+				t.Errorf("the seal dir %q is not the volume's mount point: %+v", env["EDG_COORDINATOR_SEAL_DIR"], c.VolumeMounts)
+			}
+			dns := strings.Split(env["EDG_COORDINATOR_DNS_NAMES"], ",")
+			for _, want := range []string{"localhost", "coordinator-client-api.mr", "coordinator-mesh-api.mr.svc.cluster.local"} {
+				if !slices.Contains(dns, want) {
+					t.Errorf("EDG_COORDINATOR_DNS_NAMES %v lacks %s", dns, want)
+				}
+			}
+			if coord, ok := vals["coordinator"].(map[string]any); ok {
+				if h, _ := coord["hostname"].(string); h != "" {
+					for _, n := range strings.Split(h, ",") {
+						if !slices.Contains(dns, n) {
+							t.Errorf("EDG_COORDINATOR_DNS_NAMES %v lacks the hostname %s", dns, n)
+						}
+					}
+				}
+			}
+			if d.Labels["app.kubernetes.io/version"] == "" {
+				t.Error("no app.kubernetes.io/version label on the Coordinator's Deployment")
+			}
+		})
+	}
+}
+
+func TestChartSimulationAndSGX(t *testing.T) {
+	cases := chartCases(t)
+	for name, want := range map[string]struct {
+		sim         string
+		limits      []string
+		toleration  string
+		dcapMounted bool
+	}{
+		"helm-simulation": {sim: "1", dcapMounted: true},
+		"cli-simulation":  {sim: "1"},
+		"default":         {sim: "0", limits: []string{ResourceIntelEPC, ResourceIntelEnclave, ResourceIntelProvision}, toleration: ResourceIntelEPC, dcapMounted: true},
+		"cli-sgx-azure":   {sim: "0", limits: []string{ResourceAzureEPC}, toleration: ResourceAzureEPC, dcapMounted: true},
+		"cli-sgx-alibaba": {sim: "0", limits: []string{ResourceAlibabaEPC}, toleration: ResourceAlibabaEPC, dcapMounted: true},
+		"cli-sgx-custom":  {sim: "0", limits: []string{"example.com/sgx-epc"}, toleration: "example.com/sgx-epc", dcapMounted: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := render(t, "marblerun", cases[name])
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, _ := decodeAll(t, got)
+			d := coordinatorDeployment(t, objs)
+			c := d.Spec.Template.Spec.Containers[0]
+			if s := envOf(c)["OE_SIMULATION"]; s != want.sim {
+				t.Errorf("OE_SIMULATION=%q, want %q", s, want.sim)
+			}
+			var keys []string
+			for k := range c.Resources.Limits {
+				keys = append(keys, string(k))
+			}
+			sort.Strings(keys)
+			wantKeys := slices.Clone(want.limits)
+			sort.Strings(wantKeys)
+			if !slices.Equal(keys, wantKeys) {
+				t.Errorf("limits %v, want %v", keys, wantKeys)
+			}
+			var tol []string
+			for _, tl := range d.Spec.Template.Spec.Tolerations {
+				tol = append(tol, tl.Key)
+			}
+			if want.toleration == "" && len(tol) != 0 || want.toleration != "" && !slices.Contains(tol, want.toleration) {
+				t.Errorf("tolerations %v, want %q", tol, want.toleration)
+			}
+			mounted := false
+			for _, m := range c.VolumeMounts {
+				if m.Name == "dcap-conf" {
+					mounted = true
+				}
+			}
+			if mounted != want.dcapMounted {
+				t.Errorf("DCAP config mounted: %v, want %v", mounted, want.dcapMounted)
+			}
+		})
+	}
+}
+
+func TestChartDCAPConfig(t *testing.T) {
+	got, err := render(t, "marblerun", chartCases(t)["helm-dcap"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, _ := decodeAll(t, got)
+	for _, o := range objs {
+		if cm, ok := o.(*corev1.ConfigMap); ok && cm.Name == "coordinator-dcap-config" {
+			want := `{"pccs_url":"https://pccs.example.com:8081/sgx/certification/v4/","use_secure_cert":false}`
+			if g := cm.Data["sgx_default_qcnl.conf"]; g != want {
+				t.Errorf("sgx_default_qcnl.conf = %s, want %s", g, want)
+			}
+			return
+		}
+	}
+	t.Fatal("no ConfigMap coordinator-dcap-config")
+}
+
+func TestChartInjectorObjects(t *testing.T) {
+	cases := chartCases(t)
+	for name, certManager := range map[string]bool{"cli-sgx-intel": false, "cli-cert-manager": true, "helm-sgx": true} {
+		t.Run(name, func(t *testing.T) {
+			got, err := render(t, "mr", cases[name])
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, foreign := decodeAll(t, got)
+			wantForeign := []string(nil)
+			if certManager {
+				wantForeign = []string{"Issuer", "Certificate"}
+			}
+			if !slices.Equal(foreign, wantForeign) {
+				t.Errorf("cert-manager objects %v, want %v", foreign, wantForeign)
+			}
+			if certManager != strings.Contains(got, "cert-manager.io/inject-ca-from: mr/marble-injector-serving-cert") {
+				t.Errorf("cert-manager CA injection annotation present: %v, want %v", !certManager, certManager)
+			}
+			if !certManager && !strings.Contains(got, "caBundle: "+base64Std([]byte(testCA))) {
+				t.Error("no caBundle in the webhook configuration")
+			}
+			for _, want := range []string{"name: marble-injector-mr\n", "name: marble-injector-mr.cluster.local\n",
+				"-coordAddr=coordinator-mesh-api.mr:2001", "secretName: marble-injector-webhook-certs"} {
+				if !strings.Contains(got, want) {
+					t.Errorf("rendering lacks %q", want)
+				}
+			}
+		})
+	}
+}
+
+func TestChartSchemaRejects(t *testing.T) {
+	for name, vals := range map[string]string{
+		"port out of range":       `coordinator: {meshServerPort: 70000}`,
+		"port as text":            `coordinator: {clientServerPort: "4433"}`,
+		"unknown key":             `coordinatr: {}`,
+		"unknown coordinator key": `coordinator: {simulaton: true}`,
+		"simulation word":         `coordinator: {simulation: "yes"}`,
+		"relative seal dir":       `coordinator: {sealDir: data}`,
+		"bad storage size":        `coordinator: {storageSize: ten}`,
+		"bad hostname":            `coordinator: {hostname: "my host"}`,
+		"root uid":                `coordinator: {runAsUser: 0}`,
+		"bad failure policy":      `marbleInjector: {failurePolicy: Maybe}`,
+		"bad qpl":                 `dcap: {qpl: amd}`,
+		"bad secure cert":         `dcap: {useSecureCert: "yes"}`,
+		"bad pccs url":            `dcap: {pccsUrl: "pccs.example.com"}`,
+		"empty resource key":      `marbleInjector: {resourceKey: ""}`,
+		"ca bundle not base64":    `marbleInjector: {CABundle: "-----BEGIN"}`,
+		"bad toleration":          `tolerations: [{key: a, operator: Maybe}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := render(t, "marblerun", parseValues(t, vals))
+			if err == nil || !strings.Contains(err.Error(), "schema") {
+				t.Errorf("values %s: got error %v, want a schema violation", vals, err)
+			}
+		})
+	}
+}
+
+func TestChartInjectorNeedsCertificate(t *testing.T) {
+	_, err := render(t, "marblerun", parseValues(t, `marbleInjector: {start: true}`))
+	if err == nil || !strings.Contains(err.Error(), "marbleInjector.useCertManager=true") {
+		t.Errorf("got %v, want the chart to ask for a webhook certificate", err)
+	}
+}
+
+func TestChartSchemaAccepts(t *testing.T) {
+	for name, vals := range map[string]string{
+		"simulation true":  `coordinator: {simulation: true}`,
+		"secure cert TRUE": `dcap: {useSecureCert: "TRUE"}`,
+		"secure cert bool": `dcap: {useSecureCert: false}`,
+		"no dcap":          `dcap: null`,
+		"several hosts":    `coordinator: {hostname: "a.example.com,b.example.com"}`,
+		"existing pvc":     `coordinator: {pvcName: my-claim}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := render(t, "marblerun", parseValues(t, vals)); err != nil {
+				t.Errorf("values %s: %v", vals, err)
+			}
+		})
+	}
+}
+
+// TestChartLint runs Helm's linter (the SDK's helm lint) over a copy of
+// the embedded chart, with the default values and with the values of an
+// SGX installation, and wants no warning.
+func TestChartLint(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "marblerun")
+	if err := os.CopyFS(dir, charts.MarbleRun()); err != nil {
+		t.Fatal(err)
+	}
+	for name, vals := range map[string]map[string]any{
+		"default": nil,
+		"sgx":     cliValues(t, sgxSettings(ResourceAzureEPC)),
+	} {
+		t.Run(name, func(t *testing.T) {
+			l := action.NewLint()
+			l.Strict = true
+			l.Namespace = "marblerun"
+			res := l.Run([]string{dir}, vals)
+			for _, m := range res.Messages {
+				if m.Severity >= support.WarningSev {
+					t.Errorf("lint: %s", m)
+				}
+			}
+			for _, err := range res.Errors {
+				t.Errorf("lint error: %v", err)
+			}
+			if res.TotalChartsLinted != 1 {
+				t.Errorf("%d charts linted", res.TotalChartsLinted)
+			}
+		})
+	}
+}
+
+// TestChartEmbedded checks that the embedded chart holds the files of the
+// chart folder, helpers included.
+func TestChartEmbedded(t *testing.T) {
+	for _, f := range []string{"Chart.yaml", "values.yaml", "values.schema.json", "templates/_helpers.tpl", "templates/coordinator.yaml"} {
+		want, err := os.ReadFile(filepath.Join("..", "..", "charts", "marblerun", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fs.ReadFile(charts.MarbleRun(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("embedded %s differs from the chart folder", f)
+		}
+	}
+	ch, err := LoadChart("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Metadata.Name != "marblerun" || ch.Metadata.KubeVersion != ">=1.13.0-0" || ch.Metadata.APIVersion != chart.APIVersionV2 || ch.Schema == nil {
+		t.Errorf("chart metadata %+v, schema %d bytes", ch.Metadata, len(ch.Schema))
+	}
+}
