@@ -1,7 +1,6 @@
 package samples_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -13,61 +12,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/marble"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
-
-// syncBuffer collects a process's output while it runs.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func goTool(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		t.Skip("go tool not found")
-	}
-	return p
-}
-
-// build compiles the samples and premain into a temporary folder.
-func build(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command(goTool(t), "build", "-o", dir+string(filepath.Separator),
-		"github.com/marblemesh/marblemesh/cmd/premain",
-		"github.com/marblemesh/marblemesh/samples/server",
-		"github.com/marblemesh/marblemesh/samples/client")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return dir
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -100,11 +54,11 @@ func marbleEnv(marbleType, meshAddr, dir, serverAddr string) []string {
 }
 
 // startServer runs the sample server marble and waits until it listens.
-func startServer(t *testing.T, bin, meshAddr string) (addr string, out *syncBuffer) {
+func startServer(t *testing.T, bin, meshAddr string) (addr string, out *testsupport.SyncBuffer) {
 	t.Helper()
 	addr = freeAddr(t)
 	dir := t.TempDir()
-	out = &syncBuffer{}
+	out = &testsupport.SyncBuffer{}
 	cmd := exec.Command(filepath.Join(bin, "server"), "-listen", addr)
 	cmd.Dir = dir
 	cmd.Env = marbleEnv("sample-server", meshAddr, dir, addr)
@@ -157,7 +111,10 @@ func runClient(t *testing.T, bin, meshAddr, serverAddr string) (string, error) {
 // TestSamples runs both samples against a real Coordinator, and marbles
 // of a second Coordinator with the same manifest against them.
 func TestSamples(t *testing.T) {
-	bin := build(t)
+	bin := testsupport.GoBuild(t,
+		"github.com/marblemesh/marblemesh/cmd/premain",
+		"github.com/marblemesh/marblemesh/samples/server",
+		"github.com/marblemesh/marblemesh/samples/client")
 	coord := coordtest.Start(t)
 	coord.SetManifest(t, sampleManifest(t))
 	other := coordtest.Start(t)

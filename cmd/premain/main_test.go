@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +27,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/marblemesh/marblemesh/rpc"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 func TestParseArgs(t *testing.T) {
@@ -145,48 +146,6 @@ func startFake(t *testing.T, respond func(*rpc.ActivationReq) (*rpc.ActivationRe
 	return f, lis.Addr().String()
 }
 
-func goTool(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		t.Skip("go tool not found")
-	}
-	return p
-}
-
-// buildPremain compiles this command into a temporary folder.
-func buildPremain(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "premain")
-	cmd := exec.Command(goTool(t), "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// syncBuffer collects output written by another goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type result struct {
 	stdout, stderr string
 	code           int
@@ -232,7 +191,7 @@ func TestPremainBinary(t *testing.T) {
 	if err != nil {
 		t.Skip("no sh in PATH")
 	}
-	bin := buildPremain(t)
+	bin := filepath.Join(testsupport.GoBuild(t, "github.com/marblemesh/marblemesh/cmd/premain"), "premain")
 	params := func(argv []string) func(*rpc.ActivationReq) (*rpc.ActivationResp, error) {
 		return func(*rpc.ActivationReq) (*rpc.ActivationResp, error) {
 			return &rpc.ActivationResp{Parameters: &rpc.Parameters{
@@ -388,7 +347,7 @@ func TestPremainBinary(t *testing.T) {
 		cmd := exec.CommandContext(ctx, bin, "true")
 		cmd.Env = []string{"EDG_MARBLE_TYPE=backend", "EDG_MARBLE_COORDINATOR_ADDR=" + addr,
 			"EDG_MARBLE_UUID_FILE=" + filepath.Join(t.TempDir(), "uuid"), "OE_SIMULATION=1"}
-		stderr := &syncBuffer{}
+		stderr := &testsupport.SyncBuffer{}
 		cmd.Stderr = stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -16,14 +16,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 // These tests run the Coordinator binary, kill it with SIGKILL while it
@@ -31,51 +31,10 @@ import (
 // restart is one consistent state: either before or after the operation,
 // never a mixture.
 
-func goTool(t *testing.T) string {
-	t.Helper()
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	p := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(p); err != nil {
-		t.Skip("go tool not found")
-	}
-	return p
-}
-
-func buildCoordinator(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "coordinator")
-	cmd := exec.Command(goTool(t), "build", "-o", bin, "github.com/marblemesh/marblemesh/cmd/coordinator")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a Coordinator process.
 type proc struct {
 	cmd        *exec.Cmd
-	out        *lockedBuffer
+	out        *testsupport.SyncBuffer
 	clientAddr string
 	meshAddr   string
 	done       chan struct{}
@@ -97,7 +56,7 @@ func startProc(t *testing.T, bin, sealDir string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, out: &testsupport.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -321,7 +280,7 @@ func TestCrashDuringUpdate(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Coordinator binary")
 	}
-	bin := buildCoordinator(t)
+	bin := filepath.Join(testsupport.GoBuild(t, "github.com/marblemesh/marblemesh/cmd/coordinator"), "coordinator")
 	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
 	k1, k2 := coordtest.NewRecoveryKey(t), coordtest.NewRecoveryKey(t)
 	// The two manifests differ in their arguments and recovery keys, so
@@ -425,7 +384,7 @@ func TestCrashDuringRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the Coordinator binary")
 	}
-	bin := buildCoordinator(t)
+	bin := filepath.Join(testsupport.GoBuild(t, "github.com/marblemesh/marblemesh/cmd/coordinator"), "coordinator")
 	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
 	keys := map[string]*coordtest.RecoveryKey{"k0": coordtest.NewRecoveryKey(t), "k1": coordtest.NewRecoveryKey(t), "k2": coordtest.NewRecoveryKey(t)}
 	m := govManifest(admin, admin2, nobody, keys)

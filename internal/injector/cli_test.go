@@ -11,10 +11,12 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/injector/testpki"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 func TestRunCommandHelp(t *testing.T) {
-	var out syncBuffer
+	var out testsupport.SyncBuffer
 	if code := RunCommand(context.Background(), []string{"--help"}, &out); code != ExitOK {
 		t.Fatalf("--help exit %d", code)
 	}
@@ -41,7 +43,7 @@ func TestRunCommandErrors(t *testing.T) {
 		"missing cert":   {[]string{"-tlsCertFile=" + filepath.Join(dir, "c"), "-tlsKeyFile=" + filepath.Join(dir, "k")}, ExitError, "loading serving certificate"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			var out syncBuffer
+			var out testsupport.SyncBuffer
 			if code := RunCommand(context.Background(), tc.args, &out); code != tc.code {
 				t.Errorf("exit %d, want %d", code, tc.code)
 			}
@@ -77,7 +79,7 @@ func TestRunCommandServes(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var out syncBuffer
+	var out testsupport.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- RunCommand(ctx, []string{"-addr=" + addr, "-tlsCertFile=" + certFile, "-tlsKeyFile=" + keyFile,

@@ -26,25 +26,9 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 
 	"github.com/marblemesh/marblemesh/internal/injector/testpki"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
-
-// syncBuffer is a log sink safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testServer is a Server running on 127.0.0.1 with a test CA.
 type testServer struct {
@@ -57,7 +41,7 @@ type testServer struct {
 	keyFile   string
 	url       string
 	metricURL string
-	logs      *syncBuffer
+	logs      *testsupport.SyncBuffer
 	cancel    context.CancelFunc
 	done      chan error
 }
@@ -84,7 +68,7 @@ func startServerWith(t *testing.T, wrap wrapHandler, opts ...serverOption) *test
 	}
 	dir := t.TempDir()
 	ts := &testServer{
-		ca: ca, leaf: leaf, logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
+		ca: ca, leaf: leaf, logs: &testsupport.SyncBuffer{}, reg: prometheus.NewRegistry(),
 		secret:   &testpki.SecretDir{Dir: dir},
 		certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"),
 		done: make(chan error, 1),

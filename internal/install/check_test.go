@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,25 +13,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/marblemesh/marblemesh/internal/kubetest"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
-
-// syncBuffer is a strings.Builder safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // createDeployment creates a Deployment named name with replicas and sets
 // its status to available of them.
@@ -106,7 +89,7 @@ func TestWaiter(t *testing.T) {
 	t.Run("becomes ready", func(t *testing.T) {
 		ns := env.Namespace(t)
 		createDeployment(t, cs, ns, CoordinatorDeployment, 2, 0)
-		out := &syncBuffer{}
+		out := &testsupport.SyncBuffer{}
 		done := make(chan error, 1)
 		go func() {
 			done <- Waiter{Clientset: cs, Namespace: ns, Out: out, Interval: 10 * time.Millisecond}.Wait(ctx, 20*time.Second)
@@ -145,7 +128,7 @@ func TestWaiter(t *testing.T) {
 }
 
 // waitFor waits until out holds want.
-func waitFor(t *testing.T, out *syncBuffer, want string) {
+func waitFor(t *testing.T, out *testsupport.SyncBuffer, want string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()

@@ -25,6 +25,8 @@ import (
 
 	"github.com/marblemesh/marblemesh/charts"
 	"github.com/marblemesh/marblemesh/internal/kubetest"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 // baseOptions are the defaults of marblerun install.
@@ -402,7 +404,7 @@ func TestInstallUninstall(t *testing.T) {
 		o.Wait = true
 		o.WaitTimeout = 30 * time.Second
 		o.PollInterval = 20 * time.Millisecond
-		out := &syncBuffer{}
+		out := &testsupport.SyncBuffer{}
 		o.Progress = out
 		done := make(chan error, 1)
 		go func() { done <- Install(ctx, c, o) }()
