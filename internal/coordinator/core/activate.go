@@ -110,12 +110,8 @@ func (c *Core) Activate(ctx context.Context, req ActivationRequest) (*Parameters
 	if err != nil {
 		return nil, err
 	}
-	data.MarbleRun = manifest.ReservedSecrets{
-		RootCA:                  manifest.Secret{Cert: manifest.Certificate(*dep.marbleRoot)},
-		MarbleCert:              manifest.Secret{Cert: manifest.Certificate(*leaf), Private: keyDER, Public: pubDER},
-		CoordinatorRoot:         manifest.Secret{Cert: manifest.Certificate(*dep.root.Cert)},
-		CoordinatorIntermediate: manifest.Secret{Cert: manifest.Certificate(*dep.intermediate.Cert)},
-	}
+	data.MarbleRun = dep.reservedCA
+	data.MarbleRun.MarbleCert = manifest.Secret{Cert: manifest.Certificate(*leaf), Private: keyDER, Public: pubDER}
 	files, env, err := compiled.Render(data)
 	if err != nil {
 		return nil, newError(KindInternal, err, "rendering the parameters of marble type %q", req.MarbleType)

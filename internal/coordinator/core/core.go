@@ -104,6 +104,8 @@ type deployment struct {
 	marbleRoot   *x509.Certificate
 
 	rootPEM, intermediatePEM, marbleRootPEM []byte
+	// reservedCA is the CA part of the template data (.MarbleRun.*).
+	reservedCA manifest.ReservedSecrets
 
 	manifest    *manifest.Manifest
 	manifestRaw []byte
@@ -242,14 +244,21 @@ func (d *deployment) rotateIntermediate(dnsNames []string, ips []net.IP, now tim
 	}
 	d.intermediate = inter
 	d.marbleRoot = marbleRoot
-	d.fillPEM()
+	d.fillDerived()
 	return nil
 }
 
-func (d *deployment) fillPEM() {
+// fillDerived computes what depends only on the CA certificates: their PEM
+// forms and the CA part of every marble's template data.
+func (d *deployment) fillDerived() {
 	d.rootPEM = certPEM(d.root.Cert)
 	d.intermediatePEM = certPEM(d.intermediate.Cert)
 	d.marbleRootPEM = certPEM(d.marbleRoot)
+	d.reservedCA = manifest.ReservedSecrets{
+		RootCA:                  manifest.Secret{Cert: manifest.Certificate(*d.marbleRoot)},
+		CoordinatorRoot:         manifest.Secret{Cert: manifest.Certificate(*d.root.Cert)},
+		CoordinatorIntermediate: manifest.Secret{Cert: manifest.Certificate(*d.intermediate.Cert)},
+	}
 }
 
 // marbleCA is the CA that issues marble and secret certificates.

@@ -116,6 +116,7 @@ func govManifest(u govUsers, recoveryKeys map[string]*testRecoveryKey) map[strin
 						"/prevown.hex":    "{{ hex .Previous.Secrets.ownKey }}",
 						"/sharedcert.pem": "{{ pem .Secrets.sharedCert.Cert }}",
 						"/inter.pem":      "{{ pem .MarbleRun.CoordinatorIntermediate.Cert }}",
+						"/marbleroot.pem": "{{ pem .MarbleRun.RootCA.Cert }}",
 					},
 				},
 			},

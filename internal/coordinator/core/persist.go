@@ -162,7 +162,7 @@ func restore(st map[string][]byte) (*storedState, error) {
 	if dep.marbleRoot, err = loadCert(st, keyMarbleRootCert); err != nil {
 		return nil, err
 	}
-	dep.fillPEM()
+	dep.fillDerived()
 
 	out := &storedState{dep: dep, activations: map[string]uint64{}, counters: map[string]uint64{}}
 	var logKeys []string

@@ -49,9 +49,9 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 	old := v.dep
 	dep := &deployment{
 		root: old.root, intermediate: old.intermediate, marbleRoot: old.marbleRoot,
-		rootPEM: old.rootPEM, intermediatePEM: old.intermediatePEM, marbleRootPEM: old.marbleRootPEM,
 		manifest: m, manifestRaw: append([]byte(nil), raw...), compiled: compiled, users: users,
 	}
+	dep.fillDerived()
 	dep.rootSecret = make([]byte, 32)
 	if _, err := rand.Read(dep.rootSecret); err != nil {
 		return nil, fmt.Errorf("generating root secret: %w", err)

@@ -90,6 +90,9 @@ func TestPackageUpdate(t *testing.T) {
 	if bytes.Equal(before["/inter.pem"], after["/inter.pem"]) {
 		t.Fatal("marbles activating after a package update get the old intermediate")
 	}
+	if !bytes.Equal(before["/marbleroot.pem"], certPEM(marbleRootBefore)) || !bytes.Equal(after["/marbleroot.pem"], certPEM(marbleRootAfter)) {
+		t.Fatal(".MarbleRun.RootCA does not follow the marble root across a package update")
+	}
 	if bytes.Equal(before["/sharedcert.pem"], after["/sharedcert.pem"]) {
 		t.Fatal("the shared certificate was not reissued under the new marble root")
 	}
