@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 // Callers of the authorization matrix.
@@ -69,8 +70,8 @@ func runMatrix(t *testing.T, c *coordtest.Coordinator, rows []matrixRow, certs f
 }
 
 func TestAuthorizationMatrix(t *testing.T) {
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
-	stranger := coordtest.NewUser(t, "stranger")
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	stranger := testsupport.NewUser(t, "stranger")
 	c := coordtest.Start(t)
 	m := govManifest(admin, admin2, nobody, nil)
 	raw := encode(t, m)
@@ -195,12 +196,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 // Coordinator cannot unseal its state: no manifest, so no users and no
 // marbles exist, and only the recovery endpoints and the public ones work.
 func TestAuthorizationMatrixInRecovery(t *testing.T) {
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
-	stranger := coordtest.NewUser(t, "stranger")
-	owner := coordtest.NewRecoveryKey(t)
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	stranger := testsupport.NewUser(t, "stranger")
+	owner := testsupport.NewRecoveryKey(t)
 	dir := t.TempDir()
 	c := coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithSealer(coordtest.NewAESSealer(t)))
-	raw := encode(t, govManifest(admin, admin2, nobody, map[string]*coordtest.RecoveryKey{"owner": owner}))
+	raw := encode(t, govManifest(admin, admin2, nobody, map[string]*testsupport.RecoveryKey{"owner": owner}))
 	c.SetManifest(t, raw)
 	if r := c.Do(t, http.MethodPost, "/api/v2/secrets", userSecretsBody(t, make([]byte, 16)), admin.TLS); r.Code != http.StatusOK {
 		t.Fatalf("setting user secrets: %d %s", r.Code, r.Message)

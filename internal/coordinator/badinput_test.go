@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 // TestBadInputChangesNothing sends malformed, oversized and invalid
@@ -24,7 +25,7 @@ import (
 // error and leaves manifest, secrets, pending update and update log as
 // they were.
 func TestBadInputChangesNothing(t *testing.T) {
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
 	c := coordtest.Start(t)
 	m := govManifest(admin, admin2, nobody, nil)
 	sub(m, "Secrets")["userCert"] = map[string]any{"Type": "cert-ecdsa", "Size": 256, "UserDefined": true}

@@ -281,13 +281,13 @@ func TestCrashDuringUpdate(t *testing.T) {
 		t.Skip("builds and runs the Coordinator binary")
 	}
 	bin := filepath.Join(testsupport.GoBuild(t, "github.com/marblemesh/marblemesh/cmd/coordinator"), "coordinator")
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
-	k1, k2 := coordtest.NewRecoveryKey(t), coordtest.NewRecoveryKey(t)
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	k1, k2 := testsupport.NewRecoveryKey(t), testsupport.NewRecoveryKey(t)
 	// The two manifests differ in their arguments and recovery keys, so
 	// every update also moves the state to a new data key.
 	variants := [2][]byte{}
 	for i := range variants {
-		keys := map[string]*coordtest.RecoveryKey{"k1": k1}
+		keys := map[string]*testsupport.RecoveryKey{"k1": k1}
 		if i == 1 {
 			keys["k2"] = k2
 		}
@@ -385,8 +385,8 @@ func TestCrashDuringRecovery(t *testing.T) {
 		t.Skip("builds and runs the Coordinator binary")
 	}
 	bin := filepath.Join(testsupport.GoBuild(t, "github.com/marblemesh/marblemesh/cmd/coordinator"), "coordinator")
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
-	keys := map[string]*coordtest.RecoveryKey{"k0": coordtest.NewRecoveryKey(t), "k1": coordtest.NewRecoveryKey(t), "k2": coordtest.NewRecoveryKey(t)}
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	keys := map[string]*testsupport.RecoveryKey{"k0": testsupport.NewRecoveryKey(t), "k1": testsupport.NewRecoveryKey(t), "k2": testsupport.NewRecoveryKey(t)}
 	m := govManifest(admin, admin2, nobody, keys)
 	sub(m, "Config")["RecoveryThreshold"] = 2
 	raw := encode(t, m)

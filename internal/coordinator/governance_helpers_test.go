@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 	"github.com/marblemesh/marblemesh/rpc"
 )
 
@@ -19,7 +20,7 @@ import (
 // allowed everything, UpdateThreshold 2), a user without governance roles
 // (nobody), user-defined secrets, the feature gates and the given recovery
 // keys. Tests vary the returned document before encoding it.
-func govManifest(admin, admin2, nobody *coordtest.User, recoveryKeys map[string]*coordtest.RecoveryKey) map[string]any {
+func govManifest(admin, admin2, nobody *testsupport.User, recoveryKeys map[string]*testsupport.RecoveryKey) map[string]any {
 	keys := map[string]any{}
 	for name, k := range recoveryKeys {
 		keys[name] = k.PublicPEM

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 const uuidB = "0b5c8f3e-6a1d-4e2f-9b7c-8d9e0f1a2b3c"
@@ -35,8 +36,8 @@ func decodeUpdate(t *testing.T, r coordtest.Response) updateAnswer {
 // client API, checks the update log after every step and what marbles
 // activating afterwards receive.
 func TestManifestUpdatesOverHTTP(t *testing.T) {
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
-	third := coordtest.NewUser(t, "third")
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	third := testsupport.NewUser(t, "third")
 	dir := t.TempDir()
 	c := coordtest.Start(t, coordtest.WithSealDir(dir))
 	m := govManifest(admin, admin2, nobody, nil)
@@ -229,8 +230,8 @@ func TestManifestUpdatesOverHTTP(t *testing.T) {
 	})
 
 	t.Run("new recovery keys", func(t *testing.T) {
-		owner := coordtest.NewRecoveryKey(t)
-		keyed := withRaisedSVN(govManifest(admin, admin2, nobody, map[string]*coordtest.RecoveryKey{"owner": owner}))
+		owner := testsupport.NewRecoveryKey(t)
+		keyed := withRaisedSVN(govManifest(admin, admin2, nobody, map[string]*testsupport.RecoveryKey{"owner": owner}))
 		sub(keyed, "Users")["third"] = map[string]any{"Certificate": third.CertPEM, "Roles": []string{"update"}}
 		keyedRaw := encode(t, keyed)
 		if a := decodeUpdate(t, c.Do(t, http.MethodPost, "/api/v2/update", manifestBody(t, keyedRaw), admin.TLS)); a.RecoverySecrets != nil {
@@ -247,7 +248,7 @@ func TestManifestUpdatesOverHTTP(t *testing.T) {
 
 // TestSecretsOverHTTP checks the secret endpoints' wire format.
 func TestSecretsOverHTTP(t *testing.T) {
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
 	c := coordtest.Start(t)
 	c.SetManifest(t, encode(t, govManifest(admin, admin2, nobody, nil)))
 	if r := c.Do(t, http.MethodPost, "/secrets", []byte(`{"userKey": {"key": "MDEyMzQ1Njc4OWFiY2RlZg=="}, "userPlain": {"KEY": "cGxhaW4="}}`), admin.TLS); r.Code != http.StatusOK || string(r.Data) != "null" {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 type recoverAnswer struct {
@@ -48,9 +49,9 @@ func ephemeralKey(t *testing.T, c *coordtest.Coordinator) *rsa.PublicKey {
 // TestRecoveryOverHTTP recovers a deployment moved to another machine with
 // every recovery key layout.
 func TestRecoveryOverHTTP(t *testing.T) {
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
-	owners := []*coordtest.RecoveryKey{coordtest.NewRecoveryKey(t), coordtest.NewRecoveryKey(t), coordtest.NewRecoveryKey(t)}
-	stranger := coordtest.NewRecoveryKey(t)
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	owners := []*testsupport.RecoveryKey{testsupport.NewRecoveryKey(t), testsupport.NewRecoveryKey(t), testsupport.NewRecoveryKey(t)}
+	stranger := testsupport.NewRecoveryKey(t)
 	tests := []struct {
 		name            string
 		keys, threshold int
@@ -62,7 +63,7 @@ func TestRecoveryOverHTTP(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			keys := map[string]*coordtest.RecoveryKey{}
+			keys := map[string]*testsupport.RecoveryKey{}
 			for i := 0; i < tc.keys; i++ {
 				keys[fmt.Sprintf("owner%d", i)] = owners[i]
 			}
@@ -201,11 +202,11 @@ func TestRecoveryOverHTTP(t *testing.T) {
 // TestRecoveryOfDamagedState shows owners a clear answer when their secret
 // is right but the sealed state itself is damaged.
 func TestRecoveryOfDamagedState(t *testing.T) {
-	admin, admin2, nobody := coordtest.NewUser(t, "admin"), coordtest.NewUser(t, "admin2"), coordtest.NewUser(t, "nobody")
-	owner := coordtest.NewRecoveryKey(t)
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	owner := testsupport.NewRecoveryKey(t)
 	dir := t.TempDir()
 	c := coordtest.Start(t, coordtest.WithSealDir(dir))
-	raw := encode(t, govManifest(admin, admin2, nobody, map[string]*coordtest.RecoveryKey{"owner": owner}))
+	raw := encode(t, govManifest(admin, admin2, nobody, map[string]*testsupport.RecoveryKey{"owner": owner}))
 	share := owner.Decrypt(t, c.SetManifest(t, raw)["owner"])
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)

@@ -1,104 +1,40 @@
 package core
 
 import (
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"math/big"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
-
-// testUser is a manifest user.
-type testUser struct {
-	name    string
-	cert    *x509.Certificate
-	certPEM string
-}
-
-func newTestUser(t testing.TB, name string) *testUser {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testUser{name: name, cert: cert, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
-}
-
-// testRecoveryKey is a recovery key owner.
-type testRecoveryKey struct {
-	key *rsa.PrivateKey
-	pem string
-}
-
-func newTestRecoveryKey(t testing.TB) *testRecoveryKey {
-	t.Helper()
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testRecoveryKey{key: key, pem: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))}
-}
-
-func (k *testRecoveryKey) decrypt(t testing.TB, ct []byte) []byte {
-	t.Helper()
-	pt, err := rsa.DecryptOAEP(sha256.New(), nil, k.key, ct, nil)
-	if err != nil {
-		t.Fatalf("decrypting recovery secret: %v", err)
-	}
-	return pt
-}
-
-func (k *testRecoveryKey) sign(t testing.TB, secret []byte) []byte {
-	t.Helper()
-	d := sha256.Sum256(secret)
-	sig, err := rsa.SignPKCS1v15(rand.Reader, k.key, crypto.SHA256, d[:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sig
-}
 
 // govUsers are alice (every role), bob and carol (may update the
 // manifest, bob may read), and dave (no governance role).
 type govUsers struct {
-	alice, bob, carol, dave *testUser
+	alice, bob, carol, dave *testsupport.User
 }
 
 func newGovUsers(t testing.TB) govUsers {
-	return govUsers{newTestUser(t, "alice"), newTestUser(t, "bob"), newTestUser(t, "carol"), newTestUser(t, "dave")}
+	return govUsers{testsupport.NewUser(t, "alice"), testsupport.NewUser(t, "bob"), testsupport.NewUser(t, "carol"), testsupport.NewUser(t, "dave")}
 }
 
 // govManifest is the governance test manifest as a JSON document, to be
 // varied by tests before encoding.
-func govManifest(u govUsers, recoveryKeys map[string]*testRecoveryKey) map[string]any {
+func govManifest(u govUsers, recoveryKeys map[string]*testsupport.RecoveryKey) map[string]any {
 	keys := map[string]any{}
 	for name, k := range recoveryKeys {
-		keys[name] = k.pem
+		keys[name] = k.PublicPEM
 	}
 	return map[string]any{
 		"Packages": map[string]any{
@@ -141,10 +77,10 @@ func govManifest(u govUsers, recoveryKeys map[string]*testRecoveryKey) map[strin
 			"userPlain":  map[string]any{"Type": "plain", "UserDefined": true},
 		},
 		"Users": map[string]any{
-			"alice": map[string]any{"Certificate": u.alice.certPEM, "Roles": []string{"updater", "secretWriter", "svn"}},
-			"bob":   map[string]any{"Certificate": u.bob.certPEM, "Roles": []string{"updater", "secretReader"}},
-			"carol": map[string]any{"Certificate": u.carol.certPEM, "Roles": []string{"updater"}},
-			"dave":  map[string]any{"Certificate": u.dave.certPEM, "Roles": []string{"nothing"}},
+			"alice": map[string]any{"Certificate": u.alice.CertPEM, "Roles": []string{"updater", "secretWriter", "svn"}},
+			"bob":   map[string]any{"Certificate": u.bob.CertPEM, "Roles": []string{"updater", "secretReader"}},
+			"carol": map[string]any{"Certificate": u.carol.CertPEM, "Roles": []string{"updater"}},
+			"dave":  map[string]any{"Certificate": u.dave.CertPEM, "Roles": []string{"nothing"}},
 		},
 		"Roles": map[string]any{
 			"updater":      map[string]any{"ResourceType": "Manifest", "Actions": []string{"UpdateManifest"}},
@@ -187,7 +123,7 @@ func govCore(t *testing.T, u govUsers, m map[string]any) (*Core, *store.Memory, 
 	if err != nil {
 		t.Fatalf("SetManifest: %v", err)
 	}
-	if err := c.WriteSecrets(u.alice.cert, validUserSecrets(t)); err != nil {
+	if err := c.WriteSecrets(u.alice.Cert, validUserSecrets(t)); err != nil {
 		t.Fatalf("WriteSecrets: %v", err)
 	}
 	return c, st, secrets

@@ -14,12 +14,14 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 func TestRecoveryLayouts(t *testing.T) {
 	u := newGovUsers(t)
-	keys := []*testRecoveryKey{newTestRecoveryKey(t), newTestRecoveryKey(t), newTestRecoveryKey(t)}
-	stranger := newTestRecoveryKey(t)
+	keys := []*testsupport.RecoveryKey{testsupport.NewRecoveryKey(t), testsupport.NewRecoveryKey(t), testsupport.NewRecoveryKey(t)}
+	stranger := testsupport.NewRecoveryKey(t)
 	tests := []struct {
 		name      string
 		keys      int
@@ -34,7 +36,7 @@ func TestRecoveryLayouts(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			owners := map[string]*testRecoveryKey{}
+			owners := map[string]*testsupport.RecoveryKey{}
 			for i := 0; i < tc.keys; i++ {
 				owners[fmt.Sprintf("owner%d", i)] = keys[i]
 			}
@@ -46,7 +48,7 @@ func TestRecoveryLayouts(t *testing.T) {
 			}
 			shares := map[string][]byte{}
 			for name, ct := range encrypted {
-				shares[name] = owners[name].decrypt(t, ct)
+				shares[name] = owners[name].Decrypt(t, ct)
 				if len(shares[name]) != tc.shareLen {
 					t.Fatalf("share of %s is %d bytes, want %d", name, len(shares[name]), tc.shareLen)
 				}
@@ -54,7 +56,7 @@ func TestRecoveryLayouts(t *testing.T) {
 			root, _ := c.RootCertificate()
 			raw, _, _ := c.ManifestInfo()
 			files := backendFiles(t, c, uuid1)
-			if _, err := c.Recover(shares["owner0"], owners["owner0"].sign(t, shares["owner0"])); KindOf(err) != KindFailedPrecondition {
+			if _, err := c.Recover(shares["owner0"], owners["owner0"].Sign(t, shares["owner0"])); KindOf(err) != KindFailedPrecondition {
 				t.Fatalf("recover outside recovery mode: %v", err)
 			}
 			if _, err := c.RecoveryPublicKey(); KindOf(err) != KindFailedPrecondition {
@@ -66,8 +68,8 @@ func TestRecoveryLayouts(t *testing.T) {
 			if s, _ := c.Status(); s != StateRecovery {
 				t.Fatalf("state after losing the seal key: %v", s)
 			}
-			upload := func(name string, secret []byte, key *testRecoveryKey) (int, error) {
-				return c.Recover(secret, key.sign(t, shares[name]))
+			upload := func(name string, secret []byte, key *testsupport.RecoveryKey) (int, error) {
+				return c.Recover(secret, key.Sign(t, shares[name]))
 			}
 			fails := []struct {
 				what   string
@@ -76,9 +78,9 @@ func TestRecoveryLayouts(t *testing.T) {
 				kind   Kind
 				want   string
 			}{
-				{"wrong signature", shares["owner0"], stranger.sign(t, shares["owner0"]), KindUnauthenticated, "signature"},
-				{"signature over something else", shares["owner0"], owners["owner0"].sign(t, []byte("other")), KindUnauthenticated, "signature"},
-				{"unknown share", bytes.Repeat([]byte{7}, tc.shareLen), owners["owner0"].sign(t, bytes.Repeat([]byte{7}, tc.shareLen)), KindInvalidArgument, "does not belong"},
+				{"wrong signature", shares["owner0"], stranger.Sign(t, shares["owner0"]), KindUnauthenticated, "signature"},
+				{"signature over something else", shares["owner0"], owners["owner0"].Sign(t, []byte("other")), KindUnauthenticated, "signature"},
+				{"unknown share", bytes.Repeat([]byte{7}, tc.shareLen), owners["owner0"].Sign(t, bytes.Repeat([]byte{7}, tc.shareLen)), KindInvalidArgument, "does not belong"},
 				{"empty", nil, []byte("x"), KindInvalidArgument, "empty"},
 				{"encrypted before any ephemeral key", make([]byte, 256), []byte("x"), KindInvalidArgument, "recover/public-key"},
 			}
@@ -124,7 +126,7 @@ func TestRecoveryLayouts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.Recover(append(bytes.Clone(ct[:len(ct)-1]), ct[len(ct)-1]^1), owners[last].sign(t, shares[last])); KindOf(err) != KindInvalidArgument {
+			if _, err := c.Recover(append(bytes.Clone(ct[:len(ct)-1]), ct[len(ct)-1]^1), owners[last].Sign(t, shares[last])); KindOf(err) != KindInvalidArgument {
 				t.Fatalf("damaged encrypted share: %v", err)
 			}
 			for i := 1; i < tc.needed-1; i++ {
@@ -152,7 +154,7 @@ func TestRecoveryLayouts(t *testing.T) {
 			if _, err := c.RecoveryPublicKey(); KindOf(err) != KindFailedPrecondition {
 				t.Fatalf("ephemeral key after recovery: %v", err)
 			}
-			if _, err := c.Recover(shares[last], owners[last].sign(t, shares[last])); KindOf(err) != KindFailedPrecondition {
+			if _, err := c.Recover(shares[last], owners[last].Sign(t, shares[last])); KindOf(err) != KindFailedPrecondition {
 				t.Fatalf("recover after recovery: %v", err)
 			}
 			// The state is sealed for this machine again.
@@ -189,16 +191,16 @@ func TestRecoveryWithoutRecoveryData(t *testing.T) {
 }
 
 func TestRecoveryDataFormat(t *testing.T) {
-	k1, k2 := newTestRecoveryKey(t), newTestRecoveryKey(t)
+	k1, k2 := testsupport.NewRecoveryKey(t), testsupport.NewRecoveryKey(t)
 	st := store.NewMemory()
 	c := newSimCore(t, st)
 	u := newGovUsers(t)
-	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, map[string]*testRecoveryKey{"a": k1, "b": k2}))); err != nil {
+	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"a": k1, "b": k2}))); err != nil {
 		t.Fatal(err)
 	}
 	blob := st.RecoveryData()
 	rd, pubs, err := parseRecoveryData(blob)
-	if err != nil || rd.Layout != layoutXOR || rd.Threshold != 2 || !pubs["a"].Equal(&k1.key.PublicKey) {
+	if err != nil || rd.Layout != layoutXOR || rd.Threshold != 2 || !pubs["a"].Equal(&k1.Key.PublicKey) {
 		t.Fatalf("recovery data %+v %v", rd, err)
 	}
 	for _, tc := range []struct {
@@ -234,7 +236,7 @@ func TestMissingRecoveryDataIsReported(t *testing.T) {
 	u := newGovUsers(t)
 	st := noRecoveryDataStore{store.NewMemory()}
 	c := newSimCore(t, st)
-	raw := encodeManifest(t, govManifest(u, map[string]*testRecoveryKey{"k": newTestRecoveryKey(t)}))
+	raw := encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"k": testsupport.NewRecoveryKey(t)}))
 	if _, err := c.SetManifest(raw); err == nil || !strings.Contains(err.Error(), "recovery data") {
 		t.Fatalf("SetManifest with a store that loses recovery data: %v", err)
 	}

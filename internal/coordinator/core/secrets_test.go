@@ -13,14 +13,16 @@ import (
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 func TestUserDefinedSecrets(t *testing.T) {
 	u := newGovUsers(t)
 	st := &countingStore{Store: store.NewMemory()}
 	c := newSimCore(t, st)
-	stranger := newTestUser(t, "stranger")
-	if err := c.WriteSecrets(u.alice.cert, validUserSecrets(t)); KindOf(err) != KindFailedPrecondition {
+	stranger := testsupport.NewUser(t, "stranger")
+	if err := c.WriteSecrets(u.alice.Cert, validUserSecrets(t)); KindOf(err) != KindFailedPrecondition {
 		t.Fatalf("secrets before the manifest: %v", err)
 	}
 	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, nil))); err != nil {
@@ -49,21 +51,21 @@ func TestUserDefinedSecrets(t *testing.T) {
 		want    string
 	}{
 		{"no certificate", nil, valid, KindUnauthenticated, "no client certificate"},
-		{"unknown certificate", stranger.cert, valid, KindUnauthenticated, "not the certificate of any manifest user"},
-		{"no permission", u.bob.cert, valid, KindPermissionDenied, `"bob"`},
-		{"nothing", u.alice.cert, map[string]UserSecret{}, KindInvalidArgument, "no secrets"},
-		{"unknown name", u.alice.cert, with("nope", UserSecret{Key: []byte("x")}), KindInvalidArgument, `"nope" is not defined`},
-		{"generated secret", u.alice.cert, with("sharedKey", UserSecret{Key: make([]byte, 16)}), KindInvalidArgument, "not user-defined"},
-		{"key too short", u.alice.cert, with("userKey", UserSecret{Key: []byte("short")}), KindInvalidArgument, "40 bits, but the manifest declares 128"},
-		{"key too long", u.alice.cert, with("userKey", UserSecret{Key: make([]byte, 32)}), KindInvalidArgument, "256 bits"},
-		{"key with cert", u.alice.cert, with("userKey", UserSecret{Key: make([]byte, 16), Cert: otherCert}), KindInvalidArgument, "only Key"},
-		{"empty plain", u.alice.cert, with("userPlain", UserSecret{}), KindInvalidArgument, "Key is empty"},
-		{"cert missing", u.alice.cert, with("userCert", UserSecret{Private: otherKey}), KindInvalidArgument, "Cert is empty"},
-		{"cert garbage", u.alice.cert, with("userCert", UserSecret{Cert: []byte("junk")}), KindInvalidArgument, "parsing Cert"},
-		{"wrong curve", u.alice.cert, with("userCert", UserSecret{Cert: p384Cert, Private: p384Key}), KindInvalidArgument, "P-384"},
-		{"foreign key", u.alice.cert, with("userCert", UserSecret{Cert: otherCert, Private: valid["userCert"].Private}), KindInvalidArgument, "does not belong"},
-		{"template needs the private key", u.alice.cert, with("userCert", UserSecret{Cert: otherCert}), KindInvalidArgument, "templates"},
-		{"NUL in a plain secret used in Env", u.alice.cert, with("userPlain", UserSecret{Key: []byte("a\x00b")}), KindInvalidArgument, "NUL"},
+		{"unknown certificate", stranger.Cert, valid, KindUnauthenticated, "not the certificate of any manifest user"},
+		{"no permission", u.bob.Cert, valid, KindPermissionDenied, `"bob"`},
+		{"nothing", u.alice.Cert, map[string]UserSecret{}, KindInvalidArgument, "no secrets"},
+		{"unknown name", u.alice.Cert, with("nope", UserSecret{Key: []byte("x")}), KindInvalidArgument, `"nope" is not defined`},
+		{"generated secret", u.alice.Cert, with("sharedKey", UserSecret{Key: make([]byte, 16)}), KindInvalidArgument, "not user-defined"},
+		{"key too short", u.alice.Cert, with("userKey", UserSecret{Key: []byte("short")}), KindInvalidArgument, "40 bits, but the manifest declares 128"},
+		{"key too long", u.alice.Cert, with("userKey", UserSecret{Key: make([]byte, 32)}), KindInvalidArgument, "256 bits"},
+		{"key with cert", u.alice.Cert, with("userKey", UserSecret{Key: make([]byte, 16), Cert: otherCert}), KindInvalidArgument, "only Key"},
+		{"empty plain", u.alice.Cert, with("userPlain", UserSecret{}), KindInvalidArgument, "Key is empty"},
+		{"cert missing", u.alice.Cert, with("userCert", UserSecret{Private: otherKey}), KindInvalidArgument, "Cert is empty"},
+		{"cert garbage", u.alice.Cert, with("userCert", UserSecret{Cert: []byte("junk")}), KindInvalidArgument, "parsing Cert"},
+		{"wrong curve", u.alice.Cert, with("userCert", UserSecret{Cert: p384Cert, Private: p384Key}), KindInvalidArgument, "P-384"},
+		{"foreign key", u.alice.Cert, with("userCert", UserSecret{Cert: otherCert, Private: valid["userCert"].Private}), KindInvalidArgument, "does not belong"},
+		{"template needs the private key", u.alice.Cert, with("userCert", UserSecret{Cert: otherCert}), KindInvalidArgument, "templates"},
+		{"NUL in a plain secret used in Env", u.alice.Cert, with("userPlain", UserSecret{Key: []byte("a\x00b")}), KindInvalidArgument, "NUL"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,13 +77,13 @@ func TestUserDefinedSecrets(t *testing.T) {
 			if st.count() != commits {
 				t.Fatal("a refused write reached the store")
 			}
-			if _, err := c.ReadSecrets(u.alice.cert, []string{"userKey"}); KindOf(err) != KindNotFound {
+			if _, err := c.ReadSecrets(u.alice.Cert, []string{"userKey"}); KindOf(err) != KindNotFound {
 				t.Fatalf("a refused write changed the secrets: %v", err)
 			}
 		})
 	}
 
-	if err := c.WriteSecrets(u.alice.cert, valid); err != nil {
+	if err := c.WriteSecrets(u.alice.Cert, valid); err != nil {
 		t.Fatalf("valid secrets: %v", err)
 	}
 	msgs, entries := logMessages(t, c)
@@ -95,7 +97,7 @@ func TestUserDefinedSecrets(t *testing.T) {
 	}
 
 	t.Run("read", func(t *testing.T) {
-		got, err := c.ReadSecrets(u.alice.cert, []string{"userKey", "userCert", "userKey"})
+		got, err := c.ReadSecrets(u.alice.Cert, []string{"userKey", "userCert", "userKey"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +110,7 @@ func TestUserDefinedSecrets(t *testing.T) {
 		if _, err := x509.ParsePKCS8PrivateKey(got["userCert"].Private); err != nil {
 			t.Fatalf("the private key is not stored as PKCS#8: %v", err)
 		}
-		shared, err := c.ReadSecrets(u.bob.cert, []string{"sharedKey"})
+		shared, err := c.ReadSecrets(u.bob.Cert, []string{"sharedKey"})
 		if err != nil || len(shared["sharedKey"].Private) != 16 {
 			t.Fatalf("bob reads sharedKey: %v %v", shared, err)
 		}
@@ -117,13 +119,13 @@ func TestUserDefinedSecrets(t *testing.T) {
 			names []string
 			kind  Kind
 		}{
-			{u.bob.cert, []string{"sharedKey", "userCert"}, KindPermissionDenied},
-			{u.dave.cert, []string{"sharedKey"}, KindPermissionDenied},
+			{u.bob.Cert, []string{"sharedKey", "userCert"}, KindPermissionDenied},
+			{u.dave.Cert, []string{"sharedKey"}, KindPermissionDenied},
 			{nil, []string{"sharedKey"}, KindUnauthenticated},
-			{stranger.cert, []string{"sharedKey"}, KindUnauthenticated},
-			{u.alice.cert, []string{"nope"}, KindInvalidArgument},
-			{u.alice.cert, []string{""}, KindInvalidArgument},
-			{u.alice.cert, nil, KindInvalidArgument},
+			{stranger.Cert, []string{"sharedKey"}, KindUnauthenticated},
+			{u.alice.Cert, []string{"nope"}, KindInvalidArgument},
+			{u.alice.Cert, []string{""}, KindInvalidArgument},
+			{u.alice.Cert, nil, KindInvalidArgument},
 		} {
 			if _, err := c.ReadSecrets(tc.user, tc.names); KindOf(err) != tc.kind {
 				t.Errorf("read %v: got %v, want kind %v", tc.names, err, tc.kind)
@@ -146,7 +148,7 @@ func TestUserDefinedSecrets(t *testing.T) {
 
 	t.Run("restart keeps them", func(t *testing.T) {
 		c2 := newSimCore(t, st.Store)
-		got, err := c2.ReadSecrets(u.alice.cert, []string{"userPlain"})
+		got, err := c2.ReadSecrets(u.alice.Cert, []string{"userPlain"})
 		if err != nil || string(got["userPlain"].Private) != "plain value" {
 			t.Fatalf("after restart: %v %v", got, err)
 		}
@@ -170,7 +172,7 @@ func TestUserDefinedSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.WriteSecrets(u.alice.cert, map[string]UserSecret{
+		if err := c.WriteSecrets(u.alice.Cert, map[string]UserSecret{
 			"userKey":  {Key: []byte("fedcba9876543210")},
 			"userCert": {Cert: certDER, Private: pkcs8},
 		}); err != nil {

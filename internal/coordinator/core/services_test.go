@@ -49,7 +49,7 @@ func TestMonotonicCounter(t *testing.T) {
 		kind     Kind
 	}{
 		{"no certificate", nil, "c", 1, 0, KindUnauthenticated},
-		{"user certificate", u.alice.cert, "c", 1, 0, KindUnauthenticated},
+		{"user certificate", u.alice.Cert, "c", 1, 0, KindUnauthenticated},
 		{"empty name", m1, "", 1, 0, KindInvalidArgument},
 		{"first", m1, "c", 5, 0, -1},
 		{"lower keeps", m1, "c", 3, 5, -1},
@@ -76,7 +76,7 @@ func TestMonotonicCounter(t *testing.T) {
 	}
 	// After an update the marble must activate again: its certificate no
 	// longer chains to the marble root.
-	if _, err := c.UpdateManifest(u.alice.cert, []byte(`{"Packages": {"backend": {"SecurityVersion": 3}}}`)); err != nil {
+	if _, err := c.UpdateManifest(u.alice.Cert, []byte(`{"Packages": {"backend": {"SecurityVersion": 3}}}`)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.SetMonotonicCounter(m1, "c", 9); KindOf(err) != KindUnauthenticated {
@@ -189,10 +189,10 @@ func TestConcurrentGovernance(t *testing.T) {
 	})
 	wg.Go(func() {
 		for i := 0; i < 8; i++ {
-			if err := c.WriteSecrets(u.alice.cert, map[string]UserSecret{"userPlain": {Key: []byte{byte('a' + i)}}}); err != nil {
+			if err := c.WriteSecrets(u.alice.Cert, map[string]UserSecret{"userPlain": {Key: []byte{byte('a' + i)}}}); err != nil {
 				errs <- err
 			}
-			if _, err := c.ReadSecrets(u.bob.cert, []string{"sharedKey"}); err != nil {
+			if _, err := c.ReadSecrets(u.bob.Cert, []string{"sharedKey"}); err != nil {
 				errs <- err
 			}
 		}
@@ -205,7 +205,7 @@ func TestConcurrentGovernance(t *testing.T) {
 		}
 	})
 	wg.Go(func() {
-		if _, err := c.UpdateManifest(u.alice.cert, nextRaw); err != nil {
+		if _, err := c.UpdateManifest(u.alice.Cert, nextRaw); err != nil {
 			errs <- err
 		}
 		for i := 0; i < 8; i++ {

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/manifest"
+
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 // backendFiles activates a backend marble and returns its files.
@@ -43,7 +45,7 @@ func TestPackageUpdate(t *testing.T) {
 	}
 	bad := []struct {
 		name string
-		user *testUser
+		user *testsupport.User
 		raw  []byte
 		kind Kind
 		want string
@@ -58,7 +60,7 @@ func TestPackageUpdate(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.UpdateManifest(tc.user.cert, tc.raw)
+			_, err := c.UpdateManifest(tc.user.Cert, tc.raw)
 			if KindOf(err) != tc.kind || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v (kind %v), want %v with %q", err, KindOf(err), tc.kind, tc.want)
 			}
@@ -68,7 +70,7 @@ func TestPackageUpdate(t *testing.T) {
 		})
 	}
 
-	res, err := c.UpdateManifest(u.alice.cert, pkgUpdate(5, "backend"))
+	res, err := c.UpdateManifest(u.alice.Cert, pkgUpdate(5, "backend"))
 	if err != nil || !res.Applied || res.MissingAcknowledgments != 0 {
 		t.Fatalf("raising the security version: %+v %v", res, err)
 	}
@@ -106,10 +108,10 @@ func TestPackageUpdate(t *testing.T) {
 	if msgs[len(msgs)-1] != "SecurityVersion increased" || last["user"] != "alice" || last["package"] != "backend" || last["new version"] != float64(5) {
 		t.Fatalf("log = %v", entries)
 	}
-	if _, err := c.UpdateManifest(u.alice.cert, pkgUpdate(5, "backend")); err != nil {
+	if _, err := c.UpdateManifest(u.alice.Cert, pkgUpdate(5, "backend")); err != nil {
 		t.Fatalf("repeating the same version: %v", err)
 	}
-	if _, err := c.UpdateManifest(u.alice.cert, pkgUpdate(4, "backend")); KindOf(err) != KindInvalidArgument {
+	if _, err := c.UpdateManifest(u.alice.Cert, pkgUpdate(4, "backend")); KindOf(err) != KindInvalidArgument {
 		t.Fatalf("lowering below the updated version: %v", err)
 	}
 
@@ -145,17 +147,17 @@ func TestFullUpdateMultiParty(t *testing.T) {
 	if _, err := c.PendingUpdate(); KindOf(err) != KindNotFound {
 		t.Fatalf("pending update before any: %v", err)
 	}
-	if _, err := c.UpdateManifest(u.dave.cert, newRaw); KindOf(err) != KindPermissionDenied {
+	if _, err := c.UpdateManifest(u.dave.Cert, newRaw); KindOf(err) != KindPermissionDenied {
 		t.Fatalf("update by a user without UpdateManifest: %v", err)
 	}
 	invalid := govManifest(u, nil)
 	delete(invalid, "Packages")
 	invalid["Marbles"] = map[string]any{"x": map[string]any{"Package": "nope"}}
-	if _, err := c.UpdateManifest(u.alice.cert, encodeManifest(t, invalid)); KindOf(err) != KindInvalidArgument {
+	if _, err := c.UpdateManifest(u.alice.Cert, encodeManifest(t, invalid)); KindOf(err) != KindInvalidArgument {
 		t.Fatalf("invalid update: %v", err)
 	}
 
-	res, err := c.UpdateManifest(u.alice.cert, newRaw)
+	res, err := c.UpdateManifest(u.alice.Cert, newRaw)
 	if err != nil || res.Applied || res.MissingAcknowledgments != 1 || !slices.Equal(res.MissingUsers, []string{"bob", "carol"}) {
 		t.Fatalf("initiating: %+v %v", res, err)
 	}
@@ -169,15 +171,15 @@ func TestFullUpdateMultiParty(t *testing.T) {
 
 	competing := govManifest(u, nil)
 	section(competing, "Config")["UpdateThreshold"] = 3
-	if _, err := c.UpdateManifest(u.bob.cert, encodeManifest(t, competing)); KindOf(err) != KindFailedPrecondition || !strings.Contains(err.Error(), "already pending") {
+	if _, err := c.UpdateManifest(u.bob.Cert, encodeManifest(t, competing)); KindOf(err) != KindFailedPrecondition || !strings.Contains(err.Error(), "already pending") {
 		t.Fatalf("competing update: %v", err)
 	}
-	if _, err := c.UpdateManifest(u.alice.cert, encodeManifest(t, map[string]any{"Packages": map[string]any{"backend": map[string]any{"SecurityVersion": 9}}})); KindOf(err) != KindFailedPrecondition {
+	if _, err := c.UpdateManifest(u.alice.Cert, encodeManifest(t, map[string]any{"Packages": map[string]any{"backend": map[string]any{"SecurityVersion": 9}}})); KindOf(err) != KindFailedPrecondition {
 		t.Fatalf("package update while a full update is pending: %v", err)
 	}
 	ackErrs := []struct {
 		name string
-		user *testUser
+		user *testsupport.User
 		raw  []byte
 		kind Kind
 	}{
@@ -191,7 +193,7 @@ func TestFullUpdateMultiParty(t *testing.T) {
 		if tc.user == nil {
 			_, err = c.AcknowledgeUpdate(nil, tc.raw)
 		} else {
-			_, err = c.AcknowledgeUpdate(tc.user.cert, tc.raw)
+			_, err = c.AcknowledgeUpdate(tc.user.Cert, tc.raw)
 		}
 		if KindOf(err) != tc.kind {
 			t.Errorf("acknowledge %s: got %v, want kind %v", tc.name, err, tc.kind)
@@ -208,7 +210,7 @@ func TestFullUpdateMultiParty(t *testing.T) {
 		t.Fatalf("pending after restart: %+v %v", p, err)
 	}
 
-	res, err = c.AcknowledgeUpdate(u.carol.cert, newRaw)
+	res, err = c.AcknowledgeUpdate(u.carol.Cert, newRaw)
 	if err != nil || !res.Applied || res.MissingAcknowledgments != 0 || res.RecoverySecrets != nil {
 		t.Fatalf("last acknowledgement: %+v %v", res, err)
 	}
@@ -243,11 +245,11 @@ func TestFullUpdateMultiParty(t *testing.T) {
 			t.Fatalf("%s changed without RotateRootSecret", f)
 		}
 	}
-	got, err := c.ReadSecrets(u.alice.cert, []string{"userKey"})
+	got, err := c.ReadSecrets(u.alice.Cert, []string{"userKey"})
 	if err != nil || string(got["userKey"].Private) != "0123456789abcdef" {
 		t.Fatalf("unchanged user-defined secret lost: %v %v", got, err)
 	}
-	if _, err := c.ReadSecrets(u.alice.cert, []string{"userPlain"}); KindOf(err) != KindNotFound {
+	if _, err := c.ReadSecrets(u.alice.Cert, []string{"userPlain"}); KindOf(err) != KindNotFound {
 		t.Fatalf("a user-defined secret whose definition changed kept its value: %v", err)
 	}
 	if p, err := activate(c, newMarbleID(t), "backend", uuid1, nil); err != nil || !slices.Equal(p.Argv, []string{"backend", "--v2"}) {
@@ -258,10 +260,10 @@ func TestFullUpdateMultiParty(t *testing.T) {
 		rot := govManifest(u, nil)
 		section(rot, "Config")["RotateRootSecret"] = true
 		rotRaw := encodeManifest(t, rot)
-		if _, err := c.UpdateManifest(u.bob.cert, rotRaw); err != nil {
+		if _, err := c.UpdateManifest(u.bob.Cert, rotRaw); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.AcknowledgeUpdate(u.alice.cert, rotRaw); err != nil {
+		if _, err := c.AcknowledgeUpdate(u.alice.Cert, rotRaw); err != nil {
 			t.Fatal(err)
 		}
 		rotated := backendFiles(t, c, uuid1)
@@ -282,23 +284,23 @@ func TestFullUpdateMultiParty(t *testing.T) {
 	})
 
 	t.Run("cancel", func(t *testing.T) {
-		res, err := c.UpdateManifest(u.carol.cert, newRaw)
+		res, err := c.UpdateManifest(u.carol.Cert, newRaw)
 		if err != nil || res.Applied {
 			t.Fatalf("initiating: %+v %v", res, err)
 		}
-		if err := c.CancelUpdate(u.dave.cert); KindOf(err) != KindPermissionDenied {
+		if err := c.CancelUpdate(u.dave.Cert); KindOf(err) != KindPermissionDenied {
 			t.Fatalf("cancel without role: %v", err)
 		}
 		if err := c.CancelUpdate(nil); KindOf(err) != KindUnauthenticated {
 			t.Fatalf("cancel without certificate: %v", err)
 		}
-		if err := c.CancelUpdate(u.bob.cert); err != nil {
+		if err := c.CancelUpdate(u.bob.Cert); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.CancelUpdate(u.bob.cert); KindOf(err) != KindNotFound {
+		if err := c.CancelUpdate(u.bob.Cert); KindOf(err) != KindNotFound {
 			t.Fatalf("second cancel: %v", err)
 		}
-		if _, err := c.AcknowledgeUpdate(u.alice.cert, newRaw); KindOf(err) != KindNotFound {
+		if _, err := c.AcknowledgeUpdate(u.alice.Cert, newRaw); KindOf(err) != KindNotFound {
 			t.Fatalf("acknowledging a cancelled update: %v", err)
 		}
 		msgs, entries := logMessages(t, c)
@@ -320,26 +322,26 @@ func TestUpdateThresholdAll(t *testing.T) {
 	section(next, "Config")["UpdateThreshold"] = 1
 	raw := encodeManifest(t, next)
 	steps := []struct {
-		user    *testUser
+		user    *testsupport.User
 		missing int
 	}{{u.bob, 2}, {u.alice, 1}, {u.carol, 0}}
 	for i, s := range steps {
 		var res *UpdateResult
 		var err error
 		if i == 0 {
-			res, err = c.UpdateManifest(s.user.cert, raw)
+			res, err = c.UpdateManifest(s.user.Cert, raw)
 		} else {
-			res, err = c.AcknowledgeUpdate(s.user.cert, raw)
+			res, err = c.AcknowledgeUpdate(s.user.Cert, raw)
 		}
 		if err != nil || res.MissingAcknowledgments != s.missing || res.Applied != (s.missing == 0) {
-			t.Fatalf("step %d (%s): %+v %v", i, s.user.name, res, err)
+			t.Fatalf("step %d (%s): %+v %v", i, s.user.Name, res, err)
 		}
 	}
 	// With threshold 1 the next update applies at once.
 	last := govManifest(u, nil)
 	section(last, "Config")["UpdateThreshold"] = 1
 	section(last, "Config")["FeatureGates"] = []string{}
-	res, err := c.UpdateManifest(u.carol.cert, encodeManifest(t, last))
+	res, err := c.UpdateManifest(u.carol.Cert, encodeManifest(t, last))
 	if err != nil || !res.Applied {
 		t.Fatalf("threshold 1: %+v %v", res, err)
 	}
@@ -351,29 +353,29 @@ func TestUpdateThresholdAll(t *testing.T) {
 
 func TestUpdateChangesRecoveryKeys(t *testing.T) {
 	u := newGovUsers(t)
-	k1, k2 := newTestRecoveryKey(t), newTestRecoveryKey(t)
-	m := govManifest(u, map[string]*testRecoveryKey{"one": k1})
+	k1, k2 := testsupport.NewRecoveryKey(t), testsupport.NewRecoveryKey(t)
+	m := govManifest(u, map[string]*testsupport.RecoveryKey{"one": k1})
 	section(m, "Config")["UpdateThreshold"] = 1
 	c, st, secrets := govCore(t, u, m)
-	oldShare := k1.decrypt(t, secrets["one"])
+	oldShare := k1.Decrypt(t, secrets["one"])
 	activations := backendFiles(t, c, uuid1)
 
 	// An update that keeps the keys returns no new secrets.
-	same := govManifest(u, map[string]*testRecoveryKey{"one": k1})
+	same := govManifest(u, map[string]*testsupport.RecoveryKey{"one": k1})
 	section(same, "Config")["UpdateThreshold"] = 1
 	section(same, "Config")["FeatureGates"] = []string{}
-	res, err := c.UpdateManifest(u.alice.cert, encodeManifest(t, same))
+	res, err := c.UpdateManifest(u.alice.Cert, encodeManifest(t, same))
 	if err != nil || !res.Applied || res.RecoverySecrets != nil {
 		t.Fatalf("update keeping the recovery keys: %+v %v", res, err)
 	}
 
-	next := govManifest(u, map[string]*testRecoveryKey{"one": k1, "two": k2})
+	next := govManifest(u, map[string]*testsupport.RecoveryKey{"one": k1, "two": k2})
 	section(next, "Config")["UpdateThreshold"] = 1
-	res, err = c.UpdateManifest(u.alice.cert, encodeManifest(t, next))
+	res, err = c.UpdateManifest(u.alice.Cert, encodeManifest(t, next))
 	if err != nil || !res.Applied || len(res.RecoverySecrets) != 2 {
 		t.Fatalf("update with a new recovery key: %+v %v", res, err)
 	}
-	s1, s2 := k1.decrypt(t, res.RecoverySecrets["one"]), k2.decrypt(t, res.RecoverySecrets["two"])
+	s1, s2 := k1.Decrypt(t, res.RecoverySecrets["one"]), k2.Decrypt(t, res.RecoverySecrets["two"])
 	msgsBefore, _ := logMessages(t, c)
 
 	st.LoseSealKey()
@@ -381,13 +383,13 @@ func TestUpdateChangesRecoveryKeys(t *testing.T) {
 	if s, _ := c.Status(); s != StateRecovery {
 		t.Fatalf("state %v", s)
 	}
-	if _, err := c.Recover(oldShare, k1.sign(t, oldShare)); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "does not belong") {
+	if _, err := c.Recover(oldShare, k1.Sign(t, oldShare)); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "does not belong") {
 		t.Fatalf("a share of the old data key: %v", err)
 	}
-	if n, err := c.Recover(s1, k1.sign(t, s1)); err != nil || n != 1 {
+	if n, err := c.Recover(s1, k1.Sign(t, s1)); err != nil || n != 1 {
 		t.Fatalf("first new share: %d %v", n, err)
 	}
-	if n, err := c.Recover(s2, k2.sign(t, s2)); err != nil || n != 0 {
+	if n, err := c.Recover(s2, k2.Sign(t, s2)); err != nil || n != 0 {
 		t.Fatalf("second new share: %d %v", n, err)
 	}
 	if msgs, _ := logMessages(t, c); !slices.Equal(msgs, msgsBefore) {
