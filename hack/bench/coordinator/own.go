@@ -7,8 +7,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +16,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
+
+	"github.com/marblemesh/marblemesh/api"
 )
 
 // coordinatorProc is a Coordinator started as a subprocess.
@@ -176,23 +176,11 @@ func (c *coordinatorProc) pin() error {
 			err = json.NewDecoder(resp.Body).Decode(&q)
 			resp.Body.Close()
 			if err == nil {
+				root, _, perr := api.ParseCertificateChain([]byte(q.Data.Cert))
+				if perr != nil {
+					return fmt.Errorf("quote response: %w", perr)
+				}
 				pool := x509.NewCertPool()
-				rest := []byte(q.Data.Cert)
-				var last *pem.Block
-				for {
-					var b *pem.Block
-					if b, rest = pem.Decode(rest); b == nil {
-						break
-					}
-					last = b
-				}
-				if last == nil {
-					return errors.New("quote response has no certificate")
-				}
-				root, err := x509.ParseCertificate(last.Bytes)
-				if err != nil {
-					return err
-				}
 				pool.AddCert(root)
 				c.client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
 				return nil
