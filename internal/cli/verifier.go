@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/marblemesh/marblemesh/api"
@@ -13,18 +14,14 @@ const EnvPCCSURL = "MARBLERUN_PCCS_URL"
 
 // DefaultVerifier returns the SGX DCAP verifier the CLI uses: quotes are
 // checked against the pinned Intel SGX Root CA with collateral fetched
-// from $MARBLERUN_PCCS_URL, or Intel's PCS when it is not set. Nothing is
-// fetched until a quote is verified.
+// from $MARBLERUN_PCCS_URL, or Intel's PCS when it is not set (the
+// Coordinator builds its verifier the same way, from its QCNL file).
+// Nothing is fetched until a quote is verified.
 func DefaultVerifier(getenv func(string) string) (api.Verifier, error) {
-	url := getenv(EnvPCCSURL)
-	if url == "" {
-		url = sgx.IntelPCSURL
-	}
-	pcs, err := sgx.NewPCSClient(url, sgx.PCSOptions{})
-	if err != nil {
+	v, err := sgx.NewDCAPVerifier(sgx.CollateralSource{URL: getenv(EnvPCCSURL)}, sgx.Options{})
+	if errors.Is(err, sgx.ErrFetch) {
 		return nil, fmt.Errorf("%s: %w", EnvPCCSURL, err)
 	}
-	v, err := sgx.NewVerifier(pcs, sgx.Options{})
 	if err != nil {
 		return nil, fmt.Errorf("creating the quote verifier: %w", err)
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
@@ -25,7 +26,12 @@ func TestDefaultVerifier(t *testing.T) {
 	if _, err := DefaultVerifier(env(map[string]string{EnvPCCSURL: "not a url"})); err == nil {
 		t.Fatal("invalid PCCS URL accepted")
 	}
-	if _, err := DefaultVerifier(env(map[string]string{EnvPCCSURL: "https://pccs.example:8081"})); err != nil {
-		t.Fatalf("PCCS URL: %v", err)
+	for _, u := range []string{"https://pccs.example:8081", "https://pccs.example:8081/sgx/certification/v4/"} {
+		if _, err := DefaultVerifier(env(map[string]string{EnvPCCSURL: u})); err != nil {
+			t.Fatalf("PCCS URL %s: %v", u, err)
+		}
+	}
+	if _, err := DefaultVerifier(env(map[string]string{EnvPCCSURL: "not a url"})); err == nil || !strings.Contains(err.Error(), EnvPCCSURL) {
+		t.Fatalf("invalid PCCS URL: the error does not name %s: %v", EnvPCCSURL, err)
 	}
 }

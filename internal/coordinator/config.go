@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
 
@@ -22,6 +25,11 @@ const (
 	EnvHTTPErrorLogLevel = "EDG_HTTP_ERROR_LOG_LEVEL"
 	EnvCWD               = "EDG_CWD"
 	EnvSimulation        = "OE_SIMULATION"
+
+	// Settings of a Coordinator outside simulation (not MarbleRun's).
+	EnvAttestationDir = "EDG_COORDINATOR_ATTESTATION_DIR"
+	EnvSealMode       = "EDG_COORDINATOR_SEAL_MODE"
+	EnvQCNLConf       = "EDG_COORDINATOR_QCNL_CONF"
 )
 
 // Config is the Coordinator's process configuration.
@@ -45,9 +53,30 @@ type Config struct {
 	// HTTPErrorLogLevel is the level of the HTTP server's own error log.
 	HTTPErrorLogLevel string
 	// Sealer seals the data key in SealDir; nil means
-	// seal.SimulationSealer. It is not read from the environment: tests
-	// substitute sealers to imitate a restart on another machine.
+	// seal.SimulationSealer in simulation and the detected TEE's sealer
+	// otherwise. It is not read from the environment: tests substitute
+	// sealers to imitate a restart on another machine.
 	Sealer seal.Sealer
+	// AttestationDir is Gramine's attestation folder, where the TEE is
+	// detected outside simulation; empty means issuer.GramineDir.
+	AttestationDir string
+	// SealMode chooses the Gramine sealing key; empty means
+	// SealModeProductKey.
+	SealMode SealMode
+	// QCNLConf is the quote provider configuration naming the PCCS that
+	// serves collateral for marble quotes; empty means
+	// sgx.DefaultQCNLConfPath. A missing file selects Intel's PCS.
+	QCNLConf string
+	// Issuer, if set, produces the Coordinator's evidence outside
+	// simulation instead of the detected TEE's issuer. Verifier, if set,
+	// checks marble evidence instead of the DCAP verifier built from
+	// QCNLConf. Neither is read from the environment, and both must be
+	// nil in simulation; an insecure issuer or sealer is refused outside
+	// simulation. When Issuer and Sealer are both set, no TEE is detected
+	// and TEE names the platform in status, logs and metrics.
+	Issuer   attestation.Issuer
+	Verifier attestation.Verifier
+	TEE      string
 	// RecoveryKeyBits is the size of the ephemeral recovery key; 0 means
 	// core.DefaultRecoveryKeyBits. It is not read from the environment:
 	// only tests choose smaller keys.
@@ -66,6 +95,16 @@ func Describe() string {
 		EnvDebugLogging + "                 \"1\" enables debug logging",
 		EnvHTTPErrorLogLevel + "          level of HTTP server errors: debug, info, warn or error (default \"error\")",
 		EnvSimulation + "                     \"1\" runs in simulation mode: no attestation, INSECURE",
+		"",
+		"Outside simulation the Coordinator runs under Gramine (gramine-sgx with sgx.remote_attestation = \"dcap\"),",
+		"detected by <attestation folder>/quote and <attestation folder>/keys/:",
+		EnvAttestationDir + "   Gramine's attestation folder (default \"" + issuer.GramineDir + "\")",
+		EnvSealMode + "         sealing key: ProductKey (keys/_sgx_mrsigner, survives enclave updates by the same signer;",
+		"                                  default) or UniqueKey (keys/_sgx_mrenclave, this enclave build only);",
+		"                                  the 16-byte key becomes an AES-256-GCM key with HKDF-SHA256 (info \"" + sealKeyInfo + "\")",
+		EnvQCNLConf + "         quote provider configuration: its pccs_url and use_secure_cert choose where collateral",
+		"                                  for marble quotes comes from (default \"" + sgx.DefaultQCNLConfPath + "\"; missing: Intel PCS)",
+		"",
 		"GOGC                              garbage collector target (default 400 for the Coordinator; GOMEMLIMIT is honoured)",
 	}, "\n")
 }
@@ -99,6 +138,11 @@ func ConfigFromEnv(getenv func(string) string, cwd string) (Config, error) {
 	if cfg.DebugLogging, err = parseFlag(EnvDebugLogging, getenv(EnvDebugLogging)); err != nil {
 		return Config{}, err
 	}
+	if cfg.SealMode, err = ParseSealMode(getenv(EnvSealMode)); err != nil {
+		return Config{}, err
+	}
+	cfg.AttestationDir = orDefault(getenv(EnvAttestationDir), issuer.GramineDir)
+	cfg.QCNLConf = orDefault(getenv(EnvQCNLConf), sgx.DefaultQCNLConfPath)
 	switch strings.ToLower(cfg.HTTPErrorLogLevel) {
 	case "debug", "info", "warn", "error":
 	default:

@@ -29,7 +29,16 @@ func TestConfigFromEnv(t *testing.T) {
 			if c.Simulation || c.DebugLogging || c.HTTPErrorLogLevel != "error" {
 				t.Fatalf("flags %+v", c)
 			}
+			if c.AttestationDir != "/dev/attestation" || c.SealMode != SealModeProductKey || c.QCNLConf != "/etc/sgx_default_qcnl.conf" {
+				t.Fatalf("TEE settings %q %q %q", c.AttestationDir, c.SealMode, c.QCNLConf)
+			}
 		}, ""},
+		{"TEE settings", map[string]string{EnvAttestationDir: "/mnt/attestation", EnvSealMode: "UNIQUEKEY", EnvQCNLConf: "/etc/qcnl.json"}, func(t *testing.T, c Config) {
+			if c.AttestationDir != "/mnt/attestation" || c.SealMode != SealModeUniqueKey || c.QCNLConf != "/etc/qcnl.json" {
+				t.Fatalf("TEE settings %q %q %q", c.AttestationDir, c.SealMode, c.QCNLConf)
+			}
+		}, ""},
+		{"bad seal mode", map[string]string{EnvSealMode: "Disabled"}, nil, EnvSealMode + `="Disabled": want ProductKey or UniqueKey`},
 		{"everything", map[string]string{
 			EnvMeshAddr: "127.0.0.1:1", EnvClientAddr: "127.0.0.1:2", EnvPrometheusAddr: "127.0.0.1:3",
 			EnvDNSNames: "a.example, 10.0.0.1,,b", EnvSealDir: "/seal", EnvStartupManifest: "/m.json",
@@ -78,14 +87,34 @@ func TestConfigFromEnv(t *testing.T) {
 
 func TestMainRefusesWithoutSimulation(t *testing.T) {
 	var out, errOut bytes.Buffer
+	empty := t.TempDir()
 	code := Main(nil, envFrom(map[string]string{
-		EnvSealDir: t.TempDir(), EnvMeshAddr: "127.0.0.1:0", EnvClientAddr: "127.0.0.1:0",
+		EnvSealDir: t.TempDir(), EnvMeshAddr: "127.0.0.1:0", EnvClientAddr: "127.0.0.1:0", EnvAttestationDir: empty,
 	}), &out, &errOut)
 	if code != 1 {
 		t.Fatalf("exit code %d", code)
 	}
-	if !strings.Contains(errOut.String(), "OE_SIMULATION=1") || !strings.Contains(errOut.String(), "no trusted execution environment") {
+	if !strings.Contains(errOut.String(), "OE_SIMULATION=1") || !strings.Contains(errOut.String(), "no trusted execution environment") ||
+		!strings.Contains(errOut.String(), empty+"/quote") || !strings.Contains(errOut.String(), EnvAttestationDir) {
 		t.Fatalf("stderr does not say why: %q", errOut.String())
+	}
+}
+
+func TestMainRefusesGramineWithoutQuote(t *testing.T) {
+	dir := gramineFolder{keys: true, signerKey: signerKey, attType: "none"}.create(t)
+	var out, errOut bytes.Buffer
+	code := Main(nil, envFrom(map[string]string{
+		EnvSealDir: t.TempDir(), EnvMeshAddr: "127.0.0.1:0", EnvClientAddr: "127.0.0.1:0", EnvAttestationDir: dir,
+	}), &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), dir+"/quote does not") || !strings.Contains(out.String(), "the Coordinator cannot start") {
+		t.Fatalf("exit code %d, stderr %q, log %q", code, errOut.String(), out.String())
+	}
+}
+
+func TestMainRefusesBadSealMode(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := Main(nil, envFrom(map[string]string{EnvSealMode: "Disabled"}), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), EnvSealMode) {
+		t.Fatalf("exit code %d, stderr %q", code, errOut.String())
 	}
 }
 
@@ -94,7 +123,8 @@ func TestMainHelp(t *testing.T) {
 	if code := Main([]string{"--help"}, envFrom(nil), &out, &errOut); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
-	for _, want := range []string{EnvMeshAddr, EnvClientAddr, EnvSealDir, EnvSimulation, "--simulation"} {
+	for _, want := range []string{EnvMeshAddr, EnvClientAddr, EnvSealDir, EnvSimulation, "--simulation",
+		EnvAttestationDir, EnvSealMode, EnvQCNLConf, "ProductKey", "UniqueKey", "_sgx_mrsigner", "_sgx_mrenclave", "HKDF-SHA256", "pccs_url", "use_secure_cert"} {
 		if !strings.Contains(errOut.String(), strings.TrimPrefix(want, "-")) {
 			t.Errorf("help lacks %s", want)
 		}

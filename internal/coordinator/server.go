@@ -22,18 +22,11 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/clientapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
-	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 )
-
-// ErrNoTEE is returned when the Coordinator is asked to run outside
-// simulation on a platform for which it has no evidence issuer.
-var ErrNoTEE = errors.New("no trusted execution environment is available to this Coordinator: it cannot produce evidence or seal its state. " +
-	"Set OE_SIMULATION=1 (or pass --simulation) to run in simulation mode, which performs no attestation and is INSECURE")
 
 // Server is a running Coordinator.
 type Server struct {
@@ -52,15 +45,16 @@ type Server struct {
 // New opens the sealed state, boots the core, applies the startup
 // manifest and opens the listeners. Serve starts serving.
 func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
-	if !cfg.Simulation {
-		return nil, ErrNoTEE
+	p, err := selectPlatform(cfg)
+	if err != nil {
+		return nil, err
 	}
-	logger.Warn("running in SIMULATION mode: marbles are admitted without attestation and the Coordinator's own quote is empty; do not use this for production")
-	var sealer seal.Sealer = seal.SimulationSealer{}
-	if cfg.Sealer != nil {
-		sealer = cfg.Sealer
+	if cfg.Simulation {
+		logger.Warn("running in SIMULATION mode: marbles are admitted without attestation and the Coordinator's own quote is empty; do not use this for production")
+	} else {
+		logger.Info("running in a trusted execution environment; marbles are attested", append([]any{"tee", p.tee}, p.notes...)...)
 	}
-	st, err := store.OpenFile(cfg.SealDir, sealer, logger)
+	st, err := store.OpenFile(cfg.SealDir, p.sealer, logger)
 	if err != nil {
 		return nil, fmt.Errorf("opening sealed state in %s: %w", cfg.SealDir, err)
 	}
@@ -77,7 +71,9 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	s.core, err = core.New(core.Config{
 		DNSNames:   cfg.DNSNames,
 		Simulation: cfg.Simulation,
-		Issuer:     attestation.SimulationIssuer{},
+		Issuer:     p.issuer,
+		Verifier:   p.verifier,
+		TEE:        p.tee,
 		Store:      st,
 		Logger:     logger,
 		Metrics:    core.NewMetrics(reg),
@@ -124,7 +120,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	state, _ := s.core.Status()
-	logger.Info("Coordinator ready", "state", int(state), "status", state.String(), "simulation", cfg.Simulation,
+	logger.Info("Coordinator ready", "state", int(state), "status", state.String(), "simulation", cfg.Simulation, "tee", s.core.TEE(),
 		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String(), "sealDir", cfg.SealDir)
 	return s, nil
 }

@@ -192,23 +192,26 @@ type TCBLevel struct {
 
 // EnclaveIdentity is version 2 of Intel's QE Identity.
 type EnclaveIdentity struct {
-	ID                      string    `json:"id"`
-	Version                 int       `json:"version"`
-	IssueDate               time.Time `json:"issueDate"`
-	NextUpdate              time.Time `json:"nextUpdate"`
-	TCBEvaluationDataNumber uint32    `json:"tcbEvaluationDataNumber"`
-	MiscSelect              HexBytes  `json:"miscselect"`
-	MiscSelectMask          HexBytes  `json:"miscselectMask"`
-	Attributes              HexBytes  `json:"attributes"`
-	AttributesMask          HexBytes  `json:"attributesMask"`
-	MRSigner                HexBytes  `json:"mrsigner"`
-	ISVProdID               uint16    `json:"isvprodid"`
-	TCBLevels               []struct {
-		TCB struct {
-			ISVSVN uint16 `json:"isvsvn"`
-		} `json:"tcb"`
-		TCBDate     time.Time `json:"tcbDate"`
-		TCBStatus   string    `json:"tcbStatus"`
-		AdvisoryIDs []string  `json:"advisoryIDs"`
-	} `json:"tcbLevels"`
+	ID                      string       `json:"id"`
+	Version                 int          `json:"version"`
+	IssueDate               time.Time    `json:"issueDate"`
+	NextUpdate              time.Time    `json:"nextUpdate"`
+	TCBEvaluationDataNumber uint32       `json:"tcbEvaluationDataNumber"`
+	MiscSelect              HexBytes     `json:"miscselect"`
+	MiscSelectMask          HexBytes     `json:"miscselectMask"`
+	Attributes              HexBytes     `json:"attributes"`
+	AttributesMask          HexBytes     `json:"attributesMask"`
+	MRSigner                HexBytes     `json:"mrsigner"`
+	ISVProdID               uint16       `json:"isvprodid"`
+	TCBLevels               []QETCBLevel `json:"tcbLevels"`
+}
+
+// QETCBLevel is one entry of EnclaveIdentity.TCBLevels.
+type QETCBLevel struct {
+	TCB struct {
+		ISVSVN uint16 `json:"isvsvn"`
+	} `json:"tcb"`
+	TCBDate     time.Time `json:"tcbDate"`
+	TCBStatus   string    `json:"tcbStatus"`
+	AdvisoryIDs []string  `json:"advisoryIDs"`
 }

@@ -1,4 +1,4 @@
-package sgx
+package sgx_test
 
 import (
 	"context"
@@ -8,9 +8,11 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
 )
 
-func bundle(t *testing.T, c *Collateral, mod func(map[string]any)) []byte {
+func bundle(t *testing.T, c *sgx.Collateral, mod func(map[string]any)) []byte {
 	t.Helper()
 	m := map[string]any{
 		"tcb_info":                 string(c.TCBInfo),
@@ -37,11 +39,11 @@ func bundle(t *testing.T, c *Collateral, mod func(map[string]any)) []byte {
 func TestParseCollateralJSON(t *testing.T) {
 	p := newPKI(t)
 	c := p.collateral(t, nil)
-	parsed, err := ParseCollateralJSON(bundle(t, c, nil))
+	parsed, err := sgx.ParseCollateralJSON(bundle(t, c, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.verifier(t, parsed, Options{}).Verify(context.Background(), p.quote(t, nil)); err != nil {
+	if _, err := p.verifier(t, parsed, sgx.Options{}).Verify(context.Background(), p.quote(t, nil)); err != nil {
 		t.Fatalf("bundle round trip: %v", err)
 	}
 	tests := map[string]struct {
@@ -55,13 +57,13 @@ func TestParseCollateralJSON(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, err := ParseCollateralJSON(bundle(t, c, tc.mod))
-			if !errors.Is(err, ErrCollateral) || !strings.Contains(err.Error(), tc.msg) {
+			_, err := sgx.ParseCollateralJSON(bundle(t, c, tc.mod))
+			if !errors.Is(err, sgx.ErrCollateral) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("expected %q, found %v", tc.msg, err)
 			}
 		})
 	}
-	if _, err := (StaticProvider{}).Collateral(context.Background(), CollateralRequest{}); !errors.Is(err, ErrCollateral) {
+	if _, err := (sgx.StaticProvider{}).Collateral(context.Background(), sgx.CollateralRequest{}); !errors.Is(err, sgx.ErrCollateral) {
 		t.Fatalf("empty static provider: expected ErrCollateral, found %v", err)
 	}
 }

@@ -1,9 +1,8 @@
-package sgx
+package sgx_test
 
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"os"
@@ -12,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
 )
 
 // fixturePath returns the recorded-fixture folder beside the module root
@@ -49,7 +51,7 @@ func fixtureDir(t testing.TB) string {
 
 type phalaFixture struct {
 	quote      []byte
-	collateral *Collateral
+	collateral *sgx.Collateral
 }
 
 func loadPhala(t testing.TB) phalaFixture {
@@ -63,7 +65,7 @@ func loadPhala(t testing.TB) phalaFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ParseCollateralJSON(cj)
+	c, err := sgx.ParseCollateralJSON(cj)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +79,9 @@ const (
 	phalaExpiryUnix = 1752919278 // 2025-07-19T10:01:18Z
 )
 
-func newFixtureVerifier(t testing.TB, c *Collateral, now time.Time) *Verifier {
+func newFixtureVerifier(t testing.TB, c *sgx.Collateral, now time.Time) *sgx.Verifier {
 	t.Helper()
-	v, err := NewVerifier(StaticProvider{C: c}, Options{Now: func() time.Time { return now }})
+	v, err := sgx.NewVerifier(sgx.StaticProvider{C: c}, sgx.Options{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +90,11 @@ func newFixtureVerifier(t testing.TB, c *Collateral, now time.Time) *Verifier {
 
 func TestPhalaQuoteParses(t *testing.T) {
 	fx := loadPhala(t)
-	q, err := ParseQuote(fx.quote)
+	q, err := sgx.ParseQuote(fx.quote)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.Header.Version != 3 || len(q.QEAuthData) != 32 || q.CertDataType != CertDataPCKChain || len(q.CertData) != 3548 {
+	if q.Header.Version != 3 || len(q.QEAuthData) != 32 || q.CertDataType != sgx.CertDataPCKChain || len(q.CertData) != 3548 {
 		t.Fatalf("unexpected layout: version %d, auth %d, cert type %d size %d", q.Header.Version, len(q.QEAuthData), q.CertDataType, len(q.CertData))
 	}
 	if len(q.Signed) != 432 {
@@ -103,14 +105,14 @@ func TestPhalaQuoteParses(t *testing.T) {
 func TestPhalaQuoteVerifies(t *testing.T) {
 	fx := loadPhala(t)
 	v := newFixtureVerifier(t, fx.collateral, time.Unix(phalaTimeUnix, 0))
-	for name, ev := range map[string][]byte{"raw": fx.quote, "oe header": withOEHeader(fx.quote)} {
+	for name, ev := range map[string][]byte{"raw": fx.quote, "oe header": sgxtest.WithOEHeader(fx.quote)} {
 		t.Run(name, func(t *testing.T) {
 			c, err := v.Verify(context.Background(), ev)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.TCBStatus != StatusConfigurationAndSWHardeningNeeded {
-				t.Errorf("TCB status: expected %s, found %s", StatusConfigurationAndSWHardeningNeeded, c.TCBStatus)
+			if c.TCBStatus != sgx.StatusConfigurationAndSWHardeningNeeded {
+				t.Errorf("TCB status: expected %s, found %s", sgx.StatusConfigurationAndSWHardeningNeeded, c.TCBStatus)
 			}
 			if want := []string{"INTEL-SA-00289", "INTEL-SA-00615"}; !slices.Equal(sortedCopy(c.Advisories), want) {
 				t.Errorf("advisories: expected %v, found %v", want, c.Advisories)
@@ -135,14 +137,14 @@ func TestPhalaQuoteVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.QEStatus != StatusUpToDate || res.TCBEvaluationDataNumber != 17 || hex.EncodeToString(res.PCK.FMSPC) != "00a067110000" {
+	if res.QEStatus != sgx.StatusUpToDate || res.TCBEvaluationDataNumber != 17 || hex.EncodeToString(res.PCK.FMSPC) != "00a067110000" {
 		t.Errorf("QE status %s, eval number %d, FMSPC %x", res.QEStatus, res.TCBEvaluationDataNumber, res.PCK.FMSPC)
 	}
 }
 
-func mustParse(t testing.TB, b []byte) *Quote {
+func mustParse(t testing.TB, b []byte) *sgx.Quote {
 	t.Helper()
-	q, err := ParseQuote(b)
+	q, err := sgx.ParseQuote(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,14 +155,6 @@ func sortedCopy(s []string) []string {
 	c := slices.Clone(s)
 	slices.Sort(c)
 	return c
-}
-
-func withOEHeader(q []byte) []byte {
-	out := make([]byte, OEHeaderSize, OEHeaderSize+len(q))
-	binary.LittleEndian.PutUint32(out[0:], 1)
-	binary.LittleEndian.PutUint32(out[4:], 2)
-	binary.LittleEndian.PutUint64(out[8:], uint64(len(q)))
-	return append(out, q...)
 }
 
 func TestPhalaQuoteRejections(t *testing.T) {
@@ -177,17 +171,17 @@ func TestPhalaQuoteRejections(t *testing.T) {
 		wantErr error
 		msg     string
 	}{
-		"one second after collateral expiry": {fx.quote, time.Unix(phalaExpiryUnix, 0).Add(time.Second), ErrExpired, "QE Identity issueDate..nextUpdate: expected not after 2025-07-19T10:01:18Z"},
-		"before collateral issue":            {fx.quote, time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), ErrExpired, "expected not before"},
-		"report body bit":                    {flip(HeaderSize + 64), time.Unix(phalaTimeUnix, 0), ErrSignature, "ISV quote"},
-		"report data bit":                    {flip(368), time.Unix(phalaTimeUnix, 0), ErrSignature, "ISV quote"},
-		"header bit":                         {flip(28), time.Unix(phalaTimeUnix, 0), ErrSignature, "ISV quote"},
-		"signature bit":                      {flip(436 + 5), time.Unix(phalaTimeUnix, 0), ErrSignature, "ISV quote"},
-		"attestation key bit":                {flip(500 + 10), time.Unix(phalaTimeUnix, 0), ErrBinding, "SHA-256(attestation key"},
-		"QE report bit":                      {flip(564 + 64), time.Unix(phalaTimeUnix, 0), ErrSignature, "QE report"},
-		"QE report signature bit":            {flip(948 + 3), time.Unix(phalaTimeUnix, 0), ErrSignature, "QE report"},
-		"QE auth data bit":                   {flip(1014), time.Unix(phalaTimeUnix, 0), ErrBinding, "QE report data[0:32]"},
-		"certification chain bit":            {flip(certStart + 300), time.Unix(phalaTimeUnix, 0), ErrCertificate, "PCK chain"},
+		"one second after collateral expiry": {fx.quote, time.Unix(phalaExpiryUnix, 0).Add(time.Second), sgx.ErrExpired, "QE Identity issueDate..nextUpdate: expected not after 2025-07-19T10:01:18Z"},
+		"before collateral issue":            {fx.quote, time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), sgx.ErrExpired, "expected not before"},
+		"report body bit":                    {flip(sgx.HeaderSize + 64), time.Unix(phalaTimeUnix, 0), sgx.ErrSignature, "ISV quote"},
+		"report data bit":                    {flip(368), time.Unix(phalaTimeUnix, 0), sgx.ErrSignature, "ISV quote"},
+		"header bit":                         {flip(28), time.Unix(phalaTimeUnix, 0), sgx.ErrSignature, "ISV quote"},
+		"signature bit":                      {flip(436 + 5), time.Unix(phalaTimeUnix, 0), sgx.ErrSignature, "ISV quote"},
+		"attestation key bit":                {flip(500 + 10), time.Unix(phalaTimeUnix, 0), sgx.ErrBinding, "SHA-256(attestation key"},
+		"QE report bit":                      {flip(564 + 64), time.Unix(phalaTimeUnix, 0), sgx.ErrSignature, "QE report"},
+		"QE report signature bit":            {flip(948 + 3), time.Unix(phalaTimeUnix, 0), sgx.ErrSignature, "QE report"},
+		"QE auth data bit":                   {flip(1014), time.Unix(phalaTimeUnix, 0), sgx.ErrBinding, "QE report data[0:32]"},
+		"certification chain bit":            {flip(certStart + 300), time.Unix(phalaTimeUnix, 0), sgx.ErrCertificate, "PCK chain"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -203,12 +197,12 @@ func TestPhalaQuoteRejections(t *testing.T) {
 func TestPhalaForeignRoot(t *testing.T) {
 	fx := loadPhala(t)
 	p := newPKI(t)
-	v, err := NewVerifier(StaticProvider{C: fx.collateral}, Options{Root: p.root, Now: func() time.Time { return time.Unix(phalaTimeUnix, 0) }})
+	v, err := sgx.NewVerifier(sgx.StaticProvider{C: fx.collateral}, sgx.Options{Root: p.Root, Now: func() time.Time { return time.Unix(phalaTimeUnix, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = v.Verify(context.Background(), fx.quote)
-	if !errors.Is(err, ErrCertificate) || !strings.Contains(err.Error(), "PCK chain root SHA-256: expected") {
+	if !errors.Is(err, sgx.ErrCertificate) || !strings.Contains(err.Error(), "PCK chain root SHA-256: expected") {
 		t.Fatalf("expected root mismatch, found %v", err)
 	}
 }
@@ -216,19 +210,19 @@ func TestPhalaForeignRoot(t *testing.T) {
 func TestPhalaCollateralTampered(t *testing.T) {
 	fx := loadPhala(t)
 	tests := map[string]struct {
-		mod  func(c *Collateral)
+		mod  func(c *sgx.Collateral)
 		want error
 		msg  string
 	}{
-		"TCB Info byte": {func(c *Collateral) {
+		"TCB Info byte": {func(c *sgx.Collateral) {
 			c.TCBInfo = bytes.Replace(c.TCBInfo, []byte(`"tcbEvaluationDataNumber":17`), []byte(`"tcbEvaluationDataNumber":18`), 1)
-		}, ErrSignature, "TCB Info"},
-		"QE Identity byte": {func(c *Collateral) {
+		}, sgx.ErrSignature, "TCB Info"},
+		"QE Identity byte": {func(c *sgx.Collateral) {
 			c.QEIdentity = bytes.Replace(c.QEIdentity, []byte(`"isvsvn":8`), []byte(`"isvsvn":7`), 1)
-		}, ErrSignature, "QE Identity"},
-		"PCK CRL byte":      {func(c *Collateral) { c.PCKCRL[len(c.PCKCRL)-3] ^= 1 }, ErrSignature, "PCK CRL"},
-		"Root CRL byte":     {func(c *Collateral) { c.RootCACRL[len(c.RootCACRL)-3] ^= 1 }, ErrSignature, "Root CA CRL"},
-		"TCB chain swapped": {func(c *Collateral) { c.TCBInfoIssuerChain = c.PCKCRLIssuerChain }, ErrCertificate, `TCB Info signer: expected a non-CA "TCB Signing" certificate, found "Intel SGX PCK Processor CA" (CA true)`},
+		}, sgx.ErrSignature, "QE Identity"},
+		"PCK CRL byte":      {func(c *sgx.Collateral) { c.PCKCRL[len(c.PCKCRL)-3] ^= 1 }, sgx.ErrSignature, "PCK CRL"},
+		"Root CRL byte":     {func(c *sgx.Collateral) { c.RootCACRL[len(c.RootCACRL)-3] ^= 1 }, sgx.ErrSignature, "Root CA CRL"},
+		"TCB chain swapped": {func(c *sgx.Collateral) { c.TCBInfoIssuerChain = c.PCKCRLIssuerChain }, sgx.ErrCertificate, `TCB Info signer: expected a non-CA "TCB Signing" certificate, found "Intel SGX PCK Processor CA" (CA true)`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -249,8 +243,8 @@ func TestTDXQuoteParses(t *testing.T) {
 	dir := fixtureDir(t)
 	type layout struct{ end, version, body, signed int }
 	for name, want := range map[string]layout{
-		"tdx_quote":          {end: 4936, version: 4, body: TDReport10Size, signed: 632},
-		"tdx_quote_outdated": {end: 5006, version: 5, body: TDReport15Size, signed: 702},
+		"tdx_quote":          {end: 4936, version: 4, body: sgx.TDReport10Size, signed: 632},
+		"tdx_quote_outdated": {end: 5006, version: 5, body: sgx.TDReport15Size, signed: 702},
 	} {
 		end := want.end
 		b, err := os.ReadFile(filepath.Join(dir, name))
@@ -260,19 +254,19 @@ func TestTDXQuoteParses(t *testing.T) {
 		// tdx_quote carries 70 zero bytes of buffer padding, which the
 		// strict parser reports precisely.
 		if end < len(b) {
-			if _, err := ParseQuote(b); !errors.Is(err, ErrTrailing) || !strings.Contains(err.Error(), "70 bytes after signature data at offset 4936") {
+			if _, err := sgx.ParseQuote(b); !errors.Is(err, sgx.ErrTrailing) || !strings.Contains(err.Error(), "70 bytes after signature data at offset 4936") {
 				t.Fatalf("%s: expected ErrTrailing for 70 padding bytes, found %v", name, err)
 			}
 		}
-		q, err := ParseQuote(b[:end])
+		q, err := sgx.ParseQuote(b[:end])
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if q.Header.TEEType != TEETypeTDX || q.Report != nil || int(q.Header.Version) != want.version || len(q.Body) != want.body || len(q.Signed) != want.signed {
+		if q.Header.TEEType != sgx.TEETypeTDX || q.Report != nil || int(q.Header.Version) != want.version || len(q.Body) != want.body || len(q.Signed) != want.signed {
 			t.Fatalf("%s: version %d, TEE type %#x, body %d, signed %d: expected %+v", name, q.Header.Version, q.Header.TEEType, len(q.Body), len(q.Signed), want)
 		}
-		v := newFixtureVerifier(t, &Collateral{}, time.Unix(phalaTimeUnix, 0))
-		if _, err := v.VerifyQuote(context.Background(), q, time.Unix(phalaTimeUnix, 0)); !errors.Is(err, ErrUnsupported) {
+		v := newFixtureVerifier(t, &sgx.Collateral{}, time.Unix(phalaTimeUnix, 0))
+		if _, err := v.VerifyQuote(context.Background(), q, time.Unix(phalaTimeUnix, 0)); !errors.Is(err, sgx.ErrUnsupported) {
 			t.Fatalf("%s: expected ErrUnsupported for TDX, found %v", name, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package sgx
+package sgx_test
 
 import (
 	"context"
@@ -7,14 +7,17 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
 )
 
 func FuzzParseQuote(f *testing.F) {
 	p := newPKI(f)
 	q := p.quote(f, nil)
 	f.Add(q)
-	f.Add(withOEHeader(q))
-	f.Add(q[:HeaderSize+ReportBodySize+4])
+	f.Add(sgxtest.WithOEHeader(q))
+	f.Add(q[:sgx.HeaderSize+sgx.ReportBodySize+4])
 	if dir, ok := fixturePath(); ok {
 		for _, name := range []string{"sgx_quote", "tdx_quote", "tdx_quote_outdated"} {
 			if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
@@ -23,20 +26,20 @@ func FuzzParseQuote(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		q, err := ParseEvidence(b)
+		q, err := sgx.ParseEvidence(b)
 		if err != nil {
-			if !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrTrailing) && !errors.Is(err, ErrMalformed) {
+			if !errors.Is(err, sgx.ErrTruncated) && !errors.Is(err, sgx.ErrTrailing) && !errors.Is(err, sgx.ErrMalformed) {
 				t.Fatalf("error wraps no parser sentinel: %v", err)
 			}
 			return
 		}
-		if (q.Report != nil) != (q.BodyType == BodyTypeSGX) {
+		if (q.Report != nil) != (q.BodyType == sgx.BodyTypeSGX) {
 			t.Fatalf("report presence %v does not match body type %d", q.Report != nil, q.BodyType)
 		}
-		if len(q.Signed) < HeaderSize+len(q.Body) {
-			t.Fatalf("signed part %d shorter than header and body %d", len(q.Signed), HeaderSize+len(q.Body))
+		if len(q.Signed) < sgx.HeaderSize+len(q.Body) {
+			t.Fatalf("signed part %d shorter than header and body %d", len(q.Signed), sgx.HeaderSize+len(q.Body))
 		}
-		if len(q.QEReport.Raw) != ReportBodySize {
+		if len(q.QEReport.Raw) != sgx.ReportBodySize {
 			t.Fatalf("QE report is %d bytes", len(q.QEReport.Raw))
 		}
 	})
@@ -44,7 +47,7 @@ func FuzzParseQuote(f *testing.F) {
 
 func BenchmarkVerifySynthetic(b *testing.B) {
 	p := newPKI(b)
-	v := p.verifier(b, p.collateral(b, nil), Options{})
+	v := p.verifier(b, p.collateral(b, nil), sgx.Options{})
 	q := p.quote(b, nil)
 	benchVerify(b, v, q)
 }
@@ -55,7 +58,7 @@ func BenchmarkVerifyPhala(b *testing.B) {
 	benchVerify(b, v, fx.quote)
 }
 
-func benchVerify(b *testing.B, v *Verifier, q []byte) {
+func benchVerify(b *testing.B, v *sgx.Verifier, q []byte) {
 	ctx := context.Background()
 	if _, err := v.Verify(ctx, q); err != nil {
 		b.Fatal(err)

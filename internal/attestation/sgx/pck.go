@@ -25,8 +25,9 @@ type PCKExtension struct {
 	SGXType int
 }
 
-// Object identifiers of the SGX extension, as functions so they stay constant.
-func oidSGXExtension() asn1.ObjectIdentifier {
+// OIDSGXExtension returns the object identifier of the SGX extension of a
+// PCK certificate (a function, so that callers cannot change it).
+func OIDSGXExtension() asn1.ObjectIdentifier {
 	return asn1.ObjectIdentifier{1, 2, 840, 113741, 1, 13, 1}
 }
 
@@ -38,7 +39,7 @@ type oidValue struct {
 // ParsePCKExtension extracts the SGX extension from a PCK leaf certificate.
 // PPID, TCB, PCE-ID and FMSPC are required.
 func ParsePCKExtension(cert *x509.Certificate) (*PCKExtension, error) {
-	base := oidSGXExtension()
+	base := OIDSGXExtension()
 	for _, ext := range cert.Extensions {
 		if ext.Id.Equal(base) {
 			return parsePCKExtensionValue(ext.Value)
@@ -48,7 +49,7 @@ func ParsePCKExtension(cert *x509.Certificate) (*PCKExtension, error) {
 }
 
 func subOID(arcs ...int) asn1.ObjectIdentifier {
-	return append(oidSGXExtension(), arcs...)
+	return append(OIDSGXExtension(), arcs...)
 }
 
 func parseSequence(what string, der []byte) ([]oidValue, error) {

@@ -1,4 +1,4 @@
-package sgx
+package sgx_test
 
 import (
 	"context"
@@ -12,11 +12,21 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
 )
 
 // pcsServer serves collateral c with the PCS v4 API on 127.0.0.1.
-func pcsServer(t *testing.T, c *Collateral, hits *atomic.Int32, drop string) *httptest.Server {
+func pcsServer(t *testing.T, c *sgx.Collateral, hits *atomic.Int32, drop string) *httptest.Server {
 	t.Helper()
+	srv := httptest.NewServer(pcsHandler(c, hits, drop))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// pcsHandler serves collateral c with the PCS v4 API, counting requests
+// in hits and leaving out the header named drop.
+func pcsHandler(c *sgx.Collateral, hits *atomic.Int32, drop string) http.Handler {
 	mux := http.NewServeMux()
 	signed := func(key string, obj, sig, chain []byte, header string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -48,9 +58,7 @@ func pcsServer(t *testing.T, c *Collateral, hits *atomic.Int32, drop string) *ht
 		hits.Add(1)
 		fmt.Fprint(w, hex.EncodeToString(c.RootCACRL))
 	})
-	srv := httptest.NewServer(mux)
-	t.Cleanup(srv.Close)
-	return srv
+	return mux
 }
 
 func TestPCSClientVerifiesAndCaches(t *testing.T) {
@@ -59,11 +67,11 @@ func TestPCSClientVerifiesAndCaches(t *testing.T) {
 	srv := pcsServer(t, p.collateral(t, nil), &hits, "")
 	clock := time.Unix(pkiNowUnix, 0)
 	now := func() time.Time { return clock }
-	client, err := NewPCSClient(srv.URL, PCSOptions{HTTPClient: srv.Client(), TTL: time.Minute, Now: now})
+	client, err := sgx.NewPCSClient(srv.URL, sgx.PCSOptions{HTTPClient: srv.Client(), TTL: time.Minute, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := NewVerifier(client, Options{Root: p.root, Now: now})
+	v, err := sgx.NewVerifier(client, sgx.Options{Root: p.Root, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,46 +96,46 @@ func TestPCSClientVerifiesAndCaches(t *testing.T) {
 func TestPCSClientErrors(t *testing.T) {
 	p := newPKI(t)
 	col := p.collateral(t, nil)
-	req := CollateralRequest{FMSPC: p.ext.fmspc, CA: "processor"}
+	req := sgx.CollateralRequest{FMSPC: p.Ext.FMSPC, CA: "processor"}
 	var hits atomic.Int32
 
 	missing := pcsServer(t, col, &hits, "TCB-Info-Issuer-Chain")
-	c, err := NewPCSClient(missing.URL, PCSOptions{HTTPClient: missing.Client()})
+	c, err := sgx.NewPCSClient(missing.URL, sgx.PCSOptions{HTTPClient: missing.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Collateral(context.Background(), req); !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), "expected header TCB-Info-Issuer-Chain, found none") {
+	if _, err := c.Collateral(context.Background(), req); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), "expected header TCB-Info-Issuer-Chain, found none") {
 		t.Fatalf("missing header: found %v", err)
 	}
 
 	srv := pcsServer(t, col, &hits, "")
-	c, err = NewPCSClient(srv.URL, PCSOptions{HTTPClient: srv.Client()})
+	c, err = sgx.NewPCSClient(srv.URL, sgx.PCSOptions{HTTPClient: srv.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := CollateralRequest{FMSPC: []byte{1, 2, 3, 4, 5, 6}, CA: "processor"}
-	if _, err := c.Collateral(context.Background(), other); !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), "expected status 200, found 404") {
+	other := sgx.CollateralRequest{FMSPC: []byte{1, 2, 3, 4, 5, 6}, CA: "processor"}
+	if _, err := c.Collateral(context.Background(), other); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), "expected status 200, found 404") {
 		t.Fatalf("unknown FMSPC: found %v", err)
 	}
-	if _, err := c.Collateral(context.Background(), CollateralRequest{FMSPC: p.ext.fmspc, CA: "root"}); !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), `CA: expected processor or platform, found "root"`) {
+	if _, err := c.Collateral(context.Background(), sgx.CollateralRequest{FMSPC: p.Ext.FMSPC, CA: "root"}); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), `CA: expected processor or platform, found "root"`) {
 		t.Fatalf("bad CA: found %v", err)
 	}
 
 	down := httptest.NewServer(http.NotFoundHandler())
 	downURL := down.URL
 	down.Close()
-	c, err = NewPCSClient(downURL, PCSOptions{})
+	c, err = sgx.NewPCSClient(downURL, sgx.PCSOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Collateral(context.Background(), req); !errors.Is(err, ErrFetch) || !strings.Contains(err.Error(), "TCB Info: GET "+downURL) {
+	if _, err := c.Collateral(context.Background(), req); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), "TCB Info: GET "+downURL) {
 		t.Fatalf("unreachable: found %v", err)
 	}
-	if _, err := NewPCSClient("localhost:8081", PCSOptions{}); !errors.Is(err, ErrFetch) {
+	if _, err := sgx.NewPCSClient("localhost:8081", sgx.PCSOptions{}); !errors.Is(err, sgx.ErrFetch) {
 		t.Fatalf("relative URL: expected ErrFetch, found %v", err)
 	}
-	intel, err := NewPCSClient(IntelPCSURL, PCSOptions{})
-	if err != nil || intel.rootCRL != IntelRootCACRLURL {
-		t.Fatalf("Intel PCS root CRL URL: expected %s, found %v (%v)", IntelRootCACRLURL, intel, err)
+	intel, err := sgx.NewPCSClient(sgx.IntelPCSURL, sgx.PCSOptions{})
+	if err != nil || intel.RootCRLURL() != sgx.IntelRootCACRLURL {
+		t.Fatalf("Intel PCS root CRL URL: expected %s, found %v (%v)", sgx.IntelRootCACRLURL, intel, err)
 	}
 }

@@ -1,4 +1,4 @@
-package sgx
+package sgx_test
 
 import (
 	"bytes"
@@ -12,21 +12,24 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
 )
 
 func TestSyntheticVerifies(t *testing.T) {
 	p := newPKI(t)
-	v := p.verifier(t, p.collateral(t, nil), Options{})
+	v := p.verifier(t, p.collateral(t, nil), sgx.Options{})
 	res, err := v.VerifyQuote(context.Background(), mustParse(t, p.quote(t, nil)), time.Unix(pkiNowUnix, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	qp := defaultQuoteParts()
+	qp := sgxtest.DefaultQuoteParts()
 	c := res.Claims
-	if !bytes.Equal(c.UniqueID, qp.mrenclave[:]) || !bytes.Equal(c.SignerID, qp.mrsigner[:]) || c.ProductID != 7 || c.SecurityVersion != 3 || c.Debug || c.ReportData != qp.reportData {
+	if !bytes.Equal(c.UniqueID, qp.MREnclave[:]) || !bytes.Equal(c.SignerID, qp.MRSigner[:]) || c.ProductID != 7 || c.SecurityVersion != 3 || c.Debug || c.ReportData != qp.ReportData {
 		t.Fatalf("claims do not reflect the quote: %+v", c)
 	}
-	if c.TCBStatus != StatusSWHardeningNeeded || !slices.Equal(c.Advisories, []string{"INTEL-SA-00615"}) || res.QEStatus != StatusUpToDate {
+	if c.TCBStatus != sgx.StatusSWHardeningNeeded || !slices.Equal(c.Advisories, []string{"INTEL-SA-00615"}) || res.QEStatus != sgx.StatusUpToDate {
 		t.Fatalf("status %s advisories %v QE %s: expected SWHardeningNeeded [INTEL-SA-00615] UpToDate", c.TCBStatus, c.Advisories, res.QEStatus)
 	}
 }
@@ -34,14 +37,14 @@ func TestSyntheticVerifies(t *testing.T) {
 func TestSyntheticEachTCBStatus(t *testing.T) {
 	p := newPKI(t)
 	q := p.quote(t, nil)
-	for _, status := range []string{StatusUpToDate, StatusSWHardeningNeeded, StatusConfigurationNeeded, StatusConfigurationAndSWHardeningNeeded, StatusOutOfDate, StatusOutOfDateConfigurationNeeded, StatusRevoked} {
+	for _, status := range []string{sgx.StatusUpToDate, sgx.StatusSWHardeningNeeded, sgx.StatusConfigurationNeeded, sgx.StatusConfigurationAndSWHardeningNeeded, sgx.StatusOutOfDate, sgx.StatusOutOfDateConfigurationNeeded, sgx.StatusRevoked} {
 		t.Run(status, func(t *testing.T) {
-			col := p.collateral(t, func(cp *collParts) {
-				cp.tcbInfo.TCBLevels = []TCBLevel{tcbLevel(6, 10, StatusUpToDate), tcbLevel(5, 10, status, "SA-"+status)}
+			col := p.collateral(t, func(cp *sgxtest.CollateralParts) {
+				cp.TCBInfo.TCBLevels = []sgx.TCBLevel{sgxtest.TCBLevel(6, 10, sgx.StatusUpToDate), sgxtest.TCBLevel(5, 10, status, "SA-"+status)}
 			})
-			c, err := p.verifier(t, col, Options{}).Verify(context.Background(), q)
-			if status == StatusRevoked {
-				if !errors.Is(err, ErrTCB) || !strings.Contains(err.Error(), "expected not Revoked, found Revoked") {
+			c, err := p.verifier(t, col, sgx.Options{}).Verify(context.Background(), q)
+			if status == sgx.StatusRevoked {
+				if !errors.Is(err, sgx.ErrTCB) || !strings.Contains(err.Error(), "expected not Revoked, found Revoked") {
 					t.Fatalf("expected revoked TCB rejection, found %v", err)
 				}
 				return
@@ -58,39 +61,39 @@ func TestSyntheticEachTCBStatus(t *testing.T) {
 
 func TestSyntheticStatusCombination(t *testing.T) {
 	p := newPKI(t)
-	p.setLeaf(t, func() pckExtOpts { e := defaultExt(); e.comps[3] = 6; return e }())
+	p.setLeaf(t, func() sgxtest.PCKExt { e := sgxtest.DefaultPCKExt(); e.Comps[3] = 6; return e }())
 	// Component 4 at 6 does not make the platform UpToDate: every
 	// component must reach the level.
 	col := p.collateral(t, nil)
-	v := p.verifier(t, col, Options{})
+	v := p.verifier(t, col, sgx.Options{})
 	c, err := v.Verify(context.Background(), p.quote(t, nil))
-	if err != nil || c.TCBStatus != StatusSWHardeningNeeded {
+	if err != nil || c.TCBStatus != sgx.StatusSWHardeningNeeded {
 		t.Fatalf("expected SWHardeningNeeded, found %v, %v", c, err)
 	}
 
-	allSix := defaultExt()
-	for i := range allSix.comps {
-		allSix.comps[i] = 6
+	allSix := sgxtest.DefaultPCKExt()
+	for i := range allSix.Comps {
+		allSix.Comps[i] = 6
 	}
 	p.setLeaf(t, allSix)
 	col = p.collateral(t, nil)
-	v = p.verifier(t, col, Options{})
+	v = p.verifier(t, col, sgx.Options{})
 	c, err = v.Verify(context.Background(), p.quote(t, nil))
-	if err != nil || c.TCBStatus != StatusUpToDate || len(c.Advisories) != 0 {
+	if err != nil || c.TCBStatus != sgx.StatusUpToDate || len(c.Advisories) != 0 {
 		t.Fatalf("expected UpToDate without advisories, found %v, %v", c, err)
 	}
 	// An out-of-date QE makes an up-to-date platform OutOfDate and adds
 	// its advisories.
-	c, err = v.Verify(context.Background(), p.quote(t, func(q *quoteParts) { q.qeSVN = 7 }))
-	if err != nil || c.TCBStatus != StatusOutOfDate || !slices.Equal(c.Advisories, []string{"INTEL-SA-00615"}) {
+	c, err = v.Verify(context.Background(), p.quote(t, func(q *sgxtest.QuoteParts) { q.QESVN = 7 }))
+	if err != nil || c.TCBStatus != sgx.StatusOutOfDate || !slices.Equal(c.Advisories, []string{"INTEL-SA-00615"}) {
 		t.Fatalf("expected OutOfDate [INTEL-SA-00615], found %v, %v", c, err)
 	}
 	// The PCE SVN of the certificate counts, not the header's.
 	lowPCE := allSix
-	lowPCE.pcesvn = 9
+	lowPCE.PCESVN = 9
 	p.setLeaf(t, lowPCE)
-	_, err = p.verifier(t, p.collateral(t, nil), Options{}).Verify(context.Background(), p.quote(t, nil))
-	if !errors.Is(err, ErrTCB) || !strings.Contains(err.Error(), "TCB level not supported") {
+	_, err = p.verifier(t, p.collateral(t, nil), sgx.Options{}).Verify(context.Background(), p.quote(t, nil))
+	if !errors.Is(err, sgx.ErrTCB) || !strings.Contains(err.Error(), "TCB level not supported") {
 		t.Fatalf("expected unsupported TCB level for PCESVN 9, found %v", err)
 	}
 }
@@ -101,39 +104,39 @@ func TestSyntheticRejections(t *testing.T) {
 	now := time.Unix(pkiNowUnix, 0)
 	tests := []struct {
 		name  string
-		quote func(*quoteParts)
-		coll  func(*collParts)
-		opts  Options
+		quote func(*sgxtest.QuoteParts)
+		coll  func(*sgxtest.CollateralParts)
+		opts  sgx.Options
 		want  error
 		msg   string
 	}{
-		{name: "revoked PCK leaf", coll: func(c *collParts) { c.pckRevoked = []*big.Int{big.NewInt(99), p.leaf.SerialNumber} }, want: ErrRevoked, msg: `"Test SGX PCK Certificate" serial 64 is listed in the PCK CRL`},
-		{name: "revoked PCK CA", coll: func(c *collParts) { c.rootCRLRevoked = []*big.Int{p.pckCA.SerialNumber} }, want: ErrRevoked, msg: `"Test SGX PCK Processor CA" serial 2 is listed in the Root CA CRL`},
-		{name: "revoked TCB signer", coll: func(c *collParts) { c.rootCRLRevoked = []*big.Int{p.tcbSigner.SerialNumber} }, want: ErrRevoked, msg: `"Test SGX TCB Signing" serial 3 is listed in the Root CA CRL`},
-		{name: "expired CRL", coll: func(c *collParts) { c.crlNext = now.Add(-time.Second) }, want: ErrExpired, msg: "PCK CRL thisUpdate..nextUpdate: expected not after 2030-01-01T11:59:59Z, verification time is 2030-01-01T12:00:00Z"},
-		{name: "CRL not yet valid", coll: func(c *collParts) { c.crlThis = now.Add(time.Hour) }, want: ErrExpired, msg: "PCK CRL thisUpdate..nextUpdate: expected not before"},
-		{name: "PCK CRL from another CA", coll: func(c *collParts) { c.pckCRLSigner, c.pckCRLSignerKey = other.pckCA, other.pckCAKey }, want: ErrCertificate, msg: "PCK CRL issuer chain leaf"},
-		{name: "PCK CRL signed by wrong key", coll: func(c *collParts) { c.pckCRLSignerKey = other.pckCAKey }, want: ErrSignature, msg: "PCK CRL signature"},
-		{name: "expired TCB Info", coll: func(c *collParts) { c.tcbInfo.NextUpdate = now.Add(-time.Second) }, want: ErrExpired, msg: "TCB Info issueDate..nextUpdate: expected not after 2030-01-01T11:59:59Z"},
-		{name: "expired QE Identity", coll: func(c *collParts) { c.qeID.NextUpdate = now.Add(-time.Second) }, want: ErrExpired, msg: "QE Identity issueDate..nextUpdate"},
-		{name: "wrong FMSPC", coll: func(c *collParts) { c.tcbInfo.FMSPC = []byte{0, 0x60, 0x6a, 0, 0, 0} }, want: ErrTCB, msg: "TCB Info fmspc: expected 00906ED50000 (PCK certificate), found 00606A000000"},
-		{name: "wrong PCE ID", coll: func(c *collParts) { c.tcbInfo.PCEID = []byte{0, 1} }, want: ErrTCB, msg: "TCB Info pceId: expected 0000 (PCK certificate), found 0001"},
-		{name: "TCB Info tcbType", coll: func(c *collParts) { c.tcbInfo.TCBType = 1 }, want: ErrCollateral, msg: "TCB Info tcbType: expected 0, found 1"},
-		{name: "TCB Info wrong id", coll: func(c *collParts) { c.tcbInfo.ID = "TDX" }, want: ErrCollateral, msg: `expected SGX/3, found "TDX"/3`},
-		{name: "platform below all levels", coll: func(c *collParts) { c.tcbInfo.TCBLevels = c.tcbInfo.TCBLevels[:1] }, want: ErrTCB, msg: "TCB level not supported"},
-		{name: "evaluation number too low", opts: Options{MinTCBEvaluationDataNumber: 18}, want: ErrCollateral, msg: "TCB Info tcbEvaluationDataNumber: expected at least 18, found 17"},
-		{name: "QE MRSIGNER", quote: func(q *quoteParts) { q.qeMRSigner[0] ^= 1 }, want: ErrQEIdentity, msg: "QE MRSIGNER: expected A0A1"},
-		{name: "QE ISVPRODID", quote: func(q *quoteParts) { q.qeProdID = 2 }, want: ErrQEIdentity, msg: "QE ISVPRODID: expected 1, found 2"},
-		{name: "QE MISCSELECT", quote: func(q *quoteParts) { q.qeMisc = 1 }, want: ErrQEIdentity, msg: "QE MISCSELECT & mask FFFFFFFF: expected 00000000, found 00000001"},
-		{name: "debug QE", quote: func(q *quoteParts) { q.qeFlags = 0x17 }, want: ErrQEIdentity, msg: "QE ATTRIBUTES & mask"},
-		{name: "debug QE with lax identity", quote: func(q *quoteParts) { q.qeFlags = 0x17 }, coll: func(c *collParts) { c.qeID.AttributesMask[0] = 0xf9 }, want: ErrQEIdentity, msg: "QE ATTRIBUTES DEBUG bit: expected clear, found set"},
-		{name: "QE SVN below all levels", quote: func(q *quoteParts) { q.qeSVN = 5 }, want: ErrTCB, msg: "QE ISVSVN 5"},
-		{name: "bad QE binding", quote: func(q *quoteParts) { q.bindOverride = make([]byte, 32) }, want: ErrBinding, msg: "QE report data[0:32]: expected SHA-256(attestation key ‖ QE auth data)"},
-		{name: "QE binding tail", quote: func(q *quoteParts) { q.bindTail = []byte{1} }, want: ErrBinding, msg: "QE report data[32:64]: expected zeros, found 01"},
-		{name: "non-Intel QE vendor", quote: func(q *quoteParts) { q.vendor[0] = 0 }, want: ErrUnsupported, msg: "header QE vendor ID: expected 939A7233"},
-		{name: "chain without intermediate", quote: func(q *quoteParts) { q.certData = certPEM(p.leaf, p.root) }, want: ErrCertificate, msg: "PCK chain length: expected 3 certificates, found 2"},
-		{name: "chain from another root", quote: func(q *quoteParts) { q.certData = certPEM(p.leaf, p.pckCA, other.root) }, want: ErrCertificate, msg: "PCK chain root SHA-256: expected"},
-		{name: "certificates expired", opts: Options{Now: func() time.Time { return now.Add(2 * 365 * 24 * time.Hour) }}, want: ErrCertificate, msg: "expired"},
+		{name: "revoked PCK leaf", coll: func(c *sgxtest.CollateralParts) { c.PCKRevoked = []*big.Int{big.NewInt(99), p.Leaf.SerialNumber} }, want: sgx.ErrRevoked, msg: `"Test SGX PCK Certificate" serial 64 is listed in the PCK CRL`},
+		{name: "revoked PCK CA", coll: func(c *sgxtest.CollateralParts) { c.RootCRLRevoked = []*big.Int{p.PCKCA.SerialNumber} }, want: sgx.ErrRevoked, msg: `"Test SGX PCK Processor CA" serial 2 is listed in the Root CA CRL`},
+		{name: "revoked TCB signer", coll: func(c *sgxtest.CollateralParts) { c.RootCRLRevoked = []*big.Int{p.TCBSigner.SerialNumber} }, want: sgx.ErrRevoked, msg: `"Test SGX TCB Signing" serial 3 is listed in the Root CA CRL`},
+		{name: "expired CRL", coll: func(c *sgxtest.CollateralParts) { c.CRLNext = now.Add(-time.Second) }, want: sgx.ErrExpired, msg: "PCK CRL thisUpdate..nextUpdate: expected not after 2030-01-01T11:59:59Z, verification time is 2030-01-01T12:00:00Z"},
+		{name: "CRL not yet valid", coll: func(c *sgxtest.CollateralParts) { c.CRLThis = now.Add(time.Hour) }, want: sgx.ErrExpired, msg: "PCK CRL thisUpdate..nextUpdate: expected not before"},
+		{name: "PCK CRL from another CA", coll: func(c *sgxtest.CollateralParts) { c.PCKCRLSigner, c.PCKCRLSignerKey = other.PCKCA, other.PCKCAKey }, want: sgx.ErrCertificate, msg: "PCK CRL issuer chain leaf"},
+		{name: "PCK CRL signed by wrong key", coll: func(c *sgxtest.CollateralParts) { c.PCKCRLSignerKey = other.PCKCAKey }, want: sgx.ErrSignature, msg: "PCK CRL signature"},
+		{name: "expired TCB Info", coll: func(c *sgxtest.CollateralParts) { c.TCBInfo.NextUpdate = now.Add(-time.Second) }, want: sgx.ErrExpired, msg: "TCB Info issueDate..nextUpdate: expected not after 2030-01-01T11:59:59Z"},
+		{name: "expired QE Identity", coll: func(c *sgxtest.CollateralParts) { c.QEID.NextUpdate = now.Add(-time.Second) }, want: sgx.ErrExpired, msg: "QE Identity issueDate..nextUpdate"},
+		{name: "wrong FMSPC", coll: func(c *sgxtest.CollateralParts) { c.TCBInfo.FMSPC = []byte{0, 0x60, 0x6a, 0, 0, 0} }, want: sgx.ErrTCB, msg: "TCB Info fmspc: expected 00906ED50000 (PCK certificate), found 00606A000000"},
+		{name: "wrong PCE ID", coll: func(c *sgxtest.CollateralParts) { c.TCBInfo.PCEID = []byte{0, 1} }, want: sgx.ErrTCB, msg: "TCB Info pceId: expected 0000 (PCK certificate), found 0001"},
+		{name: "TCB Info tcbType", coll: func(c *sgxtest.CollateralParts) { c.TCBInfo.TCBType = 1 }, want: sgx.ErrCollateral, msg: "TCB Info tcbType: expected 0, found 1"},
+		{name: "TCB Info wrong id", coll: func(c *sgxtest.CollateralParts) { c.TCBInfo.ID = "TDX" }, want: sgx.ErrCollateral, msg: `expected SGX/3, found "TDX"/3`},
+		{name: "platform below all levels", coll: func(c *sgxtest.CollateralParts) { c.TCBInfo.TCBLevels = c.TCBInfo.TCBLevels[:1] }, want: sgx.ErrTCB, msg: "TCB level not supported"},
+		{name: "evaluation number too low", opts: sgx.Options{MinTCBEvaluationDataNumber: 18}, want: sgx.ErrCollateral, msg: "TCB Info tcbEvaluationDataNumber: expected at least 18, found 17"},
+		{name: "QE MRSIGNER", quote: func(q *sgxtest.QuoteParts) { q.QEMRSigner[0] ^= 1 }, want: sgx.ErrQEIdentity, msg: "QE MRSIGNER: expected A0A1"},
+		{name: "QE ISVPRODID", quote: func(q *sgxtest.QuoteParts) { q.QEProdID = 2 }, want: sgx.ErrQEIdentity, msg: "QE ISVPRODID: expected 1, found 2"},
+		{name: "QE MISCSELECT", quote: func(q *sgxtest.QuoteParts) { q.QEMisc = 1 }, want: sgx.ErrQEIdentity, msg: "QE MISCSELECT & mask FFFFFFFF: expected 00000000, found 00000001"},
+		{name: "debug QE", quote: func(q *sgxtest.QuoteParts) { q.QEFlags = 0x17 }, want: sgx.ErrQEIdentity, msg: "QE ATTRIBUTES & mask"},
+		{name: "debug QE with lax identity", quote: func(q *sgxtest.QuoteParts) { q.QEFlags = 0x17 }, coll: func(c *sgxtest.CollateralParts) { c.QEID.AttributesMask[0] = 0xf9 }, want: sgx.ErrQEIdentity, msg: "QE ATTRIBUTES DEBUG bit: expected clear, found set"},
+		{name: "QE SVN below all levels", quote: func(q *sgxtest.QuoteParts) { q.QESVN = 5 }, want: sgx.ErrTCB, msg: "QE ISVSVN 5"},
+		{name: "bad QE binding", quote: func(q *sgxtest.QuoteParts) { q.BindOverride = make([]byte, 32) }, want: sgx.ErrBinding, msg: "QE report data[0:32]: expected SHA-256(attestation key ‖ QE auth data)"},
+		{name: "QE binding tail", quote: func(q *sgxtest.QuoteParts) { q.BindTail = []byte{1} }, want: sgx.ErrBinding, msg: "QE report data[32:64]: expected zeros, found 01"},
+		{name: "non-Intel QE vendor", quote: func(q *sgxtest.QuoteParts) { q.Vendor[0] = 0 }, want: sgx.ErrUnsupported, msg: "header QE vendor ID: expected 939A7233"},
+		{name: "chain without intermediate", quote: func(q *sgxtest.QuoteParts) { q.CertData = sgxtest.CertPEM(p.Leaf, p.Root) }, want: sgx.ErrCertificate, msg: "PCK chain length: expected 3 certificates, found 2"},
+		{name: "chain from another root", quote: func(q *sgxtest.QuoteParts) { q.CertData = sgxtest.CertPEM(p.Leaf, p.PCKCA, other.Root) }, want: sgx.ErrCertificate, msg: "PCK chain root SHA-256: expected"},
+		{name: "certificates expired", opts: sgx.Options{Now: func() time.Time { return now.Add(2 * 365 * 24 * time.Hour) }}, want: sgx.ErrCertificate, msg: "expired"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -148,15 +151,15 @@ func TestSyntheticRejections(t *testing.T) {
 
 func TestSimulationEvidenceRejected(t *testing.T) {
 	p := newPKI(t)
-	_, err := p.verifier(t, p.collateral(t, nil), Options{}).Verify(context.Background(), []byte{})
-	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "found empty (simulation) evidence") {
+	_, err := p.verifier(t, p.collateral(t, nil), sgx.Options{}).Verify(context.Background(), []byte{})
+	if !errors.Is(err, sgx.ErrUnsupported) || !strings.Contains(err.Error(), "found empty (simulation) evidence") {
 		t.Fatalf("expected rejection of empty evidence, found %v", err)
 	}
 }
 
 func TestSyntheticDebugEnclave(t *testing.T) {
 	p := newPKI(t)
-	c, err := p.verifier(t, p.collateral(t, nil), Options{}).Verify(context.Background(), p.quote(t, func(q *quoteParts) { q.flags = 0x07 }))
+	c, err := p.verifier(t, p.collateral(t, nil), sgx.Options{}).Verify(context.Background(), p.quote(t, func(q *sgxtest.QuoteParts) { q.Flags = 0x07 }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,13 +172,13 @@ func TestCachedCollateralStillChecksTime(t *testing.T) {
 	p := newPKI(t)
 	col := p.collateral(t, nil)
 	now := time.Unix(pkiNowUnix, 0)
-	v := p.verifier(t, col, Options{})
+	v := p.verifier(t, col, sgx.Options{})
 	q := mustParse(t, p.quote(t, nil))
 	if _, err := v.VerifyQuote(context.Background(), q, now); err != nil {
 		t.Fatal(err)
 	}
 	_, err := v.VerifyQuote(context.Background(), q, now.Add(25*time.Hour))
-	if !errors.Is(err, ErrExpired) || !strings.Contains(err.Error(), "TCB Info issueDate..nextUpdate") {
+	if !errors.Is(err, sgx.ErrExpired) || !strings.Contains(err.Error(), "TCB Info issueDate..nextUpdate") {
 		t.Fatalf("expected expiry of cached collateral, found %v", err)
 	}
 	// Within the window the cached collateral is still accepted.
@@ -184,23 +187,23 @@ func TestCachedCollateralStillChecksTime(t *testing.T) {
 	}
 	// The cached PCK chain is checked against its validity window.
 	_, err = v.VerifyQuote(context.Background(), q, now.Add(2*365*24*time.Hour))
-	if !errors.Is(err, ErrCertificate) || !strings.Contains(err.Error(), `PCK chain certificate "Test SGX PCK Certificate" validity: expected not after`) {
+	if !errors.Is(err, sgx.ErrCertificate) || !strings.Contains(err.Error(), `PCK chain certificate "Test SGX PCK Certificate" validity: expected not after`) {
 		t.Fatalf("expected expiry of the cached PCK chain, found %v", err)
 	}
 }
 
 type failingProvider struct{}
 
-func (failingProvider) Collateral(context.Context, CollateralRequest) (*Collateral, error) {
+func (failingProvider) Collateral(context.Context, sgx.CollateralRequest) (*sgx.Collateral, error) {
 	return nil, errors.New("PCCS unreachable")
 }
 
 type recordingProvider struct {
-	got *CollateralRequest
-	c   *Collateral
+	got *sgx.CollateralRequest
+	c   *sgx.Collateral
 }
 
-func (r recordingProvider) Collateral(_ context.Context, req CollateralRequest) (*Collateral, error) {
+func (r recordingProvider) Collateral(_ context.Context, req sgx.CollateralRequest) (*sgx.Collateral, error) {
 	*r.got = req
 	return r.c, nil
 }
@@ -209,25 +212,25 @@ func TestProviderUse(t *testing.T) {
 	p := newPKI(t)
 	q := p.quote(t, nil)
 	now := func() time.Time { return time.Unix(pkiNowUnix, 0) }
-	v, err := NewVerifier(failingProvider{}, Options{Root: p.root, Now: now})
+	v, err := sgx.NewVerifier(failingProvider{}, sgx.Options{Root: p.Root, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Verify(context.Background(), q); !errors.Is(err, ErrCollateral) || !strings.Contains(err.Error(), "FMSPC 00906ED50000, CA processor: PCCS unreachable") {
+	if _, err := v.Verify(context.Background(), q); !errors.Is(err, sgx.ErrCollateral) || !strings.Contains(err.Error(), "FMSPC 00906ED50000, CA processor: PCCS unreachable") {
 		t.Fatalf("expected provider error, found %v", err)
 	}
-	var got CollateralRequest
-	v, err = NewVerifier(recordingProvider{got: &got, c: p.collateral(t, nil)}, Options{Root: p.root, Now: now})
+	var got sgx.CollateralRequest
+	v, err = sgx.NewVerifier(recordingProvider{got: &got, c: p.collateral(t, nil)}, sgx.Options{Root: p.Root, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := v.Verify(context.Background(), q); err != nil {
 		t.Fatal(err)
 	}
-	if got.CA != "processor" || !bytes.Equal(got.FMSPC, p.ext.fmspc) {
-		t.Fatalf("request: expected processor/%X, found %s/%X", p.ext.fmspc, got.CA, got.FMSPC)
+	if got.CA != "processor" || !bytes.Equal(got.FMSPC, p.Ext.FMSPC) {
+		t.Fatalf("request: expected processor/%X, found %s/%X", p.Ext.FMSPC, got.CA, got.FMSPC)
 	}
-	if _, err := NewVerifier(nil, Options{}); !errors.Is(err, ErrCollateral) {
+	if _, err := sgx.NewVerifier(nil, sgx.Options{}); !errors.Is(err, sgx.ErrCollateral) {
 		t.Fatalf("nil provider: expected ErrCollateral, found %v", err)
 	}
 }
@@ -235,29 +238,29 @@ func TestProviderUse(t *testing.T) {
 func TestParseTruncatedAndTrailing(t *testing.T) {
 	p := newPKI(t)
 	q := p.quote(t, nil)
-	if _, err := ParseQuote(q); err != nil {
+	if _, err := sgx.ParseQuote(q); err != nil {
 		t.Fatal(err)
 	}
 	for n := 0; n < len(q); n++ {
-		if _, err := ParseQuote(q[:n]); !errors.Is(err, ErrTruncated) {
+		if _, err := sgx.ParseQuote(q[:n]); !errors.Is(err, sgx.ErrTruncated) {
 			t.Fatalf("prefix of %d bytes: expected ErrTruncated, found %v", n, err)
 		}
 	}
-	_, err := ParseQuote(append(slices.Clone(q), 0))
-	if want := fmt.Sprintf("1 bytes after signature data at offset %d", len(q)); !errors.Is(err, ErrTrailing) || !strings.Contains(err.Error(), want) {
+	_, err := sgx.ParseQuote(append(slices.Clone(q), 0))
+	if want := fmt.Sprintf("1 bytes after signature data at offset %d", len(q)); !errors.Is(err, sgx.ErrTrailing) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("trailing byte: expected %q, found %v", want, err)
 	}
 	// A signature-data length one short leaves the certification data truncated.
 	short := slices.Clone(q)
 	binary.LittleEndian.PutUint32(short[432:], binary.LittleEndian.Uint32(short[432:])-1)
-	if _, err := ParseQuote(short); !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), "certification data size field") {
+	if _, err := sgx.ParseQuote(short); !errors.Is(err, sgx.ErrTruncated) || !strings.Contains(err.Error(), "certification data size field") {
 		t.Fatalf("short signature length: expected truncated certification data, found %v", err)
 	}
 	// A certification-data size one short leaves a byte inside the signature data.
 	certSizeOff := 1016 + 32
 	inner := slices.Clone(q)
 	binary.LittleEndian.PutUint32(inner[certSizeOff:], binary.LittleEndian.Uint32(inner[certSizeOff:])-1)
-	if _, err := ParseQuote(inner); !errors.Is(err, ErrTrailing) || !strings.Contains(err.Error(), "1 bytes after certification data (inside signature data length)") {
+	if _, err := sgx.ParseQuote(inner); !errors.Is(err, sgx.ErrTrailing) || !strings.Contains(err.Error(), "1 bytes after certification data (inside signature data length)") {
 		t.Fatalf("short certification size: expected trailing byte, found %v", err)
 	}
 }
@@ -275,15 +278,15 @@ func TestParseHeaderErrors(t *testing.T) {
 		want error
 		msg  string
 	}{
-		"version 2":     {mod(0, 2), ErrMalformed, "header version: expected 3, 4 or 5, found 2"},
-		"key type 3":    {mod(2, 3), ErrMalformed, "attestation key type: expected 2 (ECDSA P-256), found 3"},
-		"v3 reserved":   {mod(4, 1), ErrMalformed, "v3 header reserved field at offset 4: expected 0, found 0x1"},
-		"cert type 4":   {mod(1014+32, 4), ErrMalformed, ""},
-		"v4 bad layout": {mod(0, 4), ErrMalformed, "outer certification data type: expected 6 (QE report)"},
+		"version 2":     {mod(0, 2), sgx.ErrMalformed, "header version: expected 3, 4 or 5, found 2"},
+		"key type 3":    {mod(2, 3), sgx.ErrMalformed, "attestation key type: expected 2 (ECDSA P-256), found 3"},
+		"v3 reserved":   {mod(4, 1), sgx.ErrMalformed, "v3 header reserved field at offset 4: expected 0, found 0x1"},
+		"cert type 4":   {mod(1014+32, 4), sgx.ErrMalformed, ""},
+		"v4 bad layout": {mod(0, 4), sgx.ErrMalformed, "outer certification data type: expected 6 (QE report)"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			pq, err := ParseQuote(tc.b)
+			pq, err := sgx.ParseQuote(tc.b)
 			if name == "cert type 4" {
 				if err != nil {
 					t.Fatal(err)
@@ -301,12 +304,12 @@ func TestParseHeaderErrors(t *testing.T) {
 func TestOEHeader(t *testing.T) {
 	p := newPKI(t)
 	q := p.quote(t, nil)
-	wrapped := withOEHeader(q)
-	got, err := StripOEHeader(wrapped)
+	wrapped := sgxtest.WithOEHeader(q)
+	got, err := sgx.StripOEHeader(wrapped)
 	if err != nil || !bytes.Equal(got, q) {
 		t.Fatalf("strip: %v", err)
 	}
-	if got, err := StripOEHeader(q); err != nil || !bytes.Equal(got, q) {
+	if got, err := sgx.StripOEHeader(q); err != nil || !bytes.Equal(got, q) {
 		t.Fatalf("raw quote must pass unchanged: %v", err)
 	}
 	badType := slices.Clone(wrapped)
@@ -317,14 +320,14 @@ func TestOEHeader(t *testing.T) {
 		want error
 		msg  string
 	}{
-		"short header": {wrapped[:10], ErrTruncated, "OE report header needs 16 bytes, found 10"},
-		"wrong type":   {badType, ErrMalformed, "OE report type: expected 2 (SGX remote), found 1"},
-		"truncated":    {wrapped[:len(wrapped)-1], ErrTruncated, fmt.Sprintf("OE report size field is %d, only %d bytes follow", len(q), len(q)-1)},
-		"trailing":     {long, ErrTrailing, fmt.Sprintf("OE report size field is %d, but %d bytes follow", len(q), len(q)+1)},
+		"short header": {wrapped[:10], sgx.ErrTruncated, "OE report header needs 16 bytes, found 10"},
+		"wrong type":   {badType, sgx.ErrMalformed, "OE report type: expected 2 (SGX remote), found 1"},
+		"truncated":    {wrapped[:len(wrapped)-1], sgx.ErrTruncated, fmt.Sprintf("OE report size field is %d, only %d bytes follow", len(q), len(q)-1)},
+		"trailing":     {long, sgx.ErrTrailing, fmt.Sprintf("OE report size field is %d, but %d bytes follow", len(q), len(q)+1)},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			_, err := ParseEvidence(tc.b)
+			_, err := sgx.ParseEvidence(tc.b)
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) {
 				t.Fatalf("expected %v containing %q, found %v", tc.want, tc.msg, err)
 			}
@@ -334,30 +337,30 @@ func TestOEHeader(t *testing.T) {
 
 func TestPCKExtensionErrors(t *testing.T) {
 	p := newPKI(t)
-	ext, err := ParsePCKExtension(p.leaf)
+	ext, err := sgx.ParsePCKExtension(p.Leaf)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ext.PCESVN != 10 || ext.CompSVN[15] != 5 || !bytes.Equal(ext.FMSPC, p.ext.fmspc) || len(ext.CPUSVN) != 16 || len(ext.PPID) != 16 {
+	if ext.PCESVN != 10 || ext.CompSVN[15] != 5 || !bytes.Equal(ext.FMSPC, p.Ext.FMSPC) || len(ext.CPUSVN) != 16 || len(ext.PPID) != 16 {
 		t.Fatalf("unexpected extension %+v", ext)
 	}
-	if _, err := ParsePCKExtension(p.root); !errors.Is(err, ErrPCKExtension) || !strings.Contains(err.Error(), "not present") {
+	if _, err := sgx.ParsePCKExtension(p.Root); !errors.Is(err, sgx.ErrPCKExtension) || !strings.Contains(err.Error(), "not present") {
 		t.Fatalf("root: expected missing extension, found %v", err)
 	}
-	bad := defaultExt()
-	bad.fmspc = []byte{1, 2, 3}
-	if _, err := parsePCKExtensionValue(sgxExtension(t, bad)); !errors.Is(err, ErrPCKExtension) || !strings.Contains(err.Error(), "FMSPC: expected 6 bytes, found 3") {
+	bad := sgxtest.DefaultPCKExt()
+	bad.FMSPC = []byte{1, 2, 3}
+	if _, err := sgx.ParsePCKExtensionValue(sgxExtension(t, bad)); !errors.Is(err, sgx.ErrPCKExtension) || !strings.Contains(err.Error(), "FMSPC: expected 6 bytes, found 3") {
 		t.Fatalf("short FMSPC: found %v", err)
 	}
-	bad = defaultExt()
-	bad.comps[2] = 300
-	if _, err := parsePCKExtensionValue(sgxExtension(t, bad)); !errors.Is(err, ErrPCKExtension) || !strings.Contains(err.Error(), "TCB component 3: value 300 out of range") {
+	bad = sgxtest.DefaultPCKExt()
+	bad.Comps[2] = 300
+	if _, err := sgx.ParsePCKExtensionValue(sgxExtension(t, bad)); !errors.Is(err, sgx.ErrPCKExtension) || !strings.Contains(err.Error(), "TCB component 3: value 300 out of range") {
 		t.Fatalf("large SVN: found %v", err)
 	}
 }
 
 func TestIntelRootPinned(t *testing.T) {
-	root, err := IntelRootCA()
+	root, err := sgx.IntelRootCA()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,16 +375,16 @@ func TestIntelRootPinned(t *testing.T) {
 	}
 }
 
-type swapProvider struct{ c **Collateral }
+type swapProvider struct{ c **sgx.Collateral }
 
-func (s swapProvider) Collateral(context.Context, CollateralRequest) (*Collateral, error) {
+func (s swapProvider) Collateral(context.Context, sgx.CollateralRequest) (*sgx.Collateral, error) {
 	return *s.c, nil
 }
 
 func TestRevocationAfterCaching(t *testing.T) {
 	p := newPKI(t)
 	cur := p.collateral(t, nil)
-	v, err := NewVerifier(swapProvider{c: &cur}, Options{Root: p.root, Now: func() time.Time { return time.Unix(pkiNowUnix, 0) }})
+	v, err := sgx.NewVerifier(swapProvider{c: &cur}, sgx.Options{Root: p.Root, Now: func() time.Time { return time.Unix(pkiNowUnix, 0) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,22 +392,22 @@ func TestRevocationAfterCaching(t *testing.T) {
 	if _, err := v.Verify(context.Background(), q); err != nil {
 		t.Fatal(err)
 	}
-	cur = p.collateral(t, func(c *collParts) { c.pckRevoked = []*big.Int{p.leaf.SerialNumber} })
-	if _, err := v.Verify(context.Background(), q); !errors.Is(err, ErrRevoked) {
+	cur = p.collateral(t, func(c *sgxtest.CollateralParts) { c.PCKRevoked = []*big.Int{p.Leaf.SerialNumber} })
+	if _, err := v.Verify(context.Background(), q); !errors.Is(err, sgx.ErrRevoked) {
 		t.Fatalf("leaf revoked after its chain was cached: expected ErrRevoked, found %v", err)
 	}
 }
 
 func TestConcurrentVerify(t *testing.T) {
 	p := newPKI(t)
-	v := p.verifier(t, p.collateral(t, nil), Options{})
-	quotes := [][]byte{p.quote(t, nil), p.quote(t, func(q *quoteParts) { q.svn = 9 })}
+	v := p.verifier(t, p.collateral(t, nil), sgx.Options{})
+	quotes := [][]byte{p.quote(t, nil), p.quote(t, func(q *sgxtest.QuoteParts) { q.SVN = 9 })}
 	errs := make(chan error, 8)
 	for i := range 8 {
 		go func() {
 			c, err := v.Verify(context.Background(), quotes[i%2])
-			if err == nil && c.TCBStatus != StatusSWHardeningNeeded {
-				err = fmt.Errorf("status: expected %s, found %s", StatusSWHardeningNeeded, c.TCBStatus)
+			if err == nil && c.TCBStatus != sgx.StatusSWHardeningNeeded {
+				err = fmt.Errorf("status: expected %s, found %s", sgx.StatusSWHardeningNeeded, c.TCBStatus)
 			}
 			errs <- err
 		}()
@@ -414,4 +417,13 @@ func TestConcurrentVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+func sgxExtension(t testing.TB, e sgxtest.PCKExt) []byte {
+	t.Helper()
+	b, err := sgxtest.SGXExtension(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -1,5 +1,6 @@
 // Package coordtest runs a real Coordinator in-process for tests: simulation
-// mode, a sealed store in a temporary folder, and loopback listeners.
+// mode by default (NewSGX runs it outside simulation on a synthetic SGX
+// platform), a sealed store in a temporary folder, and loopback listeners.
 package coordtest
 
 import (

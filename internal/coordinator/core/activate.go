@@ -219,7 +219,7 @@ func (c *Core) verifyEvidence(ctx context.Context, req ActivationRequest, pkgNam
 		return newError(KindPermissionDenied, err, "invalid evidence")
 	}
 	if want := attestation.BindHash(req.PeerCert.Raw); claims.ReportData != want {
-		return newError(KindPermissionDenied, nil, "the evidence does not bind the presented TLS certificate")
+		return newError(KindPermissionDenied, nil, "the evidence does not bind the presented TLS certificate: ReportData: expected %x (SHA-256 of the certificate, then zeros), found %x", want, claims.ReportData)
 	}
 	if err := checkPackage(pkg, claims); err != nil {
 		return newError(KindPermissionDenied, err, "the enclave does not match package %q", pkgName)

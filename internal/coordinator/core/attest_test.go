@@ -5,8 +5,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
@@ -50,6 +54,7 @@ func TestNewRefusesInsecureOutsideSimulation(t *testing.T) {
 		{"no verifier", Config{Issuer: fakeIssuer{}, Store: store.NewMemory()}, "verifier"},
 		{"no issuer", Config{Simulation: true, Store: store.NewMemory()}, "issuer"},
 		{"no store", Config{Simulation: true, Issuer: attestation.SimulationIssuer{}}, "store"},
+		{"TEE named simulation", Config{Issuer: fakeIssuer{}, Verifier: fakeVerifier{}, Store: store.NewMemory(), TEE: TEESimulation}, "named simulation"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,8 +71,8 @@ func TestQuoteBindsRootAndNonce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, msg := c.Status(); strings.Contains(msg, "SIMULATION") {
-		t.Fatalf("a Coordinator with a real issuer claims simulation: %q", msg)
+	if _, msg := c.Status(); strings.Contains(msg, "SIMULATION") || !strings.HasSuffix(msg, " TEE: unknown.") {
+		t.Fatalf("a Coordinator with a real issuer and no TEE name: status %q", msg)
 	}
 	root, _ := c.RootCertificate()
 	_, q, err := c.Quote(context.Background(), nil)
@@ -165,3 +170,49 @@ func TestCheckPackageAdvisories(t *testing.T) {
 }
 
 func testPackage() manifest.Package { return manifest.Package{} }
+
+func TestTEENameReported(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantTEE string
+		wantMsg string
+	}{
+		{"gramine", Config{Issuer: fakeIssuer{}, Verifier: fakeVerifier{}, TEE: "gramine-sgx"}, "gramine-sgx", " TEE: gramine-sgx."},
+		{"simulation ignores the name", Config{Simulation: true, Issuer: attestation.SimulationIssuer{}, TEE: "gramine-sgx"}, TEESimulation, "SIMULATION MODE"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			tc.cfg.Store, tc.cfg.Metrics, tc.cfg.RecoveryKeyBits = store.NewMemory(), NewMetrics(reg), 2048
+			c, err := New(tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.TEE() != tc.wantTEE {
+				t.Fatalf("TEE %q, want %q", c.TEE(), tc.wantTEE)
+			}
+			if _, msg := c.Status(); !strings.Contains(msg, tc.wantMsg) {
+				t.Fatalf("status %q lacks %q", msg, tc.wantMsg)
+			}
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var labels []string
+			for _, mf := range mfs {
+				if mf.GetName() != "coordinator_tee_info" {
+					continue
+				}
+				for _, m := range mf.GetMetric() {
+					for _, l := range m.GetLabel() {
+						labels = append(labels, fmt.Sprintf("%s=%s:%v", l.GetName(), l.GetValue(), m.GetGauge().GetValue()))
+					}
+				}
+			}
+			if want := []string{"tee=" + tc.wantTEE + ":1"}; !slices.Equal(labels, want) {
+				t.Fatalf("coordinator_tee_info %v, want %v", labels, want)
+			}
+		})
+	}
+}

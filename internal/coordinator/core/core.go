@@ -36,6 +36,11 @@ type Config struct {
 	Issuer attestation.Issuer
 	// Verifier checks marble evidence. Required unless Simulation.
 	Verifier attestation.Verifier
+	// TEE names the trusted execution environment outside simulation
+	// (for example "gramine-sgx"); it appears in the status message and
+	// the coordinator_tee_info metric; empty means "unknown". In
+	// simulation the name is always TEESimulation.
+	TEE string
 	// Store persists the state. Required.
 	Store store.Store
 	// Logger receives structured logs. Defaults to a discarding logger.
@@ -141,6 +146,14 @@ func New(cfg Config) (*Core, error) {
 	if !cfg.Simulation && cfg.Verifier == nil {
 		return nil, errors.New("no evidence verifier configured and simulation mode is off")
 	}
+	switch {
+	case cfg.Simulation:
+		cfg.TEE = TEESimulation
+	case cfg.TEE == TEESimulation:
+		return nil, errors.New("the TEE is named simulation but simulation mode is off")
+	case cfg.TEE == "":
+		cfg.TEE = "unknown"
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -159,6 +172,7 @@ func New(cfg Config) (*Core, error) {
 		counters:    map[string]uint64{},
 	}
 	c.metrics.setSimulation(cfg.Simulation)
+	c.metrics.setTEE(cfg.TEE)
 	c.view.Store(&view{state: StateUninitialized})
 	if err := c.boot(); err != nil {
 		return nil, err
@@ -286,15 +300,22 @@ func (c *Core) publish(state State, dep *deployment) error {
 	return nil
 }
 
-// Status returns the state and its message.
-// In simulation mode the message says so.
+// Status returns the state and its message. The message names the TEE,
+// and in simulation mode says that nothing is attested.
 func (c *Core) Status() (State, string) {
 	v := c.view.Load()
 	if c.cfg.Simulation {
 		return v.state, v.state.Message() + " " + simulationNotice
 	}
-	return v.state, v.state.Message()
+	return v.state, v.state.Message() + " TEE: " + c.cfg.TEE + "."
 }
+
+// TEESimulation is the TEE name of a Coordinator in simulation mode.
+const TEESimulation = "simulation"
+
+// TEE names the trusted execution environment the Coordinator runs in,
+// TEESimulation in simulation mode.
+func (c *Core) TEE() string { return c.cfg.TEE }
 
 // simulationNotice is added to every status message in simulation mode.
 const simulationNotice = "SIMULATION MODE: marbles are not attested and the Coordinator's quote is empty; do not use in production."

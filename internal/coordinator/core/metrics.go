@@ -11,6 +11,7 @@ import (
 type Metrics struct {
 	state       prometheus.Gauge
 	simulation  prometheus.Gauge
+	tee         *prometheus.GaugeVec
 	activations *prometheus.CounterVec
 	successes   *prometheus.CounterVec
 }
@@ -26,6 +27,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "coordinator_simulation",
 			Help: "1 if the Coordinator runs in simulation mode and admits marbles without verifying their evidence.",
 		}),
+		tee: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coordinator_tee_info",
+			Help: "1, labelled with the trusted execution environment the Coordinator runs in (\"simulation\" in simulation mode).",
+		}, []string{"tee"}),
 		// Activations are labelled by marble type only: a label per marble
 		// UUID would add series for every instance ever started, without
 		// bound. Per-instance history is in /events and the logs.
@@ -43,7 +48,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Version of the Coordinator.",
 	}, []string{"version", "commit"})
 	info.WithLabelValues(version.Version, version.Commit).Set(1)
-	reg.MustRegister(m.state, m.simulation, m.activations, m.successes, info)
+	reg.MustRegister(m.state, m.simulation, m.tee, m.activations, m.successes, info)
 	return m
 }
 
@@ -56,6 +61,12 @@ func (m *Metrics) setState(s State) {
 func (m *Metrics) setSimulation(sim bool) {
 	if m != nil && sim {
 		m.simulation.Set(1)
+	}
+}
+
+func (m *Metrics) setTEE(name string) {
+	if m != nil {
+		m.tee.WithLabelValues(name).Set(1)
 	}
 }
 
