@@ -23,9 +23,9 @@ type constError string
 func (e constError) Error() string { return string(e) }
 
 // ErrNoIssuer is returned by Activate when Config.Issuer is nil.
-const ErrNoIssuer = constError("no attestation issuer: this build has no hardware (SGX) evidence issuer; " +
-	"set OE_SIMULATION=1 to run without attestation (insecure: the Coordinator must be in simulation too, " +
-	"and nothing proves what code this marble runs)")
+const ErrNoIssuer = constError("no attestation issuer: Config.Issuer is nil; set it, or build the Config with ConfigFromEnv, " +
+	"which selects Gramine's issuer under gramine-sgx, or the simulation with OE_SIMULATION=1 (insecure: the Coordinator " +
+	"must be in simulation too, and nothing proves what code this marble runs)")
 
 // attemptTimeout bounds a single activation call, so that a connection that
 // hangs is retried like one that fails.

@@ -190,8 +190,9 @@ func TestPreMainWithoutSimulation(t *testing.T) {
 	t.Setenv(EnvCoordinatorAddr, freeAddr(t))
 	t.Setenv(EnvUUIDFile, filepath.Join(t.TempDir(), "uuid"))
 	t.Setenv(EnvSimulation, "")
+	t.Setenv(EnvAttestationDir, t.TempDir())
 	err := PreMain(t.Context())
-	if !errors.Is(err, ErrNoIssuer) {
-		t.Fatalf("err = %v, want ErrNoIssuer", err)
+	if !errors.Is(err, ErrNoTEE) || !strings.Contains(err.Error(), "OE_SIMULATION=1") {
+		t.Fatalf("err = %v, want ErrNoTEE telling how to run in simulation", err)
 	}
 }

@@ -26,6 +26,9 @@ const (
 	EnvUUIDFile = "EDG_MARBLE_UUID_FILE"
 	// EnvSimulation set to "1" selects simulation: no attestation (insecure).
 	EnvSimulation = "OE_SIMULATION"
+	// EnvAttestationDir names Gramine's attestation folder, where an SGX
+	// marble under gramine-sgx obtains its quote (default /dev/attestation).
+	EnvAttestationDir = "EDG_MARBLE_ATTESTATION_DIR"
 )
 
 // Defaults applied by ConfigFromEnv and Activate.
@@ -73,8 +76,11 @@ type Config struct {
 //   - EDG_MARBLE_COORDINATOR_ADDR: default localhost:2001.
 //   - EDG_MARBLE_DNS_NAMES: comma list, default localhost.
 //   - EDG_MARBLE_UUID_FILE: default "uuid" in the working directory.
-//   - OE_SIMULATION: "1" selects attestation.SimulationIssuer; otherwise
-//     Issuer stays nil, because this build has no hardware issuer.
+//   - OE_SIMULATION and EDG_MARBLE_ATTESTATION_DIR choose the Issuer
+//     (see IssuerFromEnv): "1" selects the insecure simulation; otherwise
+//     Gramine's issuer when its quote file exists (default folder
+//     /dev/attestation). With neither, ConfigFromEnv fails closed with an
+//     error wrapping ErrNoTEE.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	cfg := Config{
 		MarbleType:      strings.TrimSpace(getenv(EnvMarbleType)),
@@ -98,12 +104,14 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		cfg.UUIDFile = filepath.Join(wd, DefaultUUIDFileName)
 	}
-	if getenv(EnvSimulation) == "1" {
-		cfg.Issuer = attestation.SimulationIssuer{}
-	}
 	if err := cfg.check(); err != nil {
 		return Config{}, err
 	}
+	iss, err := IssuerFromEnv(getenv)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg.Issuer = iss
 	return cfg, nil
 }
 
@@ -119,8 +127,7 @@ func splitNames(list string) []string {
 }
 
 // check reports a configuration that cannot work. A missing Issuer is
-// reported by Activate instead, so that ConfigFromEnv succeeds for callers
-// that inject their own.
+// reported by Activate instead (ConfigFromEnv always sets one).
 func (c Config) check() error {
 	if c.MarbleType == "" {
 		return fmt.Errorf("marble type is empty (set %s)", EnvMarbleType)

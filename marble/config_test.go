@@ -9,11 +9,16 @@ import (
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
 )
 
 func TestConfigFromEnv(t *testing.T) {
 	wd, err := os.Getwd()
 	if err != nil {
+		t.Fatal(err)
+	}
+	gramine := gramineDir(t, "dcap", nil)
+	if err := os.WriteFile(filepath.Join(gramine, "quote"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -25,13 +30,14 @@ func TestConfigFromEnv(t *testing.T) {
 	}{
 		{
 			name: "defaults",
-			env:  map[string]string{EnvMarbleType: "backend"},
+			env:  map[string]string{EnvMarbleType: "backend", EnvSimulation: "1"},
 			want: Config{
 				MarbleType:      "backend",
 				CoordinatorAddr: "localhost:2001",
 				DNSNames:        []string{"localhost"},
 				UUIDFile:        filepath.Join(wd, "uuid"),
 			},
+			sim: true,
 		},
 		{
 			name: "all set",
@@ -52,7 +58,7 @@ func TestConfigFromEnv(t *testing.T) {
 		},
 		{
 			name: "simulation only with 1",
-			env:  map[string]string{EnvMarbleType: "backend", EnvSimulation: "true"},
+			env:  map[string]string{EnvMarbleType: "backend", EnvSimulation: "true", EnvAttestationDir: gramine},
 			want: Config{
 				MarbleType:      "backend",
 				CoordinatorAddr: "localhost:2001",
@@ -60,6 +66,7 @@ func TestConfigFromEnv(t *testing.T) {
 				UUIDFile:        filepath.Join(wd, "uuid"),
 			},
 		},
+		{name: "no TEE", env: map[string]string{EnvMarbleType: "backend", EnvAttestationDir: t.TempDir()}, wantErr: "set OE_SIMULATION=1"},
 		{name: "missing type", env: map[string]string{}, wantErr: EnvMarbleType},
 		{name: "blank type", env: map[string]string{EnvMarbleType: "  "}, wantErr: EnvMarbleType},
 		{
@@ -88,8 +95,8 @@ func TestConfigFromEnv(t *testing.T) {
 			if isSim != tc.sim {
 				t.Fatalf("simulation issuer = %v, want %v (issuer %T)", isSim, tc.sim, got.Issuer)
 			}
-			if !tc.sim && got.Issuer != nil {
-				t.Fatalf("issuer = %T, want nil without %s=1", got.Issuer, EnvSimulation)
+			if _, isGramine := got.Issuer.(*issuer.Gramine); !tc.sim && !isGramine {
+				t.Fatalf("issuer = %T, want Gramine's without %s=1", got.Issuer, EnvSimulation)
 			}
 		})
 	}

@@ -12,6 +12,20 @@
 //	params, err := marble.Activate(ctx, cfg)
 //	argv, err := marble.Apply(params, os.Setenv, os.Args)
 //
+// # Evidence
+//
+// ConfigFromEnv chooses how the marble proves what it is (IssuerFromEnv):
+//
+//   - OE_SIMULATION=1: no evidence at all. This is INSECURE and only a
+//     Coordinator in simulation mode admits such a marble.
+//   - Otherwise an SGX quote from Gramine's attestation folder, when its
+//     quote file exists: the marble runs under gramine-sgx with
+//     sgx.remote_attestation = "dcap". The folder is /dev/attestation, or
+//     the one named by EDG_MARBLE_ATTESTATION_DIR.
+//   - Otherwise ConfigFromEnv fails (ErrNoTEE) and says what it looked for.
+//     There is no fallback: configfs-tsm (TDX, SEV-SNP) reports are not
+//     SGX evidence, and simulation is never entered implicitly.
+//
 // After activation the environment holds the marble's credentials;
 // LoadCredentials turns them into TLS configurations with which marbles
 // talk mTLS to each other.

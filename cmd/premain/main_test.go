@@ -267,13 +267,22 @@ func TestPremainBinary(t *testing.T) {
 		if r.code != 0 {
 			t.Fatalf("exit %d", r.code)
 		}
-		for _, v := range []string{"EDG_MARBLE_TYPE", "EDG_MARBLE_COORDINATOR_ADDR", "EDG_MARBLE_DNS_NAMES", "EDG_MARBLE_UUID_FILE", "OE_SIMULATION=1", "Argv[0]"} {
+		for _, v := range []string{"EDG_MARBLE_TYPE", "EDG_MARBLE_COORDINATOR_ADDR", "EDG_MARBLE_DNS_NAMES", "EDG_MARBLE_UUID_FILE", "OE_SIMULATION=1", "EDG_MARBLE_ATTESTATION_DIR", "/dev/attestation", "Argv[0]"} {
 			if !strings.Contains(r.stdout, v) {
 				t.Errorf("help does not mention %s", v)
 			}
 		}
 	})
 
+	noTEE := t.TempDir()
+	staleGramine := t.TempDir()
+	stale := make([]byte, 1020)
+	stale[0] = 3
+	for name, b := range map[string][]byte{"attestation_type": []byte("dcap"), "user_report_data": make([]byte, 64), "quote": stale} {
+		if err := os.WriteFile(filepath.Join(staleGramine, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	failures := []struct {
 		name     string
 		respond  func(*rpc.ActivationReq) (*rpc.ActivationResp, error)
@@ -293,9 +302,24 @@ func TestPremainBinary(t *testing.T) {
 		},
 		{
 			name:     "no simulation",
-			env:      []string{"OE_SIMULATION=0"},
+			env:      []string{"OE_SIMULATION=0", "EDG_MARBLE_ATTESTATION_DIR=" + noTEE},
 			args:     []string{"true"},
 			wantCode: 1, wantErr: "set OE_SIMULATION=1", contacts: 0,
+		},
+		{
+			name:     "no Gramine quote file",
+			env:      []string{"OE_SIMULATION=0", "EDG_MARBLE_ATTESTATION_DIR=" + noTEE},
+			args:     []string{"true"},
+			wantCode: 1, wantErr: "looked for Gramine's quote file " + filepath.Join(noTEE, "quote"), contacts: 0,
+		},
+		{
+			// The pre-filled quote binds other report data than the
+			// marble's fresh certificate: the Gramine issuer was chosen
+			// and refuses it before the Coordinator is contacted.
+			name:     "Gramine quote for other report data",
+			env:      []string{"OE_SIMULATION=0", "EDG_MARBLE_ATTESTATION_DIR=" + staleGramine},
+			args:     []string{"true"},
+			wantCode: 1, wantErr: "producing attestation evidence: evidence issuance failed: Gramine quote REPORTDATA: expected", contacts: 0,
 		},
 		{
 			name:     "no marble type",

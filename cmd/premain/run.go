@@ -52,9 +52,14 @@ Environment:
                                mode 0600 if missing; may hold a Kubernetes
                                Pod UID (default ./uuid)
   OE_SIMULATION=1              run without attestation: insecure, accepted
-                               only by a Coordinator in simulation. Without
-                               it activation fails, as this build has no
-                               hardware attestation yet.
+                               only by a Coordinator in simulation
+  EDG_MARBLE_ATTESTATION_DIR   Gramine's attestation folder (default
+                               /dev/attestation). Without OE_SIMULATION=1,
+                               premain attests with the SGX quote that
+                               Gramine writes to its quote file (gramine-sgx
+                               with sgx.remote_attestation = "dcap"); if
+                               that file does not exist, premain fails
+                               without contacting the Coordinator
   EDG_LOG_FORMAT=json          log as JSON instead of text
 
 While the Coordinator is unreachable or has no manifest yet, premain

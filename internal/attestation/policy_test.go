@@ -60,6 +60,44 @@ func TestPolicyCheck(t *testing.T) {
 	}
 }
 
+// TestPolicyEachTCBStatus checks every TCB status against the default
+// list (UpToDate and SWHardeningNeeded) and against a list naming it.
+func TestPolicyEachTCBStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status    string
+		byDefault bool
+	}{
+		{"UpToDate", true},
+		{"SWHardeningNeeded", true},
+		{"ConfigurationNeeded", false},
+		{"ConfigurationAndSWHardeningNeeded", false},
+		{"OutOfDate", false},
+		{"OutOfDateConfigurationNeeded", false},
+		{"Revoked", false},
+	} {
+		t.Run(tc.status, func(t *testing.T) {
+			c := &Claims{TCBStatus: tc.status}
+			err := Policy{}.Check(c)
+			if tc.byDefault && err != nil {
+				t.Fatalf("default policy: %v, want acceptance", err)
+			}
+			if !tc.byDefault && (!errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), "TCBStatus: expected one of [UpToDate SWHardeningNeeded], found "+tc.status)) {
+				t.Fatalf("default policy: %v, want a TCBStatus rejection naming %s", err, tc.status)
+			}
+			if err := (Policy{AcceptedTCBStatuses: []string{tc.status}}).Check(c); err != nil {
+				t.Fatalf("policy listing %s: %v", tc.status, err)
+			}
+			other := "UpToDate"
+			if tc.status == other {
+				other = "OutOfDate"
+			}
+			if err := (Policy{AcceptedTCBStatuses: []string{other}}).Check(c); !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), "found "+tc.status) {
+				t.Fatalf("policy listing only %s: %v, want a rejection", other, err)
+			}
+		})
+	}
+}
+
 func TestNewPolicy(t *testing.T) {
 	id := strings.Repeat("ab", 32)
 	pid, svn := uint64(3), uint(5)

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,36 +89,25 @@ type gramineTEE struct {
 // the sealing key of mode and derives the sealer's key from it. It wraps
 // ErrNoTEE when the folder shows no usable Gramine.
 func detectGramine(dir string, mode SealMode) (*gramineTEE, error) {
-	if dir == "" {
-		dir = issuer.GramineDir
-	}
 	mode, err := ParseSealMode(string(mode))
 	if err != nil {
 		return nil, err
 	}
-	quotePath, keysPath := filepath.Join(dir, "quote"), filepath.Join(dir, "keys")
-	hasQuote, err := exists(quotePath, false)
+	f, err := issuer.InspectGramine(dir)
 	if err != nil {
 		return nil, err
 	}
-	hasKeys, err := exists(keysPath, true)
-	if err != nil {
-		return nil, err
-	}
+	quotePath, keysPath := f.QuotePath, f.KeysPath
 	switch {
-	case !hasQuote && !hasKeys:
+	case !f.HasQuote && !f.HasKeys:
 		return nil, fmt.Errorf("%w: looked for Gramine's attestation folder (%s and %s/; %s names another folder) and found neither. %s",
 			ErrNoTEE, quotePath, keysPath, EnvAttestationDir, simulationHint)
-	case !hasQuote:
-		typ := "unreadable"
-		if b, err := os.ReadFile(filepath.Join(dir, "attestation_type")); err == nil {
-			typ = fmt.Sprintf("%q", strings.TrimSpace(string(b)))
-		}
+	case !f.HasQuote:
 		return nil, fmt.Errorf("%w: %s/ exists but %s does not (attestation_type %s): Gramine runs without remote attestation "+
 			"(gramine-direct, or gramine-sgx with sgx.remote_attestation = \"none\"), so the Coordinator could seal but not prove what it is. "+
 			"Run under gramine-sgx with sgx.remote_attestation = \"dcap\", or: %s",
-			ErrNoTEE, keysPath, quotePath, typ, simulationHint)
-	case !hasKeys:
+			ErrNoTEE, keysPath, quotePath, f.AttestationType(), simulationHint)
+	case !f.HasKeys:
 		return nil, fmt.Errorf("%w: %s exists but %s/ does not: without Gramine's sealing keys the Coordinator cannot seal its state. %s",
 			ErrNoTEE, quotePath, keysPath, simulationHint)
 	}
@@ -141,26 +129,7 @@ func detectGramine(dir string, mode SealMode) (*gramineTEE, error) {
 	}
 	clear(key)
 	clear(aesKey)
-	return &gramineTEE{issuer: issuer.NewGramine(dir), sealer: sealer, keyFile: keyFile}, nil
-}
-
-// exists reports whether path exists as a folder (dir) or a non-folder.
-func exists(path string, dir bool) (bool, error) {
-	fi, err := os.Stat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("looking for the TEE: %w", err)
-	}
-	if fi.IsDir() != dir {
-		want := "a file"
-		if dir {
-			want = "a folder"
-		}
-		return false, fmt.Errorf("looking for the TEE: %s is not %s", path, want)
-	}
-	return true, nil
+	return &gramineTEE{issuer: f.Issuer(), sealer: sealer, keyFile: keyFile}, nil
 }
 
 // platform is what the Coordinator attests, seals and verifies with.

@@ -134,3 +134,57 @@ func TestTSM(t *testing.T) {
 		})
 	}
 }
+
+func TestInspectGramine(t *testing.T) {
+	full := t.TempDir()
+	writeFake(t, full, map[string][]byte{"quote": nil, "attestation_type": []byte("dcap\n")})
+	if err := os.Mkdir(filepath.Join(full, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	keysOnly := t.TempDir()
+	if err := os.Mkdir(filepath.Join(keysOnly, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	quoteDir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(quoteDir, "quote"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	keysFile := t.TempDir()
+	writeFake(t, keysFile, map[string][]byte{"keys": nil})
+	tests := []struct {
+		name              string
+		dir               string
+		hasQuote, hasKeys bool
+		attType           string
+		msg               string
+	}{
+		{name: "quote and keys", dir: full, hasQuote: true, hasKeys: true, attType: `"dcap"`},
+		{name: "keys only", dir: keysOnly, hasKeys: true, attType: "unreadable"},
+		{name: "missing folder", dir: filepath.Join(keysOnly, "absent"), attType: "unreadable"},
+		{name: "quote folder", dir: quoteDir, msg: "quote is not a file"},
+		{name: "keys file", dir: keysFile, msg: "keys is not a folder"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := InspectGramine(tc.dir)
+			if tc.msg != "" {
+				if err == nil || !strings.Contains(err.Error(), filepath.Join(tc.dir, tc.msg)) {
+					t.Fatalf("expected an error containing %q, found %v", tc.msg, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.HasQuote != tc.hasQuote || f.HasKeys != tc.hasKeys || f.AttestationType() != tc.attType {
+				t.Fatalf("quote %v, keys %v, attestation_type %s: expected %v, %v, %s", f.HasQuote, f.HasKeys, f.AttestationType(), tc.hasQuote, tc.hasKeys, tc.attType)
+			}
+			if f.QuotePath != filepath.Join(tc.dir, "quote") || f.KeysPath != filepath.Join(tc.dir, "keys") || f.Issuer().dir != tc.dir {
+				t.Fatalf("paths %s, %s, issuer folder %s: expected them in %s", f.QuotePath, f.KeysPath, f.Issuer().dir, tc.dir)
+			}
+		})
+	}
+	if f, err := InspectGramine(""); err != nil || f.Dir != GramineDir {
+		t.Fatalf("default folder: %+v, %v; expected %s", f, err, GramineDir)
+	}
+}

@@ -133,6 +133,11 @@ func TestPhalaQuoteVerifies(t *testing.T) {
 			}
 		})
 	}
+	// The last second of the collateral window still verifies; the
+	// rejections test the second after it.
+	if _, err := newFixtureVerifier(t, fx.collateral, time.Unix(phalaExpiryUnix, 0)).Verify(context.Background(), fx.quote); err != nil {
+		t.Errorf("at the collateral's last valid second: %v", err)
+	}
 	res, err := v.VerifyQuote(context.Background(), mustParse(t, fx.quote), time.Unix(phalaTimeUnix, 0))
 	if err != nil {
 		t.Fatal(err)

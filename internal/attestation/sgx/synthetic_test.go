@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -95,6 +97,45 @@ func TestSyntheticStatusCombination(t *testing.T) {
 	_, err = p.verifier(t, p.collateral(t, nil), sgx.Options{}).Verify(context.Background(), p.quote(t, nil))
 	if !errors.Is(err, sgx.ErrTCB) || !strings.Contains(err.Error(), "TCB level not supported") {
 		t.Fatalf("expected unsupported TCB level for PCESVN 9, found %v", err)
+	}
+}
+
+// TestSyntheticQERevoked checks that a revoked QE makes the combined
+// status Revoked, which the verifier rejects, whatever the platform's.
+func TestSyntheticQERevoked(t *testing.T) {
+	p := newPKI(t)
+	col := p.collateral(t, func(c *sgxtest.CollateralParts) {
+		c.QEID.TCBLevels = []sgx.QETCBLevel{sgxtest.QELevel(8, sgx.StatusUpToDate), sgxtest.QELevel(6, sgx.StatusRevoked, "INTEL-SA-00001")}
+	})
+	v := p.verifier(t, col, sgx.Options{})
+	if _, err := v.Verify(context.Background(), p.quote(t, nil)); err != nil {
+		t.Fatalf("QE at ISVSVN 8: %v", err)
+	}
+	_, err := v.Verify(context.Background(), p.quote(t, func(q *sgxtest.QuoteParts) { q.QESVN = 7 }))
+	if !errors.Is(err, sgx.ErrTCB) || !strings.Contains(err.Error(), "expected not Revoked, found Revoked (platform SWHardeningNeeded, QE Revoked)") {
+		t.Fatalf("revoked QE: %v", err)
+	}
+}
+
+// TestVerifierCollateralUnreachable checks the error of a verifier whose
+// PCCS does not answer: it names the platform, the URL and the cause.
+func TestVerifierCollateralUnreachable(t *testing.T) {
+	p := newPKI(t)
+	down := httptest.NewServer(http.NotFoundHandler())
+	url := down.URL
+	down.Close()
+	v, err := sgx.NewDCAPVerifier(sgx.CollateralSource{URL: url}, sgx.Options{Root: p.Root, Now: sgxtest.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(context.Background(), p.quote(t, nil))
+	if !errors.Is(err, sgx.ErrCollateral) || !errors.Is(err, sgx.ErrFetch) {
+		t.Fatalf("err = %v, want ErrCollateral and ErrFetch", err)
+	}
+	for _, w := range []string{"fetching for FMSPC 00906ED50000, CA processor", "TCB Info: GET " + url + "/sgx/certification/v4/tcb?fmspc=00906ED50000", "connection refused"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
 	}
 }
 

@@ -1,0 +1,160 @@
+package coordinator_test
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
+	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/marble"
+)
+
+// switchProvider serves whichever collateral was set last.
+type switchProvider struct {
+	c atomic.Pointer[sgx.Collateral]
+}
+
+func (p *switchProvider) Collateral(context.Context, sgx.CollateralRequest) (*sgx.Collateral, error) {
+	return p.c.Load(), nil
+}
+
+var allTCBStatuses = []string{
+	sgx.StatusUpToDate, sgx.StatusSWHardeningNeeded, sgx.StatusConfigurationNeeded, sgx.StatusConfigurationAndSWHardeningNeeded,
+	sgx.StatusOutOfDate, sgx.StatusOutOfDateConfigurationNeeded, sgx.StatusRevoked,
+}
+
+// policyManifest has, for the enclave of sgxtest.DefaultQuoteParts, a
+// package (and a marble of the same name) without TCB lists ("default"),
+// one accepting only each TCB status ("only<Status>"), and two with
+// advisory lists.
+func policyManifest(t *testing.T) []byte {
+	t.Helper()
+	qp := sgxtest.DefaultQuoteParts()
+	id := hex.EncodeToString(qp.MREnclave[:])
+	pkgs := map[string]map[string]any{
+		"default":   {"UniqueID": id},
+		"advListed": {"UniqueID": id, "AcceptedAdvisories": []string{"intel-sa-00615"}},
+		"advOther":  {"UniqueID": id, "AcceptedAdvisories": []string{"INTEL-SA-00334"}},
+	}
+	for _, s := range allTCBStatuses {
+		pkgs["only"+s] = map[string]any{"UniqueID": id, "AcceptedTCBStatuses": []string{s}}
+	}
+	marbles := map[string]map[string]any{}
+	for name := range pkgs {
+		marbles[name] = map[string]any{"Package": name}
+	}
+	m, err := json.Marshal(map[string]any{"Packages": pkgs, "Marbles": marbles})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// wantActivation activates marbleType and checks the outcome: accepted
+// when reasons is empty, otherwise rejected with all of them.
+func wantActivation(t *testing.T, c *coordtest.Coordinator, platform *coordtest.SGX, marbleType string, reasons ...string) {
+	t.Helper()
+	_, err := activateMarble(t, c, marbleType, platform.Issuer(nil))
+	if len(reasons) == 0 {
+		if err != nil {
+			t.Errorf("marble %s: %v, want activation", marbleType, err)
+		}
+		return
+	}
+	var rejected *marble.RejectedError
+	if !errors.As(err, &rejected) || rejected.Code != codes.PermissionDenied {
+		t.Errorf("marble %s: %v, want a PermissionDenied rejection", marbleType, err)
+		return
+	}
+	for _, w := range reasons {
+		if !strings.Contains(rejected.Reason, w) {
+			t.Errorf("marble %s: reason %q lacks %q", marbleType, rejected.Reason, w)
+		}
+	}
+}
+
+// TestSGXManifestTCBPolicy checks that the Coordinator's activation path
+// applies each package's AcceptedTCBStatuses (default UpToDate and
+// SWHardeningNeeded) and AcceptedAdvisories to the TCB status and
+// advisories its DCAP verifier computed, for every TCB status.
+func TestSGXManifestTCBPolicy(t *testing.T) {
+	platform := coordtest.NewSGX(t)
+	prov := &switchProvider{}
+	v, err := sgx.NewVerifier(prov, sgx.Options{Root: platform.PKI.Root, Now: sgxtest.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := coordtest.Start(t, platform.Option(), coordtest.WithVerifier(v))
+	c.SetManifest(t, policyManifest(t))
+
+	for _, status := range allTCBStatuses {
+		t.Run(status, func(t *testing.T) {
+			// The synthetic PCK leaf has every component SVN at 5.
+			col, err := platform.PKI.Collateral(func(cp *sgxtest.CollateralParts) {
+				cp.TCBInfo.TCBLevels = []sgx.TCBLevel{sgxtest.TCBLevel(6, 10, sgx.StatusUpToDate), sgxtest.TCBLevel(5, 10, status, "SA-"+status)}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			prov.c.Store(col)
+			other := "only" + sgx.StatusUpToDate
+			if status == sgx.StatusUpToDate {
+				other = "only" + sgx.StatusOutOfDate
+			}
+			if status == sgx.StatusRevoked {
+				// The verifier rejects Revoked whatever the package says.
+				for _, m := range []string{"default", "only" + status, other} {
+					wantActivation(t, c, platform, m, "invalid evidence", "TCB status: expected not Revoked, found Revoked")
+				}
+				return
+			}
+			if slices.Contains([]string{sgx.StatusUpToDate, sgx.StatusSWHardeningNeeded}, status) {
+				wantActivation(t, c, platform, "default")
+			} else {
+				wantActivation(t, c, platform, "default", `package "default"`, "TCBStatus: expected one of [UpToDate SWHardeningNeeded], found "+status)
+			}
+			wantActivation(t, c, platform, "only"+status)
+			wantActivation(t, c, platform, other, `package "`+other+`"`, "TCBStatus: expected one of ["+strings.TrimPrefix(other, "only")+"], found "+status)
+		})
+	}
+
+	t.Run("advisories", func(t *testing.T) {
+		// Default collateral: SWHardeningNeeded with INTEL-SA-00615.
+		col, err := platform.PKI.Collateral(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prov.c.Store(col)
+		wantActivation(t, c, platform, "default")
+		wantActivation(t, c, platform, "advListed")
+		wantActivation(t, c, platform, "advOther", `package "advOther"`, "Advisories: expected only [INTEL-SA-00334], found INTEL-SA-00615")
+	})
+}
+
+// TestSGXCollateralUnreachable checks that a marble rejected because the
+// PCCS cannot be reached is told so, with the URL.
+func TestSGXCollateralUnreachable(t *testing.T) {
+	platform := coordtest.NewSGX(t)
+	down := httptest.NewServer(http.NotFoundHandler())
+	url := down.URL
+	down.Close()
+	v, err := sgx.NewDCAPVerifier(sgx.CollateralSource{URL: url + "/sgx/certification/v4/"}, sgx.Options{Root: platform.PKI.Root, Now: sgxtest.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := coordtest.Start(t, platform.Option(), coordtest.WithVerifier(v))
+	c.SetManifest(t, policyManifest(t))
+	wantActivation(t, c, platform, "default", "invalid evidence", "DCAP collateral: fetching for FMSPC", "collateral fetch failed",
+		"GET "+url+"/sgx/certification/v4/tcb?", "connection refused")
+}
