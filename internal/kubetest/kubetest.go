@@ -63,6 +63,7 @@ type Env struct {
 
 type options struct {
 	controllers bool
+	serviceCIDR string
 }
 
 // Option configures Start.
@@ -75,6 +76,14 @@ type Option func(*options)
 // returns once the `default` ServiceAccount of namespace default exists.
 func WithControllers() Option {
 	return func(o *options) { o.controllers = true }
+}
+
+// WithServiceCIDR sets the range the API server allocates Service cluster
+// IPs from (envtest's default is 10.0.0.0/24). A loopback range such as
+// 127.20.0.0/16 lets a test stand in for kube-proxy: it can listen on each
+// Service's cluster IP, and the API server reaches webhooks through it.
+func WithServiceCIDR(cidr string) Option {
+	return func(o *options) { o.serviceCIDR = cidr }
 }
 
 // BinDir returns the folder holding the control-plane binaries, building them
@@ -146,6 +155,9 @@ func Start(t testing.TB, opts ...Option) *Env {
 	api.Set("endpoint-reconciler-type", "none")
 	api.Set("service-account-issuer", serviceAccountIssuer)
 	api.Set("enable-admission-plugins", "MutatingAdmissionWebhook,ValidatingAdmissionWebhook")
+	if o.serviceCIDR != "" {
+		api.Set("service-cluster-ip-range", o.serviceCIDR)
+	}
 	if o.controllers {
 		// The controller manager creates the ServiceAccounts that this
 		// plugin requires of every Pod.
