@@ -13,7 +13,14 @@ package attestation
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 )
+
+// ErrUnavailable is wrapped by verification errors that come from a service
+// the Verifier could not reach or that answered with a temporary failure
+// (e.g. a PCCS that is down): the evidence was not judged, and asking again
+// later may succeed.
+var ErrUnavailable = errors.New("attestation service temporarily unavailable")
 
 // ReportDataSize is the size of SGX REPORTDATA.
 const ReportDataSize = 64

@@ -5,15 +5,19 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
+	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
@@ -155,6 +159,60 @@ func TestSGXCollateralUnreachable(t *testing.T) {
 	}
 	c := coordtest.Start(t, platform.Option(), coordtest.WithVerifier(v))
 	c.SetManifest(t, policyManifest(t))
-	wantActivation(t, c, platform, "default", "invalid evidence", "DCAP collateral: fetching for FMSPC", "collateral fetch failed",
-		"GET "+url+"/sgx/certification/v4/tcb?", "connection refused")
+	// An unreachable PCCS does not judge the marble: the Coordinator answers
+	// Unavailable, and the marble retries until its retry period ends.
+	_, err = activateMarble(t, c, "default", platform.Issuer(nil))
+	var unavailable *marble.UnavailableError
+	if !errors.As(err, &unavailable) || unavailable.Attempts < 2 || status.Code(unavailable.Last) != codes.Unavailable {
+		t.Fatalf("activation with the PCCS down: %v, want retried Unavailable answers", err)
+	}
+	for _, w := range []string{"cannot be verified right now", "DCAP collateral: fetching for FMSPC", "GET " + url + "/sgx/certification/v4/tcb?", "connection refused"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+}
+
+// flakyProvider fails as an unreachable PCCS does until up is set.
+type flakyProvider struct {
+	up    atomic.Bool
+	calls atomic.Int32
+	next  sgx.CollateralProvider
+}
+
+func (p *flakyProvider) Collateral(ctx context.Context, req sgx.CollateralRequest) (*sgx.Collateral, error) {
+	if p.calls.Add(1); !p.up.Load() {
+		return nil, fmt.Errorf("GET https://pccs.invalid/tcb: connection refused (%w)", attestation.ErrUnavailable)
+	}
+	return p.next.Collateral(ctx, req)
+}
+
+// TestSGXCollateralRecovers shows why Unavailable matters: a marble that
+// starts while the PCCS is down activates once it is back, without a
+// restart.
+func TestSGXCollateralRecovers(t *testing.T) {
+	platform := coordtest.NewSGX(t)
+	col, err := platform.PKI.Collateral(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov := &flakyProvider{next: sgx.StaticProvider{C: col}}
+	v, err := sgx.NewVerifier(prov, sgx.Options{Root: platform.PKI.Root, Now: sgxtest.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := coordtest.Start(t, platform.Option(), coordtest.WithVerifier(v))
+	c.SetManifest(t, policyManifest(t))
+	go func() {
+		for prov.calls.Load() < 2 {
+			time.Sleep(10 * time.Millisecond)
+		}
+		prov.up.Store(true)
+	}()
+	if _, err := activateMarble(t, c, "default", platform.Issuer(nil)); err != nil {
+		t.Fatalf("activation after the PCCS came back: %v", err)
+	}
+	if n := prov.calls.Load(); n < 3 {
+		t.Errorf("collateral asked %d times, want the failed tries and a successful one", n)
+	}
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/marblemesh/marblemesh/internal/attestation"
 )
 
 // ErrFetch is wrapped by errors about fetching collateral over HTTP.
@@ -132,16 +134,20 @@ func (c *PCSClient) get(ctx context.Context, what, u, chainHeader string) (body,
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: GET %s: %w", ErrFetch, what, u, err)
+		return nil, nil, fmt.Errorf("%w: %s: GET %s: %w (%w)", ErrFetch, what, u, err, attestation.ErrUnavailable)
 	}
 	defer resp.Body.Close()
 	body, err = io.ReadAll(io.LimitReader(resp.Body, maxResponseSize+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %s: reading GET %s: %w", ErrFetch, what, u, err)
+		return nil, nil, fmt.Errorf("%w: %s: reading GET %s: %w (%w)", ErrFetch, what, u, err, attestation.ErrUnavailable)
 	}
 	if resp.StatusCode != http.StatusOK {
 		snippet := string(body[:min(len(body), 200)])
-		return nil, nil, fmt.Errorf("%w: %s: GET %s: expected status 200, found %d (%q)", ErrFetch, what, u, resp.StatusCode, snippet)
+		err := fmt.Errorf("%w: %s: GET %s: expected status 200, found %d (%q)", ErrFetch, what, u, resp.StatusCode, snippet)
+		if resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests {
+			err = fmt.Errorf("%w (%w)", err, attestation.ErrUnavailable)
+		}
+		return nil, nil, err
 	}
 	if len(body) > maxResponseSize {
 		return nil, nil, fmt.Errorf("%w: %s: GET %s: expected at most %d bytes, found more", ErrFetch, what, u, maxResponseSize)

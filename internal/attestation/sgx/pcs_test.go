@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
 )
 
@@ -114,8 +115,9 @@ func TestPCSClientErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := sgx.CollateralRequest{FMSPC: []byte{1, 2, 3, 4, 5, 6}, CA: "processor"}
-	if _, err := c.Collateral(context.Background(), other); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), "expected status 200, found 404") {
-		t.Fatalf("unknown FMSPC: found %v", err)
+	if _, err := c.Collateral(context.Background(), other); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), "expected status 200, found 404") ||
+		errors.Is(err, attestation.ErrUnavailable) {
+		t.Fatalf("unknown FMSPC: found %v, want a final (not temporary) fetch error", err)
 	}
 	if _, err := c.Collateral(context.Background(), sgx.CollateralRequest{FMSPC: p.Ext.FMSPC, CA: "root"}); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), `CA: expected processor or platform, found "root"`) {
 		t.Fatalf("bad CA: found %v", err)
@@ -128,8 +130,21 @@ func TestPCSClientErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Collateral(context.Background(), req); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), "TCB Info: GET "+downURL) {
-		t.Fatalf("unreachable: found %v", err)
+	if _, err := c.Collateral(context.Background(), req); !errors.Is(err, sgx.ErrFetch) || !strings.Contains(err.Error(), "TCB Info: GET "+downURL) ||
+		!errors.Is(err, attestation.ErrUnavailable) {
+		t.Fatalf("unreachable: found %v, want a temporary fetch error", err)
+	}
+
+	for _, code := range []int{http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusBadGateway} {
+		busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(code) }))
+		c, err := sgx.NewPCSClient(busy.URL, sgx.PCSOptions{HTTPClient: busy.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Collateral(context.Background(), req); !errors.Is(err, attestation.ErrUnavailable) {
+			t.Errorf("status %d: found %v, want a temporary fetch error", code, err)
+		}
+		busy.Close()
 	}
 	if _, err := sgx.NewPCSClient("localhost:8081", sgx.PCSOptions{}); !errors.Is(err, sgx.ErrFetch) {
 		t.Fatalf("relative URL: expected ErrFetch, found %v", err)

@@ -197,6 +197,8 @@ func (a *API) writeCoreError(w http.ResponseWriter, r *http.Request, err error) 
 		writeError(w, http.StatusNotFound, msg)
 	case core.KindUnimplemented:
 		writeError(w, http.StatusNotImplemented, msg)
+	case core.KindUnavailable:
+		writeError(w, http.StatusServiceUnavailable, msg)
 	case core.KindDataLoss:
 		a.log.Error("client API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		writeError(w, http.StatusInternalServerError, msg)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -215,6 +216,9 @@ func (c *Core) countActivation(dep *deployment, marbleType string, max uint) err
 // certificate and the package's policy.
 func (c *Core) verifyEvidence(ctx context.Context, req ActivationRequest, pkgName string, pkg manifest.Package) error {
 	claims, err := c.cfg.Verifier.Verify(ctx, req.Quote)
+	if errors.Is(err, attestation.ErrUnavailable) {
+		return newError(KindUnavailable, err, "the evidence cannot be verified right now; retry later")
+	}
 	if err != nil {
 		return newError(KindPermissionDenied, err, "invalid evidence")
 	}

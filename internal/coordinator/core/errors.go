@@ -20,6 +20,7 @@ const (
 	KindNotFound                       // what was asked for does not exist
 	KindUnimplemented                  // this Coordinator cannot do it at all
 	KindDataLoss                       // stored data is damaged beyond repair
+	KindUnavailable                    // a service the Coordinator needs is down; retry later
 )
 
 // Error is an error with a kind and a reason safe to show to the caller.

@@ -79,6 +79,8 @@ func codeOf(err error) codes.Code {
 		return codes.Unauthenticated
 	case core.KindNotFound:
 		return codes.NotFound
+	case core.KindUnavailable:
+		return codes.Unavailable // the marble retries
 	default:
 		return codes.Internal
 	}

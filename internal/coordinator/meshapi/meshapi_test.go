@@ -20,6 +20,7 @@ func TestCodeOf(t *testing.T) {
 		{core.KindResourceExhausted, codes.ResourceExhausted},
 		{core.KindUnauthenticated, codes.Unauthenticated},
 		{core.KindNotFound, codes.NotFound},
+		{core.KindUnavailable, codes.Unavailable},
 		{core.KindInternal, codes.Internal},
 	}
 	for _, tc := range tests {
