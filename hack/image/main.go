@@ -10,10 +10,29 @@
 // name, and prints the manifest digests. Builds are reproducible: the
 // creation time comes from -created or SOURCE_DATE_EPOCH (default: the Unix
 // epoch).
+//
+// Both images carry the build machine's CA certificates at
+// /etc/ssl/certs/ca-certificates.crt, where Go's crypto/x509 finds them, so
+// that the Coordinator can check the TLS certificate of the PCCS or of
+// Intel's PCS when it fetches DCAP collateral. -ca-bundle names the PEM file
+// to copy (default: /etc/ssl/certs/ca-certificates.crt, which Debian's and
+// Ubuntu's ca-certificates package installs); the build fails if it is
+// missing or holds no certificate. The same bundle gives the same images.
+//
+// Flags:
+//
+//	-out dir          output directory (default dist/images)
+//	-repository repo  image repository (default ghcr.io/marblemesh)
+//	-version v        image tag and version stamped into the binaries (default v0.1.0)
+//	-commit c         commit stamped into the binaries (default: git rev-parse HEAD)
+//	-created t        creation time, RFC 3339 (default: SOURCE_DATE_EPOCH or the Unix epoch)
+//	-ca-bundle file   PEM file of CA certificates to install (default /etc/ssl/certs/ca-certificates.crt)
 package main
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -32,6 +51,12 @@ const (
 	modulePath = "github.com/marblemesh/marblemesh"
 	source     = "https://github.com/marblemesh/marblemesh"
 )
+
+// caBundlePath is where the images hold their CA certificates: the first of
+// the files that Go's crypto/x509 reads on Linux. It is also the default
+// -ca-bundle, the bundle of the ca-certificates package on Debian and
+// Ubuntu, whose golang images docker/Dockerfile builds in.
+const caBundlePath = "/etc/ssl/certs/ca-certificates.crt"
 
 type target struct {
 	name  string // binary and image name
@@ -65,6 +90,13 @@ func main() {
 	version := flag.String("version", "v0.1.0", "image tag and version stamped into the binaries")
 	commit := flag.String("commit", "", "commit stamped into the binaries (default: git rev-parse HEAD)")
 	createdFlag := flag.String("created", "", "creation time, RFC 3339 (default: SOURCE_DATE_EPOCH or the Unix epoch)")
+	caBundle := flag.String("ca-bundle", caBundlePath, "PEM file of CA certificates, installed as "+caBundlePath+" in the images so that the Coordinator can check the TLS certificate of the PCCS or PCS")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "Usage: go run ./hack/image [flags]\n\n"+
+			"Builds reproducible OCI images of the Coordinator and the marble-injector\n"+
+			"(static binary, passwd/group, the CA bundle of -ca-bundle) without Docker.\n\nFlags:\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 
 	created, err := creationTime(*createdFlag)
@@ -74,9 +106,49 @@ func main() {
 	if *commit == "" {
 		*commit = gitCommit()
 	}
-	if err := run(*out, *repo, *version, *commit, created); err != nil {
+	bundle, err := readCABundle(*caBundle)
+	if err != nil {
 		log.Fatal(err)
 	}
+	cfg := config{out: *out, repo: *repo, version: *version, commit: *commit, created: created, caBundle: bundle}
+	if err := run(cfg, targets); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// config holds the inputs of a build.
+type config struct {
+	out, repo, version, commit string
+	created                    time.Time
+	caBundle                   []byte // PEM, checked by readCABundle
+}
+
+// readCABundle reads a PEM file of CA certificates and checks that Go's
+// crypto/x509 parses at least one certificate from it. Blocks it cannot
+// parse are kept, as x509.SystemCertPool skips them too.
+func readCABundle(file string) ([]byte, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("CA bundle: %w (install ca-certificates or set -ca-bundle to a PEM file of CA certificates)", err)
+	}
+	n := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" || len(block.Headers) != 0 {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err == nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("CA bundle %s: no PEM certificate that crypto/x509 parses (set -ca-bundle to a PEM file of CA certificates)", file)
+	}
+	return data, nil
 }
 
 func creationTime(flagValue string) (time.Time, error) {
@@ -101,16 +173,16 @@ func gitCommit() string {
 	return strings.TrimSpace(string(out))
 }
 
-func run(out, repo, version, commit string, created time.Time) error {
+func run(cfg config, targets []target) error {
 	tmp, err := os.MkdirTemp("", "marblemesh-image-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	if err := os.MkdirAll(out, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.out, 0o755); err != nil {
 		return err
 	}
-	ldflags := fmt.Sprintf("-s -w -X %[1]s/internal/version.Version=%[2]s -X %[1]s/internal/version.Commit=%[3]s", modulePath, version, commit)
+	ldflags := fmt.Sprintf("-s -w -X %[1]s/internal/version.Version=%[2]s -X %[1]s/internal/version.Commit=%[3]s", modulePath, cfg.version, cfg.commit)
 	for _, t := range targets {
 		bin := filepath.Join(tmp, t.name)
 		cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", bin, t.pkg)
@@ -123,27 +195,33 @@ func run(out, repo, version, commit string, created time.Time) error {
 		if err != nil {
 			return err
 		}
-		ref := fmt.Sprintf("%s/%s:%s", repo, t.name, version)
-		img, err := image.Build(image.Spec{
-			Name:         t.name,
-			Binary:       binary,
-			Ref:          ref,
-			Version:      version,
-			Source:       source,
-			Env:          t.env,
-			ExposedPorts: t.ports,
-			Dirs:         t.dirs,
-			Created:      created,
-		})
+		spec := imageSpec(t, binary, cfg)
+		img, err := image.Build(spec)
 		if err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
-		if err := writeImage(out, t.name, img, created); err != nil {
+		if err := writeImage(cfg.out, t.name, img, cfg.created); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
-		fmt.Printf("%s %s\n", ref, img.Digest())
+		fmt.Printf("%s %s\n", spec.Ref, img.Digest())
 	}
 	return nil
+}
+
+// imageSpec describes the image of t holding binary.
+func imageSpec(t target, binary []byte, cfg config) image.Spec {
+	return image.Spec{
+		Name:         t.name,
+		Binary:       binary,
+		Ref:          fmt.Sprintf("%s/%s:%s", cfg.repo, t.name, cfg.version),
+		Version:      cfg.version,
+		Source:       source,
+		Env:          t.env,
+		ExposedPorts: t.ports,
+		Dirs:         t.dirs,
+		Files:        []image.File{{Path: caBundlePath, Mode: 0o644, Data: cfg.caBundle}},
+		Created:      cfg.created,
+	}
 }
 
 // writeImage replaces <out>/<name>/ and <out>/<name>.tar.

@@ -3,9 +3,10 @@
 //
 // An image has a single layer holding the binary at /usr/local/bin/<name>,
 // /etc/passwd and /etc/group entries for the non-root user "nonroot"
-// (65532:65532), its home directory and a world-writable /tmp. The result can
-// be written as an OCI image layout directory or as a tarball that
-// `docker load` accepts.
+// (65532:65532), its home directory, a world-writable /tmp and the extra
+// directories and root-owned files of its Spec (such as a CA certificate
+// bundle). The result can be written as an OCI image layout directory or as
+// a tarball that `docker load` accepts.
 package image
 
 import (
@@ -53,6 +54,14 @@ type Dir struct {
 	GID  int
 }
 
+// File is an extra regular file of the layer, owned by root. Missing parent
+// directories are created as root-owned 0755.
+type File struct {
+	Path string // absolute path, e.g. /etc/ssl/certs/ca-certificates.crt
+	Mode int64  // permission bits, e.g. 0o644
+	Data []byte
+}
+
 // Spec describes an image.
 type Spec struct {
 	// Name of the binary; it is installed as /usr/local/bin/<Name>.
@@ -72,6 +81,11 @@ type Spec struct {
 	ExposedPorts []string
 	// Dirs are extra directories of the layer.
 	Dirs []Dir
+	// Files are extra regular files of the layer. A file may not take the
+	// path of another file (the binary, /etc/passwd, /etc/group, another
+	// entry of Files) or of a directory (Dirs, /tmp, HomeDir or a parent of
+	// any entry), nor be the parent of another entry.
+	Files []File
 	// Created is the creation time of the image and the modification time
 	// of all files in the layer. Fix it for reproducible builds.
 	Created time.Time
@@ -312,6 +326,29 @@ func buildLayer(spec Spec, bin string, mtime time.Time) ([]byte, error) {
 	file("/etc/passwd", 0o644, 0, 0, []byte(passwd))
 	file("/etc/group", 0o644, 0, 0, []byte(group))
 	file(bin, 0o755, UID, GID, spec.Binary)
+	for _, f := range spec.Files {
+		if !path.IsAbs(f.Path) || path.Clean(f.Path) == "/" {
+			return nil, fmt.Errorf("image: invalid file path %q", f.Path)
+		}
+		if f.Mode&^0o7777 != 0 {
+			return nil, fmt.Errorf("image: file %s: invalid mode %o", f.Path, f.Mode)
+		}
+		p := path.Clean(f.Path)
+		if _, ok := entries[strings.TrimPrefix(p, "/")]; ok {
+			return nil, fmt.Errorf("image: file %s: %s is already a file of the image", f.Path, p)
+		}
+		file(p, f.Mode, 0, 0, f.Data)
+	}
+	// A path may not be both a file and a directory: that catches files at
+	// the path of a directory and files below another file.
+	for n, e := range entries {
+		if e.hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		if _, ok := entries[n+"/"]; ok {
+			return nil, fmt.Errorf("image: /%s is both a file and a directory", n)
+		}
+	}
 
 	names := make([]string, 0, len(entries))
 	for n := range entries {

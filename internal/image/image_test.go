@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -461,5 +462,172 @@ func TestBuildErrors(t *testing.T) {
 	}
 	if got := tagOf("localhost:5000/a/b"); got != "latest" {
 		t.Errorf("tagOf = %q", got)
+	}
+}
+
+func TestBuildFiles(t *testing.T) {
+	bundle := []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+	spec := testSpec([]byte("binary"))
+	spec.Files = []File{
+		{Path: "/etc/ssl/certs/ca-certificates.crt", Mode: 0o644, Data: bundle},
+		{Path: "/hello/data/seed", Mode: 0o600, Data: []byte("seed")},
+		{Path: "/opt/empty", Mode: 0o444},
+	}
+	img, err := Build(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, order := readLayer(t, img.Layer)
+	type want struct {
+		typ  byte
+		mode int64
+		body []byte
+	}
+	for name, w := range map[string]want{
+		"etc/ssl/":                          {tar.TypeDir, 0o755, nil},
+		"etc/ssl/certs/":                    {tar.TypeDir, 0o755, nil},
+		"etc/ssl/certs/ca-certificates.crt": {tar.TypeReg, 0o644, bundle},
+		"hello/data/seed":                   {tar.TypeReg, 0o600, []byte("seed")},
+		"opt/":                              {tar.TypeDir, 0o755, nil},
+		"opt/empty":                         {tar.TypeReg, 0o444, nil},
+	} {
+		f, ok := files[name]
+		if !ok {
+			t.Errorf("layer lacks %s", name)
+			continue
+		}
+		if f.typ != w.typ || f.mode != w.mode || f.uid != 0 || f.gid != 0 || !f.mtime.Equal(created) {
+			t.Errorf("%s: type %c mode %o owner %d:%d mtime %v, want type %c mode %o owner 0:0 mtime %v", name, f.typ, f.mode, f.uid, f.gid, f.mtime, w.typ, w.mode, created)
+		}
+		if !bytes.Equal(f.body, w.body) {
+			t.Errorf("%s: content %q, want %q", name, f.body, w.body)
+		}
+	}
+	// The extra files leave the other entries as they were.
+	if d := files["hello/data/"]; d.typ != tar.TypeDir || d.mode != 0o700 || d.uid != UID || d.gid != GID {
+		t.Errorf("hello/data/: %+v", d)
+	}
+	if !bytes.Equal(files["usr/local/bin/hello"].body, []byte("binary")) {
+		t.Error("binary in layer differs from the input")
+	}
+	if len(files) != 12+6 {
+		t.Errorf("layer entries %q, want 18", order)
+	}
+	for i := 1; i < len(order); i++ {
+		if order[i-1] >= order[i] {
+			t.Errorf("layer entries not sorted: %q", order)
+			break
+		}
+	}
+}
+
+func TestFilesReproducible(t *testing.T) {
+	build := func(files ...File) *Image {
+		t.Helper()
+		spec := testSpec([]byte("binary"))
+		spec.Files = files
+		img, err := Build(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	a := File{Path: "/etc/ssl/certs/ca-certificates.crt", Mode: 0o644, Data: []byte("bundle")}
+	b := File{Path: "/opt/b", Mode: 0o600, Data: []byte("b")}
+	x, y := build(a, b), build(a, b)
+	if x.Digest() != y.Digest() || !bytes.Equal(x.Layer, y.Layer) || !bytes.Equal(x.Config, y.Config) || !bytes.Equal(x.Manifest, y.Manifest) {
+		t.Errorf("two builds of the same spec differ: %s vs %s", x.Digest(), y.Digest())
+	}
+	var ax, ay bytes.Buffer
+	if err := x.WriteDockerArchive(&ax, created); err != nil {
+		t.Fatal(err)
+	}
+	if err := y.WriteDockerArchive(&ay, created); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ax.Bytes(), ay.Bytes()) {
+		t.Error("two docker archives of the same spec differ")
+	}
+	// The layer is sorted: the order of Files does not matter.
+	if build(b, a).Digest() != x.Digest() {
+		t.Error("the order of Files changed the image")
+	}
+	// Each part of a file is in the image.
+	changed := map[string]File{
+		"data": {Path: a.Path, Mode: a.Mode, Data: []byte("bundlE")},
+		"mode": {Path: a.Path, Mode: 0o600, Data: a.Data},
+		"path": {Path: "/etc/ssl/cert.pem", Mode: a.Mode, Data: a.Data},
+	}
+	for name, f := range changed {
+		if build(f, b).Digest() == x.Digest() {
+			t.Errorf("another file %s gave the same digest", name)
+		}
+	}
+	if build(b).Digest() == x.Digest() {
+		t.Error("dropping a file gave the same digest")
+	}
+}
+
+func TestFilesValidation(t *testing.T) {
+	f := func(p string) File { return File{Path: p, Mode: 0o644, Data: []byte("x")} }
+	for _, c := range []struct {
+		name  string
+		dirs  []Dir
+		files []File
+		ok    bool
+	}{
+		{"none", nil, nil, true},
+		{"new directory", nil, []File{f("/etc/ssl/certs/ca-certificates.crt")}, true},
+		{"beside passwd", nil, []File{f("/etc/hosts")}, true},
+		{"in a Dir", []Dir{{Path: "/data", Mode: 0o700}}, []File{f("/data/seed")}, true},
+		{"in the bin directory", nil, []File{f("/usr/local/bin/helper")}, true},
+		{"in /tmp", nil, []File{f("/tmp/x")}, true},
+		{"unclean path", nil, []File{f("/etc//ssl/./cert.pem")}, true},
+		{"empty file", nil, []File{{Path: "/etc/empty", Mode: 0o644}}, true},
+		{"two files", nil, []File{f("/a/x"), f("/a/y")}, true},
+		{"setuid mode", nil, []File{{Path: "/x", Mode: 0o4755}}, true},
+
+		{"empty path", nil, []File{f("")}, false},
+		{"relative", nil, []File{f("etc/hosts")}, false},
+		{"dot relative", nil, []File{f("./etc/hosts")}, false},
+		{"root", nil, []File{f("/")}, false},
+		{"root unclean", nil, []File{f("/..")}, false},
+		{"duplicate", nil, []File{f("/etc/hosts"), f("/etc/hosts")}, false},
+		{"duplicate after cleaning", nil, []File{f("/etc/hosts"), f("/etc/../etc/hosts")}, false},
+		{"binary", nil, []File{f("/usr/local/bin/hello")}, false},
+		{"passwd", nil, []File{f("/etc/passwd")}, false},
+		{"group", nil, []File{f("/etc/group")}, false},
+		{"a Dir", []Dir{{Path: "/data", Mode: 0o700}}, []File{f("/data")}, false},
+		{"a Dir, unclean", []Dir{{Path: "/data/", Mode: 0o700}}, []File{f("/data")}, false},
+		{"parent of a Dir", []Dir{{Path: "/data/sub", Mode: 0o700}}, []File{f("/data")}, false},
+		{"tmp", nil, []File{f("/tmp")}, false},
+		{"home", nil, []File{f(HomeDir)}, false},
+		{"parent of home", nil, []File{f("/home")}, false},
+		{"bin directory", nil, []File{f(BinDir)}, false},
+		{"etc", nil, []File{f("/etc")}, false},
+		{"below the binary", nil, []File{f("/usr/local/bin/hello/x")}, false},
+		{"below passwd", nil, []File{f("/etc/passwd/x")}, false},
+		{"below another file", nil, []File{f("/a"), f("/a/b")}, false},
+		{"above another file", nil, []File{f("/a/b"), f("/a")}, false},
+		{"mode with type bits", nil, []File{{Path: "/x", Mode: 0o100644}}, false},
+		{"negative mode", nil, []File{{Path: "/x", Mode: -1}}, false},
+	} {
+		spec := Spec{Name: "hello", Binary: []byte("binary"), Dirs: c.dirs, Files: c.files, Created: created}
+		img, err := Build(spec)
+		if c.ok && err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		if !c.ok && err == nil {
+			t.Errorf("%s: Build succeeded", c.name)
+		}
+		if c.ok && err == nil {
+			files, _ := readLayer(t, img.Layer)
+			for _, want := range c.files {
+				got, ok := files[strings.TrimPrefix(path.Clean(want.Path), "/")]
+				if !ok || got.typ != tar.TypeReg || got.mode != want.Mode || !bytes.Equal(got.body, want.Data) {
+					t.Errorf("%s: layer entry for %s: %+v (present %v)", c.name, want.Path, got, ok)
+				}
+			}
+		}
 	}
 }
