@@ -42,7 +42,7 @@ const (
 
 // e2e is the state of one run of the flow.
 type e2e struct {
-	t        *testing.T
+	t        testing.TB
 	ctx      context.Context
 	cs       kubernetes.Interface
 	env      *kubetest.Env
@@ -61,12 +61,27 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the node agent runs containers in namespaces and needs root")
 	}
+	x := setup(t)
+	x.install()
+	x.checkReady()
+	x.setManifest()
+	ns := x.env.Namespace(t)
+	x.deployMarbles(ns)
+	x.recreateServer(ns)
+	x.uninstall()
+}
+
+// setup builds the binaries and starts a control plane and a node agent
+// whose node offers Intel SGX resources. Everything stops when tb ends; the
+// timeline is logged last.
+func setup(tb testing.TB) *e2e {
+	tb.Helper()
 	tl := nodeagent.NewTimeline()
 	// Registered first, so it runs last: the whole story, also on failure.
-	t.Cleanup(func() { t.Logf("timeline:\n%s", tl) })
+	tb.Cleanup(func() { tb.Logf("timeline:\n%s", tl) })
 
 	tl.Addf("building the binaries")
-	bin := testsupport.GoBuild(t,
+	bin := testsupport.GoBuild(tb,
 		"github.com/marblemesh/marblemesh/cmd/coordinator",
 		"github.com/marblemesh/marblemesh/cmd/marble-injector",
 		"github.com/marblemesh/marblemesh/cmd/marblerun",
@@ -77,11 +92,11 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	)
 
 	tl.Addf("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler")
-	env := kubetest.Start(t, kubetest.WithControllers(), kubetest.WithServiceCIDR("127.20.0.0/16"))
-	x := &e2e{t: t, ctx: t.Context(), cs: env.Clientset, env: env, tl: tl, bin: bin, work: t.TempDir()}
+	env := kubetest.Start(tb, kubetest.WithControllers(), kubetest.WithServiceCIDR("127.20.0.0/16"))
+	x := &e2e{t: tb, ctx: tb.Context(), cs: env.Clientset, env: env, tl: tl, bin: bin, work: tb.TempDir()}
 	x.certFile = filepath.Join(x.work, "coordinator-cert.pem")
 
-	agent, err := nodeagent.Start(t.Context(), nodeagent.Config{
+	agent, err := nodeagent.Start(tb.Context(), nodeagent.Config{
 		Client:   env.Clientset,
 		NodeName: "sgx-node-1",
 		Dir:      filepath.Join(x.work, "node"),
@@ -95,27 +110,21 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		Timeline: tl,
 	})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	x.agent = agent
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		agent.Stop()
 		if n := agent.Processes(); n != 0 {
-			t.Errorf("%d processes of the node agent are still running", n)
+			tb.Errorf("%d processes of the node agent are still running", n)
 		}
 		tl.Addf("node agent stopped; every process it started has exited")
 	})
 	// Runs before the agent stops: no webhook may outlive the test, even
 	// when it fails half-way.
-	t.Cleanup(x.removeWebhooks)
+	tb.Cleanup(x.removeWebhooks)
 
-	x.install()
-	x.checkReady()
-	x.setManifest()
-	ns := x.env.Namespace(t)
-	x.deployMarbles(ns)
-	x.recreateServer(ns)
-	x.uninstall()
+	return x
 }
 
 // images maps the chart's and the test's images to the built binaries,

@@ -153,6 +153,7 @@ func (c *containerRun) once() (int, error) {
 		return 0, err
 	}
 	spec.Root = root
+	spec.AgentPID = os.Getpid()
 	b, err := json.Marshal(spec)
 	if err != nil {
 		return 0, err
@@ -294,6 +295,9 @@ func (c *containerRun) status() corev1.ContainerStatus {
 // probe runs the startup probe until it passes, then the readiness probe,
 // every ProbeInterval until ctx ends.
 func (c *containerRun) probe(ctx context.Context) {
+	// Probes run with the container; each waits its initialDelaySeconds
+	// from the container's start, as the kubelet does.
+	start := time.Now()
 	t := time.NewTicker(c.p.a.cfg.ProbeInterval)
 	defer t.Stop()
 	for {
@@ -306,7 +310,9 @@ func (c *containerRun) probe(ctx context.Context) {
 		} else {
 			pr = c.spec.ReadinessProbe
 		}
-		if pr != nil {
+		if pr != nil && time.Since(start) < time.Duration(pr.InitialDelaySeconds)*time.Second {
+			// Not yet: neither success nor failure.
+		} else if pr != nil {
 			ok := c.p.a.runProbe(ctx, c.p, c.spec, pr)
 			c.mu.Lock()
 			changed := false

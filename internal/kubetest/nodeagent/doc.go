@@ -26,9 +26,10 @@
 // port numbers its containers declare (the agent's socket would keep the
 // container from listening there; kube-proxy rewrites packets instead).
 //
-// Probes (httpGet, tcpSocket) run every ProbeInterval, not at the declared
-// periods and delays, so tests need not wait for production timings; a
-// startup probe gates readiness; liveness probes are not enforced.
+// Probes (httpGet, tcpSocket) wait their initialDelaySeconds, then run every
+// ProbeInterval rather than at their declared periods, so tests need not
+// wait for production timings; a startup probe gates readiness; liveness
+// probes are not enforced.
 // Containers restart per the Pod's restartPolicy with a short backoff.
 //
 // The agent needs root (namespaces, mounts, switching users) and Linux.

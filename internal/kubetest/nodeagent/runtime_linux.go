@@ -53,7 +53,9 @@ type execSpec struct {
 	GID          *int     `json:"gid,omitempty"`
 	Groups       []int    `json:"groups,omitempty"`
 	Argv         []string `json:"argv"`
-	Env          []string `json:"env"`
+	// AgentPID is the agent's process ID, the helper's parent.
+	AgentPID int      `json:"agentPid"`
+	Env      []string `json:"env"`
 }
 
 // HelperMain is the main function of the nodeagent-exec helper. It returns
@@ -209,6 +211,15 @@ func runContainer(s *execSpec) error {
 		if err := syscall.Setuid(*s.UID); err != nil {
 			return fmt.Errorf("setuid: %w", err)
 		}
+	}
+	// Changing credentials clears the parent-death signal the agent set;
+	// set it again so that the container dies with the agent, and make
+	// sure the agent did not die in between.
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("prctl: %w", err)
+	}
+	if os.Getppid() != s.AgentPID {
+		return errors.New("the node agent has exited")
 	}
 	if err := syscall.Exec(argv0, s.Argv, s.Env); err != nil {
 		return fmt.Errorf("executing %s: %w", argv0, err)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,7 +46,7 @@ func (a *Agent) materializeVolumes(ctx context.Context, pod *corev1.Pod, dir str
 		case v.PersistentVolumeClaim != nil:
 			d, err = a.claimFolder(ctx, pod.Namespace, v.PersistentVolumeClaim.ClaimName)
 		default:
-			err = fmt.Errorf("volume %s: the node agent supports emptyDir, secret, configMap, downwardAPI, projected and persistentVolumeClaim volumes", v.Name)
+			err = fmt.Errorf("unsupported volume type: the node agent supports emptyDir, secret, configMap, downwardAPI, projected and persistentVolumeClaim volumes")
 		}
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
@@ -69,6 +70,10 @@ func giveGroup(d string, gid int) error {
 		}
 		if err := os.Lchown(p, -1, gid); err != nil {
 			return err
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			// chmod would follow the link out of the volume.
+			return nil
 		}
 		mode := fi.Mode().Perm() | 0o040
 		if fi.IsDir() {
@@ -99,7 +104,7 @@ func writeFiles(d string, files []file, defaultMode *int32) error {
 	}
 	for _, f := range files {
 		rel := path.Clean("/" + f.path)
-		if rel == "/" || strings.Contains(f.path, "..") {
+		if rel == "/" || strings.HasPrefix(f.path, "..") || slices.Contains(strings.Split(f.path, "/"), "..") {
 			return fmt.Errorf("invalid file path %q", f.path)
 		}
 		p := filepath.Join(d, rel)
