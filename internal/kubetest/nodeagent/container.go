@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 // containerRun is one container of a Pod, over its restarts.
@@ -265,7 +266,9 @@ func (c *containerRun) status() corev1.ContainerStatus {
 	defer c.mu.Unlock()
 	cs := corev1.ContainerStatus{
 		Name: c.spec.Name, Image: c.spec.Image, ImageID: c.spec.Image,
-		Ready: c.ready, RestartCount: c.restarts, Started: &c.started,
+		Ready: c.ready, RestartCount: c.restarts,
+		// A copy: the status is encoded after the lock is released.
+		Started: ptr.To(c.started),
 	}
 	switch {
 	case c.cmd != nil:
@@ -284,10 +287,6 @@ func (c *containerRun) status() corev1.ContainerStatus {
 		cs.ContainerID = c.last.ContainerID
 	default:
 		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
-	}
-	if !c.started {
-		f := false
-		cs.Started = &f
 	}
 	return cs
 }
