@@ -99,6 +99,7 @@ func TestAgentOnAPIServer(t *testing.T) {
 			"Volumes":                x.testVolumes,
 			"PersistentVolumeClaim":  x.testClaim,
 			"UnsupportedVolume":      x.testUnsupportedVolume,
+			"VolumeSecretLater":      x.testVolumeSecretLater,
 			"UsersAndGroups":         x.testUsers,
 			"ReadOnlyRoot":           x.testReadOnlyRoot,
 			"RunAsNonRootRefused":    x.testRunAsNonRoot,
@@ -879,5 +880,20 @@ func (x *fixture) testInitialDelay(t *testing.T) {
 	// Both times are rounded down to seconds by the API.
 	if waited := readyAt.Sub(cs.State.Running.StartedAt.Time); waited < delay-time.Second {
 		t.Errorf("Ready %s after the start, before the initial delay of %s", waited, delay)
+	}
+}
+
+// testVolumeSecretLater: a Secret volume whose Secret does not exist yet
+// keeps the Pod in ContainerCreating, naming the Secret, until it exists.
+func (x *fixture) testVolumeSecretLater(t *testing.T) {
+	pod := shellPod("late-volume", "cat /secret/key")
+	pod.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "s", MountPath: "/secret"}}
+	pod.Spec.Volumes = []corev1.Volume{{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "late-volume-secret"}}}}
+	x.create(t, pod)
+	x.waitPod(t, "late-volume", "it waits for its Secret", waitingWith("main", "ContainerCreating", "late-volume-secret"))
+	x.createObj(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "late-volume-secret"}, Data: map[string][]byte{"key": []byte("arrived")}})
+	x.waitPod(t, "late-volume", "it succeeded", phase(corev1.PodSucceeded))
+	if got := x.logs(t, "late-volume", "main"); strings.TrimSpace(got) != "arrived" {
+		t.Errorf("the container read %q from the Secret volume, want %q", got, "arrived")
 	}
 }

@@ -9,7 +9,8 @@
 // system built in a tmpfs from its image (a table of local binaries, see
 // Image) and its volumes mounted at their mountPaths (emptyDir, Secret,
 // ConfigMap, downward API, projected incl. service-account tokens, and
-// PersistentVolumeClaims, which the agent provisions). It runs as the
+// PersistentVolumeClaims, which the agent provisions; volumes whose Secret,
+// ConfigMap or claim is not there yet are retried). It runs as the
 // Pod's user, with a read-only root when the spec asks, and with the Pod's
 // env resolved as the kubelet does (fieldRef, secretKeyRef,
 // configMapKeyRef, envFrom, $(VAR) expansion).

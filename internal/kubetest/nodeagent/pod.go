@@ -176,9 +176,8 @@ func (p *podRun) run() {
 		return
 	}
 	p.a.proxy.addNetNS(p.netNS(), p.namespace, declaredPorts(p.currentPod()))
-	vols, err := p.a.materializeVolumes(p.ctx, p.currentPod(), filepath.Join(p.dir, "volumes"))
-	if err != nil {
-		p.fail("volumes: %v", err)
+	vols, ok := p.volumesWithRetry()
+	if !ok {
 		return
 	}
 	p.mu.Lock()
@@ -205,6 +204,33 @@ func (p *podRun) run() {
 		}()
 	}
 	wg.Wait()
+}
+
+// volumesWithRetry sets the Pod's volumes up, retrying with backoff while
+// what they need is missing (the containers wait in ContainerCreating with
+// the reason); false means the Pod stops or can never run.
+func (p *podRun) volumesWithRetry() (map[string]string, bool) {
+	for attempt := 0; ; attempt++ {
+		vols, err := p.a.materializeVolumes(p.ctx, p.currentPod(), filepath.Join(p.dir, "volumes"))
+		if err == nil {
+			return vols, true
+		}
+		if errors.Is(err, errUnsupportedVolume) {
+			p.fail("volumes: %v", err)
+			return nil, false
+		}
+		if attempt == 0 {
+			p.a.cfg.Timeline.Addf("node agent: Pod %s/%s waits for its volumes: %v", p.namespace, p.name, err)
+		}
+		for _, c := range append(append([]*containerRun(nil), p.inits...), p.containers...) {
+			c.setWaiting("ContainerCreating", "volumes: "+err.Error())
+		}
+		select {
+		case <-p.ctx.Done():
+			return nil, false
+		case <-time.After(min(250*time.Millisecond<<min(attempt, 5), 5*time.Second)):
+		}
+	}
 }
 
 // startPause starts the process that holds the Pod's network namespace.

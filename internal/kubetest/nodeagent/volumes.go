@@ -2,6 +2,7 @@ package nodeagent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -17,6 +18,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 )
+
+// errUnsupportedVolume marks a volume the agent can never set up; other
+// volume errors (a Secret that does not exist yet, an unbound claim) are
+// retried, as the kubelet does.
+var errUnsupportedVolume = errors.New("unsupported volume type")
 
 // materializeVolumes creates the Pod's volumes under dir and returns the
 // folder of each, by volume name.
@@ -46,7 +52,7 @@ func (a *Agent) materializeVolumes(ctx context.Context, pod *corev1.Pod, dir str
 		case v.PersistentVolumeClaim != nil:
 			d, err = a.claimFolder(ctx, pod.Namespace, v.PersistentVolumeClaim.ClaimName)
 		default:
-			err = fmt.Errorf("unsupported volume type: the node agent supports emptyDir, secret, configMap, downwardAPI, projected and persistentVolumeClaim volumes")
+			err = fmt.Errorf("%w: the node agent supports emptyDir, secret, configMap, downwardAPI, projected and persistentVolumeClaim volumes", errUnsupportedVolume)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
@@ -357,7 +363,7 @@ func (a *Agent) claimFolder(ctx context.Context, ns, name string) (string, error
 	}
 	root := filepath.Join(a.cfg.Dir, "pv") + string(filepath.Separator)
 	if pv.Spec.HostPath == nil || !strings.HasPrefix(filepath.Clean(pv.Spec.HostPath.Path)+string(filepath.Separator), root) {
-		return "", fmt.Errorf("PersistentVolume %s was not provisioned by this node agent", pv.Name)
+		return "", fmt.Errorf("%w: PersistentVolume %s was not provisioned by this node agent", errUnsupportedVolume, pv.Name)
 	}
 	return pv.Spec.HostPath.Path, nil
 }
