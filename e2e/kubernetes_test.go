@@ -492,7 +492,7 @@ func (x *e2e) recreateServer(ns string) {
 		if err != nil {
 			return false, err
 		}
-		if len(list.Items) != 1 || list.Items[0].UID == old.UID || !podReady(&list.Items[0]) {
+		if len(list.Items) != 1 || list.Items[0].UID == old.UID || !nodeagent.PodReady(&list.Items[0]) {
 			return false, nil
 		}
 		fresh = &list.Items[0]
@@ -598,7 +598,7 @@ func (x *e2e) podOf(ns, selector string) *corev1.Pod {
 				live = append(live, p)
 			}
 		}
-		if len(live) != 1 || !podReady(&live[0]) {
+		if len(live) != 1 || !nodeagent.PodReady(&live[0]) {
 			return false, nil
 		}
 		pod = &live[0]
@@ -626,15 +626,6 @@ func (x *e2e) waitPodPhase(ns, name string, phase corev1.PodPhase, timeout time.
 		x.t.Fatalf("Pod %s/%s is not %s: %v; status %+v\nlogs:\n%s", ns, name, phase, err, pod.Status, logs)
 	}
 	return pod
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // envOf returns a container's variables without the two the test sets.

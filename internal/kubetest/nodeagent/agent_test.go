@@ -251,15 +251,6 @@ func running(names ...string) func(*corev1.Pod) bool {
 	}
 }
 
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func waitingWith(ctr, reason, contains string) func(*corev1.Pod) bool {
 	return func(p *corev1.Pod) bool {
 		cs, ok := containerStatus(p, ctr)
@@ -717,7 +708,7 @@ func (x *fixture) testServices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cs, _ := containerStatus(p, "server"); cs.RestartCount != 0 || cs.State.Running == nil || !podReady(p) {
+		if cs, _ := containerStatus(p, "server"); cs.RestartCount != 0 || cs.State.Running == nil || !PodReady(p) {
 			t.Errorf("Pod %s: %+v, want it Ready and running without restarts", name, cs)
 		}
 	}
@@ -770,7 +761,7 @@ func (x *fixture) testReadiness(t *testing.T) {
 	onlyUnready := x.service(t, "rd-unready", map[string]string{"only": "unready"})
 	nobody := x.service(t, "rd-nobody", map[string]string{"app": "nobody"})
 
-	x.waitPod(t, "rd-ready", "it is Ready", podReady)
+	x.waitPod(t, "rd-ready", "it is Ready", PodReady)
 	x.waitPod(t, "rd-unready", "it runs", running("server"))
 	waitServes(t, both, "rd-ready")
 	for i := range 8 {
@@ -802,8 +793,8 @@ func (x *fixture) testReadiness(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cs, _ := containerStatus(p, "server"); podReady(p) || cs.Ready || cs.State.Running == nil {
-		t.Errorf("Pod rd-unready, whose readiness probe fails: Ready %v, container %+v; want running and not Ready", podReady(p), cs)
+	if cs, _ := containerStatus(p, "server"); PodReady(p) || cs.Ready || cs.State.Running == nil {
+		t.Errorf("Pod rd-unready, whose readiness probe fails: Ready %v, container %+v; want running and not Ready", PodReady(p), cs)
 	}
 }
 
@@ -866,7 +857,7 @@ func (x *fixture) testInitialDelay(t *testing.T) {
 		ProbeHandler:        corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}},
 	}
 	x.create(t, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "delayed"}, Spec: corev1.PodSpec{Containers: []corev1.Container{c}}})
-	p := x.waitPod(t, "delayed", "it is Ready", podReady)
+	p := x.waitPod(t, "delayed", "it is Ready", PodReady)
 	cs, ok := containerStatus(p, "server")
 	if !ok || cs.State.Running == nil {
 		t.Fatalf("container status %+v", cs)
