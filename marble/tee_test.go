@@ -10,6 +10,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
+	"github.com/marblemesh/marblemesh/internal/attestation/issuer/issuertest"
 	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
 )
 
@@ -18,24 +19,10 @@ import (
 // nil, a quote file holding it.
 func gramineDir(t *testing.T, typ string, quote []byte) string {
 	t.Helper()
-	dir := t.TempDir()
-	write := func(name string, b []byte) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if typ != "" {
-		write("attestation_type", []byte(typ+"\n"))
+		typ += "\n"
 	}
-	write("user_report_data", make([]byte, attestation.ReportDataSize))
-	if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if quote != nil {
-		write("quote", quote)
-	}
-	return dir
+	return issuertest.Gramine{AttestationType: typ, Quote: quote, UserReportData: true, Keys: true}.Create(t)
 }
 
 func TestIssuerFromEnv(t *testing.T) {

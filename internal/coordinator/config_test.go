@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/marblemesh/marblemesh/internal/attestation/issuer/issuertest"
 )
 
 func envFrom(m map[string]string) func(string) string {
@@ -101,7 +103,7 @@ func TestMainRefusesWithoutSimulation(t *testing.T) {
 }
 
 func TestMainRefusesGramineWithoutQuote(t *testing.T) {
-	dir := gramineFolder{keys: true, signerKey: signerKey, attType: "none"}.create(t)
+	dir := issuertest.Gramine{Keys: true, SignerKey: signerKey, AttestationType: "none"}.Create(t)
 	var out, errOut bytes.Buffer
 	code := Main(nil, envFrom(map[string]string{
 		EnvSealDir: t.TempDir(), EnvMeshAddr: "127.0.0.1:0", EnvClientAddr: "127.0.0.1:0", EnvAttestationDir: dir,

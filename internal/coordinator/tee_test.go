@@ -14,47 +14,10 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
+	"github.com/marblemesh/marblemesh/internal/attestation/issuer/issuertest"
 	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
-
-// gramineFolder lays out a fake Gramine attestation folder.
-type gramineFolder struct {
-	quote     bool
-	keys      bool
-	signerKey []byte // keys/_sgx_mrsigner; nil: absent
-	enclKey   []byte // keys/_sgx_mrenclave; nil: absent
-	attType   string // attestation_type; "": absent
-}
-
-func (f gramineFolder) create(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	write := func(name string, b []byte) {
-		t.Helper()
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if f.quote {
-		write("quote", nil)
-	}
-	if f.attType != "" {
-		write("attestation_type", []byte(f.attType))
-	}
-	if f.keys {
-		if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if f.signerKey != nil {
-			write("keys/_sgx_mrsigner", f.signerKey)
-		}
-		if f.enclKey != nil {
-			write("keys/_sgx_mrenclave", f.enclKey)
-		}
-	}
-	return dir
-}
 
 var (
 	signerKey  = bytes.Repeat([]byte{0x51}, 16)
@@ -72,10 +35,10 @@ func sealerKey(t *testing.T, gramineKey []byte) []byte {
 }
 
 func TestDetectGramine(t *testing.T) {
-	full := gramineFolder{quote: true, keys: true, signerKey: signerKey, enclKey: enclaveKey, attType: "dcap"}
+	full := issuertest.Gramine{Quote: []byte{}, Keys: true, SignerKey: signerKey, EnclaveKey: enclaveKey, AttestationType: "dcap"}
 	tests := []struct {
 		name      string
-		folder    gramineFolder
+		folder    issuertest.Gramine
 		mode      SealMode
 		wantKey   []byte // the Gramine key the sealer must be derived from
 		wantNoTEE bool
@@ -84,25 +47,25 @@ func TestDetectGramine(t *testing.T) {
 		{name: "quote and keys: ProductKey by default", folder: full, wantKey: signerKey},
 		{name: "UniqueKey", folder: full, mode: SealModeUniqueKey, wantKey: enclaveKey},
 		{name: "mode in other case", folder: full, mode: "uniquekey", wantKey: enclaveKey},
-		{name: "nothing", folder: gramineFolder{}, wantNoTEE: true,
+		{name: "nothing", folder: issuertest.Gramine{}, wantNoTEE: true,
 			wantErr: []string{"looked for Gramine's attestation folder", "/quote and ", "/keys/", EnvAttestationDir, "found neither", "OE_SIMULATION=1"}},
-		{name: "keys without quote (remote_attestation none)", folder: gramineFolder{keys: true, signerKey: signerKey, attType: "none"}, wantNoTEE: true,
+		{name: "keys without quote (remote_attestation none)", folder: issuertest.Gramine{Keys: true, SignerKey: signerKey, AttestationType: "none"}, wantNoTEE: true,
 			wantErr: []string{"/keys/ exists but ", "/quote does not", `attestation_type "none"`, "gramine-direct", `sgx.remote_attestation = "none"`, `sgx.remote_attestation = "dcap"`, "OE_SIMULATION=1"}},
-		{name: "keys without quote (gramine-direct)", folder: gramineFolder{keys: true, signerKey: signerKey}, wantNoTEE: true,
+		{name: "keys without quote (gramine-direct)", folder: issuertest.Gramine{Keys: true, SignerKey: signerKey}, wantNoTEE: true,
 			wantErr: []string{"/quote does not", "attestation_type unreadable", "gramine-direct"}},
-		{name: "quote without keys", folder: gramineFolder{quote: true, attType: "dcap"}, wantNoTEE: true,
+		{name: "quote without keys", folder: issuertest.Gramine{Quote: []byte{}, AttestationType: "dcap"}, wantNoTEE: true,
 			wantErr: []string{"/keys/ does not", "cannot seal"}},
 		{name: "bad seal mode", folder: full, mode: "Disabled", wantErr: []string{EnvSealMode, `"Disabled"`, "ProductKey or UniqueKey"}},
-		{name: "short key", folder: gramineFolder{quote: true, keys: true, signerKey: make([]byte, 15)},
+		{name: "short key", folder: issuertest.Gramine{Quote: []byte{}, Keys: true, SignerKey: make([]byte, 15)},
 			wantErr: []string{"keys/_sgx_mrsigner: expected 16 bytes, found 15"}},
-		{name: "long key", folder: gramineFolder{quote: true, keys: true, enclKey: make([]byte, 32)}, mode: SealModeUniqueKey,
+		{name: "long key", folder: issuertest.Gramine{Quote: []byte{}, Keys: true, EnclaveKey: make([]byte, 32)}, mode: SealModeUniqueKey,
 			wantErr: []string{"keys/_sgx_mrenclave: expected 16 bytes, found 32"}},
-		{name: "key of the mode missing", folder: gramineFolder{quote: true, keys: true, enclKey: enclaveKey},
+		{name: "key of the mode missing", folder: issuertest.Gramine{Quote: []byte{}, Keys: true, EnclaveKey: enclaveKey},
 			wantErr: []string{"reading the Gramine sealing key for " + EnvSealMode + "=ProductKey", "_sgx_mrsigner"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := tc.folder.create(t)
+			dir := tc.folder.Create(t)
 			g, err := detectGramine(dir, tc.mode)
 			if tc.wantErr != nil {
 				if err == nil {
@@ -208,7 +171,7 @@ func (noVerifier) Verify(context.Context, []byte) (*attestation.Claims, error) {
 }
 
 func TestSelectPlatform(t *testing.T) {
-	gramine := gramineFolder{quote: true, keys: true, signerKey: signerKey, enclKey: enclaveKey, attType: "dcap"}.create(t)
+	gramine := issuertest.Gramine{Quote: []byte{}, Keys: true, SignerKey: signerKey, EnclaveKey: enclaveKey, AttestationType: "dcap"}.Create(t)
 	confDir := t.TempDir()
 	conf := func(name, content string) string {
 		p := filepath.Join(confDir, name)

@@ -3,10 +3,10 @@ package coordtest
 import (
 	"crypto/rand"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/internal/attestation/issuer/issuertest"
 	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
 	"github.com/marblemesh/marblemesh/internal/coordinator"
@@ -67,24 +67,16 @@ func NewSGX(t testing.TB) *SGX {
 // sgx.remote_attestation = "dcap" shows it.
 func NewGramineDir(t testing.TB, withQuote bool) string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "keys"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range []string{"_sgx_mrsigner", "_sgx_mrenclave"} {
-		key := make([]byte, 16)
+	g := issuertest.Gramine{AttestationType: "none", Keys: true, SignerKey: make([]byte, 16), EnclaveKey: make([]byte, 16)}
+	for _, key := range [][]byte{g.SignerKey, g.EnclaveKey} {
 		if _, err := rand.Read(key); err != nil {
 			t.Fatal(err)
 		}
-		WriteFile(t, filepath.Join(dir, "keys", name), key)
 	}
-	typ := "none"
 	if withQuote {
-		typ = "dcap"
-		WriteFile(t, filepath.Join(dir, "quote"), nil)
+		g.AttestationType, g.Quote = "dcap", []byte{}
 	}
-	WriteFile(t, filepath.Join(dir, "attestation_type"), []byte(typ))
-	return dir
+	return g.Create(t)
 }
 
 // WriteFile writes b to path or fails the test.
