@@ -233,6 +233,20 @@ func (a *Agent) Processes() int {
 	return n
 }
 
+// PodProcesses returns how many processes run for one Pod: its containers
+// and, until the Pod has finished, the holder of its network namespace.
+func (a *Agent) PodProcesses(namespace, pod string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, p := range a.pods {
+		if p.namespace == namespace && p.name == pod {
+			n += p.processes()
+		}
+	}
+	return n
+}
+
 // Logs returns what the container printed so far, over all its restarts.
 func (a *Agent) Logs(namespace, pod, container string) (string, error) {
 	a.mu.Lock()

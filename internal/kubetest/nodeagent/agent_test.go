@@ -808,6 +808,13 @@ func (x *fixture) testNever(t *testing.T) {
 	if logs := x.logs(t, "exit3", "main"); logs != "bye\n" {
 		t.Errorf("logs %q, want one run", logs)
 	}
+	// A finished Pod keeps no process, not even its namespace holder.
+	err := wait.PollUntilContextTimeout(t.Context(), pollEvery, waitTimeout, true, func(context.Context) (bool, error) {
+		return x.agent.PodProcesses(x.ns, "exit3") == 0, nil
+	})
+	if err != nil {
+		t.Errorf("the finished Pod still has %d processes", x.agent.PodProcesses(x.ns, "exit3"))
+	}
 }
 
 func (x *fixture) testOnFailure(t *testing.T) {

@@ -34,20 +34,24 @@ type podRun struct {
 
 	deleteOnce sync.Once
 	stopOnce   sync.Once
-	done       chan struct{} // closed when run has returned
+	// releaseOnce guards releaseNetwork.
+	releaseOnce sync.Once
+	done        chan struct{} // closed when run has returned
 
 	kick chan struct{} // asks the status writer to report
 
-	mu         sync.Mutex
-	pod        *corev1.Pod
-	pause      *exec.Cmd
-	netns      string
-	volumes    map[string]string // volume name -> folder on the machine
-	initDone   bool
-	failure    string // why the Pod cannot run, for its status
-	inits      []*containerRun
-	containers []*containerRun
-	started    metav1.Time
+	mu    sync.Mutex
+	pod   *corev1.Pod
+	pause *exec.Cmd
+	// pauseExited is set once the namespace holder has been waited for.
+	pauseExited bool
+	netns       string
+	volumes     map[string]string // volume name -> folder on the machine
+	initDone    bool
+	failure     string // why the Pod cannot run, for its status
+	inits       []*containerRun
+	containers  []*containerRun
+	started     metav1.Time
 }
 
 // newPodRun is called with a.mu held.
@@ -122,7 +126,7 @@ func (p *podRun) processes() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
-	if p.pause != nil && p.pause.ProcessState == nil {
+	if p.pause != nil && !p.pauseExited {
 		n++
 	}
 	for _, c := range append(append([]*containerRun(nil), p.inits...), p.containers...) {
@@ -204,6 +208,37 @@ func (p *podRun) run() {
 		}()
 	}
 	wg.Wait()
+	// Every container has finished for good (restartPolicy Never or
+	// OnFailure): nothing needs the network any more.
+	if p.ctx.Err() == nil {
+		p.releaseNetwork()
+	}
+}
+
+// releaseNetwork stops serving Services in the Pod's network namespace and
+// ends the process that holds it.
+func (p *podRun) releaseNetwork() {
+	p.releaseOnce.Do(func() {
+		p.a.proxy.removeNetNS(p.netNS())
+		p.mu.Lock()
+		pause := p.pause
+		p.mu.Unlock()
+		if pause == nil {
+			return
+		}
+		_ = pause.Process.Signal(syscall.SIGTERM)
+		waited := make(chan struct{})
+		go func() { _ = pause.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(2 * time.Second):
+			_ = pause.Process.Kill()
+			<-waited
+		}
+		p.mu.Lock()
+		p.pauseExited = true
+		p.mu.Unlock()
+	})
 }
 
 // volumesWithRetry sets the Pod's volumes up, retrying with backoff while
@@ -246,9 +281,6 @@ func (p *podRun) startPause() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", p.a.cfg.Helper, err)
 	}
-	p.mu.Lock()
-	p.pause = cmd
-	p.mu.Unlock()
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "ready" {
 		_ = cmd.Process.Kill()
@@ -256,6 +288,7 @@ func (p *podRun) startPause() error {
 		return fmt.Errorf("the namespace holder did not start: %v %s", err, strings.TrimSpace(stderr.String()))
 	}
 	p.mu.Lock()
+	p.pause = cmd
 	p.netns = fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
 	p.mu.Unlock()
 	return nil
@@ -279,21 +312,7 @@ func (p *podRun) stop(grace time.Duration) {
 		}
 		wg.Wait()
 		<-p.done
-		p.a.proxy.removeNetNS(p.netNS())
-		p.mu.Lock()
-		pause := p.pause
-		p.mu.Unlock()
-		if pause != nil {
-			_ = pause.Process.Signal(syscall.SIGTERM)
-			waited := make(chan struct{})
-			go func() { _ = pause.Wait(); close(waited) }()
-			select {
-			case <-waited:
-			case <-time.After(2 * time.Second):
-				_ = pause.Process.Kill()
-				<-waited
-			}
-		}
+		p.releaseNetwork()
 		p.a.cfg.Timeline.Addf("node agent: Pod %s/%s stopped", p.namespace, p.name)
 	})
 	<-p.done
