@@ -101,6 +101,7 @@ func TestAgentOnAPIServer(t *testing.T) {
 			"UnsupportedVolume":      x.testUnsupportedVolume,
 			"VolumeSecretLater":      x.testVolumeSecretLater,
 			"UsersAndGroups":         x.testUsers,
+			"GroupsWithoutUser":      x.testGroupsWithoutUser,
 			"ReadOnlyRoot":           x.testReadOnlyRoot,
 			"RunAsNonRootRefused":    x.testRunAsNonRoot,
 			"LocalhostInPod":         x.testLocalhost,
@@ -893,5 +894,23 @@ func (x *fixture) testVolumeSecretLater(t *testing.T) {
 	x.waitPod(t, "late-volume", "it succeeded", phase(corev1.PodSucceeded))
 	if got := x.logs(t, "late-volume", "main"); strings.TrimSpace(got) != "arrived" {
 		t.Errorf("the container read %q from the Secret volume, want %q", got, "arrived")
+	}
+}
+
+// testGroupsWithoutUser: without runAsUser the image's user (root) runs,
+// with runAsGroup as its group and the fsGroup and supplemental groups.
+func (x *fixture) testGroupsWithoutUser(t *testing.T) {
+	pod := shellPod("groups-only", `echo uid=`+"`id -u`"+`; echo gid=`+"`id -g`"+`; echo groups=`+"`id -G`")
+	pod.Spec.SecurityContext = &corev1.PodSecurityContext{
+		RunAsGroup: ptr.To[int64](3100), FSGroup: ptr.To[int64](2100), SupplementalGroups: []int64{4100},
+	}
+	x.create(t, pod)
+	x.waitPod(t, "groups-only", "it succeeds", phase(corev1.PodSucceeded))
+	got := vars(x.logs(t, "groups-only", "main"))
+	expectVars(t, got, map[string]string{"uid": "0", "gid": "3100"})
+	groups := strings.Fields(got["groups"])
+	slices.Sort(groups)
+	if !slices.Equal(groups, []string{"2100", "3100", "4100"}) {
+		t.Errorf("id -G = %q, want the group 3100, the fsGroup 2100 and the supplemental group 4100", got["groups"])
 	}
 }

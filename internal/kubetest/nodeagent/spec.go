@@ -85,22 +85,28 @@ func (a *Agent) execSpec(ctx context.Context, p *podRun, c corev1.Container) (*e
 		}
 		s.ReadOnlyRoot = sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem
 	}
-	if uid != nil {
-		u := int(*uid)
-		s.UID = &u
+	var groups []int
+	if psc != nil {
+		if psc.FSGroup != nil {
+			groups = append(groups, int(*psc.FSGroup))
+		}
+		for _, sg := range psc.SupplementalGroups {
+			groups = append(groups, int(sg))
+		}
+	}
+	// Without runAsUser the image's user runs: root for the agent's images.
+	// Its primary group is runAsGroup when set, and fsGroup and the
+	// supplemental groups are added either way, as the kubelet does.
+	if uid != nil || gid != nil || len(groups) > 0 {
+		u := 0
+		if uid != nil {
+			u = int(*uid)
+		}
 		g := u
 		if gid != nil {
 			g = int(*gid)
 		}
-		s.GID = &g
-		if psc != nil {
-			if psc.FSGroup != nil {
-				s.Groups = append(s.Groups, int(*psc.FSGroup))
-			}
-			for _, sg := range psc.SupplementalGroups {
-				s.Groups = append(s.Groups, int(sg))
-			}
-		}
+		s.UID, s.GID, s.Groups = &u, &g, groups
 	}
 	nonRoot := (psc != nil && psc.RunAsNonRoot != nil && *psc.RunAsNonRoot) || (sc != nil && sc.RunAsNonRoot != nil && *sc.RunAsNonRoot)
 	if nonRoot && (s.UID == nil || *s.UID == 0) {
