@@ -196,9 +196,14 @@ func kindName(c byte) string {
 
 // beginObject opens an object. For null it returns false; for another type
 // it records a type error, skips the value and returns false.
-func (p *parser) beginObject(field fieldPath) bool {
+func (p *parser) beginObject(field fieldPath) bool { return p.begin(field, '{', "an object") }
+
+// beginArray opens an array, like beginObject.
+func (p *parser) beginArray(field fieldPath) bool { return p.begin(field, '[', "an array") }
+
+func (p *parser) begin(field fieldPath, open byte, what string) bool {
 	switch c := p.peek(); c {
-	case '{':
+	case open:
 		p.i++
 		p.enter()
 		return true
@@ -206,38 +211,42 @@ func (p *parser) beginObject(field fieldPath) bool {
 		p.literal("null")
 		return false
 	default:
-		p.typeError("%s: cannot decode %s into an object", field, kindName(c))
+		p.typeError("%s: cannot decode %s into %s", field, kindName(c), what)
 		p.skipValue()
 		return false
 	}
 }
 
-// nextMember reads the next member name of an open object into p.key and
-// consumes the colon; it returns false at the closing brace.
-func (p *parser) nextMember(first *bool) bool {
+// more reports whether another member or element follows in an open object
+// or array ending with closing, consuming the separating comma; at the end
+// it consumes closing and leaves the nesting level.
+func (p *parser) more(first *bool, closing byte, afterWhat string) bool {
 	p.skipWS()
 	if p.i >= len(p.data) {
 		p.fail("unexpected end of JSON input")
 	}
-	if p.data[p.i] == '}' && *first {
+	switch c := p.data[p.i]; {
+	case c == closing:
 		p.i++
 		p.depth--
 		return false
-	}
-	if !*first {
-		switch p.data[p.i] {
-		case '}':
-			p.i++
-			p.depth--
-			return false
-		case ',':
-			p.i++
-			p.skipWS()
-		default:
-			p.fail("invalid character after object key:value pair")
-		}
+	case *first:
+	case c == ',':
+		p.i++
+		p.skipWS()
+	default:
+		p.fail("invalid character after " + afterWhat)
 	}
 	*first = false
+	return true
+}
+
+// nextMember reads the next member name of an open object into p.key and
+// consumes the colon; it returns false at the closing brace.
+func (p *parser) nextMember(first *bool) bool {
+	if !p.more(first, '}', "object key:value pair") {
+		return false
+	}
 	if p.i >= len(p.data) {
 		p.fail("unexpected end of JSON input")
 	}
@@ -256,49 +265,8 @@ func (p *parser) nextMember(first *bool) bool {
 	return true
 }
 
-// beginArray opens an array, like beginObject.
-func (p *parser) beginArray(field fieldPath) bool {
-	switch c := p.peek(); c {
-	case '[':
-		p.i++
-		p.enter()
-		return true
-	case 'n':
-		p.literal("null")
-		return false
-	default:
-		p.typeError("%s: cannot decode %s into an array", field, kindName(c))
-		p.skipValue()
-		return false
-	}
-}
-
 // nextElement reports whether another element follows in an open array.
-func (p *parser) nextElement(first *bool) bool {
-	p.skipWS()
-	if p.i >= len(p.data) {
-		p.fail("unexpected end of JSON input")
-	}
-	if p.data[p.i] == ']' && *first {
-		p.i++
-		p.depth--
-		return false
-	}
-	if !*first {
-		switch p.data[p.i] {
-		case ']':
-			p.i++
-			p.depth--
-			return false
-		case ',':
-			p.i++
-		default:
-			p.fail("invalid character after array element")
-		}
-	}
-	*first = false
-	return true
-}
+func (p *parser) nextElement(first *bool) bool { return p.more(first, ']', "array element") }
 
 // isNull consumes a null.
 func (p *parser) isNull() bool {
