@@ -44,13 +44,7 @@ func ManifestSet(ctx context.Context, endpoint string, trustedRoot *x509.Certifi
 		return nil, err
 	}
 	defer c.close()
-	resp, err := c.do(ctx, request{
-		method: http.MethodPost, path: "manifest",
-		v2Body: struct {
-			Manifest []byte `json:"manifest"`
-		}{manifest},
-		v1Body: manifest,
-	})
+	resp, err := c.do(ctx, manifestRequest("manifest", manifest))
 	if err != nil {
 		return nil, fmt.Errorf("setting the manifest: %w", err)
 	}
@@ -185,37 +179,19 @@ func (u updateResultJSON) result() *UpdateResult {
 // update (only Packages with higher SecurityVersions) is applied at once; a
 // full update starts a multi-party update that other users acknowledge.
 func ManifestUpdateApply(ctx context.Context, endpoint string, trustedRoot *x509.Certificate, manifest []byte, clientCert *tls.Certificate) (*UpdateResult, error) {
-	if len(manifest) == 0 {
-		return nil, errors.New("the update manifest is empty")
-	}
-	c, err := newTrustedClient(endpoint, trustedRoot, clientCert)
-	if err != nil {
-		return nil, err
-	}
-	defer c.close()
-	resp, err := c.do(ctx, request{
-		method: http.MethodPost, path: "update",
-		v2Body: struct {
-			Manifest []byte `json:"manifest"`
-		}{manifest},
-		v1Body: manifest,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("applying the manifest update: %w", err)
-	}
-	if resp.legacy {
-		return legacyUpdateResult(resp.data, "update answer")
-	}
-	var d updateResultJSON
-	if err := decodeOptional(resp.data, "update answer", &d); err != nil {
-		return nil, err
-	}
-	return d.result(), nil
+	return postUpdateManifest(ctx, endpoint, trustedRoot, manifest, clientCert, "update", "applying the manifest update", "update answer", nil)
 }
 
 // ManifestUpdateAcknowledge acknowledges the pending update by uploading
 // the same manifest as a user.
 func ManifestUpdateAcknowledge(ctx context.Context, endpoint string, trustedRoot *x509.Certificate, manifest []byte, clientCert *tls.Certificate) (*UpdateResult, error) {
+	return postUpdateManifest(ctx, endpoint, trustedRoot, manifest, clientCert, "update-manifest", "acknowledging the manifest update", "acknowledgement answer", ErrNoPendingUpdate)
+}
+
+// postUpdateManifest uploads an update manifest to path and decodes the
+// Coordinator's v2 or legacy answer. With notFound, a 404 is reported as
+// that error.
+func postUpdateManifest(ctx context.Context, endpoint string, trustedRoot *x509.Certificate, manifest []byte, clientCert *tls.Certificate, path, doing, answer string, notFound error) (*UpdateResult, error) {
 	if len(manifest) == 0 {
 		return nil, errors.New("the update manifest is empty")
 	}
@@ -224,24 +200,33 @@ func ManifestUpdateAcknowledge(ctx context.Context, endpoint string, trustedRoot
 		return nil, err
 	}
 	defer c.close()
-	resp, err := c.do(ctx, request{
-		method: http.MethodPost, path: "update-manifest",
+	resp, err := c.do(ctx, manifestRequest(path, manifest))
+	if err != nil {
+		if notFound != nil {
+			err = notFoundAs(err, notFound)
+		}
+		return nil, fmt.Errorf("%s: %w", doing, err)
+	}
+	if resp.legacy {
+		return legacyUpdateResult(resp.data, answer)
+	}
+	var d updateResultJSON
+	if err := decodeOptional(resp.data, answer, &d); err != nil {
+		return nil, err
+	}
+	return d.result(), nil
+}
+
+// manifestRequest posts a manifest: {"manifest": ...} on v2, the manifest
+// itself on v1.
+func manifestRequest(path string, manifest []byte) request {
+	return request{
+		method: http.MethodPost, path: path,
 		v2Body: struct {
 			Manifest []byte `json:"manifest"`
 		}{manifest},
 		v1Body: manifest,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("acknowledging the manifest update: %w", notFoundAs(err, ErrNoPendingUpdate))
 	}
-	if resp.legacy {
-		return legacyUpdateResult(resp.data, "acknowledgement answer")
-	}
-	var d updateResultJSON
-	if err := decodeOptional(resp.data, "acknowledgement answer", &d); err != nil {
-		return nil, err
-	}
-	return d.result(), nil
 }
 
 // ManifestUpdateCancel cancels the pending update and returns the
