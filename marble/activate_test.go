@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 	"github.com/marblemesh/marblemesh/rpc"
 )
 
@@ -249,7 +250,7 @@ func TestActivateNotReadyTimesOut(t *testing.T) {
 }
 
 func TestActivateUnreachable(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testsupport.FreeAddr(t)
 	cfg := testConfig(t, addr)
 	cfg.RetryTimeout = 700 * time.Millisecond
 	cfg.RetryBackoff = 50 * time.Millisecond
@@ -275,7 +276,7 @@ func TestActivateUnreachable(t *testing.T) {
 }
 
 func TestActivateLateCoordinator(t *testing.T) {
-	addr := freeAddr(t)
+	addr := testsupport.FreeAddr(t)
 	cfg := testConfig(t, addr)
 	cfg.RetryTimeout = 10 * time.Second
 	type result struct {
@@ -310,7 +311,7 @@ func TestActivateLateCoordinator(t *testing.T) {
 }
 
 func TestActivateCancelled(t *testing.T) {
-	cfg := testConfig(t, freeAddr(t))
+	cfg := testConfig(t, testsupport.FreeAddr(t))
 	cfg.RetryTimeout = time.Minute
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()

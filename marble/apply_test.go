@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 	"github.com/marblemesh/marblemesh/rpc"
 )
 
@@ -187,7 +188,7 @@ func TestPreMain(t *testing.T) {
 
 func TestPreMainWithoutSimulation(t *testing.T) {
 	t.Setenv(EnvMarbleType, "backend")
-	t.Setenv(EnvCoordinatorAddr, freeAddr(t))
+	t.Setenv(EnvCoordinatorAddr, testsupport.FreeAddr(t))
 	t.Setenv(EnvUUIDFile, filepath.Join(t.TempDir(), "uuid"))
 	t.Setenv(EnvSimulation, "")
 	t.Setenv(EnvAttestationDir, t.TempDir())

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,16 +21,6 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
-}
 
 func sampleManifest(t *testing.T) []byte {
 	t.Helper()
@@ -56,7 +45,7 @@ func marbleEnv(marbleType, meshAddr, dir, serverAddr string) []string {
 // startServer runs the sample server marble and waits until it listens.
 func startServer(t *testing.T, bin, meshAddr string) (addr string, out *testsupport.SyncBuffer) {
 	t.Helper()
-	addr = freeAddr(t)
+	addr = testsupport.FreeAddr(t)
 	dir := t.TempDir()
 	out = &testsupport.SyncBuffer{}
 	cmd := exec.Command(filepath.Join(bin, "server"), "-listen", addr)

@@ -3,17 +3,16 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/injector/testpki"
+	"github.com/marblemesh/marblemesh/internal/testsupport"
 )
 
 // The test binary runs main itself when this variable is set.
@@ -30,25 +29,8 @@ func TestMain(m *testing.M) {
 // TestSIGTERM starts the program as a process, waits until it serves, sends
 // SIGTERM and expects a clean exit.
 func TestSIGTERM(t *testing.T) {
-	ca, err := testpki.NewCA("ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Issue("injector")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := leaf.WriteFiles(certFile, keyFile); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	ca, certFile, keyFile := testpki.ServingFiles(t)
+	addr := testsupport.FreeAddr(t)
 
 	cmd := exec.Command(os.Args[0], "-addr="+addr, "-tlsCertFile="+certFile, "-tlsKeyFile="+keyFile, "-shutdownDelay=100ms")
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")

@@ -3,7 +3,6 @@ package injector
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -57,25 +56,8 @@ func TestRunCommandErrors(t *testing.T) {
 // TestRunCommandServes runs the program on a free loopback port, asks it for
 // /healthz and stops it.
 func TestRunCommandServes(t *testing.T) {
-	ca, err := testpki.NewCA("ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := ca.Issue("injector")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
-	if err := leaf.WriteFiles(certFile, keyFile); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	ca, certFile, keyFile := testpki.ServingFiles(t)
+	addr := testsupport.FreeAddr(t)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 )
 
@@ -197,4 +198,25 @@ func (s *SecretDir) Publish(files map[string][]byte) error {
 // Publish writes the pair as tls.crt and tls.key into the secret folder.
 func (l *Leaf) Publish(s *SecretDir) error {
 	return s.Publish(map[string][]byte{"tls.crt": l.CertPEM, "tls.key": l.KeyPEM})
+}
+
+// ServingFiles creates a CA, issues a serving certificate for the
+// injector and writes its pair to tls.crt and tls.key in a new temporary
+// folder. It returns the CA (for the client's pool) and the two paths.
+func ServingFiles(t testing.TB) (ca *CA, certFile, keyFile string) {
+	t.Helper()
+	ca, err := NewCA("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue("injector")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	if err := leaf.WriteFiles(certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	return ca, certFile, keyFile
 }
