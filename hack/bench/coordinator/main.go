@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -35,6 +36,7 @@ type options struct {
 	concurrency int
 	steadyN     int
 	rssMarbles  int
+	curves      []elliptic.Curve
 	out         io.Writer
 }
 
@@ -47,18 +49,56 @@ func main() {
 	flag.IntVar(&o.concurrency, "c", 16, "concurrent marbles")
 	flag.IntVar(&o.steadyN, "steady", 100000, "activations for the steady-cost run (0 skips it)")
 	flag.IntVar(&o.rssMarbles, "rss-marbles", 10000, "distinct marbles activated before measuring memory")
+	floorServe := flag.String("floor-serve", "", "internal: run the named floor server instead of benchmarking")
+	floorAddr := flag.String("floor-addr", "127.0.0.1:0", "internal: the floor server's address")
+	floorResponse := flag.Int("floor-response", 4096, "internal: encoded size of the floor mesh server's response")
+	cpuProfile := flag.String("cpuprofile", "", "write the load generator's CPU profile to this file")
+	curves := flag.String("curves", "P-256,P-384", "comma-separated marble key curves for the activation runs")
 	flag.Parse()
 	o.out = os.Stdout
+	if *floorServe != "" {
+		if err := serveFloorUntilEOF(*floorServe, *floorAddr, *floorResponse); err != nil {
+			fmt.Fprintln(os.Stderr, "floor server:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var err error
+	if o.curves, err = parseCurves(*curves); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if *cpuProfile != "" {
+		stop, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		defer stop()
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+		os.Exit(1) //nolint:gocritic // the profile of a failed run is of no use
 	}
+}
+
+// startCPUProfile profiles the load generator until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("creating the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting the CPU profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func run(o options) error {
 	if o.mesh != "" {
 		fmt.Fprintf(o.out, "### Coordinator at %s\n\n", o.mesh)
-		for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+		for _, curve := range o.curves {
 			r, err := activations(o.mesh, o.pid, o.marbleType, curve, o.n, o.concurrency)
 			if err != nil {
 				return err
@@ -68,6 +108,24 @@ func run(o options) error {
 		return nil
 	}
 	return runOwn(o)
+}
+
+// parseCurves reads a list such as "P-256,P-384".
+func parseCurves(list string) ([]elliptic.Curve, error) {
+	var out []elliptic.Curve
+	for _, name := range strings.Split(list, ",") {
+		switch strings.TrimSpace(name) {
+		case "P-256":
+			out = append(out, elliptic.P256())
+		case "P-384":
+			out = append(out, elliptic.P384())
+		case "P-521":
+			out = append(out, elliptic.P521())
+		default:
+			return nil, fmt.Errorf("unknown curve %q in -curves (want P-256, P-384 or P-521)", name)
+		}
+	}
+	return out, nil
 }
 
 // result of one activation run.
@@ -98,6 +156,15 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // activations runs n activations from c concurrent marbles, each with its
 // own TLS connection, identities and UUIDs prepared beforehand.
 func activations(mesh string, pid int, marbleType string, curve elliptic.Curve, n, c int) (result, error) {
+	return measure(pid, marbleType, curve, n, c, func(id *coordtest.MarbleIdentity, uid string) error {
+		return activateOnce(mesh, id, marbleType, uid)
+	})
+}
+
+// measure runs op n times from c concurrent workers, each call with an
+// identity prepared beforehand and a fresh UUID, and reads the CPU time
+// the process pid used meanwhile.
+func measure(pid int, marbleType string, curve elliptic.Curve, n, c int, op func(id *coordtest.MarbleIdentity, uid string) error) (result, error) {
 	ids := make([]*coordtest.MarbleIdentity, 64)
 	for i := range ids {
 		id, err := coordtest.NewMarbleIdentity(curve, marbleType)
@@ -127,7 +194,7 @@ func activations(mesh string, pid int, marbleType string, curve elliptic.Curve, 
 				}
 				id := ids[i%len(ids)]
 				t0 := time.Now()
-				err := activateOnce(mesh, id, marbleType, uuids[i])
+				err := op(id, uuids[i])
 				lat[i] = time.Since(t0)
 				if err != nil {
 					failures.Add(1)

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"crypto/elliptic"
+	"crypto/tls"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/rpc"
+)
+
+func TestParseCurves(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []string
+		wantErr bool
+	}{
+		{in: "P-256,P-384", want: []string{"P-256", "P-384"}},
+		{in: " P-521 ", want: []string{"P-521"}},
+		{in: "P-256,X25519", wantErr: true},
+		{in: "", wantErr: true},
+	}
+	for _, tt := range tests {
+		got, err := parseCurves(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Fatalf("parseCurves(%q) error = %v, want error: %v", tt.in, err, tt.wantErr)
+		}
+		if tt.wantErr {
+			continue
+		}
+		if len(got) != len(tt.want) {
+			t.Fatalf("parseCurves(%q) = %d curves, want %d", tt.in, len(got), len(tt.want))
+		}
+		for i, c := range got {
+			if c.Params().Name != tt.want[i] {
+				t.Errorf("parseCurves(%q)[%d] = %s, want %s", tt.in, i, c.Params().Name, tt.want[i])
+			}
+		}
+	}
+}
+
+// startFloor runs a floor server in this process until the test ends.
+func startFloor(t *testing.T, name string, responseBytes int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveFloor(ctx, name, ln, responseBytes) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("floor server %s: %v", name, err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// TestFloorServers checks that each floor server does what its row in the
+// report says: the key exchange it negotiates with a marble's TLS client,
+// and for the mesh servers an Activate answer of the requested size.
+func TestFloorServers(t *testing.T) {
+	id, err := coordtest.NewMarbleIdentity(elliptic.P256(), "bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 4280
+	for _, f := range floorServers {
+		t.Run(f.name, func(t *testing.T) {
+			addr := startFloor(t, f.name, size)
+			conn, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{id.TLS}, InsecureSkipVerify: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := tls.X25519MLKEM768
+			if f.kex == "x25519" {
+				want = tls.X25519
+			}
+			if got := conn.ConnectionState().CurveID; got != want {
+				t.Errorf("key exchange = %v, want %v", got, want)
+			}
+			conn.Close()
+
+			if f.mesh {
+				grpcConn, err := coordtest.Dial(addr, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer grpcConn.Close()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				params, err := coordtest.Activate(ctx, grpcConn, id, "bench", uuid.NewString())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := proto.Size(&rpc.ActivationResp{Parameters: params}); got < size-8 || got > size+8 {
+					t.Errorf("response size = %d bytes, want about %d", got, size)
+				}
+			}
+
+			r, err := measure(os.Getpid(), "bench", elliptic.P256(), 8, 2, func(id *coordtest.MarbleIdentity, uid string) error {
+				if f.mesh {
+					return activateOnce(addr, id, "bench", uid)
+				}
+				return handshakeOnce(addr, id)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.n != 8 || r.errors != 0 || !r.cpuMeasure {
+				t.Errorf("measure = %d connections, %d errors, CPU measured %v; want 8, 0, true", r.n, r.errors, r.cpuMeasure)
+			}
+		})
+	}
+}
+
+func TestFloorServerUnknown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := serveFloor(context.Background(), "quic", ln, 10); err == nil {
+		t.Fatal("an unknown floor server started")
+	}
+}
+
+func TestOwnWork(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a one-second benchmark")
+	}
+	r, err := ownWork("bench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.N == 0 || r.NsPerOp() <= 0 || r.AllocsPerOp() == 0 {
+		t.Errorf("ownWork = %d activations, %d ns each, %d allocations; want some of each", r.N, r.NsPerOp(), r.AllocsPerOp())
+	}
+}

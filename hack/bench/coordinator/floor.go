@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
+	"github.com/marblemesh/marblemesh/rpc"
+)
+
+// A floor server does only part of what a Coordinator does for an
+// activation, so its CPU time per connection bounds from below what any
+// Coordinator speaking the wire protocol can reach on this machine.
+type floorServer struct {
+	name string // -floor-serve value
+	desc string // row label in the report
+	mesh bool   // gRPC mesh API (else a bare TLS handshake)
+	kex  string // "default" (Go's preference, hybrid post-quantum first) or "x25519"
+}
+
+var floorServers = []floorServer{
+	{name: "tls", desc: "TLS 1.3 handshake with a client certificate, nothing else; default key exchange (X25519MLKEM768)", kex: "default"},
+	{name: "tls-x25519", desc: "the same handshake with classical X25519 key exchange", kex: "x25519"},
+	{name: "mesh", desc: "the Coordinator's mesh API transport (TLS + gRPC, same options) answering Activate with a canned response of the real size", mesh: true, kex: "default"},
+	{name: "mesh-x25519", desc: "the same transport with classical X25519 key exchange", mesh: true, kex: "x25519"},
+}
+
+func findFloorServer(name string) (floorServer, error) {
+	for _, f := range floorServers {
+		if f.name == name {
+			return f, nil
+		}
+	}
+	return floorServer{}, fmt.Errorf("unknown floor server %q", name)
+}
+
+// serveFloor runs a floor server on ln until ctx ends.
+func serveFloor(ctx context.Context, name string, ln net.Listener, responseBytes int) error {
+	f, err := findFloorServer(name)
+	if err != nil {
+		return err
+	}
+	cert, err := floorCertificate()
+	if err != nil {
+		return err
+	}
+	cfg := meshapi.TLSConfig(func() (*tls.Certificate, error) { return cert, nil })
+	if f.kex == "x25519" {
+		cfg.CurvePreferences = []tls.CurveID{tls.X25519}
+	}
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	if f.mesh {
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		srv := meshapi.NewServer(meshapi.NewService(cannedActivator(responseBytes), log), cfg, prometheus.NewRegistry())
+		defer srv.Stop()
+		if err := srv.Serve(ln); err != nil && ctx.Err() == nil {
+			return err
+		}
+		return nil
+	}
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			tc := tls.Server(conn, cfg)
+			_ = tc.SetDeadline(time.Now().Add(30 * time.Second))
+			_ = tc.Handshake()
+			tc.Close()
+		}()
+	}
+}
+
+// serveFloorUntilEOF runs a floor server on addr until stdin ends (its
+// parent, the benchmark, closed it or exited).
+func serveFloorUntilEOF(name, addr string, responseBytes int) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); cancel() }()
+	return serveFloor(ctx, name, ln, responseBytes)
+}
+
+// cannedActivator answers every activation with the same parameters,
+// about responseBytes long when encoded.
+type cannedActivator int
+
+func (n cannedActivator) Activate(context.Context, core.ActivationRequest) (*core.Parameters, error) {
+	return &core.Parameters{Env: map[string][]byte{"PAYLOAD": make([]byte, max(int(n)-16, 0))}}, nil
+}
+
+// floorCertificate is a self-signed ECDSA P-256 CA certificate, the shape
+// of the marble root certificate the Coordinator's mesh API presents.
+func floorCertificate() (*tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "floor"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
+
+// responseSize activates one marble at mesh and returns the encoded size
+// of the response.
+func responseSize(mesh, marbleType string) (int, error) {
+	id, err := coordtest.NewMarbleIdentity(elliptic.P256(), marbleType)
+	if err != nil {
+		return 0, err
+	}
+	conn, err := coordtest.Dial(mesh, id)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	params, err := coordtest.Activate(ctx, conn, id, marbleType, uuid.NewString())
+	if err != nil {
+		return 0, fmt.Errorf("sizing the activation response: %w", err)
+	}
+	return proto.Size(&rpc.ActivationResp{Parameters: params}), nil
+}
+
+// runFloors measures every floor server with P-256 marbles and writes one
+// table row each.
+func runFloors(w io.Writer, o options, responseBytes int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	for _, f := range floorServers {
+		addr, err := freeAddr()
+		if err != nil {
+			return err
+		}
+		cmd := exec.Command(self, "-floor-serve", f.name, "-floor-addr", addr, "-floor-response", strconv.Itoa(responseBytes))
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return err
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("starting floor server %s: %w", f.name, err)
+		}
+		r, err := func() (result, error) {
+			defer func() { stdin.Close(); _ = cmd.Wait() }()
+			if err := waitListening(addr); err != nil {
+				return result{}, err
+			}
+			return measure(cmd.Process.Pid, o.marbleType, elliptic.P256(), o.n, o.concurrency, func(id *coordtest.MarbleIdentity, uid string) error {
+				if f.mesh {
+					return activateOnce(addr, id, o.marbleType, uid)
+				}
+				return handshakeOnce(addr, id)
+			})
+		}()
+		if err != nil {
+			return fmt.Errorf("floor server %s: %w", f.name, err)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f | %s |\n", f.desc, float64(r.n)/r.elapsed.Seconds(), ms(r.p50), ms(r.p99), cpuText(r))
+	}
+	return nil
+}
+
+func handshakeOnce(addr string, id *coordtest.MarbleIdentity) error {
+	conn, err := tls.Dial("tcp", addr, &tls.Config{
+		Certificates:       []tls.Certificate{id.TLS},
+		InsecureSkipVerify: true, // as a marble: trust comes from attestation
+		MinVersion:         tls.VersionTLS12,
+	})
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+func waitListening(addr string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			return c.Close()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s: %w", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
