@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/marblemesh/marblemesh/hack/kube/kubebin"
 )
@@ -125,6 +127,9 @@ func Start(t testing.TB, opts ...Option) *Env {
 	etcdLog := newLogFile(t, filepath.Join(dir, "etcd.log"))
 	apiLog := newLogFile(t, filepath.Join(dir, "kube-apiserver.log"))
 
+	// envtest logs through controller-runtime's global logger, which
+	// complains on stdout (into benchmark output) when nothing was set.
+	ctrllog.SetLogger(logr.Discard())
 	notExisting := false
 	te := &envtest.Environment{
 		UseExistingCluster:       &notExisting,
