@@ -146,3 +146,26 @@ func TestOwnWork(t *testing.T) {
 		t.Errorf("ownWork = %d activations, %d ns each, %d allocations; want some of each", r.N, r.NsPerOp(), r.AllocsPerOp())
 	}
 }
+
+func TestMedianRound(t *testing.T) {
+	cpu := []time.Duration{5, 1, 9, 3, 7}
+	i := 0
+	r, err := medianRound(len(cpu), func() (result, error) {
+		r := result{n: i, cpuMeasure: true, cpuPerAct: cpu[i]}
+		i++
+		return r, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i != len(cpu) || r.cpuPerAct != 5 {
+		t.Errorf("medianRound ran %d rounds and chose CPU %v, want 5 rounds and 5", i, r.cpuPerAct)
+	}
+	if _, err := medianRound(3, func() (result, error) { return result{}, os.ErrClosed }); err == nil {
+		t.Error("medianRound hid a failed round")
+	}
+	r, _ = medianRound(0, func() (result, error) { return result{p50: 4}, nil })
+	if r.p50 != 4 {
+		t.Errorf("medianRound(0) = %+v, want one round", r)
+	}
+}

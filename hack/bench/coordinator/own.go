@@ -45,6 +45,9 @@ func runOwn(o options) error {
 	manifest := benchManifest(o.marbleType)
 
 	fmt.Fprintf(w, "### Marble activation (%d concurrent marbles, one TLS connection per activation)\n\n", o.concurrency)
+	if o.rounds > 1 {
+		fmt.Fprintf(w, "Each row is the median of %d rounds by Coordinator CPU time.\n\n", o.rounds)
+	}
 	fmt.Fprintln(w, "| marble key | activations | errors | activations/s | p50 ms | p99 ms | Coordinator CPU ms/activation |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	c, err := startCoordinator(bin, filepath.Join(tmp, "a"))
@@ -57,7 +60,9 @@ func runOwn(o options) error {
 	}
 	pid := c.cmd.Process.Pid
 	for _, curve := range o.curves {
-		r, err := activations(c.mesh, pid, o.marbleType, curve, o.n, o.concurrency)
+		r, err := medianRound(o.rounds, func() (result, error) {
+			return activations(c.mesh, pid, o.marbleType, curve, o.n, o.concurrency)
+		})
 		if err != nil {
 			return err
 		}
