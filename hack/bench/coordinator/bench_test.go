@@ -169,3 +169,16 @@ func TestMedianRound(t *testing.T) {
 		t.Errorf("medianRound(0) = %+v, want one round", r)
 	}
 }
+
+func TestSignatureCosts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two one-second benchmarks")
+	}
+	sign, verify, err := signatureCosts(elliptic.P256())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sign <= 0 || verify <= 0 {
+		t.Errorf("signatureCosts = %v, %v; want both positive", sign, verify)
+	}
+}

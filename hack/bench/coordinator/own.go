@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/marblemesh/marblemesh/api"
@@ -43,6 +44,16 @@ func runOwn(o options) error {
 	}
 	w := o.out
 	manifest := benchManifest(o.marbleType)
+
+	var speed []string
+	for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+		sign, verify, err := signatureCosts(curve)
+		if err != nil {
+			return err
+		}
+		speed = append(speed, fmt.Sprintf("%s signature %.3f ms, verification %.3f ms", curve.Params().Name, ms(sign), ms(verify)))
+	}
+	fmt.Fprintf(w, "The machine's speed during this run, one goroutine, ECDSA: %s.\n\n", strings.Join(speed, "; "))
 
 	fmt.Fprintf(w, "### Marble activation (%d concurrent marbles, one TLS connection per activation)\n\n", o.concurrency)
 	if o.rounds > 1 {

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,4 +57,32 @@ func ownWork(marbleType string) (testing.BenchmarkResult, error) {
 		return r, fmt.Errorf("activating in the core: %w", failed)
 	}
 	return r, nil
+}
+
+// signatureCosts measures one ECDSA signature and one verification on
+// curve in one goroutine: the machine's speed at the operations that
+// dominate an activation, for comparing runs and machines.
+func signatureCosts(curve elliptic.Curve) (sign, verify time.Duration, err error) {
+	key, err := ecdsa.GenerateKey(curve, rand.Reader)
+	if err != nil {
+		return 0, 0, err
+	}
+	digest := sha256.Sum256([]byte("activation"))
+	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+	if err != nil {
+		return 0, 0, err
+	}
+	s := testing.Benchmark(func(b *testing.B) {
+		for b.Loop() {
+			_, _ = ecdsa.SignASN1(rand.Reader, key, digest[:])
+		}
+	})
+	v := testing.Benchmark(func(b *testing.B) {
+		for b.Loop() {
+			if !ecdsa.VerifyASN1(&key.PublicKey, digest[:], sig) {
+				b.Fatal("signature does not verify")
+			}
+		}
+	})
+	return time.Duration(s.NsPerOp()), time.Duration(v.NsPerOp()), nil
 }
