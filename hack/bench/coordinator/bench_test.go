@@ -77,7 +77,7 @@ func TestFloorServers(t *testing.T) {
 	for _, f := range floorServers {
 		t.Run(f.name, func(t *testing.T) {
 			addr := startFloor(t, f.name, size)
-			conn, err := tls.Dial("tcp", addr, &tls.Config{Certificates: []tls.Certificate{id.TLS}, InsecureSkipVerify: true})
+			conn, err := tls.Dial("tcp", addr, id.ClientTLS())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -198,11 +198,7 @@ func runFloors(w io.Writer, o options, responseBytes int) error {
 }
 
 func handshakeOnce(addr string, id *coordtest.MarbleIdentity) error {
-	conn, err := tls.Dial("tcp", addr, &tls.Config{
-		Certificates:       []tls.Certificate{id.TLS},
-		InsecureSkipVerify: true, // as a marble: trust comes from attestation
-		MinVersion:         tls.VersionTLS12,
-	})
+	conn, err := tls.Dial("tcp", addr, id.ClientTLS())
 	if err != nil {
 		return err
 	}

@@ -60,15 +60,20 @@ func NewMarbleIdentity(curve elliptic.Curve, dnsNames ...string) (*MarbleIdentit
 	return &MarbleIdentity{TLS: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, CSR: csr, Cert: cert}, nil
 }
 
-// Dial opens a mesh API connection presenting the identity's certificate.
-// Like a marble, it does not verify the Coordinator's certificate.
-func Dial(addr string, id *MarbleIdentity) (*grpc.ClientConn, error) {
-	creds := credentials.NewTLS(&tls.Config{
+// ClientTLS is the TLS configuration a marble activates with: it presents
+// the identity's certificate and, like a marble, does not verify the
+// Coordinator's certificate.
+func (id *MarbleIdentity) ClientTLS() *tls.Config {
+	return &tls.Config{
 		Certificates:       []tls.Certificate{id.TLS},
 		InsecureSkipVerify: true, // the marble's trust comes from the Coordinator's attestation, not this channel
 		MinVersion:         tls.VersionTLS12,
-	})
-	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	}
+}
+
+// Dial opens a mesh API connection with the identity's ClientTLS.
+func Dial(addr string, id *MarbleIdentity) (*grpc.ClientConn, error) {
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(id.ClientTLS())))
 }
 
 // Activate sends an activation request with empty (simulation) evidence.
