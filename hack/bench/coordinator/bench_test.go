@@ -16,6 +16,45 @@ import (
 	"github.com/marblemesh/marblemesh/rpc"
 )
 
+// TestMain lets the test binary stand in for the benchmark when it starts
+// itself as a floor server.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "-floor-serve" {
+		main()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestStartFloors starts every floor server as a subprocess, measures a
+// short round against each and checks that stop ends them.
+func TestStartFloors(t *testing.T) {
+	floors, stop, err := startFloors(4280)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if len(floors) != len(floorServers) {
+		t.Fatalf("started %d floor servers, want %d", len(floors), len(floorServers))
+	}
+	o := options{marbleType: "bench", n: 4, concurrency: 2}
+	for _, f := range floors {
+		r, err := f.measure(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.n != 4 || r.errors != 0 || !r.cpuMeasure {
+			t.Errorf("%s: %d connections, %d errors, CPU measured %v; want 4, 0, true", f.name, r.n, r.errors, r.cpuMeasure)
+		}
+	}
+	stop()
+	for _, f := range floors {
+		if f.cmd.ProcessState == nil {
+			t.Errorf("floor server %s still runs after stop", f.name)
+		}
+	}
+}
+
 func TestParseCurves(t *testing.T) {
 	tests := []struct {
 		in      string

@@ -156,45 +156,69 @@ func responseSize(mesh, marbleType string) (int, error) {
 	return proto.Size(&rpc.ActivationResp{Parameters: params}), nil
 }
 
-// runFloors measures every floor server with P-256 marbles and writes one
-// table row each.
-func runFloors(w io.Writer, o options, responseBytes int) error {
+// runningFloor is a floor server started as a subprocess.
+type runningFloor struct {
+	floorServer
+	addr  string
+	cmd   *exec.Cmd
+	stdin io.Closer
+}
+
+// startFloors starts every floor server, each in its own process; stop
+// ends them.
+func startFloors(responseBytes int) (floors []*runningFloor, stop func(), err error) {
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return nil, nil, err
+	}
+	stop = func() {
+		for _, f := range floors {
+			f.stdin.Close()
+			_ = f.cmd.Wait()
+		}
 	}
 	for _, f := range floorServers {
 		addr, err := freeAddr()
 		if err != nil {
-			return err
+			stop()
+			return nil, nil, err
 		}
 		cmd := exec.Command(self, "-floor-serve", f.name, "-floor-addr", addr, "-floor-response", strconv.Itoa(responseBytes))
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
-			return err
+			stop()
+			return nil, nil, err
 		}
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("starting floor server %s: %w", f.name, err)
+			stop()
+			return nil, nil, fmt.Errorf("starting floor server %s: %w", f.name, err)
 		}
-		r, err := func() (result, error) {
-			defer func() { stdin.Close(); _ = cmd.Wait() }()
-			if err := waitListening(addr); err != nil {
-				return result{}, err
-			}
-			return measure(cmd.Process.Pid, o.marbleType, elliptic.P256(), o.n, o.concurrency, func(id *coordtest.MarbleIdentity, uid string) error {
-				if f.mesh {
-					return activateOnce(addr, id, o.marbleType, uid)
-				}
-				return handshakeOnce(addr, id)
-			})
-		}()
-		if err != nil {
-			return fmt.Errorf("floor server %s: %w", f.name, err)
+		floors = append(floors, &runningFloor{floorServer: f, addr: addr, cmd: cmd, stdin: stdin})
+		if err := waitListening(addr); err != nil {
+			stop()
+			return nil, nil, fmt.Errorf("floor server %s: %w", f.name, err)
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f | %s |\n", f.desc, float64(r.n)/r.elapsed.Seconds(), ms(r.p50), ms(r.p99), cpuText(r))
 	}
-	return nil
+	return floors, stop, nil
+}
+
+// measure runs one round against the floor server with P-256 marbles.
+func (f *runningFloor) measure(o options) (result, error) {
+	r, err := measure(f.cmd.Process.Pid, o.marbleType, elliptic.P256(), o.n, o.concurrency, func(id *coordtest.MarbleIdentity, uid string) error {
+		if f.mesh {
+			return activateOnce(f.addr, id, o.marbleType, uid)
+		}
+		return handshakeOnce(f.addr, id)
+	})
+	if err != nil {
+		return result{}, fmt.Errorf("floor server %s: %w", f.name, err)
+	}
+	return r, nil
+}
+
+func (f *runningFloor) print(w io.Writer, r result) {
+	fmt.Fprintf(w, "| %s | %.0f | %.2f | %.2f | %s |\n", f.desc, float64(r.n)/r.elapsed.Seconds(), ms(r.p50), ms(r.p99), cpuText(r))
 }
 
 func handshakeOnce(addr string, id *coordtest.MarbleIdentity) error {

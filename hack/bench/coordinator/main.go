@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -114,9 +115,8 @@ func run(o options) error {
 	return runOwn(o)
 }
 
-// medianRound runs a measurement rounds times and returns the round with
-// the median CPU time per activation (the median latency round when CPU
-// time is not measured): on a shared machine single rounds vary by ±10 %.
+// medianRound runs a measurement rounds times and returns the median
+// round: on a shared machine single rounds vary by ±10 %.
 func medianRound(rounds int, run func() (result, error)) (result, error) {
 	rs := make([]result, 0, max(rounds, 1))
 	for range max(rounds, 1) {
@@ -126,13 +126,20 @@ func medianRound(rounds int, run func() (result, error)) (result, error) {
 		}
 		rs = append(rs, r)
 	}
+	return median(rs), nil
+}
+
+// median returns the round with the median CPU time per activation (the
+// median latency round when CPU time is not measured).
+func median(rs []result) result {
+	rs = slices.Clone(rs)
 	sort.Slice(rs, func(a, b int) bool {
 		if rs[a].cpuMeasure && rs[b].cpuMeasure {
 			return rs[a].cpuPerAct < rs[b].cpuPerAct
 		}
 		return rs[a].p50 < rs[b].p50
 	})
-	return rs[len(rs)/2], nil
+	return rs[len(rs)/2]
 }
 
 // parseCurves reads a list such as "P-256,P-384".

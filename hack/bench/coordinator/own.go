@@ -55,12 +55,6 @@ func runOwn(o options) error {
 	}
 	fmt.Fprintf(w, "The machine's speed during this run, one goroutine, ECDSA: %s.\n\n", strings.Join(speed, "; "))
 
-	fmt.Fprintf(w, "### Marble activation (%d concurrent marbles, one TLS connection per activation)\n\n", o.concurrency)
-	if o.rounds > 1 {
-		fmt.Fprintf(w, "Each row is the median of %d rounds by Coordinator CPU time.\n\n", o.rounds)
-	}
-	fmt.Fprintln(w, "| marble key | activations | errors | activations/s | p50 ms | p99 ms | Coordinator CPU ms/activation |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	c, err := startCoordinator(bin, filepath.Join(tmp, "a"))
 	if err != nil {
 		return err
@@ -70,21 +64,49 @@ func runOwn(o options) error {
 		return err
 	}
 	pid := c.cmd.Process.Pid
-	for _, curve := range o.curves {
-		r, err := medianRound(o.rounds, func() (result, error) {
-			return activations(c.mesh, pid, o.marbleType, curve, o.n, o.concurrency)
-		})
-		if err != nil {
-			return err
-		}
-		r.print(w, curve)
-	}
-	fmt.Fprintln(w)
-
 	size, err := responseSize(c.mesh, o.marbleType)
 	if err != nil {
 		return err
 	}
+	floors, stopFloors, err := startFloors(size)
+	if err != nil {
+		return err
+	}
+	defer stopFloors()
+	// Rounds alternate between the Coordinator and the floor servers, so
+	// that a change in the machine's speed during the run (it shares its
+	// host) affects all of them alike.
+	coordRounds := make([][]result, len(o.curves))
+	floorRounds := make([][]result, len(floors))
+	for range max(o.rounds, 1) {
+		for i, curve := range o.curves {
+			r, err := activations(c.mesh, pid, o.marbleType, curve, o.n, o.concurrency)
+			if err != nil {
+				return err
+			}
+			coordRounds[i] = append(coordRounds[i], r)
+		}
+		for i, f := range floors {
+			r, err := f.measure(o)
+			if err != nil {
+				return err
+			}
+			floorRounds[i] = append(floorRounds[i], r)
+		}
+	}
+	stopFloors()
+
+	fmt.Fprintf(w, "### Marble activation (%d concurrent marbles, one TLS connection per activation)\n\n", o.concurrency)
+	if o.rounds > 1 {
+		fmt.Fprintf(w, "Each row is the median of %d rounds by CPU time; the rounds alternate with those of the servers in the next table.\n\n", o.rounds)
+	}
+	fmt.Fprintln(w, "| marble key | activations | errors | activations/s | p50 ms | p99 ms | Coordinator CPU ms/activation |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+	for i, curve := range o.curves {
+		median(coordRounds[i]).print(w, curve)
+	}
+	fmt.Fprintln(w)
+
 	own, err := ownWork(o.marbleType)
 	if err != nil {
 		return err
@@ -92,11 +114,11 @@ func runOwn(o options) error {
 	fmt.Fprintf(w, "### Where the Coordinator's CPU time goes (P-256 marbles, %d concurrent)\n\n", o.concurrency)
 	fmt.Fprintf(w, "Its own work, without TLS and gRPC (the core activating one marble after another in one goroutine, logging and metrics included): %.3f ms, %d allocations, %d bytes per activation.\n\n",
 		ms(time.Duration(own.NsPerOp())), own.AllocsPerOp(), own.AllocedBytesPerOp())
-	fmt.Fprintf(w, "The rest is the transport. The servers below do only part of a Coordinator's work, each in its own process, measured like the Coordinator above (same load generator, same marble identities); their CPU time per connection bounds from below what any implementation of the wire protocol can reach on this machine. The canned response is %d bytes, the size of the Coordinator's answer.\n\n", size)
+	fmt.Fprintf(w, "The rest is the transport. The servers below do only part of a Coordinator's work, each in its own process, measured like the Coordinator above (same load generator, same marble identities, median round); their CPU time per connection bounds from below what any implementation of the wire protocol can reach on this machine. The canned response is %d bytes, the size of the Coordinator's answer.\n\n", size)
 	fmt.Fprintln(w, "| server | connections/s | p50 ms | p99 ms | server CPU ms/connection |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
-	if err := runFloors(w, o, size); err != nil {
-		return err
+	for i, f := range floors {
+		f.print(w, median(floorRounds[i]))
 	}
 	fmt.Fprintln(w)
 
