@@ -55,14 +55,11 @@ func runOwn(o options) error {
 	}
 	fmt.Fprintf(w, "The machine's speed during this run, one goroutine, ECDSA: %s.\n\n", strings.Join(speed, "; "))
 
-	c, err := startCoordinator(bin, filepath.Join(tmp, "a"))
+	c, err := startWithManifest(bin, filepath.Join(tmp, "a"), manifest)
 	if err != nil {
 		return err
 	}
 	defer c.stop()
-	if err := c.setManifest(manifest); err != nil {
-		return err
-	}
 	pid := c.cmd.Process.Pid
 	size, err := responseSize(c.mesh, o.marbleType)
 	if err != nil {
@@ -136,14 +133,11 @@ func runOwn(o options) error {
 			}
 			aged += n
 		}
-		fresh, err := startCoordinator(bin, filepath.Join(tmp, "fresh"))
+		fresh, err := startWithManifest(bin, filepath.Join(tmp, "fresh"), manifest)
 		if err != nil {
 			return err
 		}
 		defer fresh.stop()
-		if err := fresh.setManifest(manifest); err != nil {
-			return err
-		}
 		const warmUp = 10
 		if _, err := activations(fresh.mesh, 0, o.marbleType, elliptic.P256(), warmUp, 1); err != nil {
 			return err
@@ -178,14 +172,11 @@ func runOwn(o options) error {
 
 	fmt.Fprintln(w, "### Memory")
 	fmt.Fprintln(w)
-	c2, err := startCoordinator(bin, filepath.Join(tmp, "b"))
+	c2, err := startWithManifest(bin, filepath.Join(tmp, "b"), manifest)
 	if err != nil {
 		return err
 	}
 	defer c2.stop()
-	if err := c2.setManifest(manifest); err != nil {
-		return err
-	}
 	before, err := rss(c2.cmd.Process.Pid)
 	if err != nil {
 		return err
@@ -218,6 +209,19 @@ func runOwn(o options) error {
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// startWithManifest starts a Coordinator and sets manifest.
+func startWithManifest(bin, sealDir string, manifest []byte) (*coordinatorProc, error) {
+	c, err := startCoordinator(bin, sealDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.setManifest(manifest); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
+}
 
 func startCoordinator(bin, sealDir string) (*coordinatorProc, error) {
 	mesh, err := freeAddr()
