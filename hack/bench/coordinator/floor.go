@@ -29,8 +29,9 @@ import (
 )
 
 // A floor server does only part of what a Coordinator does for an
-// activation, so its CPU time per connection bounds from below what any
-// Coordinator speaking the wire protocol can reach on this machine.
+// activation, with the same libraries (crypto/tls, grpc-go), so its CPU
+// time per connection bounds from below what a Coordinator built on them
+// can reach on this machine.
 type floorServer struct {
 	name string // -floor-serve value
 	desc string // row label in the report

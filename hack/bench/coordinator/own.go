@@ -111,7 +111,7 @@ func runOwn(o options) error {
 	fmt.Fprintf(w, "### Where the Coordinator's CPU time goes (P-256 marbles, %d concurrent)\n\n", o.concurrency)
 	fmt.Fprintf(w, "Its own work, without TLS and gRPC (the core activating one marble after another in one goroutine, logging and metrics included): %.3f ms, %d allocations, %d bytes per activation.\n\n",
 		ms(time.Duration(own.NsPerOp())), own.AllocsPerOp(), own.AllocedBytesPerOp())
-	fmt.Fprintf(w, "The rest is the transport. The servers below do only part of a Coordinator's work, each in its own process, measured like the Coordinator above (same load generator, same marble identities, median round); their CPU time per connection bounds from below what any implementation of the wire protocol can reach on this machine. The canned response is %d bytes, the size of the Coordinator's answer.\n\n", size)
+	fmt.Fprintf(w, "The rest is the transport. The servers below do only part of a Coordinator's work, each in its own process, measured like the Coordinator above (same load generator, same marble identities, median round); their CPU time per connection bounds from below what a Coordinator built on Go's crypto/tls and grpc-go can reach on this machine. The canned response is %d bytes, the size of the Coordinator's answer.\n\n", size)
 	fmt.Fprintln(w, "| server | connections/s | p50 ms | p99 ms | server CPU ms/connection |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
 	for i, f := range floors {
