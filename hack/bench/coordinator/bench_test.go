@@ -130,14 +130,7 @@ func TestFloorServers(t *testing.T) {
 			conn.Close()
 
 			if f.mesh {
-				grpcConn, err := coordtest.Dial(addr, id)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer grpcConn.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				params, err := coordtest.Activate(ctx, grpcConn, id, "bench", uuid.NewString())
+				params, err := activate(addr, id, "bench", uuid.NewString())
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +20,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
+	"github.com/marblemesh/marblemesh/internal/coordinator/pki"
 	"github.com/marblemesh/marblemesh/rpc"
 )
 
@@ -117,23 +113,19 @@ func (n cannedActivator) Activate(context.Context, core.ActivationRequest) (*cor
 	return &core.Parameters{Env: map[string][]byte{"PAYLOAD": make([]byte, max(int(n)-16, 0))}}, nil
 }
 
-// floorCertificate is a self-signed ECDSA P-256 CA certificate, the shape
-// of the marble root certificate the Coordinator's mesh API presents.
+// floorCertificate is what the Coordinator's mesh API presents: the
+// marble root certificate with the intermediate CA's key, made by pki.
 func floorCertificate() (*tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	root, err := pki.NewRoot([]string{"localhost"}, nil, now)
 	if err != nil {
 		return nil, err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "floor"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	intermediate, marbleRoot, err := pki.NewIntermediate(root, []string{"localhost"}, nil, now)
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+	return &tls.Certificate{Certificate: [][]byte{marbleRoot.Raw}, PrivateKey: intermediate.Key, Leaf: marbleRoot}, nil
 }
 
 // responseSize activates one marble at mesh and returns the encoded size
@@ -143,14 +135,7 @@ func responseSize(mesh, marbleType string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	conn, err := coordtest.Dial(mesh, id)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	params, err := coordtest.Activate(ctx, conn, id, marbleType, uuid.NewString())
+	params, err := activate(mesh, id, marbleType, uuid.NewString())
 	if err != nil {
 		return 0, fmt.Errorf("sizing the activation response: %w", err)
 	}

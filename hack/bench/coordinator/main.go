@@ -27,6 +27,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/rpc"
 )
 
 type options struct {
@@ -251,15 +252,20 @@ func measure(pid int, marbleType string, curve elliptic.Curve, n, c int, op func
 }
 
 func activateOnce(mesh string, id *coordtest.MarbleIdentity, marbleType, uid string) error {
+	_, err := activate(mesh, id, marbleType, uid)
+	return err
+}
+
+// activate activates one marble over its own connection, as a marble does.
+func activate(mesh string, id *coordtest.MarbleIdentity, marbleType, uid string) (*rpc.Parameters, error) {
 	conn, err := coordtest.Dial(mesh, id)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err = coordtest.Activate(ctx, conn, id, marbleType, uid)
-	return err
+	return coordtest.Activate(ctx, conn, id, marbleType, uid)
 }
 
 // cpuTime returns the CPU time a process has used so far.

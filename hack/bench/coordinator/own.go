@@ -125,7 +125,12 @@ func runOwn(o options) error {
 		// then compared with a freshly started one in alternating rounds,
 		// so that the machine's drift affects both alike.
 		const window = 2000
-		aged := max(o.rounds, 1)*o.n*len(o.curves) + 1
+		aged := 1 // responseSize's
+		for _, rounds := range coordRounds {
+			for _, r := range rounds {
+				aged += r.n
+			}
+		}
 		for done := 0; done < o.steadyN; done += window {
 			n := min(window, o.steadyN-done)
 			if _, err := activations(c.mesh, 0, o.marbleType, elliptic.P256(), n, o.concurrency); err != nil {
