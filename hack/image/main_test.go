@@ -3,7 +3,6 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -31,6 +30,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/image"
+	"github.com/marblemesh/marblemesh/internal/image/imagetest"
 )
 
 // goCertFiles are the files Go's crypto/x509 reads the system roots from
@@ -157,7 +157,7 @@ func TestImageSpecs(t *testing.T) {
 			t.Errorf("%s: two builds with the same bundle differ", tg.name)
 		}
 		f, ok := layerFiles(t, img.Layer)[strings.TrimPrefix(caBundlePath, "/")]
-		if !ok || f.Typeflag != tar.TypeReg || f.Mode != 0o644 || f.Uid != 0 || f.Gid != 0 || !bytes.Equal(f.body, bundle) {
+		if !ok || f.Typeflag != tar.TypeReg || f.Mode != 0o644 || f.Uid != 0 || f.Gid != 0 || !bytes.Equal(f.Body, bundle) {
 			t.Errorf("%s: CA bundle entry %+v (present %v)", tg.name, f.Header, ok)
 		}
 		other := cfg
@@ -172,33 +172,10 @@ func TestImageSpecs(t *testing.T) {
 	}
 }
 
-type layerFile struct {
-	tar.Header
-	body []byte
-}
-
-func layerFiles(t *testing.T, gz []byte) map[string]layerFile {
+func layerFiles(t *testing.T, gz []byte) map[string]imagetest.Entry {
 	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(gz))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	files := map[string]layerFile{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return files
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[h.Name] = layerFile{Header: *h, body: body}
-	}
+	entries, _ := imagetest.ReadLayer(t, gz)
+	return entries
 }
 
 // readLayout returns the single layer of the image in an OCI image layout
@@ -232,7 +209,7 @@ func readLayout(t *testing.T, dir string) []byte {
 }
 
 // extract writes the layer's directories and regular files below root.
-func extract(t *testing.T, files map[string]layerFile, root string) {
+func extract(t *testing.T, files map[string]imagetest.Entry, root string) {
 	t.Helper()
 	names := make([]string, 0, len(files))
 	for n := range files {
@@ -248,7 +225,7 @@ func extract(t *testing.T, files map[string]layerFile, root string) {
 				t.Fatal(err)
 			}
 		case tar.TypeReg:
-			if err := os.WriteFile(p, f.body, os.FileMode(f.Mode)&os.ModePerm); err != nil {
+			if err := os.WriteFile(p, f.Body, os.FileMode(f.Mode)&os.ModePerm); err != nil {
 				t.Fatal(err)
 			}
 		default:
@@ -359,11 +336,11 @@ func TestCoordinatorImageTrustsBundle(t *testing.T) {
 	if !slices.Contains(goCertFiles, caBundlePath) {
 		t.Errorf("%s is none of Go's Linux certificate files", caBundlePath)
 	}
-	if f.Typeflag != tar.TypeReg || f.Mode != 0o644 || f.Uid != 0 || f.Gid != 0 || !bytes.Equal(f.body, pki.caPEM) {
-		t.Errorf("CA bundle entry %+v, content equal to -ca-bundle: %v", f.Header, bytes.Equal(f.body, pki.caPEM))
+	if f.Typeflag != tar.TypeReg || f.Mode != 0o644 || f.Uid != 0 || f.Gid != 0 || !bytes.Equal(f.Body, pki.caPEM) {
+		t.Errorf("CA bundle entry %+v, content equal to -ca-bundle: %v", f.Header, bytes.Equal(f.Body, pki.caPEM))
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(f.body) {
+	if !pool.AppendCertsFromPEM(f.Body) {
 		t.Error("the image's CA bundle holds no certificate")
 	}
 	// The non-root user can read it.

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/marblemesh/marblemesh/internal/image/imagetest"
 )
 
 const helloSrc = `package main
@@ -123,30 +125,10 @@ type layerFile struct {
 
 func readLayer(t *testing.T, gz []byte) (map[string]layerFile, []string) {
 	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(gz))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := tar.NewReader(zr)
-	files := map[string]layerFile{}
-	var order []string
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, dup := files[h.Name]; dup {
-			t.Errorf("duplicate layer entry %q", h.Name)
-		}
-		files[h.Name] = layerFile{typ: h.Typeflag, mode: h.Mode, uid: h.Uid, gid: h.Gid, body: body, mtime: h.ModTime}
-		order = append(order, h.Name)
+	entries, order := imagetest.ReadLayer(t, gz)
+	files := make(map[string]layerFile, len(entries))
+	for name, e := range entries {
+		files[name] = layerFile{typ: e.Typeflag, mode: e.Mode, uid: e.Uid, gid: e.Gid, body: e.Body, mtime: e.ModTime}
 	}
 	return files, order
 }
