@@ -8,13 +8,13 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"net/http"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/marblemesh/marblemesh/internal/coordinator/apierror"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/manifest"
 )
@@ -178,32 +178,13 @@ func writeError(w http.ResponseWriter, code int, message string) {
 	writeJSON(w, code, errorBody{Status: "error", Message: message})
 }
 
-// writeCoreError maps a core error to its HTTP form. Internal errors are
-// logged and answered without their details.
+// writeCoreError answers an error of the core by the policy of
+// apierror: internal errors are logged and answered without details.
 func (a *API) writeCoreError(w http.ResponseWriter, r *http.Request, err error) {
-	var ce *core.Error
-	msg := "internal error"
-	if errors.As(err, &ce) {
-		msg = err.Error()
+	d := apierror.Decide(r.Context(), a.log, "client API request failed", err, "api", "client", "method", r.Method, "path", r.URL.Path)
+	if d.Fail {
+		writeFail(w, d.HTTP, d.Message)
+		return
 	}
-	switch core.KindOf(err) {
-	case core.KindInvalidArgument, core.KindFailedPrecondition, core.KindResourceExhausted:
-		writeFail(w, http.StatusBadRequest, msg)
-	case core.KindUnauthenticated:
-		writeFail(w, http.StatusUnauthorized, msg)
-	case core.KindPermissionDenied:
-		writeError(w, http.StatusForbidden, msg)
-	case core.KindNotFound:
-		writeError(w, http.StatusNotFound, msg)
-	case core.KindUnimplemented:
-		writeError(w, http.StatusNotImplemented, msg)
-	case core.KindUnavailable:
-		writeError(w, http.StatusServiceUnavailable, msg)
-	case core.KindDataLoss:
-		a.log.Error("client API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		writeError(w, http.StatusInternalServerError, msg)
-	default:
-		a.log.Error("client API request failed", "method", r.Method, "path", r.URL.Path, "error", err)
-		writeError(w, http.StatusInternalServerError, msg)
-	}
+	writeError(w, d.HTTP, d.Message)
 }

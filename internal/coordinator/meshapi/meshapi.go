@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/marblemesh/marblemesh/internal/coordinator/apierror"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/rpc"
 )
@@ -54,36 +55,12 @@ func (s *Service) Activate(ctx context.Context, req *rpc.ActivationReq) (*rpc.Ac
 		UUID:       req.GetUUID(),
 	})
 	if err != nil {
-		code := codeOf(err)
-		if code == codes.Internal {
-			s.log.Error("activation failed", "type", req.GetMarbleType(), "error", err)
-		}
-		return nil, status.Error(code, err.Error())
+		d := apierror.Decide(ctx, s.log, "activation failed", err, "api", "mesh", "type", req.GetMarbleType(), "uuid", req.GetUUID())
+		return nil, status.Error(d.GRPC, d.Message)
 	}
 	return &rpc.ActivationResp{Parameters: &rpc.Parameters{
 		Files: params.Files, Env: params.Env, Argv: params.Argv,
 	}}, nil
-}
-
-func codeOf(err error) codes.Code {
-	switch core.KindOf(err) {
-	case core.KindInvalidArgument:
-		return codes.InvalidArgument
-	case core.KindFailedPrecondition:
-		return codes.FailedPrecondition
-	case core.KindPermissionDenied:
-		return codes.PermissionDenied
-	case core.KindResourceExhausted:
-		return codes.ResourceExhausted
-	case core.KindUnauthenticated:
-		return codes.Unauthenticated
-	case core.KindNotFound:
-		return codes.NotFound
-	case core.KindUnavailable:
-		return codes.Unavailable // the marble retries
-	default:
-		return codes.Internal
-	}
 }
 
 // TLSConfig returns the server TLS configuration: it presents the current
