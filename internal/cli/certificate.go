@@ -68,7 +68,7 @@ func newCertificateSubCmd(g *globals, name, short, defaultFile string, pick func
 			for _, c := range certs {
 				out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 			}
-			if err := writeFile(output, out, 0o644); err != nil {
+			if err := g.writeOutput(output, out, 0o644); err != nil {
 				return err
 			}
 			if format(cmd).json() {
@@ -76,12 +76,12 @@ func newCertificateSubCmd(g *globals, name, short, defaultFile string, pick func
 				for i, c := range certs {
 					fps[i] = api.Fingerprint(c)
 				}
-				return printJSON(g.stdout(), struct {
+				return printJSON(g.reportWriter(output), struct {
 					File         string   `json:"file"`
 					Fingerprints []string `json:"fingerprints"`
 				}{output, fps})
 			}
-			fmt.Fprintf(g.stdout(), "Certificate (%s) written to %s.\n", name, output)
+			fmt.Fprintf(g.reportWriter(output), "Certificate (%s) written to %s.\n", name, outputName(output))
 			return nil
 		},
 	}

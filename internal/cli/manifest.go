@@ -91,7 +91,7 @@ func format(cmd *cobra.Command) *formatFlag {
 // writes or prints the recovery secrets.
 func (g *globals) reportRecoveryData(f *formatFlag, signature string, secrets map[string][]byte, file, done string) error {
 	if len(secrets) > 0 && file != "" {
-		if err := writeRecoveryData(file, secrets); err != nil {
+		if err := g.writeRecoveryData(file, secrets); err != nil {
 			return err
 		}
 	}
@@ -129,12 +129,12 @@ func (g *globals) reportRecoveryData(f *formatFlag, signature string, secrets ma
 }
 
 // writeRecoveryData writes recovery secrets to file as MarbleRun does.
-func writeRecoveryData(file string, secrets map[string][]byte) error {
+func (g *globals) writeRecoveryData(file string, secrets map[string][]byte) error {
 	out, err := json.MarshalIndent(recoveryData{secrets}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding recovery data: %w", err)
 	}
-	if err := writeFile(file, append(out, '\n'), 0o600); err != nil {
+	if err := g.writeOutput(file, append(out, '\n'), 0o600); err != nil {
 		return fmt.Errorf("saving recovery data: %w", err)
 	}
 	return nil
@@ -193,10 +193,10 @@ newline, so that its signature matches the Coordinator's. --signature wraps it a
 				out = append(out, '\n')
 			}
 			if output != "" {
-				if err := writeFile(output, out, 0o644); err != nil {
+				if err := g.writeOutput(output, out, 0o644); err != nil {
 					return err
 				}
-				g.warnf("Manifest written to %s.", output)
+				g.warnf("Manifest written to %s.", outputName(output))
 				return nil
 			}
 			_, err = g.stdout().Write(out)
@@ -394,10 +394,10 @@ verifying a quote. --output writes the log (one JSON object per line).`,
 					b.WriteString(l)
 					b.WriteByte('\n')
 				}
-				if err := writeFile(output, []byte(b.String()), 0o644); err != nil {
+				if err := g.writeOutput(output, []byte(b.String()), 0o644); err != nil {
 					return err
 				}
-				g.warnf("Update log written to %s.", output)
+				g.warnf("Update log written to %s.", outputName(output))
 				return nil
 			}
 			if format(cmd).json() {

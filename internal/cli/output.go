@@ -2,8 +2,10 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -59,9 +61,122 @@ func printJSON(w io.Writer, v any) error {
 	return nil
 }
 
-// writeFile replaces path with data atomically: a temporary file in the
-// same folder is written, synced and renamed over path.
+// stdoutName is the -o/--output value that means standard output.
+const stdoutName = "-"
+
+// writeOutput writes data to the file named by an -o/--output flag (or
+// another output path given on the command line); "-" is standard output.
+func (g *globals) writeOutput(path string, data []byte, perm os.FileMode) error {
+	if path == stdoutName {
+		if _, err := g.stdout().Write(data); err != nil {
+			return fmt.Errorf("writing to standard output: %w", err)
+		}
+		return nil
+	}
+	return writeFile(path, data, perm)
+}
+
+// reportWriter is where a command reports what it wrote to output: the
+// standard output, or the standard error when the data itself went there.
+func (g *globals) reportWriter(output string) io.Writer {
+	if output == stdoutName {
+		return g.stderr()
+	}
+	return g.stdout()
+}
+
+// outputName names output in messages.
+func outputName(output string) string {
+	if output == stdoutName {
+		return "standard output"
+	}
+	return output
+}
+
+// writeFile writes data to path without ever replacing what is not a
+// regular file:
+//   - a path that does not exist is created through a temporary file in
+//     the same folder, synced and renamed into place (mode perm);
+//   - a regular file is replaced the same way, atomically, keeping its
+//     mode (narrowed to perm when perm keeps the file private);
+//   - a symbolic link is never replaced: the file it points to is written
+//     in place through the link (truncated first if it is a regular file),
+//     so that /dev/stdout, /dev/null or a link into /proc work as in a
+//     shell; a link to nothing is an error;
+//   - a device, pipe or socket is opened and written in place;
+//   - a folder is an error.
 func writeFile(path string, data []byte, perm os.FileMode) error {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return replaceFile(path, data, perm)
+	case err != nil:
+		return fmt.Errorf("writing %s: %w", path, err)
+	case fi.Mode().IsRegular():
+		return replaceFile(path, data, keptMode(fi.Mode().Perm(), perm))
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, err := os.Stat(path)
+		if err != nil {
+			return fmt.Errorf("writing %s: it is a symbolic link, and what it points to cannot be used: %w", path, err)
+		}
+		if target.IsDir() {
+			return fmt.Errorf("writing %s: it is a symbolic link to a folder; name a file", path)
+		}
+		return writeInPlace(path, data, target, perm)
+	case fi.IsDir():
+		return fmt.Errorf("writing %s: it is a folder; name a file", path)
+	default:
+		return writeInPlace(path, data, fi, perm)
+	}
+}
+
+// keptMode is the mode of a replaced file: its old mode, without the
+// group and other bits when the new content is private (perm 0600).
+func keptMode(old, perm os.FileMode) os.FileMode {
+	if perm&0o077 == 0 {
+		return old & perm
+	}
+	return old
+}
+
+// writeInPlace opens path (following links) and writes data into it. Only
+// a regular file is truncated and synced; a device or pipe is just
+// written.
+func writeInPlace(path string, data []byte, fi os.FileInfo, perm os.FileMode) error {
+	flags := os.O_WRONLY
+	regular := fi.Mode().IsRegular()
+	if regular {
+		flags |= os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0)
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if regular && keptMode(fi.Mode().Perm(), perm) != fi.Mode().Perm() {
+		if err := f.Chmod(keptMode(fi.Mode().Perm(), perm)); err != nil {
+			f.Close()
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if regular {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
+// replaceFile replaces path with data atomically: a temporary file in the
+// same folder is written, synced and renamed over path.
+func replaceFile(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {

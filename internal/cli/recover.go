@@ -143,10 +143,10 @@ printed).`,
 				_, err := g.stdout().Write(out)
 				return err
 			}
-			if err := writeFile(output, out, 0o644); err != nil {
+			if err := g.writeOutput(output, out, 0o644); err != nil {
 				return err
 			}
-			g.warnf("Public key written to %s.", output)
+			g.warnf("Public key written to %s.", outputName(output))
 			return nil
 		},
 	}
@@ -177,10 +177,10 @@ func newEncryptSecretCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeFile(output, enc, 0o600); err != nil {
+			if err := g.writeOutput(output, enc, 0o600); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout(), "Encrypted recovery secret written to %s.\n", output)
+			fmt.Fprintf(g.reportWriter(output), "Encrypted recovery secret written to %s.\n", outputName(output))
 			return nil
 		},
 	}
@@ -212,10 +212,10 @@ func newSignSecretCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeFile(output, sig, 0o644); err != nil {
+			if err := g.writeOutput(output, sig, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout(), "Signature written to %s.\n", output)
+			fmt.Fprintf(g.reportWriter(output), "Signature written to %s.\n", outputName(output))
 			return nil
 		},
 	}

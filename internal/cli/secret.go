@@ -60,14 +60,14 @@ only written to the file named with --output (JSON, MarbleRun's format, mode
 				if err != nil {
 					return fmt.Errorf("encoding secrets: %w", err)
 				}
-				if err := writeFile(output, append(out, '\n'), 0o600); err != nil {
+				if err := g.writeOutput(output, append(out, '\n'), 0o600); err != nil {
 					return err
 				}
 			}
 			if format(cmd).json() {
-				return printJSON(g.stdout(), publicSecrets(secrets))
+				return printJSON(g.reportWriter(output), publicSecrets(secrets))
 			}
-			printSecrets(g.stdout(), secrets, output)
+			printSecrets(g.reportWriter(output), secrets, output)
 			return nil
 		},
 	}
@@ -134,7 +134,7 @@ func printSecrets(w io.Writer, secrets map[string]api.Secret, file string) {
 		if len(s.Private) > 0 {
 			where := "not shown; save it with --output FILE"
 			if file != "" {
-				where = "written to " + file
+				where = "written to " + outputName(file)
 			}
 			what := "Private key:"
 			if !hasPublicKey(s) {

@@ -50,7 +50,7 @@ func (g *globals) attest(ctx context.Context, addr string, mode pinMode) (*api.A
 		return nil, err
 	}
 	if g.saveQuote != "" {
-		if err := writeFile(g.saveQuote, q.Evidence, 0o644); err != nil {
+		if err := g.writeOutput(g.saveQuote, q.Evidence, 0o644); err != nil {
 			return nil, fmt.Errorf("saving the quote: %w", err)
 		}
 		if len(q.Evidence) == 0 {

@@ -149,7 +149,7 @@ func newUpdateAcknowledgeCmd(g *globals) *cobra.Command {
 func (g *globals) reportUpdate(cmd *cobra.Command, res *api.UpdateResult, recoveryFile, legacyDone string) error {
 	f := format(cmd)
 	if len(res.RecoverySecrets) > 0 && recoveryFile != "" {
-		if err := writeRecoveryData(recoveryFile, res.RecoverySecrets); err != nil {
+		if err := g.writeRecoveryData(recoveryFile, res.RecoverySecrets); err != nil {
 			return err
 		}
 	}
@@ -290,10 +290,10 @@ there is none.`,
 			}
 			out := u.Manifest
 			if output != "" {
-				if err := writeFile(output, out, 0o644); err != nil {
+				if err := g.writeOutput(output, out, 0o644); err != nil {
 					return err
 				}
-				g.warnf("Pending update manifest written to %s.", output)
+				g.warnf("Pending update manifest written to %s.", outputName(output))
 				return nil
 			}
 			_, err = g.stdout().Write(out)
