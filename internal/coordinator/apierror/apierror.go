@@ -56,9 +56,9 @@ var policies = map[core.Kind]Policy{
 	core.KindPermissionDenied:   {codes.PermissionDenied, http.StatusForbidden, false, Full, slog.LevelInfo},
 	core.KindNotFound:           {codes.NotFound, http.StatusNotFound, false, Full, slog.LevelDebug},
 	core.KindUnimplemented:      {codes.Unimplemented, http.StatusNotImplemented, false, Full, slog.LevelDebug},
-	// The reason says to retry; the wrapped error names the Coordinator's
-	// own infrastructure (such as the collateral service) and is logged.
-	core.KindUnavailable: {codes.Unavailable, http.StatusServiceUnavailable, false, ReasonOnly, slog.LevelWarn},
+	// The wrapped error says why the evidence cannot be checked now (the
+	// collateral service's answer), which the marble's operator needs.
+	core.KindUnavailable: {codes.Unavailable, http.StatusServiceUnavailable, false, Full, slog.LevelWarn},
 	// The reason tells a recovering operator that the state is damaged, so
 	// that a new manifest is the way on; the wrapped error is logged.
 	core.KindDataLoss: {codes.DataLoss, http.StatusInternalServerError, false, ReasonOnly, slog.LevelError},

@@ -59,7 +59,7 @@ func TestOnePolicyForBothAPIs(t *testing.T) {
 		{"wrapped plain error", fmt.Errorf("persisting: %w", storeErr), outcome{codes.Internal, 500, "error", "internal error (id ", true}},
 		{"internal core error", wrapped(core.KindInternal, "rendering the parameters"), outcome{codes.Internal, 500, "error", "internal error (id ", true}},
 		{"data loss", wrapped(core.KindDataLoss, "the stored state is damaged"), outcome{codes.DataLoss, 500, "error", "the stored state is damaged", true}},
-		{"unavailable", wrapped(core.KindUnavailable, "retry later"), outcome{codes.Unavailable, 503, "error", "retry later", true}},
+		{"unavailable shows why", &core.Error{Kind: core.KindUnavailable, Reason: "retry later", Err: errors.New("collateral: connection refused")}, outcome{codes.Unavailable, 503, "error", "retry later: collateral: connection refused", false}},
 		{"invalid argument", &core.Error{Kind: core.KindInvalidArgument, Reason: "invalid manifest", Err: errors.New("no marbles")}, outcome{codes.InvalidArgument, 400, "fail", "invalid manifest: no marbles", false}},
 		{"failed precondition", &core.Error{Kind: core.KindFailedPrecondition, Reason: "already set"}, outcome{codes.FailedPrecondition, 400, "fail", "already set", false}},
 		{"resource exhausted", &core.Error{Kind: core.KindResourceExhausted, Reason: "limit reached"}, outcome{codes.ResourceExhausted, 400, "fail", "limit reached", false}},
