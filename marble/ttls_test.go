@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -384,4 +386,38 @@ func FuzzParseTransparentTLS(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestHTTPTransportHTTPSWithoutRule: an https:// request to an address
+// without a rule is ordinary TLS with the transport's TLSClientConfig.
+func TestHTTPTransportHTTPSWithoutRule(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("outside"))
+	}))
+	defer srv.Close()
+	own := ttlsMaterial(t, newTestPKI(t, "ttls"), "own")
+	tt, err := ParseTransparentTLS(ttlsJSON(t, ttlsconfig.Document{TLS: &ttlsconfig.Rules{
+		Outgoing: map[string]ttlsconfig.Endpoint{"db:5432": own},
+	}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tr := tt.HTTPTransport()
+	if tr.Proxy != nil {
+		t.Fatal("the transport uses a proxy, which would bypass the rules")
+	}
+	if _, err := (&http.Client{Transport: tr}).Get(srv.URL); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a server outside the system roots was accepted: %v", err)
+	}
+	tr = tt.HTTPTransport()
+	tr.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
+	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+	if err != nil {
+		t.Fatalf("with TLSClientConfig trusting the server: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.TLS == nil {
+		t.Fatal("the answer did not come over TLS")
+	}
 }
