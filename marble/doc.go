@@ -29,4 +29,16 @@
 // After activation the environment holds the marble's credentials;
 // LoadCredentials turns them into TLS configurations with which marbles
 // talk mTLS to each other.
+//
+// # Transparent TLS
+//
+// The TLS tags of the manifest reach the marble in MARBLE_TTLS_CONFIG.
+// Nothing intercepts the marble's sockets; a Go service applies the rules
+// by listening and dialling through TransparentTLSFromEnv:
+//
+//	tt, err := marble.TransparentTLSFromEnv(os.Getenv)
+//	lis, err := tt.Listen(ctx, "tcp", ":8080")            // TLS if "*:8080" has a rule
+//	client := &http.Client{Transport: tt.HTTPTransport()} // http://db:5432 is TLS if "db:5432" has one
+//
+// Programs run under cmd/premain get no transparent TLS; premain warns.
 package marble

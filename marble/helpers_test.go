@@ -136,7 +136,7 @@ func (r *recordingIssuer) Issue(_ context.Context, rd [attestation.ReportDataSiz
 
 func (r *recordingIssuer) Insecure() bool { return false }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey {
+func newKey(t testing.TB) *ecdsa.PrivateKey {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -145,7 +145,7 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 	return key
 }
 
-func serialNumber(t *testing.T) *big.Int {
+func serialNumber(t testing.TB) *big.Int {
 	t.Helper()
 	n, err := rand.Int(rand.Reader, big.NewInt(1<<62))
 	if err != nil {
@@ -180,7 +180,7 @@ type testPKI struct {
 	intermediateKey                *ecdsa.PrivateKey
 }
 
-func newTestPKI(t *testing.T, name string) *testPKI {
+func newTestPKI(t testing.TB, name string) *testPKI {
 	t.Helper()
 	rootKey, interKey := newKey(t), newKey(t)
 	caTmpl := func(cn string) *x509.Certificate {
@@ -219,7 +219,7 @@ func pemCert(c *x509.Certificate) string {
 
 // marbleEnv issues a marble certificate for cn and returns the variables
 // an activation would set.
-func (p *testPKI) marbleEnv(t *testing.T, cn string) map[string]string {
+func (p *testPKI) marbleEnv(t testing.TB, cn string) map[string]string {
 	t.Helper()
 	key := newKey(t)
 	tmpl := &x509.Certificate{

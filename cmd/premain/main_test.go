@@ -9,6 +9,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
 	"math/big"
 	"net"
 	"os"
@@ -84,6 +86,31 @@ func TestProgramPath(t *testing.T) {
 			t.Errorf("programPath(%q, %q) = %q, %v; want %q", tc.command, tc.argv, got, err, tc.want)
 		}
 	}
+}
+
+// selfSignedPEM returns a certificate and its key, in PEM.
+func selfSignedPEM(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "marble"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}))
 }
 
 // fakeCoordinator answers every activation with respond.
@@ -219,6 +246,9 @@ func TestPremainBinary(t *testing.T) {
 		if strings.Contains(r.stderr, "s3cr3t") {
 			t.Fatal("a secret reached premain's log")
 		}
+		if strings.Contains(r.stderr, "TLS rules") {
+			t.Fatalf("premain warned of TLS rules that the manifest does not give:\n%s", r.stderr)
+		}
 	}
 
 	t.Run("command line when no Argv", func(t *testing.T) {
@@ -262,12 +292,53 @@ func TestPremainBinary(t *testing.T) {
 		}
 	})
 
+	t.Run("TLS rules are not applied, and premain says so", func(t *testing.T) {
+		certPEM, keyPEM := selfSignedPEM(t)
+		rule := map[string]any{"cacrt": certPEM, "clicrt": certPEM, "clikey": keyPEM}
+		ttls, err := json.Marshal(map[string]any{"tls": map[string]any{
+			"Outgoing": map[string]any{"db:5432": rule},
+			"Incoming": map[string]any{"*:8443": map[string]any{"cacrt": certPEM, "clicrt": certPEM, "clikey": keyPEM, "clientAuth": true}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, addr := startFake(t, func(*rpc.ActivationReq) (*rpc.ActivationResp, error) {
+			return &rpc.ActivationResp{Parameters: &rpc.Parameters{Env: map[string][]byte{"MARBLE_TTLS_CONFIG": ttls}}}, nil
+		})
+		r := runPremain(t, bin, t.TempDir(), addr, nil, sh, "-c", `printf '%s' "$MARBLE_TTLS_CONFIG"`)
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		for _, want := range []string{"level=WARN", "TLS rules", "premain does NOT apply", "connections on these endpoints are plain",
+			"MARBLE_PREDEFINED_", "marble.TransparentTLSFromEnv", `incoming=*:8443`, `outgoing=db:5432`} {
+			if !strings.Contains(r.stderr, want) {
+				t.Errorf("premain's log lacks %q:\n%s", want, r.stderr)
+			}
+		}
+		if strings.Contains(r.stderr, "PRIVATE KEY") {
+			t.Error("a private key reached premain's log")
+		}
+		// The rules are passed on, for a program that applies them itself.
+		if r.stdout != string(ttls) {
+			t.Errorf("the program got MARBLE_TTLS_CONFIG = %q", r.stdout)
+		}
+
+		// A configuration that does not parse is still reported.
+		_, addr = startFake(t, func(*rpc.ActivationReq) (*rpc.ActivationResp, error) {
+			return &rpc.ActivationResp{Parameters: &rpc.Parameters{Env: map[string][]byte{"MARBLE_TTLS_CONFIG": []byte(`{"tls":{"Incoming":{"*:x":{}}}}`)}}}, nil
+		})
+		r = runPremain(t, bin, t.TempDir(), addr, nil, "true")
+		if r.code != 0 || !strings.Contains(r.stderr, "premain does NOT apply") || !strings.Contains(r.stderr, `incoming rule \"*:x\"`) {
+			t.Errorf("exit %d, log:\n%s", r.code, r.stderr)
+		}
+	})
+
 	t.Run("help", func(t *testing.T) {
 		r := runPremain(t, bin, t.TempDir(), "127.0.0.1:1", nil, "--help")
 		if r.code != 0 {
 			t.Fatalf("exit %d", r.code)
 		}
-		for _, v := range []string{"EDG_MARBLE_TYPE", "EDG_MARBLE_COORDINATOR_ADDR", "EDG_MARBLE_DNS_NAMES", "EDG_MARBLE_UUID_FILE", "OE_SIMULATION=1", "EDG_MARBLE_ATTESTATION_DIR", "/dev/attestation", "Argv[0]"} {
+		for _, v := range []string{"MARBLE_TTLS_CONFIG", "EDG_MARBLE_TYPE", "EDG_MARBLE_COORDINATOR_ADDR", "EDG_MARBLE_DNS_NAMES", "EDG_MARBLE_UUID_FILE", "OE_SIMULATION=1", "EDG_MARBLE_ATTESTATION_DIR", "/dev/attestation", "Argv[0]"} {
 			if !strings.Contains(r.stdout, v) {
 				t.Errorf("help does not mention %s", v)
 			}

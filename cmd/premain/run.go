@@ -62,6 +62,13 @@ Environment:
                                without contacting the Coordinator
   EDG_LOG_FORMAT=json          log as JSON instead of text
 
+Transparent TLS:
+  premain cannot intercept the program's sockets, so the TLS rules of the
+  manifest (the marble's TLS tags) are not applied to it: it warns, and passes
+  them on in MARBLE_TTLS_CONFIG. Configure the program's TLS from the
+  MARBLE_PREDEFINED_* variables or templated files, or, in Go, use the marble
+  package's TransparentTLS.
+
 While the Coordinator is unreachable or has no manifest yet, premain
 retries for 60 s. On failure it prints the reason on standard error and
 exits with status 1 (2 for a usage error).
@@ -128,6 +135,9 @@ func activateAndExec(log *slog.Logger, command []string) error {
 	if err != nil {
 		return err
 	}
+	if cfgJSON, ok := params.GetEnv()[marble.EnvTransparentTLS]; ok {
+		warnTransparentTLS(log, cfgJSON)
+	}
 	if len(params.GetArgv()) > 0 && len(command) > 1 {
 		log.Info("the manifest's Argv replaces the arguments given on the command line")
 	}
@@ -142,6 +152,23 @@ func activateAndExec(log *slog.Logger, command []string) error {
 		return fmt.Errorf("executing %s: %w", program, err)
 	}
 	return nil
+}
+
+// warnTransparentTLS says that the marble's TLS rules, which premain
+// passes on in MARBLE_TTLS_CONFIG, are not applied to the program: premain
+// cannot intercept its sockets.
+func warnTransparentTLS(log *slog.Logger, cfgJSON []byte) {
+	var attrs []any
+	if tt, err := marble.ParseTransparentTLS(cfgJSON); err != nil {
+		attrs = append(attrs, "config_error", err.Error())
+	} else {
+		in, out := tt.Endpoints()
+		attrs = append(attrs, "incoming", strings.Join(in, " "), "outgoing", strings.Join(out, " "))
+	}
+	log.Warn("the manifest gives this marble TLS rules (TLS tags), which premain does NOT apply: it cannot intercept "+
+		"the program's sockets, so the program's connections on these endpoints are plain unless it sets up TLS itself. "+
+		"Configure the program's TLS from the MARBLE_PREDEFINED_* variables or from files templated with the marble's "+
+		"certificate; a Go program can apply the rules with the marble package (marble.TransparentTLSFromEnv)", attrs...)
 }
 
 // programPath returns the file to execute: the command's program if one

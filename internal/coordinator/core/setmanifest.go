@@ -94,5 +94,8 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 		return nil, err
 	}
 	c.log.Info("manifest set", "fingerprint", hex.EncodeToString(digest[:]), "marbles", len(m.Marbles), "secrets", len(m.Secrets), "recoveryKeys", len(m.RecoveryKeys))
+	if note := m.TTLSNote(); note != "" {
+		c.log.Warn("transparent TLS: "+note, "marbles", m.TTLSMarbles())
+	}
 	return secrets, nil
 }
