@@ -60,8 +60,10 @@ type Config struct {
 	// AttestationDir is Gramine's attestation folder, where the TEE is
 	// detected outside simulation; empty means issuer.GramineDir.
 	AttestationDir string
-	// SealMode chooses the Gramine sealing key; empty means
-	// SealModeProductKey.
+	// SealMode is the seal mode (the Gramine sealing key) before a
+	// manifest is set and when the manifest leaves Config.SealMode empty;
+	// empty means SealModeProductKey. A manifest's Config.SealMode rules
+	// otherwise, and may also be Disabled.
 	SealMode SealMode
 	// QCNLConf is the quote provider configuration naming the PCCS that
 	// serves collateral for marble quotes; empty means
@@ -100,7 +102,11 @@ func Describe() string {
 		"detected by <attestation folder>/quote and <attestation folder>/keys/:",
 		EnvAttestationDir + "   Gramine's attestation folder (default \"" + issuer.GramineDir + "\")",
 		EnvSealMode + "         sealing key: ProductKey (keys/_sgx_mrsigner, survives enclave updates by the same signer;",
-		"                                  default) or UniqueKey (keys/_sgx_mrenclave, this enclave build only);",
+		"                                  default) or UniqueKey (keys/_sgx_mrenclave, this enclave build only), used before a",
+		"                                  manifest is set and when its Config.SealMode is empty; a manifest's Config.SealMode",
+		"                                  (ProductKey, UniqueKey, or Disabled: nothing sealed, every restart needs the recovery",
+		"                                  keys) rules otherwise. The data key is sealed in sealed_key beside sealed_data;",
+		"                                  removing sealed_key makes the next start enter recovery (to rehearse one);",
 		"                                  the 16-byte key becomes an AES-256-GCM key with HKDF-SHA256 (info \"" + sealKeyInfo + "\")",
 		EnvQCNLConf + "         quote provider configuration: its pccs_url and use_secure_cert choose where collateral",
 		"                                  for marble quotes comes from (default \"" + sgx.DefaultQCNLConfPath + "\"; missing: Intel PCS)",

@@ -321,6 +321,7 @@ func TestCrashDuringUpdate(t *testing.T) {
 		// Kill while the update is initiated.
 		p.killDuring(t, delay, http.MethodPost, "/api/v2/update", manifestBody(t, variants[target]), admin.TLS)
 		p = startProc(t, bin, dir)
+		requireRecoveryDataMatches(t, p)
 		o := p.observe(t)
 		checkSame(t, i, "initiation", o, base, currentFP)
 		switch {
@@ -341,6 +342,7 @@ func TestCrashDuringUpdate(t *testing.T) {
 		delay = scaled(ackDuration, f)
 		p.killDuring(t, delay, http.MethodPost, "/api/v2/update-manifest", manifestBody(t, variants[target]), admin2.TLS)
 		p = startProc(t, bin, dir)
+		requireRecoveryDataMatches(t, p)
 		o = p.observe(t)
 		switch o.fingerprint {
 		case currentFP:
@@ -370,6 +372,54 @@ func TestCrashDuringUpdate(t *testing.T) {
 			}
 		}
 		current = target
+	}
+}
+
+// requireRecoveryDataMatches fails if the restarted Coordinator found a
+// manifest whose recovery data is not stored with it: the owners could not
+// recover that state.
+func requireRecoveryDataMatches(t *testing.T, p *proc) {
+	t.Helper()
+	if strings.Contains(p.out.String(), "recovery data does not match") {
+		t.Fatalf("a crash left a manifest without its recovery data:\n%s", p.out)
+	}
+}
+
+// TestCrashDuringManifestSet kills the Coordinator while it sets a manifest
+// with recovery keys: a restart finds either no manifest or the manifest
+// together with its recovery data, never one without the other.
+func TestCrashDuringManifestSet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the Coordinator binary")
+	}
+	bin := filepath.Join(testsupport.GoBuild(t, "github.com/marblemesh/marblemesh/cmd/coordinator"), "coordinator")
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	raw := encode(t, govManifest(admin, admin2, nobody, map[string]*testsupport.RecoveryKey{"k1": testsupport.NewRecoveryKey(t), "k2": testsupport.NewRecoveryKey(t)}))
+	var setDuration time.Duration
+	{
+		p := startProc(t, bin, t.TempDir())
+		setDuration = timed(t, p, http.MethodPost, "/api/v2/manifest", manifestBody(t, raw))
+		p.kill(t)
+	}
+	t.Logf("setting the manifest takes %v", setDuration)
+	for i, f := range crashFractions() {
+		dir := t.TempDir()
+		p := startProc(t, bin, dir)
+		p.killDuring(t, scaled(setDuration, f), http.MethodPost, "/api/v2/manifest", manifestBody(t, raw))
+		p = startProc(t, bin, dir)
+		requireRecoveryDataMatches(t, p)
+		switch o := p.observe(t); o.status {
+		case 2:
+			t.Logf("delay %d: killed before the manifest was stored", i)
+		case 3:
+			if o.fingerprint != fingerprintOf(raw) {
+				t.Fatalf("delay %d: fingerprint %s", i, o.fingerprint)
+			}
+			t.Logf("delay %d: killed after the manifest was stored", i)
+		default:
+			t.Fatalf("delay %d: status %d after a crash during a manifest set", i, o.status)
+		}
+		p.kill(t)
 	}
 }
 

@@ -54,7 +54,11 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	} else {
 		logger.Info("running in a trusted execution environment; marbles are attested", append([]any{"tee", p.tee}, p.notes...)...)
 	}
-	st, err := store.OpenFile(cfg.SealDir, p.sealer, logger)
+	mode, err := ParseSealMode(string(cfg.SealMode))
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(cfg.SealDir, store.Options{Sealers: p.sealers, DefaultMode: mode, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("opening sealed state in %s: %w", cfg.SealDir, err)
 	}
@@ -76,7 +80,9 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		TEE:        p.tee,
 		Store:      st,
 		Logger:     logger,
-		Metrics:    core.NewMetrics(reg),
+
+		DefaultSealMode: mode,
+		Metrics:         core.NewMetrics(reg),
 
 		RecoveryKeyBits: cfg.RecoveryKeyBits,
 	})
@@ -120,7 +126,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	state, _ := s.core.Status()
-	logger.Info("Coordinator ready", "state", int(state), "status", state.String(), "simulation", cfg.Simulation, "tee", s.core.TEE(),
+	logger.Info("Coordinator ready", "state", int(state), "status", state.String(), "simulation", cfg.Simulation, "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
 		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String(), "sealDir", cfg.SealDir)
 	return s, nil
 }

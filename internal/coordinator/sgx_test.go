@@ -301,9 +301,6 @@ func TestSGXRestartWithGramineSealKey(t *testing.T) {
 			t.Cleanup(func() { coordtest.WriteFile(t, signerKeyFile, signerKey) })
 			return nil
 		}},
-		{"UniqueKey instead of ProductKey", func(t *testing.T) []coordtest.Option {
-			return []coordtest.Option{coordtest.WithSealMode(coordinator.SealModeUniqueKey)}
-		}},
 	}
 	for _, rc := range recoveryCases {
 		t.Run(rc.name+" enters recovery", func(t *testing.T) {
@@ -326,6 +323,27 @@ func TestSGXRestartWithGramineSealKey(t *testing.T) {
 		})
 	}
 
+	t.Run("without sealed_key enters recovery", func(t *testing.T) {
+		keyFile := filepath.Join(sealDir, "sealed_key")
+		if err := os.Rename(keyFile, keyFile+".aside"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.Rename(keyFile+".aside", keyFile) })
+		c := start(t)
+		if got := statusCode(t, c); got != 1 {
+			t.Fatalf("status %d, want 1 (recovery)", got)
+		}
+		if err := c.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		after := sealFiles(t, sealDir)
+		for path, content := range sealed {
+			if path != keyFile && path != keyFile+".aside" && after[path] != content {
+				t.Fatalf("%s changed in recovery", path)
+			}
+		}
+	})
+
 	t.Run("the original key opens the untouched state", func(t *testing.T) {
 		c := start(t)
 		if got := statusCode(t, c); got != 3 {
@@ -333,6 +351,56 @@ func TestSGXRestartWithGramineSealKey(t *testing.T) {
 		}
 		if !c.RootCertificate().Equal(root) {
 			t.Fatal("the root changed")
+		}
+		if err := c.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	// The manifest leaves SealMode empty, so the configured mode rules; the
+	// sealed key records the mode that sealed it, so a restart with another
+	// configured mode unseals with the right Gramine key and re-seals.
+	enclaveKeyFile := filepath.Join(platform.AttestationDir, "keys", "_sgx_mrenclave")
+	enclaveKey, err := os.ReadFile(enclaveKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []coordinator.SealMode{coordinator.SealModeUniqueKey, coordinator.SealModeProductKey, coordinator.SealModeProductKey} {
+		t.Run("configured "+string(mode), func(t *testing.T) {
+			c := start(t, coordtest.WithSealMode(mode))
+			code, body := call(t, c, http.MethodGet, "/api/v2/status", nil)
+			if code != http.StatusOK || !strings.Contains(string(body.Data), `"code":3`) || !strings.Contains(string(body.Data), "Seal mode: "+string(mode)+".") {
+				t.Fatalf("status %d %s", code, body.Data)
+			}
+			if err := c.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	t.Run("the key of the recorded mode is the one used", func(t *testing.T) {
+		// Sealed in ProductKey now: a broken _sgx_mrenclave does not matter,
+		// a broken _sgx_mrsigner does.
+		other := bytes.Clone(enclaveKey)
+		other[0] ^= 1
+		coordtest.WriteFile(t, enclaveKeyFile, other)
+		defer coordtest.WriteFile(t, enclaveKeyFile, enclaveKey)
+		c := start(t, coordtest.WithSealMode(coordinator.SealModeProductKey))
+		if got := statusCode(t, c); got != 3 {
+			t.Fatalf("status %d with a changed _sgx_mrenclave, want 3", got)
+		}
+		if err := c.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		other = bytes.Clone(signerKey)
+		other[0] ^= 1
+		coordtest.WriteFile(t, signerKeyFile, other)
+		defer coordtest.WriteFile(t, signerKeyFile, signerKey)
+		c = start(t, coordtest.WithSealMode(coordinator.SealModeUniqueKey))
+		if got := statusCode(t, c); got != 1 {
+			t.Fatalf("status %d with a changed _sgx_mrsigner, want 1 (recovery)", got)
+		}
+		if err := c.Stop(); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

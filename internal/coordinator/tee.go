@@ -27,18 +27,21 @@ const simulationHint = "Set OE_SIMULATION=1 (or pass --simulation) to run in sim
 // TEEGramineSGX names a Coordinator running under gramine-sgx.
 const TEEGramineSGX = "gramine-sgx"
 
-// SealMode chooses which Gramine sealing key protects the state.
-type SealMode string
+// SealMode chooses which Gramine sealing key protects the state. The
+// manifest's Config.SealMode rules once a manifest is set; this one is the
+// default before that and when the manifest leaves SealMode empty.
+type SealMode = seal.Mode
 
-// Seal modes, with MarbleRun's names.
+// Seal modes the Coordinator can be configured with, with MarbleRun's
+// names. Disabled is the manifest's choice only.
 const (
 	// SealModeProductKey seals with the MRSIGNER-bound key
 	// (keys/_sgx_mrsigner): enclaves of the same signer, including later
 	// versions, can unseal.
-	SealModeProductKey SealMode = "ProductKey"
+	SealModeProductKey = seal.ModeProductKey
 	// SealModeUniqueKey seals with the MRENCLAVE-bound key
 	// (keys/_sgx_mrenclave): only this exact enclave can unseal.
-	SealModeUniqueKey SealMode = "UniqueKey"
+	SealModeUniqueKey = seal.ModeUniqueKey
 )
 
 // ParseSealMode accepts ProductKey or UniqueKey in any case; empty means
@@ -54,7 +57,7 @@ func ParseSealMode(s string) (SealMode, error) {
 }
 
 // gramineKeyFile is the file of the mode's key under keys/.
-func (m SealMode) gramineKeyFile() string {
+func gramineKeyFile(m SealMode) string {
 	if m == SealModeUniqueKey {
 		return "_sgx_mrenclave"
 	}
@@ -79,9 +82,14 @@ func deriveSealKey(gramineKey []byte) ([]byte, error) {
 // gramineTEE is what the Coordinator takes from a Gramine attestation
 // folder.
 type gramineTEE struct {
-	issuer  attestation.Issuer
+	issuer attestation.Issuer
+	// sealer is the sealer of the configured mode, keyFile its key.
 	sealer  seal.Sealer
 	keyFile string
+	// sealers holds the sealer of every mode whose key could be read;
+	// unavailable says why the other mode's is missing, if it is.
+	sealers     map[SealMode]seal.Sealer
+	unavailable string
 }
 
 // detectGramine looks for Gramine's attestation folder in dir: quote
@@ -111,11 +119,34 @@ func detectGramine(dir string, mode SealMode) (*gramineTEE, error) {
 		return nil, fmt.Errorf("%w: %s exists but %s/ does not: without Gramine's sealing keys the Coordinator cannot seal its state. %s",
 			ErrNoTEE, quotePath, keysPath, simulationHint)
 	}
-	keyFile := filepath.Join(keysPath, mode.gramineKeyFile())
-	key, err := os.ReadFile(keyFile)
+	keyFile := filepath.Join(keysPath, gramineKeyFile(mode))
+	sealer, err := gramineSealer(keyFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading the Gramine sealing key for %s=%s: %w", EnvSealMode, mode, err)
 	}
+	g := &gramineTEE{issuer: f.Issuer(), sealer: sealer, keyFile: keyFile, sealers: map[SealMode]seal.Sealer{mode: sealer}}
+	// A manifest may choose the other mode: its key is read now, and a
+	// manifest asking for it is refused if it cannot be.
+	other := SealModeUniqueKey
+	if mode == SealModeUniqueKey {
+		other = SealModeProductKey
+	}
+	if s, err := gramineSealer(filepath.Join(keysPath, gramineKeyFile(other))); err == nil {
+		g.sealers[other] = s
+	} else {
+		g.unavailable = fmt.Sprintf("seal mode %s is unavailable: %v", other, err)
+	}
+	return g, nil
+}
+
+// gramineSealer derives an AES-GCM sealer from the Gramine sealing key in
+// keyFile.
+func gramineSealer(keyFile string) (seal.Sealer, error) {
+	key, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(key)
 	if len(key) != gramineKeySize {
 		return nil, fmt.Errorf("Gramine sealing key %s: expected %d bytes, found %d", keyFile, gramineKeySize, len(key))
 	}
@@ -123,20 +154,18 @@ func detectGramine(dir string, mode SealMode) (*gramineTEE, error) {
 	if err != nil {
 		return nil, fmt.Errorf("deriving the seal key from %s: %w", keyFile, err)
 	}
-	sealer, err := seal.NewAESGCMSealer(aesKey)
-	if err != nil {
-		return nil, err
-	}
-	clear(key)
-	clear(aesKey)
-	return &gramineTEE{issuer: f.Issuer(), sealer: sealer, keyFile: keyFile}, nil
+	defer clear(aesKey)
+	return seal.NewAESGCMSealer(aesKey)
 }
 
 // platform is what the Coordinator attests, seals and verifies with.
 type platform struct {
-	tee      string
-	issuer   attestation.Issuer
-	sealer   seal.Sealer
+	tee    string
+	issuer attestation.Issuer
+	sealer seal.Sealer
+	// sealers seal in each seal mode the platform offers; sealer is the
+	// one of the configured mode.
+	sealers  map[SealMode]seal.Sealer
 	verifier attestation.Verifier
 	// notes are log attributes describing the choices; never key material.
 	notes []any
@@ -155,6 +184,9 @@ func selectPlatform(cfg Config) (*platform, error) {
 		if cfg.Sealer != nil {
 			p.sealer = cfg.Sealer
 		}
+		// The modes are recorded and reported; in simulation one sealer
+		// serves both.
+		p.sealers = map[SealMode]seal.Sealer{SealModeProductKey: p.sealer, SealModeUniqueKey: p.sealer}
 		return p, nil
 	}
 	p := &platform{tee: cfg.TEE, issuer: cfg.Issuer, sealer: cfg.Sealer, verifier: cfg.Verifier}
@@ -171,9 +203,15 @@ func selectPlatform(cfg Config) (*platform, error) {
 		}
 		if p.sealer == nil {
 			mode, _ := ParseSealMode(string(cfg.SealMode))
-			p.sealer = g.sealer
+			p.sealer, p.sealers = g.sealer, g.sealers
 			p.notes = append(p.notes, "sealMode", string(mode), "sealKeyFile", g.keyFile)
+			if g.unavailable != "" {
+				p.notes = append(p.notes, "sealModeUnavailable", g.unavailable)
+			}
 		}
+	}
+	if p.sealers == nil {
+		p.sealers = map[SealMode]seal.Sealer{SealModeProductKey: p.sealer, SealModeUniqueKey: p.sealer}
 	}
 	if p.issuer.Insecure() {
 		return nil, errors.New("the evidence issuer is insecure but simulation mode is off")

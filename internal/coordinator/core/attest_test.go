@@ -71,7 +71,7 @@ func TestQuoteBindsRootAndNonce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, msg := c.Status(); strings.Contains(msg, "SIMULATION") || !strings.HasSuffix(msg, " TEE: unknown.") {
+	if _, msg := c.Status(); strings.Contains(msg, "SIMULATION") || !strings.HasSuffix(msg, " TEE: unknown. Seal mode: ProductKey.") {
 		t.Fatalf("a Coordinator with a real issuer and no TEE name: status %q", msg)
 	}
 	root, _ := c.RootCertificate()

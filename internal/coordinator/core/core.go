@@ -20,6 +20,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/pki"
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/internal/manifest"
 )
@@ -43,6 +44,11 @@ type Config struct {
 	TEE string
 	// Store persists the state. Required.
 	Store store.Store
+	// DefaultSealMode is the seal mode before a manifest is set and when
+	// the manifest leaves Config.SealMode empty; empty means ProductKey.
+	// It must be the store's default mode. Disabled is not allowed here:
+	// only a manifest with recovery keys may choose it.
+	DefaultSealMode seal.Mode
 	// Logger receives structured logs. Defaults to a discarding logger.
 	Logger *slog.Logger
 	// Metrics records Prometheus metrics. Optional.
@@ -163,6 +169,12 @@ func New(cfg Config) (*Core, error) {
 	if cfg.RecoveryKeyBits == 0 {
 		cfg.RecoveryKeyBits = DefaultRecoveryKeyBits
 	}
+	if cfg.DefaultSealMode == "" {
+		cfg.DefaultSealMode = seal.ModeProductKey
+	}
+	if _, err := cfg.DefaultSealMode.Code(); err != nil || !cfg.DefaultSealMode.Seals() {
+		return nil, fmt.Errorf("default seal mode %q: want %s or %s", cfg.DefaultSealMode, seal.ModeProductKey, seal.ModeUniqueKey)
+	}
 	c := &Core{
 		cfg:         cfg,
 		log:         cfg.Logger,
@@ -187,7 +199,8 @@ func (c *Core) boot() error {
 		return c.bootFresh()
 	case errors.Is(err, store.ErrUnseal):
 		c.unsealErr = err
-		c.log.Warn("stored state cannot be unsealed; entering recovery mode", "error", err)
+		c.metrics.setSealMode(c.cfg.Store.SealMode())
+		c.log.Warn("stored state cannot be unsealed; entering recovery mode", "error", err, "sealMode", string(c.cfg.Store.SealMode()))
 		c.recovery = newRecoverySession(c.cfg.Store.RecoveryData())
 		if c.recovery.dataErr != nil {
 			c.log.Error("the stored recovery data is unusable; the state cannot be recovered, only replaced by a new manifest", "error", c.recovery.dataErr)
@@ -210,7 +223,8 @@ func (c *Core) boot() error {
 		state = StateAcceptingMarbles
 		c.checkRecoveryData(st.dep.manifest)
 	}
-	c.log.Info("resumed from stored state", "state", state.String())
+	c.enforceSealMode(st.dep.manifest)
+	c.log.Info("resumed from stored state", "state", state.String(), "sealMode", string(c.cfg.Store.SealMode()))
 	return c.publish(state, st.dep)
 }
 
@@ -229,9 +243,10 @@ func (c *Core) bootFresh() error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.cfg.Store.Reset(encodeCA(dep)); err != nil {
+	if _, err := c.cfg.Store.ResetWith(encodeCA(dep), store.ResetOptions{Mode: c.cfg.DefaultSealMode}); err != nil {
 		return fmt.Errorf("storing new certificate authority: %w", err)
 	}
+	c.metrics.setSealMode(c.cfg.Store.SealMode())
 	c.log.Info("created a new certificate authority; waiting for a manifest")
 	return c.publish(StateAcceptingManifest, dep)
 }
@@ -300,14 +315,56 @@ func (c *Core) publish(state State, dep *deployment) error {
 	return nil
 }
 
-// Status returns the state and its message. The message names the TEE,
-// and in simulation mode says that nothing is attested.
+// Status returns the state and its message. The message names the TEE
+// and the seal mode in force, and in simulation mode says that nothing is
+// attested.
 func (c *Core) Status() (State, string) {
 	v := c.view.Load()
+	mode := " Seal mode: " + string(c.SealMode()) + "."
 	if c.cfg.Simulation {
-		return v.state, v.state.Message() + " " + simulationNotice
+		return v.state, v.state.Message() + mode + " " + simulationNotice
 	}
-	return v.state, v.state.Message() + " TEE: " + c.cfg.TEE + "."
+	return v.state, v.state.Message() + " TEE: " + c.cfg.TEE + "." + mode
+}
+
+// SealMode returns the seal mode in force: the one the stored state is
+// sealed in (in recovery, the one it was sealed in).
+func (c *Core) SealMode() seal.Mode { return c.cfg.Store.SealMode() }
+
+// sealModeOf returns the seal mode a manifest asks for: its
+// Config.SealMode, or the default mode when it is empty or m is nil.
+func (c *Core) sealModeOf(m *manifest.Manifest) seal.Mode {
+	if m == nil {
+		return c.cfg.DefaultSealMode
+	}
+	mode, ok := m.Config.CanonicalSealMode()
+	if !ok || mode == manifest.SealModeDefault {
+		return c.cfg.DefaultSealMode
+	}
+	return seal.Mode(mode)
+}
+
+// checkSealMode refuses a manifest whose seal mode is Disabled without
+// recovery keys: every restart of such a Coordinator would enter recovery
+// with no way out but a new manifest, losing every secret.
+func (c *Core) checkSealMode(m *manifest.Manifest) error {
+	if c.sealModeOf(m) == seal.ModeDisabled && len(m.RecoveryKeys) == 0 {
+		return newError(KindInvalidArgument, nil, "invalid manifest: Config.SealMode Disabled keeps nothing sealed, so every restart of the Coordinator needs the recovery keys; the manifest has no RecoveryKeys, so a restart would lose the whole state: add RecoveryKeys or choose ProductKey or UniqueKey")
+	}
+	return nil
+}
+
+// enforceSealMode seals the stored data key in the mode m asks for when it
+// is not the one in force (after a crash between storing a manifest update
+// and re-sealing, or for a state of the older format). A failure is logged:
+// the state stays sealed as it was, and status reports that mode. c.mu
+// must be held or c unshared.
+func (c *Core) enforceSealMode(m *manifest.Manifest) {
+	want := c.sealModeOf(m)
+	if err := c.cfg.Store.SetSealMode(want); err != nil {
+		c.log.Error("the data key cannot be sealed in the manifest's seal mode; it stays sealed as before", "want", string(want), "inForce", string(c.cfg.Store.SealMode()), "error", err)
+	}
+	c.metrics.setSealMode(c.cfg.Store.SealMode())
 }
 
 // TEESimulation is the TEE name of a Coordinator in simulation mode.

@@ -3,6 +3,7 @@ package core
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/version"
 )
 
@@ -12,6 +13,7 @@ type Metrics struct {
 	state       prometheus.Gauge
 	simulation  prometheus.Gauge
 	tee         *prometheus.GaugeVec
+	sealMode    *prometheus.GaugeVec
 	activations *prometheus.CounterVec
 	successes   *prometheus.CounterVec
 }
@@ -31,6 +33,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "coordinator_tee_info",
 			Help: "1, labelled with the trusted execution environment the Coordinator runs in (\"simulation\" in simulation mode).",
 		}, []string{"tee"}),
+		sealMode: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "coordinator_seal_mode_info",
+			Help: "1, labelled with the seal mode in force: ProductKey, UniqueKey or Disabled (nothing sealed: every restart needs the recovery keys).",
+		}, []string{"mode"}),
 		// Activations are labelled by marble type only: a label per marble
 		// UUID would add series for every instance ever started, without
 		// bound. Per-instance history is in /events and the logs.
@@ -48,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Version of the Coordinator.",
 	}, []string{"version", "commit"})
 	info.WithLabelValues(version.Version, version.Commit).Set(1)
-	reg.MustRegister(m.state, m.simulation, m.tee, m.activations, m.successes, info)
+	reg.MustRegister(m.state, m.simulation, m.tee, m.sealMode, m.activations, m.successes, info)
 	return m
 }
 
@@ -68,6 +74,14 @@ func (m *Metrics) setTEE(name string) {
 	if m != nil {
 		m.tee.WithLabelValues(name).Set(1)
 	}
+}
+
+func (m *Metrics) setSealMode(mode seal.Mode) {
+	if m == nil {
+		return
+	}
+	m.sealMode.Reset()
+	m.sealMode.WithLabelValues(string(mode)).Set(1)
 }
 
 func (m *Metrics) activation(marbleType string, success bool) {

@@ -180,13 +180,37 @@ func (s *recoverySession) combine() ([]byte, error) {
 	}
 }
 
-// sealRecovery splits dataKey among the manifest's recovery keys, stores
-// the recovery data beside the state and returns each owner's share
-// encrypted with the owner's key. Without recovery keys there is nothing to
-// do: Reset has already cleared the recovery data. c.mu must be held.
-func (c *Core) sealRecovery(dataKey []byte, m *manifest.Manifest) (map[string][]byte, error) {
+// resetWithRecovery replaces the stored state with encoded under a new
+// data key sealed in the manifest's seal mode, together with the recovery
+// data for m's recovery keys, in one store step: a crash leaves either the
+// earlier state or the new one with its recovery data. It returns each
+// owner's share of the new data key encrypted with the owner's key. c.mu
+// must be held.
+func (c *Core) resetWithRecovery(encoded map[string][]byte, m *manifest.Manifest) (map[string][]byte, error) {
+	var secrets map[string][]byte
+	_, err := c.cfg.Store.ResetWith(encoded, store.ResetOptions{
+		Mode: c.sealModeOf(m),
+		RecoveryData: func(dataKey []byte) ([]byte, error) {
+			defer clear(dataKey)
+			blob, s, err := recoveryFor(dataKey, m)
+			secrets = s
+			return blob, err
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.metrics.setSealMode(c.cfg.Store.SealMode())
+	return secrets, nil
+}
+
+// recoveryFor splits dataKey among the manifest's recovery keys and
+// returns the recovery data to store beside the state and each owner's
+// share encrypted with the owner's key. Without recovery keys there is no
+// recovery data.
+func recoveryFor(dataKey []byte, m *manifest.Manifest) ([]byte, map[string][]byte, error) {
 	if len(m.RecoveryKeys) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	names := make([]string, 0, len(m.RecoveryKeys))
 	for n := range m.RecoveryKeys {
@@ -195,7 +219,7 @@ func (c *Core) sealRecovery(dataKey []byte, m *manifest.Manifest) (map[string][]
 	sort.Strings(names)
 	shares, err := recovery.Shares(rand.Reader, dataKey, len(names), m.Config.RecoveryThreshold)
 	if err != nil {
-		return nil, fmt.Errorf("splitting the data key: %w", err)
+		return nil, nil, fmt.Errorf("splitting the data key: %w", err)
 	}
 	defer func() {
 		for _, s := range shares {
@@ -208,33 +232,28 @@ func (c *Core) sealRecovery(dataKey []byte, m *manifest.Manifest) (map[string][]
 	for i, name := range names {
 		pub, err := manifest.ParseRecoveryKey(m.RecoveryKeys[name])
 		if err != nil {
-			return nil, fmt.Errorf("recovery key %q: %w", name, err)
+			return nil, nil, fmt.Errorf("recovery key %q: %w", name, err)
 		}
 		der, err := x509.MarshalPKIXPublicKey(pub)
 		if err != nil {
-			return nil, fmt.Errorf("recovery key %q: %w", name, err)
+			return nil, nil, fmt.Errorf("recovery key %q: %w", name, err)
 		}
 		rd.Keys[name] = recoveryKeyInfo{PublicKey: der, ShareHash: shareHash(shares[i])}
 		if secrets[name], err = recovery.EncryptShare(rand.Reader, m.RecoveryKeys[name], shares[i]); err != nil {
-			return nil, fmt.Errorf("recovery key %q: %w", name, err)
+			return nil, nil, fmt.Errorf("recovery key %q: %w", name, err)
 		}
 	}
 	blob, err := json.Marshal(rd)
 	if err != nil {
-		return nil, fmt.Errorf("encoding recovery data: %w", err)
+		return nil, nil, fmt.Errorf("encoding recovery data: %w", err)
 	}
-	if err := c.cfg.Store.SetRecoveryData(blob); err != nil {
-		c.log.Error("storing the recovery data failed; the state cannot be recovered with the recovery keys until a manifest update changes them", "error", err)
-		return nil, fmt.Errorf("storing recovery data: %w", err)
-	}
-	return secrets, nil
+	return blob, secrets, nil
 }
 
 // checkRecoveryData compares the stored recovery data with the manifest's
 // recovery keys at boot and reports a mismatch, which leaves the state
-// unrecoverable: it happens when the Coordinator stopped between storing a
-// new data key and its recovery data, in which case the owners never
-// received their new secrets either.
+// unrecoverable. The store writes a new data key and its recovery data in
+// one step, so this means the files were changed behind its back.
 func (c *Core) checkRecoveryData(m *manifest.Manifest) {
 	if len(m.RecoveryKeys) == 0 {
 		return
@@ -410,6 +429,7 @@ func (c *Core) Recover(secret, signature []byte) (int, error) {
 	c.adopt(st)
 	c.unsealErr = nil
 	c.endRecovery()
+	c.enforceSealMode(st.dep.manifest)
 	state := StateAcceptingManifest
 	if st.dep.manifest != nil {
 		state = StateAcceptingMarbles

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 
 	"github.com/marblemesh/marblemesh/internal/testsupport"
@@ -225,28 +226,22 @@ func TestRecoveryDataFormat(t *testing.T) {
 	}
 }
 
-// noRecoveryDataStore loses every write of recovery data.
-type noRecoveryDataStore struct{ *store.Memory }
+// lostRecoveryDataStore has lost its recovery data (say, the files were
+// edited behind the Coordinator's back).
+type lostRecoveryDataStore struct{ *store.Memory }
 
-func (noRecoveryDataStore) SetRecoveryData([]byte) error {
-	return errors.New("disk full")
-}
+func (lostRecoveryDataStore) RecoveryData() []byte { return nil }
 
 func TestMissingRecoveryDataIsReported(t *testing.T) {
 	u := newGovUsers(t)
-	st := noRecoveryDataStore{store.NewMemory()}
-	c := newSimCore(t, st)
+	mem := store.NewMemory()
+	c := newSimCore(t, mem)
 	raw := encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"k": testsupport.NewRecoveryKey(t)}))
-	if _, err := c.SetManifest(raw); err == nil || !strings.Contains(err.Error(), "recovery data") {
-		t.Fatalf("SetManifest with a store that loses recovery data: %v", err)
-	}
-	// The deployment is stored and served nevertheless: what is served
-	// matches the store.
-	if s, _ := c.Status(); s != StateAcceptingMarbles {
-		t.Fatalf("state %v", s)
+	if _, err := c.SetManifest(raw); err != nil {
+		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	c2, err := New(Config{Simulation: true, Issuer: attestation.SimulationIssuer{}, Store: st, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	c2, err := New(Config{Simulation: true, Issuer: attestation.SimulationIssuer{}, Store: lostRecoveryDataStore{mem}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -255,5 +250,130 @@ func TestMissingRecoveryDataIsReported(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "recovery data does not match") {
 		t.Fatalf("a restart does not report the missing recovery data:\n%s", logs.String())
+	}
+}
+
+// killedStore passes the first writes to a Memory store and fails every
+// write after them without applying it, as the store of a Coordinator
+// killed at that point is left. A negative budget writes everything.
+type killedStore struct {
+	*store.Memory
+	budget int
+}
+
+var errKilled = errors.New("the Coordinator was killed")
+
+func (s *killedStore) write() error {
+	if s.budget == 0 {
+		return errKilled
+	}
+	if s.budget > 0 {
+		s.budget--
+	}
+	return nil
+}
+
+func (s *killedStore) Commit(ch map[string][]byte) error {
+	if err := s.write(); err != nil {
+		return err
+	}
+	return s.Memory.Commit(ch)
+}
+
+func (s *killedStore) Reset(st map[string][]byte) ([]byte, error) {
+	if err := s.write(); err != nil {
+		return nil, err
+	}
+	return s.Memory.Reset(st)
+}
+
+func (s *killedStore) ResetWith(st map[string][]byte, opts store.ResetOptions) ([]byte, error) {
+	if err := s.write(); err != nil {
+		return nil, err
+	}
+	return s.Memory.ResetWith(st, opts)
+}
+
+func (s *killedStore) SetRecoveryData(b []byte) error {
+	if err := s.write(); err != nil {
+		return err
+	}
+	return s.Memory.SetRecoveryData(b)
+}
+
+func (s *killedStore) SetSealMode(m seal.Mode) error {
+	if err := s.write(); err != nil {
+		return err
+	}
+	return s.Memory.SetSealMode(m)
+}
+
+// requireRecoverable restarts a Coordinator on mem and fails unless the
+// stored recovery data belongs to the stored manifest's recovery keys: a
+// manifest must never be stored without the recovery data of its data key.
+func requireRecoverable(t *testing.T, mem *store.Memory, what string) {
+	t.Helper()
+	c := newSimCore(t, mem)
+	v := c.view.Load()
+	if v.dep.manifest == nil || len(v.dep.manifest.RecoveryKeys) == 0 {
+		return
+	}
+	rd, pubs, err := parseRecoveryData(mem.RecoveryData())
+	if err == nil {
+		err = recoveryDataMatches(rd, pubs, v.dep.manifest)
+	}
+	if err != nil {
+		t.Fatalf("%s: the stored manifest has no recovery data of its own: %v", what, err)
+	}
+}
+
+// TestManifestAndRecoveryDataStoredTogether kills the Coordinator after
+// every store write of a manifest set, and of an update that changes the
+// recovery keys, and checks that a restart never finds a manifest without
+// its recovery data.
+func TestManifestAndRecoveryDataStoredTogether(t *testing.T) {
+	u := newGovUsers(t)
+	k1, k2 := testsupport.NewRecoveryKey(t), testsupport.NewRecoveryKey(t)
+	first := encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"k1": k1}))
+	second := encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"k1": k1, "k2": k2}))
+
+	for budget := 0; ; budget++ {
+		mem := store.NewMemory()
+		st := &killedStore{Memory: mem, budget: -1}
+		c := newSimCore(t, st)
+		st.budget = budget
+		_, err := c.SetManifest(first)
+		requireRecoverable(t, mem, fmt.Sprintf("manifest set killed after %d writes", budget))
+		if err == nil {
+			t.Logf("a manifest set takes %d store writes", budget)
+			break
+		}
+		if !errors.Is(err, errKilled) {
+			t.Fatal(err)
+		}
+	}
+	for budget := 0; ; budget++ {
+		mem := store.NewMemory()
+		st := &killedStore{Memory: mem, budget: -1}
+		c := newSimCore(t, st)
+		if _, err := c.SetManifest(first); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.UpdateManifest(u.alice.Cert, second); err != nil {
+			t.Fatal(err)
+		}
+		st.budget = budget
+		res, err := c.AcknowledgeUpdate(u.bob.Cert, second)
+		requireRecoverable(t, mem, fmt.Sprintf("recovery key change killed after %d writes", budget))
+		if err == nil {
+			if !res.Applied || len(res.RecoverySecrets) != 2 {
+				t.Fatalf("update result %+v", res)
+			}
+			t.Logf("a recovery key change takes %d store writes", budget)
+			break
+		}
+		if !errors.Is(err, errKilled) {
+			t.Fatal(err)
+		}
 	}
 }

@@ -45,6 +45,9 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 	if err != nil {
 		return nil, newError(KindInvalidArgument, err, "invalid manifest")
 	}
+	if err := c.checkSealMode(m); err != nil {
+		return nil, err
+	}
 	now := c.cfg.Now()
 	old := v.dep
 	dep := &deployment{
@@ -77,7 +80,9 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	dataKey, err := c.cfg.Store.Reset(encoded)
+	// The deployment and its recovery data are stored in one step, under a
+	// new data key sealed in the manifest's seal mode.
+	secrets, err := c.resetWithRecovery(encoded, m)
 	if err != nil {
 		return nil, fmt.Errorf("storing the new deployment: %w", err)
 	}
@@ -89,11 +94,7 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 	if err := c.publish(StateAcceptingMarbles, dep); err != nil {
 		return nil, err
 	}
-	secrets, err := c.sealRecovery(dataKey, m)
-	if err != nil {
-		return nil, err
-	}
-	c.log.Info("manifest set", "fingerprint", hex.EncodeToString(digest[:]), "marbles", len(m.Marbles), "secrets", len(m.Secrets), "recoveryKeys", len(m.RecoveryKeys))
+	c.log.Info("manifest set", "fingerprint", hex.EncodeToString(digest[:]), "marbles", len(m.Marbles), "secrets", len(m.Secrets), "recoveryKeys", len(m.RecoveryKeys), "sealMode", string(c.cfg.Store.SealMode()))
 	if note := m.TTLSNote(); note != "" {
 		c.log.Warn("transparent TLS: "+note, "marbles", m.TTLSMarbles())
 	}

@@ -245,6 +245,9 @@ func (c *Core) initiateUpdate(dep *deployment, user string, upd *manifest.Manife
 	if err := upd.CheckWithValues(keptUserSecrets(dep, upd)); err != nil {
 		return nil, newError(KindInvalidArgument, err, "the current values of user-defined secrets do not fit the new manifest")
 	}
+	if err := c.checkSealMode(upd); err != nil {
+		return nil, err
+	}
 	p := &pendingUpdate{
 		Manifest:     bytes.Clone(raw),
 		Initiator:    user,
@@ -330,10 +333,13 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 		}
 		c.activations = activations
 		c.pending = nil
+		// A new seal mode re-seals the same data key; a crash before it is
+		// made good at the next start.
+		c.enforceSealMode(upd)
 		if err := c.publish(StateAcceptingMarbles, nd); err != nil {
 			return nil, err
 		}
-		c.log.Info("manifest updated", "user", user, "fingerprint", fingerprint)
+		c.log.Info("manifest updated", "user", user, "fingerprint", fingerprint, "sealMode", string(c.cfg.Store.SealMode()))
 		return &UpdateResult{Applied: true, MissingUsers: []string{}}, nil
 	}
 
@@ -350,17 +356,12 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 	if err != nil {
 		return nil, err
 	}
-	dataKey, err := c.cfg.Store.Reset(encoded)
+	secrets, err := c.resetWithRecovery(encoded, upd)
 	if err != nil {
 		return nil, fmt.Errorf("storing the updated deployment under a new data key: %w", err)
 	}
-	defer clear(dataKey)
 	c.adopt(st)
 	if err := c.publish(StateAcceptingMarbles, nd); err != nil {
-		return nil, err
-	}
-	secrets, err := c.sealRecovery(dataKey, upd)
-	if err != nil {
 		return nil, err
 	}
 	c.log.Info("manifest updated with new recovery keys", "user", user, "fingerprint", fingerprint, "recoveryKeys", len(upd.RecoveryKeys))

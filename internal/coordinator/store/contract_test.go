@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
@@ -48,7 +49,7 @@ func impls() []impl {
 				if err := f.Close(); err != nil {
 					t.Fatal(err)
 				}
-				return openFile(t, f.dir, f.sealer)
+				return openFile(t, f.dir, f.sealers[seal.ModeProductKey])
 			},
 			move: func(t *testing.T, s Store) Store {
 				f := s.(*FileStore)
@@ -272,6 +273,115 @@ func TestContractRecoveryData(t *testing.T) {
 			}
 			if got := s.(recoveryStore).RecoveryData(); got != nil {
 				t.Fatalf("RecoveryData after a second Reset = %q, want nil", got)
+			}
+		})
+	}
+}
+
+func TestContractResetWith(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			s := im.fresh(t)
+			if _, err := s.Reset(kv("old", "1")); err != nil {
+				t.Fatal(err)
+			}
+			// A failing recovery data function stores nothing.
+			failure := errors.New("no recovery keys")
+			_, err := s.ResetWith(kv("new", "1"), ResetOptions{RecoveryData: func([]byte) ([]byte, error) { return nil, failure }})
+			requireErrIs(t, err, failure)
+			_, err = s.ResetWith(kv("new", "1"), ResetOptions{Mode: "Sealed"})
+			if err == nil || !strings.Contains(err.Error(), "unknown seal mode") {
+				t.Fatalf("ResetWith with an unknown mode: %v", err)
+			}
+			_, err = s.ResetWith(kv("new", "1"), ResetOptions{RecoveryData: func([]byte) ([]byte, error) { return make([]byte, maxRecoveryDataSize+1), nil }})
+			if err == nil {
+				t.Fatal("ResetWith stored oversized recovery data")
+			}
+			s = im.restart(t, s)
+			requireState(t, loadOK(t, s), kv("old", "1"))
+
+			var seen []byte
+			key, err := s.ResetWith(kv("new", "1"), ResetOptions{Mode: seal.ModeUniqueKey, RecoveryData: func(k []byte) ([]byte, error) {
+				seen = bytes.Clone(k)
+				k[0] ^= 1 // the callback's copy is its own
+				return []byte("recovery for the new key"), nil
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(seen, key) {
+				t.Fatal("the recovery data was computed from another key than the one returned")
+			}
+			if got := s.RecoveryData(); string(got) != "recovery for the new key" {
+				t.Fatalf("RecoveryData = %q", got)
+			}
+			if got := s.SealMode(); got != seal.ModeUniqueKey {
+				t.Fatalf("SealMode = %s, want UniqueKey", got)
+			}
+			s = im.restart(t, s)
+			requireState(t, loadOK(t, s), kv("new", "1"))
+			if got := s.SealMode(); got != seal.ModeUniqueKey {
+				t.Fatalf("SealMode after a restart = %s, want UniqueKey", got)
+			}
+			s = im.move(t, s)
+			_, err = s.Load()
+			requireErrIs(t, err, ErrUnseal)
+			if got := s.RecoveryData(); string(got) != "recovery for the new key" {
+				t.Fatalf("RecoveryData in the sealed state = %q", got)
+			}
+			if got, err := s.Unlock(key); err != nil || !equalStates(got, kv("new", "1")) {
+				t.Fatalf("Unlock with the key given to RecoveryData: %v", err)
+			}
+		})
+	}
+}
+
+func TestContractSealModes(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			s := im.fresh(t)
+			if got := s.SealMode(); got != seal.ModeProductKey {
+				t.Fatalf("SealMode of a fresh store = %s, want the default ProductKey", got)
+			}
+			requireErrIs(t, s.SetSealMode(seal.ModeUniqueKey), ErrNotOpen)
+			key, err := s.Reset(kv("a", "1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.SetSealMode("Sealed"); err == nil {
+				t.Fatal("SetSealMode accepted an unknown mode")
+			}
+			steps := []seal.Mode{seal.ModeUniqueKey, seal.ModeUniqueKey, seal.ModeProductKey, seal.ModeDisabled, seal.ModeDisabled, seal.ModeUniqueKey}
+			for _, mode := range steps {
+				if err := s.SetSealMode(mode); err != nil {
+					t.Fatalf("SetSealMode(%s): %v", mode, err)
+				}
+				if err := s.Commit(kv("mode", string(mode))); err != nil {
+					t.Fatal(err)
+				}
+				want := kv("a", "1", "mode", string(mode))
+				s = im.restart(t, s)
+				got, err := s.Load()
+				if s.SealMode() != mode {
+					t.Fatalf("after SetSealMode(%s) and a restart: SealMode = %s", mode, s.SealMode())
+				}
+				if !mode.Seals() {
+					// Nothing is sealed: every start needs the data key.
+					requireErrIs(t, err, ErrUnseal)
+					if got, err = s.Unlock(key); err != nil {
+						t.Fatalf("Unlock in %s: %v", mode, err)
+					}
+					requireState(t, got, want)
+					s = im.restart(t, s)
+					_, err = s.Load()
+					requireErrIs(t, err, ErrUnseal)
+					if got, err = s.Unlock(key); err != nil {
+						t.Fatal(err)
+					}
+				} else if err != nil {
+					t.Fatalf("Load in %s: %v", mode, err)
+				}
+				requireState(t, got, want)
 			}
 		})
 	}

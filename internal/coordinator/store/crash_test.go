@@ -32,6 +32,10 @@ type outcome struct {
 	err      error             // wrapped by Load's error, or nil
 	state    map[string][]byte // when err is nil
 	recovery []byte            // RecoveryData after Load
+	mode     seal.Mode         // SealMode after Load, if set
+	// unlocks, if set with err, is the data key with which Unlock must
+	// open state: nothing is lost, the owners can recover it.
+	unlocks []byte
 }
 
 func TestFileCrashPoints(t *testing.T) {
@@ -64,18 +68,22 @@ func TestFileCrashPoints(t *testing.T) {
 	before := outcome{state: applied(base, c1)}
 	afterC2 := outcome{state: applied(applied(base, c1), c2)}
 	reset := outcome{state: newState}
+	// key1 is the data key of opened.
+	var key1 []byte
 	opened := func(t *testing.T, dir string) *FileStore {
 		s := openFile(t, dir, sealer1)
-		if _, err := s.Reset(base); err != nil {
+		key, err := s.Reset(base)
+		if err != nil {
 			t.Fatal(err)
 		}
+		key1 = key
 		if err := s.Commit(c1); err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
 	// sealedKey carries the data key from setup to op in the unlock
-	// scenario.
+	// scenarios; key1 is the data key of opened.
 	var sealedKey []byte
 	movedAway := func(t *testing.T, dir string) (*FileStore, seal.Sealer) {
 		s := openFile(t, dir, sealer1)
@@ -124,10 +132,123 @@ func TestFileCrashPoints(t *testing.T) {
 				}
 			},
 			want: []pw{
+				{"sealedkey-temp-synced", before},
+				{"sealedkey-renamed", before},
 				{"snapshot-temp-synced", before},
 				{"snapshot-renamed", reset},
+				{"sealedkey-temp-synced", reset},
+				{"sealedkey-renamed", reset},
 				{"journal-temp-synced", reset},
 				{"journal-renamed", reset},
+			},
+		},
+		{
+			// A manifest set: the new state and its recovery data in one
+			// generation, sealed in the manifest's mode.
+			name:  "reset with recovery data",
+			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) { return opened(t, dir), sealer1 },
+			op: func(t *testing.T, s *FileStore) {
+				_, err := s.ResetWith(newState, ResetOptions{Mode: seal.ModeUniqueKey, RecoveryData: func(key []byte) ([]byte, error) {
+					kc := keyCheckOf(key)
+					return append([]byte("rd:"), kc[:4]...), nil
+				}})
+				if err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: []pw{
+				{"sealedkey-temp-synced", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"sealedkey-renamed", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"snapshot-temp-synced", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"snapshot-renamed", outcome{state: newState, recovery: []byte("<new>"), mode: seal.ModeUniqueKey}},
+				{"sealedkey-temp-synced", outcome{state: newState, recovery: []byte("<new>"), mode: seal.ModeUniqueKey}},
+				{"sealedkey-renamed", outcome{state: newState, recovery: []byte("<new>"), mode: seal.ModeUniqueKey}},
+				{"journal-temp-synced", outcome{state: newState, recovery: []byte("<new>"), mode: seal.ModeUniqueKey}},
+				{"journal-renamed", outcome{state: newState, recovery: []byte("<new>"), mode: seal.ModeUniqueKey}},
+			},
+		},
+		{
+			name:  "seal mode changed to UniqueKey",
+			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) { return opened(t, dir), sealer1 },
+			op: func(t *testing.T, s *FileStore) {
+				if err := s.SetSealMode(seal.ModeUniqueKey); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: []pw{
+				{"sealedkey-temp-synced", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"sealedkey-renamed", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"snapshot-temp-synced", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"snapshot-renamed", outcome{state: before.state, mode: seal.ModeUniqueKey}},
+				{"sealedkey-temp-synced", outcome{state: before.state, mode: seal.ModeUniqueKey}},
+				{"sealedkey-renamed", outcome{state: before.state, mode: seal.ModeUniqueKey}},
+				{"journal-temp-synced", outcome{state: before.state, mode: seal.ModeUniqueKey}},
+				{"journal-renamed", outcome{state: before.state, mode: seal.ModeUniqueKey}},
+			},
+		},
+		{
+			name:  "seal mode changed to Disabled",
+			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) { return opened(t, dir), sealer1 },
+			op: func(t *testing.T, s *FileStore) {
+				if err := s.SetSealMode(seal.ModeDisabled); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: []pw{
+				{"snapshot-temp-synced", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"snapshot-renamed", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"sealedkey-removed", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"journal-temp-synced", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"journal-renamed", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+			},
+		},
+		{
+			name: "seal mode changed from Disabled to ProductKey",
+			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) {
+				s := opened(t, dir)
+				if err := s.SetSealMode(seal.ModeDisabled); err != nil {
+					t.Fatal(err)
+				}
+				return s, sealer1
+			},
+			op: func(t *testing.T, s *FileStore) {
+				if err := s.SetSealMode(seal.ModeProductKey); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: []pw{
+				{"sealedkey-temp-synced", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"sealedkey-renamed", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"snapshot-temp-synced", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"snapshot-renamed", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"journal-temp-synced", outcome{state: before.state, mode: seal.ModeProductKey}},
+				{"journal-renamed", outcome{state: before.state, mode: seal.ModeProductKey}},
+			},
+		},
+		{
+			name: "unlock in seal mode Disabled",
+			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) {
+				s := opened(t, dir)
+				if err := s.SetSealMode(seal.ModeDisabled); err != nil {
+					t.Fatal(err)
+				}
+				s.Close()
+				s = openFile(t, dir, sealer1)
+				if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+					t.Fatalf("Load in seal mode Disabled: err = %v, want ErrUnseal", err)
+				}
+				return s, sealer1
+			},
+			op: func(t *testing.T, s *FileStore) {
+				if _, err := s.Unlock(key1); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: []pw{
+				{"snapshot-temp-synced", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"snapshot-renamed", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"journal-temp-synced", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
+				{"journal-renamed", outcome{err: ErrUnseal, state: before.state, mode: seal.ModeDisabled, unlocks: []byte("key1")}},
 			},
 		},
 		{
@@ -145,6 +266,8 @@ func TestFileCrashPoints(t *testing.T) {
 				}
 			},
 			want: []pw{
+				{"sealedkey-temp-synced", outcome{err: ErrNoState}},
+				{"sealedkey-renamed", outcome{err: ErrNoState}},
 				{"snapshot-temp-synced", outcome{err: ErrNoState}},
 				{"snapshot-renamed", outcome{state: base}},
 				{"journal-temp-synced", outcome{state: base}},
@@ -160,7 +283,10 @@ func TestFileCrashPoints(t *testing.T) {
 				}
 			},
 			want: []pw{
-				{"snapshot-temp-synced", outcome{err: ErrUnseal}},
+				{"sealedkey-temp-synced", outcome{err: ErrUnseal}},
+				// The new sealed_key opens the old snapshot: same data key.
+				{"sealedkey-renamed", before},
+				{"snapshot-temp-synced", before},
 				{"snapshot-renamed", before},
 				{"journal-temp-synced", before},
 				{"journal-renamed", before},
@@ -178,6 +304,9 @@ func TestFileCrashPoints(t *testing.T) {
 			want: []pw{
 				{"discard-" + snapshotName, outcome{err: ErrUnseal}},
 				{"discard-" + journalName, outcome{err: ErrNoState}},
+				{"discard-" + sealedKeyName, outcome{err: ErrNoState}},
+				{"sealedkey-temp-synced", outcome{err: ErrNoState}},
+				{"sealedkey-renamed", outcome{err: ErrNoState}},
 				{"snapshot-temp-synced", outcome{err: ErrNoState}},
 				{"snapshot-renamed", reset},
 				{"journal-temp-synced", reset},
@@ -229,7 +358,16 @@ func TestFileCrashPoints(t *testing.T) {
 				if sc.keepsOriginals {
 					requireNothingLost(t, im, original)
 				}
-				checkImage(t, im, loadSealer, sc.want[i].out)
+				out := sc.want[i].out
+				if string(out.unlocks) == "key1" {
+					out.unlocks = key1
+				}
+				if string(out.recovery) == "<new>" {
+					// The recovery data computed from the new data key.
+					kc := keyCheckOf(s.key)
+					out.recovery = append([]byte("rd:"), kc[:4]...)
+				}
+				checkImage(t, im, loadSealer, out)
 			}
 		})
 	}
@@ -240,7 +378,7 @@ func TestFileCrashPoints(t *testing.T) {
 func requireNothingLost(t *testing.T, im image, original map[string][]byte) {
 	t.Helper()
 	for name, b := range original {
-		if name != snapshotName && name != journalName {
+		if name != snapshotName && name != journalName && name != sealedKeyName {
 			continue
 		}
 		found := false
@@ -268,6 +406,16 @@ func checkImage(t *testing.T, im image, sealer seal.Sealer, want outcome) {
 			t.Fatalf("at %s: Load: err = %v, want %v", im.point, err, want.err)
 		}
 		requireFiles(t, dir, im.files)
+		if want.mode != "" && s.SealMode() != want.mode {
+			t.Fatalf("at %s: SealMode = %s, want %s", im.point, s.SealMode(), want.mode)
+		}
+		if want.unlocks != nil {
+			got, err := s.Unlock(want.unlocks)
+			if err != nil {
+				t.Fatalf("at %s: Unlock: %v", im.point, err)
+			}
+			requireState(t, got, want.state)
+		}
 		if _, err := s.Reset(kv("probe", "1")); err != nil {
 			t.Fatalf("at %s: Reset: %v", im.point, err)
 		}
@@ -281,6 +429,9 @@ func checkImage(t *testing.T, im image, sealer seal.Sealer, want outcome) {
 	requireState(t, got, want.state)
 	if r := s.RecoveryData(); !bytes.Equal(r, want.recovery) {
 		t.Fatalf("at %s: RecoveryData = %q, want %q", im.point, r, want.recovery)
+	}
+	if want.mode != "" && s.SealMode() != want.mode {
+		t.Fatalf("at %s: SealMode = %s, want %s", im.point, s.SealMode(), want.mode)
 	}
 	requireFiles(t, dir, im.files)
 	if err := s.Commit(kv("probe", "1")); err != nil {

@@ -32,6 +32,11 @@ func TestFileFailClosed(t *testing.T) {
 	snap := func(fn func(b []byte) []byte) func(map[string][]byte) {
 		return func(files map[string][]byte) { files[snapshotName] = fn(bytes.Clone(files[snapshotName])) }
 	}
+	sealedKey := func(fn func(b []byte) []byte) func(map[string][]byte) {
+		return func(files map[string][]byte) { files[sealedKeyName] = fn(bytes.Clone(files[sealedKeyName])) }
+	}
+	// A sealed_key of another deployment, sealed with the same sealer.
+	foreign := newTornFixture(t, sealer).after[sealedKeyName]
 	journal := func(fn func(b []byte) []byte) func(map[string][]byte) {
 		return func(files map[string][]byte) { files[journalName] = fn(bytes.Clone(files[journalName])) }
 	}
@@ -49,7 +54,17 @@ func TestFileFailClosed(t *testing.T) {
 		// (it opens the state) or the error it wraps.
 		unlock error
 	}{
-		{name: "bit in sealed data key", mutate: snap(flip(at(snapshotFixedSize + 4 + 5))), unlock: ErrCorrupt},
+		{name: "sealed_key missing", mutate: func(files map[string][]byte) { delete(files, sealedKeyName) }},
+		{name: "sealed_key empty", mutate: sealedKey(func([]byte) []byte { return nil })},
+		{name: "bit in sealed data key", mutate: sealedKey(flip(fromEnd(5)))},
+		{name: "sealed_key truncated", mutate: sealedKey(func(b []byte) []byte { return b[:len(b)-1] })},
+		{name: "sealed_key with trailing byte", mutate: sealedKey(func(b []byte) []byte { return append(b, 0) })},
+		{name: "sealed_key bad magic", mutate: sealedKey(flip(at(0)))},
+		{name: "sealed_key unknown version", mutate: sealedKey(func(b []byte) []byte { b[8] = 9; return b })},
+		{name: "sealed_key no entries", mutate: sealedKey(func(b []byte) []byte { return b[:sealedKeyHeaderSize] })},
+		{name: "sealed_key mode changed", mutate: sealedKey(func(b []byte) []byte { b[sealedKeyHeaderSize] = 2; return b })},
+		{name: "sealed_key bit in key check", mutate: sealedKey(flip(at(sealedKeyHeaderSize + 3)))},
+		{name: "sealed_key of another deployment", mutate: func(files map[string][]byte) { files[sealedKeyName] = bytes.Clone(foreign) }},
 		{name: "bit in key check", mutate: snap(flip(at(12))), unlock: ErrWrongDataKey},
 		{name: "bit in generation", mutate: snap(flip(at(sealBoundSize))), unlock: ErrCorrupt},
 		{name: "bit in snapshot ciphertext", mutate: snap(flip(fromEnd(tagSize + 3))), unlock: ErrCorrupt},
@@ -67,9 +82,11 @@ func TestFileFailClosed(t *testing.T) {
 		{name: "snapshot with trailing byte", mutate: snap(func(b []byte) []byte { return append(b, 0) }), unlock: ErrCorrupt},
 		{name: "empty snapshot", mutate: snap(func([]byte) []byte { return nil }), unlock: ErrCorrupt},
 		{name: "snapshot bad magic", mutate: snap(flip(at(0))), unlock: ErrCorrupt},
-		{name: "snapshot unknown version", mutate: snap(func(b []byte) []byte { b[8] = 2; return b }), unlock: ErrCorrupt},
-		{name: "sealed key length absurd", mutate: snap(func(b []byte) []byte {
-			binary.LittleEndian.PutUint32(b[snapshotFixedSize:], 0xffffffff)
+		{name: "snapshot unknown version", mutate: snap(func(b []byte) []byte { b[8] = 3; return b }), unlock: ErrCorrupt},
+		{name: "snapshot seal mode changed", mutate: snap(func(b []byte) []byte { b[snapshotFixedSize] = 2; return b }), unlock: ErrCorrupt},
+		{name: "snapshot unknown seal mode", mutate: snap(func(b []byte) []byte { b[snapshotFixedSize] = 9; return b }), unlock: ErrCorrupt},
+		{name: "recovery data length absurd", mutate: snap(func(b []byte) []byte {
+			binary.LittleEndian.PutUint32(b[snapshotV2FixedSize:], 0xffffffff)
 			return b
 		}), unlock: ErrCorrupt},
 		{name: "bit in middle journal record", mutate: journal(flip(func([]byte) int { return offs[1] + recordHeaderSize + nonceSize + 2 })), unlock: ErrCorrupt},
@@ -160,7 +177,7 @@ func requireDiscarded(t *testing.T, dir string, old map[string][]byte) {
 		t.Fatalf("found discarded directories %v, want one", found)
 	}
 	want := map[string][]byte{}
-	for _, name := range []string{snapshotName, journalName} {
+	for _, name := range []string{snapshotName, journalName, sealedKeyName} {
 		if b, ok := old[name]; ok {
 			want[name] = b
 		}

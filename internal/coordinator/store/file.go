@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 // File names inside the seal directory.
 const (
 	snapshotName    = "sealed_data"
+	sealedKeyName   = "sealed_key"
 	journalName     = "journal"
 	lockName        = "lock"
 	tempSuffix      = ".tmp"
@@ -35,10 +37,11 @@ const defaultCompactMin = 1 << 20
 // safe for concurrent use; concurrent Commits are written together (one
 // record, one fsync).
 type FileStore struct {
-	dir    string
-	sealer seal.Sealer
-	log    *slog.Logger
-	lock   *os.File
+	dir         string
+	sealers     map[seal.Mode]seal.Sealer
+	defaultMode seal.Mode
+	log         *slog.Logger
+	lock        *os.File
 
 	qmu   sync.Mutex
 	queue []*commitReq
@@ -55,12 +58,20 @@ type FileStore struct {
 	header   snapshotHeader
 	state    map[string][]byte
 	snapSize int64
-	journal  *os.File // open journal of generation gen, nil until needed
-	jGen     uint64   // generation of the journal file on disk if usable, else 0
-	jEnd     int64    // offset after the last valid record
-	jSize    int64    // size of the journal file; > jEnd when a torn tail remains
-	seq      uint64   // sequence number of the last record
-	recovery []byte   // recovery data of the snapshot last read or written
+	journal  *os.File  // open journal of generation gen, nil until needed
+	jGen     uint64    // generation of the journal file on disk if usable, else 0
+	jEnd     int64     // offset after the last valid record
+	jSize    int64     // size of the journal file; > jEnd when a torn tail remains
+	seq      uint64    // sequence number of the last record
+	recovery []byte    // recovery data of the snapshot last read or written
+	mode     seal.Mode // seal mode of the snapshot last read or written
+	// sealed is the sealed_key entry of the open state, nil when its mode
+	// is Disabled or its snapshot has the legacy format.
+	sealed *sealedEntry
+	// skKnown tells whether skOnDisk is what sealed_key holds (nil: no
+	// file).
+	skKnown  bool
+	skOnDisk []sealedEntry
 
 	// compactMin is the journal size that triggers compaction at least.
 	compactMin int64
@@ -77,15 +88,60 @@ type commitReq struct {
 	err     error
 }
 
-// OpenFile opens the store in dir, creating dir (mode 0700) if needed, and
-// locks it against other users. It reads nothing yet: call Load. A nil
-// logger discards messages.
+// Options configure a FileStore.
+type Options struct {
+	// Sealers seal the data key, by seal mode; Disabled needs none. A mode
+	// without a sealer cannot be used: state sealed in it enters recovery
+	// and switching to it fails.
+	Sealers map[seal.Mode]seal.Sealer
+	// DefaultMode is the seal mode of state stored before a manifest
+	// chooses one (Reset, the first Commit), and the mode whose sealer
+	// opens a snapshot of the legacy format. Empty means ProductKey.
+	DefaultMode seal.Mode
+	// Logger receives messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// OpenFile opens the store in dir with sealer for both ProductKey and
+// UniqueKey and ProductKey as the default mode; see Open.
 func OpenFile(dir string, sealer seal.Sealer, logger *slog.Logger) (*FileStore, error) {
 	if sealer == nil {
 		return nil, errors.New("store: open: no sealer")
 	}
+	return Open(dir, Options{
+		Sealers: map[seal.Mode]seal.Sealer{seal.ModeProductKey: sealer, seal.ModeUniqueKey: sealer},
+		Logger:  logger,
+	})
+}
+
+// Open opens the store in dir, creating dir (mode 0700) if needed, and
+// locks it against other users. It reads nothing yet: call Load.
+func Open(dir string, opts Options) (*FileStore, error) {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	mode := opts.DefaultMode
+	if mode == "" {
+		mode = seal.ModeProductKey
+	}
+	if _, err := mode.Code(); err != nil {
+		return nil, fmt.Errorf("store: open: default %w", err)
+	}
+	if !mode.Seals() {
+		return nil, fmt.Errorf("store: open: the default seal mode cannot be %s", mode)
+	}
+	if opts.Sealers[mode] == nil {
+		return nil, fmt.Errorf("store: open: no sealer for the default seal mode %s", mode)
+	}
+	sealers := make(map[seal.Mode]seal.Sealer, len(opts.Sealers))
+	insecure := false
+	for m, sl := range opts.Sealers {
+		if _, err := m.Code(); err != nil || !m.Seals() || sl == nil {
+			return nil, fmt.Errorf("store: open: a sealer for seal mode %q", m)
+		}
+		sealers[m] = sl
+		insecure = insecure || sl.Insecure()
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: open: create seal directory: %w", err)
@@ -94,15 +150,17 @@ func OpenFile(dir string, sealer seal.Sealer, logger *slog.Logger) (*FileStore, 
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
 	}
-	if sealer.Insecure() {
+	if insecure {
 		logger.Warn("store: the sealer offers no protection (simulation); stored state is not confidential", "dir", dir)
 	}
 	return &FileStore{
-		dir:        dir,
-		sealer:     sealer,
-		log:        logger,
-		lock:       lock,
-		compactMin: defaultCompactMin,
+		dir:         dir,
+		sealers:     sealers,
+		defaultMode: mode,
+		log:         logger,
+		lock:        lock,
+		compactMin:  defaultCompactMin,
+		mode:        mode,
 	}, nil
 }
 
@@ -126,7 +184,7 @@ func (s *FileStore) Load() (map[string][]byte, error) {
 	s.forget()
 	d, err := s.read(nil)
 	if d.headerOK {
-		s.gen, s.recovery = d.header.generation, d.header.recovery
+		s.gen, s.recovery, s.mode = d.header.generation, d.header.recovery, d.mode
 	}
 	switch {
 	case err == nil:
@@ -224,7 +282,7 @@ func (s *FileStore) create(changes map[string][]byte) error {
 	}
 	state := make(map[string][]byte, len(changes))
 	applyChanges(state, changes)
-	if err := s.writeGeneration(s.gen+1, key, nil, nil, state); err != nil {
+	if err := s.writeGeneration(s.gen+1, key, s.defaultMode, nil, state); err != nil {
 		return err
 	}
 	s.phase = phaseOpen
@@ -324,28 +382,58 @@ func (s *FileStore) newJournal(generation uint64) (*os.File, error) {
 	return f, nil
 }
 
-// writeGeneration writes a snapshot of state as generation, then starts
-// an empty journal for it. The snapshot rename is the commit point: a
+// writeGeneration writes a snapshot of state as generation, its data key
+// sealed in mode, then starts an empty journal for it.
+//
+// When the sealed key changes (a new data key or a new mode), sealed_key
+// first gets the new entry beside the one of the snapshot on disk, then
+// the snapshot is replaced, then sealed_key is cut down to the new entry
+// (or removed, for Disabled). A crash at any point thus leaves a snapshot
+// whose key is in sealed_key. The snapshot rename is the commit point: a
 // crash before it leaves the previous generation, a crash after it leaves
 // the new snapshot whose stale journal Load ignores. On success the store
 // adopts the new generation; if the journal could not be created, the next
-// Commit creates it.
-func (s *FileStore) writeGeneration(generation uint64, key, sealedKey, recovery []byte, state map[string][]byte) error {
+// Commit creates it, and if sealed_key could not be cut down, the next
+// generation does it.
+func (s *FileStore) writeGeneration(generation uint64, key []byte, mode seal.Mode, recovery []byte, state map[string][]byte) error {
 	aead, err := newAEAD(key)
 	if err != nil {
 		return err
 	}
 	kc := keyCheckOf(key)
-	if sealedKey == nil {
-		sealedKey, err = s.sealer.Seal(key, sealAAD(kc))
-		if err != nil {
-			return fmt.Errorf("seal data key: %w", err)
+	var want *sealedEntry
+	if mode.Seals() {
+		if s.sealed != nil && s.sealed.mode == mode && s.sealed.keyCheck == kc {
+			want = s.sealed
+		} else {
+			sealer := s.sealers[mode]
+			if sealer == nil {
+				return fmt.Errorf("seal data key: this Coordinator has no sealer for seal mode %s", mode)
+			}
+			code, err := mode.Code()
+			if err != nil {
+				return err
+			}
+			sealed, err := sealer.Seal(key, sealedKeyAAD(code, kc))
+			if err != nil {
+				return fmt.Errorf("seal data key in seal mode %s: %w", mode, err)
+			}
+			want = &sealedEntry{mode: mode, keyCheck: kc, sealed: sealed}
 		}
 	}
-	h := snapshotHeader{generation: generation, keyCheck: kc, sealedKey: sealedKey, recovery: recovery}
+	h := snapshotHeader{version: snapshotVersion, generation: generation, keyCheck: kc, mode: mode, recovery: recovery}
 	data, err := encodeSnapshot(h, aead, state)
 	if err != nil {
 		return err
+	}
+	if want != nil && !s.sealedKeyHolds(*want) {
+		entries := []sealedEntry{*want}
+		if s.phase == phaseOpen && s.sealed != nil && !s.sealed.same(*want) {
+			entries = []sealedEntry{*s.sealed, *want}
+		}
+		if err := s.writeSealedKey(entries); err != nil {
+			return err
+		}
 	}
 	renamed, err := s.writeAtomic(snapshotName, data, "snapshot")
 	if err != nil {
@@ -357,8 +445,9 @@ func (s *FileStore) writeGeneration(generation uint64, key, sealedKey, recovery 
 	}
 	s.closeJournal()
 	s.gen, s.key, s.aead, s.header, s.state, s.snapSize = generation, key, aead, h, state, int64(len(data))
-	s.recovery = recovery
+	s.recovery, s.mode, s.sealed = recovery, mode, want
 	s.jGen, s.jEnd, s.jSize, s.seq = 0, 0, 0, 0
+	s.trimSealedKey()
 	f, err := s.newJournal(generation)
 	if err != nil {
 		s.log.Warn("store: could not start the new journal; the next commit retries", "generation", generation, "err", err)
@@ -366,6 +455,66 @@ func (s *FileStore) writeGeneration(generation uint64, key, sealedKey, recovery 
 	}
 	s.journal, s.jGen, s.jEnd, s.jSize = f, generation, journalHeaderSize, journalHeaderSize
 	return nil
+}
+
+// sealedKeyHolds reports whether sealed_key is known to hold e.
+func (s *FileStore) sealedKeyHolds(e sealedEntry) bool {
+	if !s.skKnown {
+		return false
+	}
+	for _, o := range s.skOnDisk {
+		if o.same(e) {
+			return true
+		}
+	}
+	return false
+}
+
+// writeSealedKey atomically replaces sealed_key with entries.
+func (s *FileStore) writeSealedKey(entries []sealedEntry) error {
+	b, err := encodeSealedKey(entries)
+	if err != nil {
+		return err
+	}
+	renamed, err := s.writeAtomic(sealedKeyName, b, "sealedkey")
+	if renamed || err == nil {
+		s.skKnown, s.skOnDisk = err == nil, entries
+	}
+	return err
+}
+
+// trimSealedKey leaves in sealed_key only the entry of the open state, or
+// removes the file when the state's mode is Disabled. A failure is logged:
+// the extra entry opens nothing the snapshot on disk needs, and the next
+// generation tries again.
+func (s *FileStore) trimSealedKey() {
+	if s.sealed != nil {
+		if s.skKnown && len(s.skOnDisk) == 1 && s.skOnDisk[0].same(*s.sealed) {
+			return
+		}
+		if err := s.writeSealedKey([]sealedEntry{*s.sealed}); err != nil {
+			s.log.Warn("store: could not remove the previous data key from sealed_key; the next generation retries", "err", err)
+		}
+		return
+	}
+	if s.skKnown && s.skOnDisk == nil {
+		return
+	}
+	err := os.Remove(s.path(sealedKeyName))
+	if errors.Is(err, fs.ErrNotExist) {
+		s.skKnown, s.skOnDisk = true, nil
+		return
+	}
+	if err != nil {
+		s.log.Warn("store: could not remove sealed_key (seal mode Disabled); the next generation retries", "err", err)
+		s.skKnown = false
+		return
+	}
+	s.at("sealedkey-removed")
+	if err := syncDir(s.dir); err != nil {
+		s.log.Warn("store: could not sync the seal directory after removing sealed_key", "err", err)
+	}
+	s.skKnown, s.skOnDisk = true, nil
 }
 
 // writeAtomic replaces the file name with data: temp file, fsync, rename,
@@ -421,48 +570,69 @@ func (s *FileStore) maybeCompact() {
 		return
 	}
 	journalSize := s.jEnd
-	if err := s.writeGeneration(s.gen+1, s.key, s.header.sealedKey, s.recovery, s.state); err != nil {
+	if err := s.writeGeneration(s.gen+1, s.key, s.mode, s.recovery, s.state); err != nil {
 		s.log.Warn("store: compaction failed", "generation", s.gen, "err", err)
 		return
 	}
 	s.log.Info("store: compacted journal", "generation", s.gen, "journal_bytes", journalSize, "snapshot_bytes", s.snapSize)
 }
 
-// Reset stores state under a new data key as a new generation. Files that
-// the store has not opened successfully are first moved aside into
-// discarded-<UTC time>/. A crash after they were moved but before the new
-// snapshot is in place leaves no state (Load reports ErrNoState); a crash
-// between moving the snapshot and the journal leaves a journal without a
-// snapshot (ErrUnseal), which the next Reset moves aside as well.
+// Reset stores state under a new data key, sealed in the default mode,
+// as a new generation without recovery data; see ResetWith.
 func (s *FileStore) Reset(state map[string][]byte) ([]byte, error) {
+	return s.ResetWith(state, ResetOptions{})
+}
+
+// ResetWith stores state under a new data key, sealed in opts.Mode,
+// together with the recovery data that opts.RecoveryData computes from
+// that key, as one new generation. Nothing is written before the recovery
+// data is known. Files that the store has not opened successfully are
+// first moved aside into discarded-<UTC time>/. A crash after they were
+// moved but before the new snapshot is in place leaves no state (Load
+// reports ErrNoState); a crash between moving the snapshot and the
+// journal leaves a journal without a snapshot (ErrUnseal), which the next
+// Reset moves aside as well.
+func (s *FileStore) ResetWith(state map[string][]byte, opts ResetOptions) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.phase == phaseClosed {
 		return nil, fmt.Errorf("store: reset: %w", ErrClosed)
+	}
+	mode, err := opts.mode(s.defaultMode)
+	if err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
+	}
+	if mode.Seals() && s.sealers[mode] == nil {
+		return nil, fmt.Errorf("store: reset: this Coordinator has no sealer for seal mode %s", mode)
+	}
+	key, err := newDataKey()
+	if err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
+	}
+	recovery, err := opts.recoveryData(key)
+	if err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
 	}
 	if s.phase != phaseOpen {
 		if err := s.discard(); err != nil {
 			return nil, fmt.Errorf("store: reset: %w", err)
 		}
 	}
-	key, err := newDataKey()
-	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
-	}
 	s.broken = nil
-	if err := s.writeGeneration(s.gen+1, key, nil, nil, cloneState(state)); err != nil {
+	if err := s.writeGeneration(s.gen+1, key, mode, recovery, cloneState(state)); err != nil {
 		return nil, fmt.Errorf("store: reset: %w", err)
 	}
 	s.phase = phaseOpen
 	return cloneValue(key), nil
 }
 
-// discard moves the snapshot and the journal, if present, into a new
-// discarded-<UTC time> directory. The snapshot goes first: a crash in
-// between leaves a journal without a snapshot, which Load refuses.
+// discard moves the snapshot, the journal and sealed_key, if present, into
+// a new discarded-<UTC time> directory. The snapshot goes first: a crash in
+// between leaves a journal without a snapshot, which Load refuses, or a
+// sealed_key without a snapshot, which is no state.
 func (s *FileStore) discard() error {
 	var present []string
-	for _, name := range []string{snapshotName, journalName} {
+	for _, name := range []string{snapshotName, journalName, sealedKeyName} {
 		_, err := os.Lstat(s.path(name))
 		switch {
 		case err == nil:
@@ -515,8 +685,8 @@ func (s *FileStore) makeDiscardDir() (string, error) {
 }
 
 // Unlock opens the stored state with a data key supplied by the owners,
-// seals that key with this store's sealer and writes the state as a new
-// generation. A wrong key (ErrWrongDataKey) or unreadable files change
+// seals that key for this machine in the state's seal mode (nothing is
+// sealed in Disabled) and writes the state as a new generation. A wrong key (ErrWrongDataKey) or unreadable files change
 // nothing.
 func (s *FileStore) Unlock(dataKey []byte) (map[string][]byte, error) {
 	s.mu.Lock()
@@ -532,7 +702,8 @@ func (s *FileStore) Unlock(dataKey []byte) (map[string][]byte, error) {
 		return nil, fmt.Errorf("store: unlock %s: %w", s.dir, err)
 	}
 	s.broken = nil
-	if err := s.writeGeneration(d.header.generation+1, d.key, nil, d.header.recovery, d.state); err != nil {
+	s.gen, s.mode, s.sealed, s.skKnown = d.header.generation, d.mode, nil, false
+	if err := s.writeGeneration(d.header.generation+1, d.key, d.mode, d.header.recovery, d.state); err != nil {
 		return nil, fmt.Errorf("store: unlock: %w", err)
 	}
 	s.phase = phaseOpen
@@ -566,9 +737,48 @@ func (s *FileStore) SetRecoveryData(data []byte) error {
 	if len(data) > maxRecoveryDataSize {
 		return fmt.Errorf("store: set recovery data: %d bytes exceeds the limit %d", len(data), maxRecoveryDataSize)
 	}
-	if err := s.writeGeneration(s.gen+1, s.key, s.header.sealedKey, cloneValue(data), s.state); err != nil {
+	if err := s.writeGeneration(s.gen+1, s.key, s.mode, cloneValue(data), s.state); err != nil {
 		return fmt.Errorf("store: set recovery data: %w", err)
 	}
+	return nil
+}
+
+// SealMode returns the seal mode of the snapshot last read or written,
+// the default mode before there is one.
+func (s *FileStore) SealMode() seal.Mode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mode
+}
+
+// SetSealMode seals the data key of the open state in mode by writing a
+// new generation: sealed_key gets the key sealed in mode, or is removed
+// for Disabled. It also rewrites a snapshot of the legacy format. When
+// nothing would change it writes nothing.
+func (s *FileStore) SetSealMode(mode seal.Mode) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := mode.Code(); err != nil {
+		return fmt.Errorf("store: set seal mode: %w", err)
+	}
+	if s.phase != phaseOpen {
+		if err := s.phase.refuseCommit(); err != nil {
+			return fmt.Errorf("store: set seal mode: %w", err)
+		}
+		return fmt.Errorf("store: set seal mode: %w", ErrNotOpen)
+	}
+	if s.broken != nil {
+		return fmt.Errorf("store: set seal mode: %w", s.broken)
+	}
+	current := s.header.version == snapshotVersion && s.mode == mode && (s.sealed != nil) == mode.Seals()
+	if current {
+		return nil
+	}
+	from := s.mode
+	if err := s.writeGeneration(s.gen+1, s.key, mode, s.recovery, s.state); err != nil {
+		return fmt.Errorf("store: set seal mode %s: %w", mode, err)
+	}
+	s.log.Info("store: sealed the data key in a new seal mode", "from", string(from), "to", string(mode), "generation", s.gen)
 	return nil
 }
 
@@ -603,7 +813,7 @@ func (s *FileStore) forget() {
 	s.broken = nil
 	s.gen, s.key, s.aead, s.header, s.state, s.snapSize = 0, nil, nil, snapshotHeader{}, nil, 0
 	s.jGen, s.jEnd, s.jSize, s.seq = 0, 0, 0, 0
-	s.recovery = nil
+	s.recovery, s.mode, s.sealed, s.skKnown, s.skOnDisk = nil, s.defaultMode, nil, false, nil
 }
 
 // adopt makes a successfully read state the open one.
@@ -611,13 +821,17 @@ func (s *FileStore) adopt(d diskState) {
 	s.phase = phaseOpen
 	s.gen, s.key, s.aead, s.header, s.state, s.snapSize = d.header.generation, d.key, d.aead, d.header, d.state, d.snapSize
 	s.jGen, s.jEnd, s.jSize, s.seq = d.jGen, d.jEnd, d.jSize, d.seq
-	s.recovery = d.header.recovery
+	s.recovery, s.mode, s.sealed, s.skKnown, s.skOnDisk = d.header.recovery, d.mode, d.sealed, d.skKnown, d.skOnDisk
 }
 
 // diskState is what read found.
 type diskState struct {
 	headerOK bool // header is valid even if err != nil
 	header   snapshotHeader
+	mode     seal.Mode    // the state's seal mode (the default one for a legacy snapshot)
+	sealed   *sealedEntry // the sealed_key entry that opened the state
+	skKnown  bool
+	skOnDisk []sealedEntry
 	key      []byte
 	aead     cipher.AEAD
 	state    map[string][]byte
@@ -654,14 +868,18 @@ func (s *FileStore) read(dataKey []byte) (diskState, error) {
 	if err != nil {
 		return d, corrupt("%v", err)
 	}
-	d.headerOK, d.header, d.snapSize = true, h, int64(len(snap))
-	if dataKey != nil {
+	d.headerOK, d.header, d.snapSize, d.mode = true, h, int64(len(snap)), h.mode
+	if h.version == legacySnapshotVersion {
+		d.mode = s.defaultMode
+	}
+	switch {
+	case dataKey != nil:
 		if keyCheckOf(dataKey) != h.keyCheck {
 			return d, ErrWrongDataKey
 		}
 		d.key = cloneValue(dataKey)
-	} else {
-		key, err := s.sealer.Unseal(h.sealedKey, sealAAD(h.keyCheck))
+	case h.version == legacySnapshotVersion:
+		key, err := s.sealers[d.mode].Unseal(h.legacySealedKey, legacySealAAD(h.keyCheck))
 		if err != nil {
 			return d, fmt.Errorf("%w: unseal data key: %w", ErrUnseal, err)
 		}
@@ -669,6 +887,10 @@ func (s *FileStore) read(dataKey []byte) (diskState, error) {
 			return d, corrupt("unsealed data key does not match the snapshot's key check")
 		}
 		d.key = key
+	default:
+		if d.key, err = s.unsealKey(&d); err != nil {
+			return d, err
+		}
 	}
 	if d.aead, err = newAEAD(d.key); err != nil {
 		return d, err
@@ -677,6 +899,62 @@ func (s *FileStore) read(dataKey []byte) (diskState, error) {
 		return d, corrupt("%v", err)
 	}
 	return d, s.readJournal(&d)
+}
+
+// unsealKey finds the data key of the version 2 snapshot in d in
+// sealed_key and unseals it. Every failure wraps ErrUnseal: a missing,
+// unreadable, damaged or foreign sealed_key puts the Coordinator into
+// recovery.
+func (s *FileStore) unsealKey(d *diskState) ([]byte, error) {
+	h := d.header
+	if !h.mode.Seals() {
+		return nil, fmt.Errorf("%w: the state's seal mode is %s, so its data key is not kept across restarts: recover it with the owners' recovery keys", ErrUnseal, h.mode)
+	}
+	b, err := readBoundedSize(s.path(sealedKeyName), maxSealedKeyFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%w: %s is missing (seal mode %s): recover the state with the owners' recovery keys", ErrUnseal, sealedKeyName, h.mode)
+	case err != nil:
+		return nil, fmt.Errorf("%w: read %s: %w", ErrUnseal, sealedKeyName, err)
+	}
+	entries, err := parseSealedKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is damaged: %w", ErrUnseal, sealedKeyName, err)
+	}
+	d.skKnown, d.skOnDisk = true, entries
+	var found *sealedEntry
+	otherMode := false
+	for i := range entries {
+		if entries[i].keyCheck == h.keyCheck {
+			if entries[i].mode == h.mode {
+				found = &entries[i]
+			} else {
+				otherMode = true
+			}
+		}
+	}
+	switch {
+	case found == nil && otherMode:
+		return nil, fmt.Errorf("%w: %s seals this state's data key in another seal mode than the state's %s", ErrUnseal, sealedKeyName, h.mode)
+	case found == nil:
+		return nil, fmt.Errorf("%w: %s holds no data key of this state (it belongs to another deployment or state)", ErrUnseal, sealedKeyName)
+	}
+	sealer := s.sealers[h.mode]
+	if sealer == nil {
+		return nil, fmt.Errorf("%w: the state is sealed in seal mode %s, for which this Coordinator has no sealer", ErrUnseal, h.mode)
+	}
+	code, _ := h.mode.Code()
+	key, err := sealer.Unseal(found.sealed, sealedKeyAAD(code, h.keyCheck))
+	if err != nil {
+		return nil, fmt.Errorf("%w: unseal data key from %s (seal mode %s): %w", ErrUnseal, sealedKeyName, h.mode, err)
+	}
+	if len(key) != dataKeySize || keyCheckOf(key) != h.keyCheck {
+		return nil, fmt.Errorf("%w: the data key unsealed from %s does not match the snapshot's key check", ErrUnseal, sealedKeyName)
+	}
+	e := *found
+	e.sealed = bytes.Clone(e.sealed)
+	d.sealed = &e
+	return key, nil
 }
 
 // readJournal replays the journal belonging to d's snapshot into d.state.
@@ -718,6 +996,11 @@ var errTooLarge = errors.New("file exceeds the size limit")
 
 // readBounded reads a whole file of at most maxFileSize bytes.
 func readBounded(path string) ([]byte, error) {
+	return readBoundedSize(path, maxFileSize)
+}
+
+// readBoundedSize reads a whole file of at most limit bytes.
+func readBoundedSize(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -727,14 +1010,14 @@ func readBounded(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi.Size() > maxFileSize {
+	if fi.Size() > limit {
 		return nil, fmt.Errorf("%d bytes: %w", fi.Size(), errTooLarge)
 	}
-	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxFileSize {
+	if int64(len(b)) > limit {
 		return nil, errTooLarge
 	}
 	return b, nil

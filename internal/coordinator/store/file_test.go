@@ -213,7 +213,7 @@ func TestFileTornLastRecord(t *testing.T) {
 	f := newTornFixture(t, sealer)
 	journal := f.after[journalName]
 	for cut := f.lastRecord; cut < len(journal); cut++ {
-		files := map[string][]byte{snapshotName: f.after[snapshotName], journalName: journal[:cut]}
+		files := map[string][]byte{snapshotName: f.after[snapshotName], sealedKeyName: f.after[sealedKeyName], journalName: journal[:cut]}
 		dir := writeFiles(t, files)
 		s := openFile(t, dir, sealer)
 		got, err := s.Load()
@@ -262,7 +262,7 @@ func TestFileBadTail(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			files := map[string][]byte{snapshotName: f.after[snapshotName], journalName: tt.journal}
+			files := map[string][]byte{snapshotName: f.after[snapshotName], sealedKeyName: f.after[sealedKeyName], journalName: tt.journal}
 			dir := writeFiles(t, files)
 			s := openFile(t, dir, sealer)
 			requireState(t, loadOK(t, s), tt.want)
@@ -283,10 +283,12 @@ func TestFileLeftoverTempFiles(t *testing.T) {
 	sealer := sealerWith(t, 1)
 	f := newTornFixture(t, sealer)
 	files := map[string][]byte{
-		snapshotName:              f.after[snapshotName],
-		journalName:               f.after[journalName],
-		snapshotName + tempSuffix: f.after[snapshotName][:100],
-		journalName + tempSuffix:  []byte("partial"),
+		snapshotName:               f.after[snapshotName],
+		sealedKeyName:              f.after[sealedKeyName],
+		journalName:                f.after[journalName],
+		snapshotName + tempSuffix:  f.after[snapshotName][:100],
+		sealedKeyName + tempSuffix: f.after[sealedKeyName][:10],
+		journalName + tempSuffix:   []byte("partial"),
 	}
 	dir := writeFiles(t, files)
 	s := openFile(t, dir, sealer)
@@ -450,7 +452,7 @@ func forceCompaction(t *testing.T, s *FileStore) {
 	t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writeGeneration(s.gen+1, s.key, s.header.sealedKey, s.recovery, s.state); err != nil {
+	if err := s.writeGeneration(s.gen+1, s.key, s.mode, s.recovery, s.state); err != nil {
 		t.Fatal(err)
 	}
 }

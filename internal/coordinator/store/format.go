@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
@@ -12,6 +13,8 @@ import (
 	"hash/crc32"
 	"maps"
 	"slices"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
 
 // Sizes and limits of the on-disk format (see the package documentation).
@@ -21,18 +24,36 @@ const (
 	nonceSize    = 12
 	tagSize      = 16
 
-	formatVersion = 1
+	// snapshotVersion is the snapshot format this build writes;
+	// legacySnapshotVersion, which kept the sealed data key inside the
+	// snapshot, is still read.
+	snapshotVersion       = 2
+	legacySnapshotVersion = 1
+	journalVersion        = 1
+	sealedKeyVersion      = 1
 
-	snapshotMagic = "mmstate\x00"
-	journalMagic  = "mmjrnl\x00\x00"
+	snapshotMagic  = "mmstate\x00"
+	journalMagic   = "mmjrnl\x00\x00"
+	sealedKeyMagic = "mmsealky"
 
-	// sealBoundSize is the prefix of the snapshot header that the sealed
-	// data key is bound to: magic, version, flags and key check.
+	// sealBoundSize is the prefix of a version 1 snapshot header that its
+	// sealed data key is bound to: magic, version, flags and key check.
 	sealBoundSize     = 8 + 2 + 2 + keyCheckSize
 	snapshotFixedSize = sealBoundSize + 8
-	journalHeaderSize = 8 + 2 + 2 + 8
-	recordHeaderSize  = 4 + 8 + 4
-	minRecordPayload  = nonceSize + tagSize
+	// snapshotV2FixedSize adds the seal mode byte.
+	snapshotV2FixedSize = snapshotFixedSize + 1
+
+	// sealedKeyHeaderSize is magic, version and entry count; an entry
+	// starts with its mode, key check and length.
+	sealedKeyHeaderSize      = 8 + 2 + 2
+	sealedKeyEntryHeaderSize = 1 + keyCheckSize + 4
+	// maxSealedKeyEntries: one for the state on disk, one for the state
+	// that replaces it.
+	maxSealedKeyEntries = 2
+	maxSealedKeyFile    = sealedKeyHeaderSize + maxSealedKeyEntries*(sealedKeyEntryHeaderSize+maxSealedKeySize)
+	journalHeaderSize   = 8 + 2 + 2 + 8
+	recordHeaderSize    = 4 + 8 + 4
+	minRecordPayload    = nonceSize + tagSize
 
 	maxSealedKeySize    = 64 << 10
 	maxRecoveryDataSize = 1 << 20
@@ -51,10 +72,26 @@ const (
 
 // snapshotHeader holds the plaintext fields of a snapshot file.
 type snapshotHeader struct {
+	version    uint16
 	generation uint64
 	keyCheck   [keyCheckSize]byte
-	sealedKey  []byte
-	recovery   []byte
+	// mode is the seal mode of the state; a version 1 snapshot has none
+	// (its key is sealed with the store's default mode).
+	mode seal.Mode
+	// legacySealedKey is the data key sealed inside a version 1 snapshot.
+	legacySealedKey []byte
+	recovery        []byte
+}
+
+// sealedEntry is one data key in the sealed_key file.
+type sealedEntry struct {
+	mode     seal.Mode
+	keyCheck [keyCheckSize]byte
+	sealed   []byte
+}
+
+func (e sealedEntry) same(o sealedEntry) bool {
+	return e.mode == o.mode && e.keyCheck == o.keyCheck && bytes.Equal(e.sealed, o.sealed)
 }
 
 // keyCheckOf returns a value that identifies dataKey without revealing it.
@@ -66,13 +103,101 @@ func keyCheckOf(dataKey []byte) [keyCheckSize]byte {
 	return kc
 }
 
-// sealAAD returns the additional data the data key is sealed with.
-func sealAAD(keyCheck [keyCheckSize]byte) []byte {
+// legacySealAAD returns the additional data the data key inside a
+// version 1 snapshot is sealed with.
+func legacySealAAD(keyCheck [keyCheckSize]byte) []byte {
 	b := make([]byte, 0, sealBoundSize)
 	b = append(b, snapshotMagic...)
-	b = binary.LittleEndian.AppendUint16(b, formatVersion)
+	b = binary.LittleEndian.AppendUint16(b, legacySnapshotVersion)
 	b = binary.LittleEndian.AppendUint16(b, 0)
 	return append(b, keyCheck[:]...)
+}
+
+// sealedKeyAAD returns the additional data a data key in the sealed_key
+// file is sealed with: it binds the key to its seal mode and to the key
+// check of the state it opens.
+func sealedKeyAAD(mode byte, keyCheck [keyCheckSize]byte) []byte {
+	b := make([]byte, 0, 8+2+1+keyCheckSize)
+	b = append(b, sealedKeyMagic...)
+	b = binary.LittleEndian.AppendUint16(b, sealedKeyVersion)
+	b = append(b, mode)
+	return append(b, keyCheck[:]...)
+}
+
+// encodeSealedKey returns a sealed_key file holding entries.
+//
+//	magic "mmsealky" | version u16 = 1 | count u16 | per entry:
+//	mode u8 | key check (16) | len u32 | sealed data key
+func encodeSealedKey(entries []sealedEntry) ([]byte, error) {
+	if len(entries) == 0 || len(entries) > maxSealedKeyEntries {
+		return nil, fmt.Errorf("sealed key file: %d entries, want 1 to %d", len(entries), maxSealedKeyEntries)
+	}
+	b := make([]byte, 0, sealedKeyHeaderSize+len(entries)*(sealedKeyEntryHeaderSize+64))
+	b = append(b, sealedKeyMagic...)
+	b = binary.LittleEndian.AppendUint16(b, sealedKeyVersion)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(entries)))
+	for _, e := range entries {
+		code, err := e.mode.Code()
+		if err != nil || !e.mode.Seals() {
+			return nil, fmt.Errorf("sealed key file: entry of seal mode %q", e.mode)
+		}
+		if len(e.sealed) > maxSealedKeySize {
+			return nil, fmt.Errorf("sealed data key is %d bytes, limit %d", len(e.sealed), maxSealedKeySize)
+		}
+		b = append(b, code)
+		b = append(b, e.keyCheck[:]...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.sealed)))
+		b = append(b, e.sealed...)
+	}
+	return b, nil
+}
+
+// parseSealedKey reverses encodeSealedKey. The sealed values alias b.
+func parseSealedKey(b []byte) ([]sealedEntry, error) {
+	if len(b) < sealedKeyHeaderSize {
+		return nil, fmt.Errorf("sealed key file: %d bytes is shorter than its header", len(b))
+	}
+	if string(b[:8]) != sealedKeyMagic {
+		return nil, errors.New("sealed key file: bad magic (not a marblemesh sealed key)")
+	}
+	if v := binary.LittleEndian.Uint16(b[8:10]); v != sealedKeyVersion {
+		return nil, fmt.Errorf("sealed key file: format version %d, this build reads %d", v, sealedKeyVersion)
+	}
+	n := int(binary.LittleEndian.Uint16(b[10:12]))
+	if n == 0 || n > maxSealedKeyEntries {
+		return nil, fmt.Errorf("sealed key file: %d entries, want 1 to %d", n, maxSealedKeyEntries)
+	}
+	rest := b[sealedKeyHeaderSize:]
+	entries := make([]sealedEntry, 0, n)
+	for i := range n {
+		if len(rest) < sealedKeyEntryHeaderSize {
+			return nil, fmt.Errorf("sealed key file: entry %d truncated", i)
+		}
+		mode, err := seal.ModeOfCode(rest[0])
+		if err != nil || !mode.Seals() {
+			return nil, fmt.Errorf("sealed key file: entry %d: seal mode code %d", i, rest[0])
+		}
+		var e sealedEntry
+		e.mode = mode
+		copy(e.keyCheck[:], rest[1:1+keyCheckSize])
+		l := binary.LittleEndian.Uint32(rest[1+keyCheckSize:])
+		rest = rest[sealedKeyEntryHeaderSize:]
+		if uint64(l) > maxSealedKeySize || uint64(l) > uint64(len(rest)) {
+			return nil, fmt.Errorf("sealed key file: entry %d: length %d exceeds the limit %d or the remaining %d bytes", i, l, maxSealedKeySize, len(rest))
+		}
+		e.sealed = rest[:l:l]
+		rest = rest[l:]
+		for _, o := range entries {
+			if o.mode == e.mode && o.keyCheck == e.keyCheck {
+				return nil, fmt.Errorf("sealed key file: entry %d repeats an earlier one", i)
+			}
+		}
+		entries = append(entries, e)
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("sealed key file: %d trailing bytes", len(rest))
+	}
+	return entries, nil
 }
 
 func newDataKey() ([]byte, error) {
@@ -210,24 +335,28 @@ func decodeEntries(b []byte, allowDeletes bool) (map[string][]byte, error) {
 	return m, nil
 }
 
-// encodeSnapshot returns a complete snapshot file.
+// encodeSnapshot returns a complete snapshot file in the current format
+// (version 2); h.version and h.legacySealedKey are ignored.
 func encodeSnapshot(h snapshotHeader, aead cipher.AEAD, state map[string][]byte) ([]byte, error) {
-	if len(h.sealedKey) > maxSealedKeySize {
-		return nil, fmt.Errorf("sealed data key is %d bytes, limit %d", len(h.sealedKey), maxSealedKeySize)
+	code, err := h.mode.Code()
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
 	}
 	if len(h.recovery) > maxRecoveryDataSize {
 		return nil, fmt.Errorf("recovery data is %d bytes, limit %d", len(h.recovery), maxRecoveryDataSize)
 	}
 	plain := encodeEntries(state)
-	size := snapshotFixedSize + 4 + len(h.sealedKey) + 4 + len(h.recovery) + nonceSize + len(plain) + tagSize
+	size := snapshotV2FixedSize + 4 + len(h.recovery) + nonceSize + len(plain) + tagSize
 	if size > maxFileSize {
 		return nil, fmt.Errorf("state of %d bytes exceeds the snapshot limit %d", len(plain), maxFileSize)
 	}
 	b := make([]byte, 0, size)
-	b = append(b, sealAAD(h.keyCheck)...)
+	b = append(b, snapshotMagic...)
+	b = binary.LittleEndian.AppendUint16(b, snapshotVersion)
+	b = binary.LittleEndian.AppendUint16(b, 0)
+	b = append(b, h.keyCheck[:]...)
 	b = binary.LittleEndian.AppendUint64(b, h.generation)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(h.sealedKey)))
-	b = append(b, h.sealedKey...)
+	b = append(b, code)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(h.recovery)))
 	b = append(b, h.recovery...)
 	return encrypt(b, aead, plain, slices.Clone(b))
@@ -243,8 +372,9 @@ func parseSnapshot(b []byte) (h snapshotHeader, aad, sealed []byte, err error) {
 	if string(b[:8]) != snapshotMagic {
 		return h, nil, nil, errors.New("snapshot: bad magic (not a marblemesh state file)")
 	}
-	if v := binary.LittleEndian.Uint16(b[8:10]); v != formatVersion {
-		return h, nil, nil, fmt.Errorf("snapshot: format version %d, this build reads %d", v, formatVersion)
+	h.version = binary.LittleEndian.Uint16(b[8:10])
+	if h.version != snapshotVersion && h.version != legacySnapshotVersion {
+		return h, nil, nil, fmt.Errorf("snapshot: format version %d, this build reads %d and %d", h.version, legacySnapshotVersion, snapshotVersion)
 	}
 	if f := binary.LittleEndian.Uint16(b[10:12]); f != 0 {
 		return h, nil, nil, fmt.Errorf("snapshot: unknown flags 0x%04x", f)
@@ -252,9 +382,19 @@ func parseSnapshot(b []byte) (h snapshotHeader, aad, sealed []byte, err error) {
 	copy(h.keyCheck[:], b[12:sealBoundSize])
 	h.generation = binary.LittleEndian.Uint64(b[sealBoundSize:snapshotFixedSize])
 	rest := b[snapshotFixedSize:]
-	h.sealedKey, rest, err = lengthPrefixed(rest, maxSealedKeySize, "sealed data key")
-	if err != nil {
-		return h, nil, nil, err
+	if h.version == legacySnapshotVersion {
+		h.legacySealedKey, rest, err = lengthPrefixed(rest, maxSealedKeySize, "sealed data key")
+		if err != nil {
+			return h, nil, nil, err
+		}
+	} else {
+		if len(rest) < 1 {
+			return h, nil, nil, errors.New("snapshot: seal mode truncated")
+		}
+		if h.mode, err = seal.ModeOfCode(rest[0]); err != nil {
+			return h, nil, nil, fmt.Errorf("snapshot: %w", err)
+		}
+		rest = rest[1:]
 	}
 	h.recovery, rest, err = lengthPrefixed(rest, maxRecoveryDataSize, "recovery data")
 	if err != nil {
@@ -296,7 +436,7 @@ func openSnapshot(aead cipher.AEAD, aad, sealed []byte) (map[string][]byte, erro
 func encodeJournalHeader(generation uint64) []byte {
 	b := make([]byte, 0, journalHeaderSize)
 	b = append(b, journalMagic...)
-	b = binary.LittleEndian.AppendUint16(b, formatVersion)
+	b = binary.LittleEndian.AppendUint16(b, journalVersion)
 	b = binary.LittleEndian.AppendUint16(b, 0)
 	return binary.LittleEndian.AppendUint64(b, generation)
 }
@@ -310,8 +450,8 @@ func parseJournalHeader(b []byte) (uint64, error) {
 	if string(b[:8]) != journalMagic {
 		return 0, errors.New("journal: bad magic (not a marblemesh journal)")
 	}
-	if v := binary.LittleEndian.Uint16(b[8:10]); v != formatVersion {
-		return 0, fmt.Errorf("journal: format version %d, this build reads %d", v, formatVersion)
+	if v := binary.LittleEndian.Uint16(b[8:10]); v != journalVersion {
+		return 0, fmt.Errorf("journal: format version %d, this build reads %d", v, journalVersion)
 	}
 	if f := binary.LittleEndian.Uint16(b[10:12]); f != 0 {
 		return 0, fmt.Errorf("journal: unknown flags 0x%04x", f)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"runtime"
 	"testing"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
 
 func fuzzAEAD(t testing.TB) (cipher.AEAD, [keyCheckSize]byte) {
@@ -35,7 +37,7 @@ func boundedAllocs(t *testing.T, n int, f func()) {
 func FuzzSnapshot(f *testing.F) {
 	aead, kc := fuzzAEAD(f)
 	for _, st := range []map[string][]byte{{}, kv("a", "1", "b", ""), bigState(8, 20)} {
-		b, err := encodeSnapshot(snapshotHeader{generation: 3, keyCheck: kc, sealedKey: []byte("sealed"), recovery: []byte("r")}, aead, st)
+		b, err := encodeSnapshot(snapshotHeader{generation: 3, keyCheck: kc, mode: seal.ModeUniqueKey, recovery: []byte("r")}, aead, st)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -52,12 +54,15 @@ func FuzzSnapshot(f *testing.F) {
 			if len(aad)+len(sealed) != len(b) || !bytes.Equal(aad, b[:len(aad)]) {
 				t.Fatalf("parseSnapshot split %d bytes into %d and %d", len(b), len(aad), len(sealed))
 			}
-			if len(h.sealedKey) > maxSealedKeySize || len(h.recovery) > maxRecoveryDataSize {
+			if len(h.legacySealedKey) > maxSealedKeySize || len(h.recovery) > maxRecoveryDataSize {
 				t.Fatal("parseSnapshot returned a field above its limit")
 			}
 			state, err := openSnapshot(aead, aad, sealed)
 			if err != nil {
 				return
+			}
+			if h.version == legacySnapshotVersion {
+				h.mode = seal.ModeProductKey // a legacy snapshot is rewritten in the default mode
 			}
 			again, err := encodeSnapshot(h, aead, state)
 			if err != nil {
@@ -138,6 +143,40 @@ func FuzzEntries(f *testing.F) {
 				if !ok || (v == nil) != (w == nil) || !bytes.Equal(v, w) {
 					t.Fatalf("round trip changed entry %q", k)
 				}
+			}
+		})
+	})
+}
+
+func FuzzSealedKey(f *testing.F) {
+	_, kc := fuzzAEAD(f)
+	one, err := encodeSealedKey([]sealedEntry{{mode: seal.ModeProductKey, keyCheck: kc, sealed: []byte("sealed key")}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	two, err := encodeSealedKey([]sealedEntry{{mode: seal.ModeProductKey, keyCheck: kc, sealed: []byte("a")}, {mode: seal.ModeUniqueKey, keyCheck: kc, sealed: nil}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(one)
+	f.Add(two)
+	f.Add([]byte(sealedKeyMagic))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		boundedAllocs(t, len(b), func() {
+			entries, err := parseSealedKey(b)
+			if err != nil {
+				return
+			}
+			if len(entries) == 0 || len(entries) > maxSealedKeyEntries {
+				t.Fatalf("parseSealedKey returned %d entries", len(entries))
+			}
+			again, err := encodeSealedKey(entries)
+			if err != nil {
+				t.Fatalf("re-encoding parsed entries: %v", err)
+			}
+			if !bytes.Equal(again, b) {
+				t.Fatal("a parsed sealed_key file does not re-encode to the same bytes")
 			}
 		})
 	})

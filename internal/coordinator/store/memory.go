@@ -4,6 +4,8 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"sync"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
 
 // phase is where a store is in its life cycle.
@@ -51,13 +53,15 @@ type Memory struct {
 	dataKey  []byte
 	recovery []byte
 	keyLost  bool
+	mode     seal.Mode
 }
 
 var _ Store = (*Memory)(nil)
 
-// NewMemory returns an empty in-memory store.
+// NewMemory returns an empty in-memory store whose default seal mode is
+// ProductKey.
 func NewMemory() *Memory {
-	return &Memory{}
+	return &Memory{mode: seal.ModeProductKey}
 }
 
 // Load returns a copy of the stored state.
@@ -73,6 +77,9 @@ func (m *Memory) Load() (map[string][]byte, error) {
 	case m.keyLost:
 		m.phase = phaseSealed
 		return nil, fmt.Errorf("store: load: %w: the data key cannot be unsealed on this machine", ErrUnseal)
+	case !m.mode.Seals():
+		m.phase = phaseSealed
+		return nil, fmt.Errorf("store: load: %w: the state's seal mode is %s", ErrUnseal, m.mode)
 	}
 	m.phase = phaseOpen
 	return cloneState(m.state), nil
@@ -94,26 +101,65 @@ func (m *Memory) Commit(changes map[string][]byte) error {
 		if err != nil {
 			return fmt.Errorf("store: commit: %w", err)
 		}
-		m.state, m.dataKey, m.recovery, m.phase = map[string][]byte{}, key, nil, phaseOpen
+		m.state, m.dataKey, m.recovery, m.phase, m.mode = map[string][]byte{}, key, nil, phaseOpen, seal.ModeProductKey
 	}
 	applyChanges(m.state, changes)
 	return nil
 }
 
 // Reset replaces the stored state with a copy of state under a new data
-// key, which it returns. Nil values in state are left out.
+// key, which it returns, in seal mode ProductKey. Nil values in state are
+// left out.
 func (m *Memory) Reset(state map[string][]byte) ([]byte, error) {
+	return m.ResetWith(state, ResetOptions{})
+}
+
+// ResetWith is Reset with a seal mode and recovery data.
+func (m *Memory) ResetWith(state map[string][]byte, opts ResetOptions) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.phase == phaseClosed {
 		return nil, fmt.Errorf("store: reset: %w", ErrClosed)
 	}
+	mode, err := opts.mode(seal.ModeProductKey)
+	if err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
+	}
 	key, err := newDataKey()
 	if err != nil {
 		return nil, fmt.Errorf("store: reset: %w", err)
 	}
-	m.state, m.dataKey, m.recovery, m.keyLost, m.phase = cloneState(state), key, nil, false, phaseOpen
+	recovery, err := opts.recoveryData(key)
+	if err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
+	}
+	m.state, m.dataKey, m.recovery, m.keyLost, m.phase, m.mode = cloneState(state), key, recovery, false, phaseOpen, mode
 	return cloneValue(key), nil
+}
+
+// SealMode returns the seal mode of the stored state.
+func (m *Memory) SealMode() seal.Mode {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mode
+}
+
+// SetSealMode records mode as the open state's seal mode; in Disabled,
+// Load reports ErrUnseal.
+func (m *Memory) SetSealMode(mode seal.Mode) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := mode.Code(); err != nil {
+		return fmt.Errorf("store: set seal mode: %w", err)
+	}
+	if m.phase != phaseOpen {
+		if err := m.phase.refuseCommit(); err != nil {
+			return fmt.Errorf("store: set seal mode: %w", err)
+		}
+		return fmt.Errorf("store: set seal mode: %w", ErrNotOpen)
+	}
+	m.mode = mode
+	return nil
 }
 
 // Unlock opens the stored state with dataKey.

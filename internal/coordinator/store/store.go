@@ -11,9 +11,11 @@
 // # FileStore layout
 //
 // The directory holds a snapshot of the whole state, a journal of changes
-// made since, and a lock file:
+// made since, the sealed data key, and a lock file:
 //
 //	sealed_data   snapshot of generation G
+//	sealed_key    the data key sealed for this machine (MarbleRun's name);
+//	              absent in seal mode Disabled
 //	journal       changes made since snapshot G, one record per write
 //	lock          flock'd for the store's lifetime: one Coordinator only
 //	discarded-<UTC time>/   files Reset moved aside because they could
@@ -21,17 +23,37 @@
 //
 // All integers are little-endian. The snapshot is
 //
-//	magic "mmstate\0" (8) | version u16 = 1 | flags u16 = 0 |
-//	key check (16) | generation u64 |
-//	len u32 | sealed data key | len u32 | recovery data (plaintext) |
+//	magic "mmstate\0" (8) | version u16 = 2 | flags u16 = 0 |
+//	key check (16) | generation u64 | seal mode u8 |
+//	len u32 | recovery data (plaintext) |
 //	nonce (12) | AES-256-GCM(data key, state, AAD = every byte before the nonce)
 //
-// where the sealed data key is Sealer.Seal(data key, AAD = the first 28
-// bytes: magic, version, flags, key check), and the key check is the first
-// 16 bytes of HMAC-SHA256(data key, "marblemesh/store/key-check/v1"). The
-// key check names the data key without revealing it, so Unlock can tell a
-// wrong key from damaged data, and the sealed key stays valid across
-// generations that keep the same data key. The state is encoded as
+// with seal mode 1 ProductKey, 2 UniqueKey, 3 Disabled, and sealed_key is
+//
+//	magic "mmsealky" (8) | version u16 = 1 | count u16 (1 or 2) |
+//	per entry: seal mode u8 | key check (16) | len u32 |
+//	Sealer.Seal(data key, AAD = magic ‖ version ‖ seal mode ‖ key check)
+//
+// The key check is the first 16 bytes of HMAC-SHA256(data key,
+// "marblemesh/store/key-check/v1"). It names the data key without
+// revealing it, so Unlock can tell a wrong key from damaged data, a
+// sealed_key of another deployment is recognised as such, and a sealed
+// key stays valid across generations that keep the same data key. Load
+// takes the entry whose key check and seal mode are the snapshot's and
+// unseals it with the sealer of that mode (Gramine's _sgx_mrsigner or
+// _sgx_mrenclave key), whatever mode the Coordinator would choose today.
+// A missing, unreadable, damaged or foreign sealed_key, or seal mode
+// Disabled, makes Load fail with ErrUnseal: the Coordinator enters
+// recovery with every file untouched. Removing sealed_key is therefore how
+// a recovery is rehearsed.
+//
+// Version 1 snapshots, written before sealed_key existed, are still read:
+// they hold "len u32 | sealed data key" in place of the seal mode, sealed
+// with AAD = the first 28 bytes (magic, version 1, flags, key check) by the
+// sealer of the store's default mode. The next generation written is
+// version 2 with its sealed_key.
+//
+// The state is encoded as
 //
 //	count u32, then per entry: op u8 (1 put, 0 delete) | len u32 | key |
 //	len u32 | value (put only)
@@ -73,10 +95,18 @@
 // fsync of the directory), then an empty journal for that generation is
 // written the same way. The snapshot rename is the commit point; a crash
 // after it leaves the new snapshot with the old, now stale journal, which
-// loads correctly, and the next Commit replaces the journal. New
-// generations are written by Reset (new random data key), Unlock (key
-// resealed for this machine, journal folded in), SetRecoveryData, and
-// compaction: once the journal exceeds max(1 MiB, snapshot size) after a
+// loads correctly, and the next Commit replaces the journal. When a
+// generation changes the sealed key (a new data key or a new seal mode),
+// sealed_key is first rewritten (the same way) to hold the new entry
+// beside the one of the snapshot on disk, then the snapshot is replaced,
+// then sealed_key is cut down to the new entry, or removed for Disabled.
+// At every point of a crash, the snapshot on disk thus finds its key in
+// sealed_key (or is in Disabled, which needs recovery anyway): a new data
+// key is only adopted together with its sealed key. New generations are
+// written by Reset and ResetWith (new random data key; ResetWith stores the
+// recovery data computed from it in the same generation), Unlock (key
+// resealed for this machine, journal folded in), SetSealMode,
+// SetRecoveryData, and compaction: once the journal exceeds max(1 MiB, snapshot size) after a
 // commit, the state is rewritten as a snapshot, which keeps the amortised
 // cost of a commit proportional to its size.
 //
@@ -92,7 +122,12 @@
 // directory.
 package store
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+)
 
 // ErrNoState is returned by Load when no state has been stored yet.
 var ErrNoState = errors.New("no stored state")
@@ -114,9 +149,23 @@ type Store interface {
 	// error the stored state is the one before the call.
 	Commit(changes map[string][]byte) error
 	// Reset replaces everything stored with state, encrypted under a new
-	// random data key which it returns. Earlier stored data that could not
-	// be opened is kept aside, never deleted.
+	// random data key which it returns, sealed in the default seal mode and
+	// without recovery data. Earlier stored data that could not be opened
+	// is kept aside, never deleted.
 	Reset(state map[string][]byte) (dataKey []byte, err error)
+	// ResetWith is Reset with a seal mode and the recovery data computed
+	// from the new data key, stored together as one atomic step: a crash
+	// leaves either the earlier state or the new one with its recovery
+	// data. Nothing is stored if opts.RecoveryData fails.
+	ResetWith(state map[string][]byte, opts ResetOptions) (dataKey []byte, err error)
+	// SealMode returns the seal mode of the stored state (also after a
+	// Load that could not unseal it), or the default mode when nothing is
+	// stored.
+	SealMode() seal.Mode
+	// SetSealMode durably seals the open state's data key in mode, which
+	// stays the same key; Disabled removes the sealed key, so that the
+	// next Load reports ErrUnseal. It does nothing if mode is in force.
+	SetSealMode(mode seal.Mode) error
 	// Unlock opens state that Load could not unseal, using a data key
 	// supplied by the owners (recovery), seals that key for this machine
 	// and returns the state.
@@ -131,4 +180,40 @@ type Store interface {
 	SetRecoveryData(data []byte) error
 	// Close releases resources.
 	Close() error
+}
+
+// ResetOptions are the choices of Store.ResetWith.
+type ResetOptions struct {
+	// Mode is the seal mode of the new data key; empty means the store's
+	// default mode.
+	Mode seal.Mode
+	// RecoveryData, if set, is called with the new data key before
+	// anything is written; what it returns (at most 1 MiB) is stored
+	// unencrypted beside the state, in the same step. The key must not be
+	// kept.
+	RecoveryData func(dataKey []byte) ([]byte, error)
+}
+
+func (o ResetOptions) mode(def seal.Mode) (seal.Mode, error) {
+	if o.Mode == "" {
+		return def, nil
+	}
+	if _, err := o.Mode.Code(); err != nil {
+		return "", err
+	}
+	return o.Mode, nil
+}
+
+func (o ResetOptions) recoveryData(key []byte) ([]byte, error) {
+	if o.RecoveryData == nil {
+		return nil, nil
+	}
+	data, err := o.RecoveryData(cloneValue(key))
+	if err != nil {
+		return nil, fmt.Errorf("computing the recovery data: %w", err)
+	}
+	if len(data) > maxRecoveryDataSize {
+		return nil, fmt.Errorf("recovery data of %d bytes exceeds the limit %d", len(data), maxRecoveryDataSize)
+	}
+	return cloneValue(data), nil
 }
