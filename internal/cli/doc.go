@@ -41,11 +41,12 @@
 // TLS connections check that the server's certificate chains to the
 // pinned (or just attested) root, not its host name.
 //
-// Unlike MarbleRun, --insecure does not disable pinning: a pinned root is
-// enforced with and without it, so that a test setup behaves like a
-// production one. With --insecure and no pin, the commands that use the
-// pin trust whatever certificate the Coordinator presents, loudly, and
-// pin nothing.
+// --insecure skips the pin, as in MarbleRun: the command trusts whatever
+// root the Coordinator presents, warns when it differs from the pinned one,
+// and leaves the pin as it is. That is how a Coordinator in recovery mode,
+// which serves a temporary root until it is recovered, is reached; status
+// explains it. With --insecure and no pin, verifying commands pin what they
+// were given, loudly.
 //
 // # Output
 //

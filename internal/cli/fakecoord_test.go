@@ -64,8 +64,9 @@ func TestLegacyFallback(t *testing.T) {
 	if got := e.ok(append([]string{"manifest", "update", "cancel", addr}, asAlice...)...).stdout; got != "Update successfully cancelled\n" {
 		t.Errorf("v1 cancel: %q", got)
 	}
-	if got := e.ok("manifest", "update", "get", addr).stdout; got != "No update is pending.\n" {
-		t.Errorf("update get without pending update: %q", got)
+	// Nothing pending exits 1, as MarbleRun's CLI does.
+	if r := e.fail([]string{"no manifest update is pending", "manifest update apply"}, "manifest", "update", "get", addr); r.code != 1 || r.stdout != "" {
+		t.Errorf("update get without pending update: exit %d, stdout %q", r.code, r.stdout)
 	}
 
 	r = e.ok(append([]string{"secret", "get", "apiKey", addr, "-i"}, asAlice...)...)
@@ -175,7 +176,7 @@ func TestFakeV2(t *testing.T) {
 	var none struct {
 		Pending bool `json:"pending"`
 	}
-	if err := json.Unmarshal([]byte(e.ok("manifest", "update", "get", addr, "--format", "json").stdout), &none); err != nil || none.Pending {
+	if err := json.Unmarshal([]byte(e.fail([]string{"no manifest update is pending"}, "manifest", "update", "get", addr, "--format", "json").stdout), &none); err != nil || none.Pending {
 		t.Errorf("update get --format json without pending update: %+v %v", none, err)
 	}
 

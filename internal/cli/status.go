@@ -13,7 +13,10 @@ func newStatusCmd(g *globals) *cobra.Command {
 		Use:   "status <IP:PORT>",
 		Short: "Print the Coordinator's state (uses the pinned certificate)",
 		Long: `Print the Coordinator's state as "<code>: <message>". Trusts the pinned
-certificate (--coordinator-cert) without verifying a quote.
+certificate (--coordinator-cert) without verifying a quote; --insecure
+trusts whatever certificate the Coordinator presents instead, which is how
+to reach a Coordinator in recovery mode: it serves a temporary root
+certificate until it is recovered.
 
 States: 0 uninitialized (booting), 1 recovery (its sealed state cannot be
 opened: upload recovery secrets or set a new manifest), 2 waiting for a
@@ -30,15 +33,32 @@ manifest, 3 running and accepting marbles.`,
 				return err
 			}
 			if format(cmd).json() {
+				if st.Code == stateRecovery {
+					g.warnf("%s", recoveringRootNote(addr))
+				}
 				return printJSON(g.stdout(), struct {
 					Code    int    `json:"code"`
 					Message string `json:"message"`
 				}{st.Code, st.Message})
 			}
 			fmt.Fprintf(g.stdout(), "%d: %s\n", st.Code, st.Message)
+			if st.Code == stateRecovery {
+				g.warnf("%s", recoveringRootNote(addr))
+			}
 			return nil
 		},
 	}
 	addFormatFlag(cmd)
 	return cmd
+}
+
+// stateRecovery is the status code of a Coordinator in recovery mode.
+const stateRecovery = 1
+
+// recoveringRootNote explains the temporary root of a recovering
+// Coordinator and the next step.
+func recoveringRootNote(addr string) string {
+	return fmt.Sprintf("Note: the Coordinator is in recovery mode. Until it is recovered it serves a temporary root certificate, "+
+		"so it does not match the pinned one; once recovered it serves the pinned root again. Upload the recovery secrets with "+
+		"'marblerun recover <secret file> %s' (a k-of-n setup needs k of them), or set a new manifest to start over.", addr)
 }

@@ -99,6 +99,10 @@ func (g *globals) attest(ctx context.Context, addr string, mode pinMode) (*api.A
 		}
 		return att, nil
 	}
+	if !pinned.root.Equal(att.Root) && g.insecure {
+		g.warnf("%s", insecurePinSkipped(att.Root, pinned.root, g.certFile))
+		return att, nil
+	}
 	if !pinned.root.Equal(att.Root) {
 		return nil, withHint(fmt.Errorf("%w: the Coordinator at %s presents root SHA-256 %s, %s pins SHA-256 %s",
 			errRootChanged, addr, api.Fingerprint(att.Root), g.certFile, api.Fingerprint(pinned.root)),
@@ -135,17 +139,19 @@ func (g *globals) pin(att *api.Attestation) error {
 }
 
 // trustedRoot returns the pinned root for the commands that use it as
-// their TLS trust anchor without verifying a quote. With --insecure and no
-// pin, it takes whatever root the Coordinator presents.
+// their TLS trust anchor without verifying a quote. --insecure skips the
+// pin, as in MarbleRun: the command trusts whatever root the Coordinator
+// presents, says so, and leaves the pin as it is (a Coordinator in recovery
+// mode serves a temporary root until it is recovered).
 func (g *globals) trustedRoot(ctx context.Context, addr string) (*x509.Certificate, error) {
 	pinned, err := g.loadPin()
 	if err != nil {
 		return nil, err
 	}
-	if pinned != nil {
-		return pinned.root, nil
-	}
 	if !g.insecure {
+		if pinned != nil {
+			return pinned.root, nil
+		}
 		return nil, withHint(fmt.Errorf("no Coordinator certificate is pinned in %s", g.certFile),
 			fmt.Sprintf("Verify the Coordinator first: 'marblerun certificate root %s' or 'marblerun manifest verify <manifest> %s' pin its certificate "+
 				"(or pass --coordinator-cert with a pinned certificate, or --insecure for test setups).", addr, addr))
@@ -154,8 +160,21 @@ func (g *globals) trustedRoot(ctx context.Context, addr string) (*x509.Certifica
 	if err != nil {
 		return nil, err
 	}
-	g.warnf("WARNING: --insecure and no pinned certificate: trusting whatever certificate the Coordinator presents (SHA-256 %s).", api.Fingerprint(q.Root))
+	switch {
+	case pinned == nil:
+		g.warnf("WARNING: --insecure and no pinned certificate: trusting whatever certificate the Coordinator presents (SHA-256 %s).", api.Fingerprint(q.Root))
+	case !pinned.root.Equal(q.Root):
+		g.warnf("%s", insecurePinSkipped(q.Root, pinned.root, g.certFile))
+	}
 	return q.Root, nil
+}
+
+// insecurePinSkipped is the warning of a command that, with --insecure,
+// talks to a Coordinator whose root differs from the pinned one.
+func insecurePinSkipped(presented, pinned *x509.Certificate, certFile string) string {
+	return fmt.Sprintf("WARNING: --insecure: the Coordinator presents root SHA-256 %s, not the root SHA-256 %s pinned in %s; "+
+		"trusting it without verification for this command and leaving the pin unchanged.",
+		api.Fingerprint(presented), api.Fingerprint(pinned), certFile)
 }
 
 // verifyOptions builds the expected identity from the era config and the

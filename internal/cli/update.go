@@ -248,8 +248,8 @@ func newUpdateGetCmd(g *globals) *cobra.Command {
 		Use:   "get <IP:PORT>",
 		Short: "Show the pending update",
 		Long: `Print the pending update's manifest, or with --missing the users who still
-need to acknowledge it. Prints "No update is pending." (exit code 0) when
-there is none.`,
+need to acknowledge it. When none is pending it says so on stderr and exits
+with code 1 (with --format json, {"pending": false} is printed first).`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := g.setAddr(args[0])
@@ -260,13 +260,15 @@ there is none.`,
 			jsonOut := format(cmd).json()
 			u, err := api.ManifestUpdateGet(cmd.Context(), addr, root)
 			if errors.Is(err, api.ErrNoPendingUpdate) {
+				// Exit code 1, as MarbleRun's CLI: scripts test for it.
 				if jsonOut {
-					return printJSON(g.stdout(), struct {
+					if perr := printJSON(g.stdout(), struct {
 						Pending bool `json:"pending"`
-					}{false})
+					}{false}); perr != nil {
+						return perr
+					}
 				}
-				fmt.Fprintln(g.stdout(), "No update is pending.")
-				return nil
+				return err
 			}
 			if err != nil {
 				return err

@@ -141,3 +141,29 @@ func TestVerificationDefaults(t *testing.T) {
 		t.Error("the verified root was not pinned")
 	}
 }
+
+// TestPinRefusesVerifiedChangedRoot: without --insecure, a Coordinator that
+// passes verification but presents another root than the pinned one is
+// refused, and the refusal names manifest verify and changes nothing.
+func TestPinRefusesVerifiedChangedRoot(t *testing.T) {
+	t.Parallel()
+	a, b := startCoordinator(t), startCoordinator(t)
+	era := map[string]any{"UniqueID": strings.Repeat("11", 32)}
+	proxyA := newAttestingProxy(t, a, honest(goodClaims()))
+	proxyB := newAttestingProxy(t, b, honest(goodClaims()))
+	addrA := strings.TrimPrefix(proxyA.URL, "https://")
+	addrB := strings.TrimPrefix(proxyB.URL, "https://")
+	e := newEnv(t)
+	e.verifier = fakeVerifier{}
+	eraFile := e.writeEra("era.json", era)
+	e.ok("certificate", "root", addrA, "--era-config", eraFile, "-o", e.path("a.crt"))
+	pinned := string(e.read(e.certFile()))
+	e.fail([]string{"differs from the pinned one", "'marblerun manifest verify <manifest> " + addrB + "'"},
+		"certificate", "root", addrB, "--era-config", eraFile, "-o", e.path("b.crt"))
+	if string(e.read(e.certFile())) != pinned {
+		t.Fatal("a refused command changed the pinned certificate")
+	}
+	if _, err := os.Stat(e.path("b.crt")); !os.IsNotExist(err) {
+		t.Fatal("a refused certificate command wrote the certificate")
+	}
+}
