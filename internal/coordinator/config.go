@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/marblemesh/marblemesh/internal/attestation"
 	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
@@ -83,6 +84,36 @@ type Config struct {
 	// core.DefaultRecoveryKeyBits. It is not read from the environment:
 	// only tests choose smaller keys.
 	RecoveryKeyBits int
+	// HandshakeTimeout bounds how long a connection to either API may take
+	// to finish its TLS handshake (and, on the mesh API, the HTTP/2
+	// preface) and, on the client API, to send its request headers; 0 means
+	// DefaultHandshakeTimeout. It is not read from the environment.
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes connections to either API that carry no request
+	// for that long; 0 means DefaultIdleTimeout. It is not read from the
+	// environment.
+	IdleTimeout time.Duration
+}
+
+// Connection limits of both APIs. Marbles open one connection per
+// activation and clients one per command, so neither waits long.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultIdleTimeout      = time.Minute
+)
+
+func (c Config) handshakeTimeout() time.Duration {
+	if c.HandshakeTimeout > 0 {
+		return c.HandshakeTimeout
+	}
+	return DefaultHandshakeTimeout
+}
+
+func (c Config) idleTimeout() time.Duration {
+	if c.IdleTimeout > 0 {
+		return c.IdleTimeout
+	}
+	return DefaultIdleTimeout
 }
 
 // Describe lists the environment variables for --help.

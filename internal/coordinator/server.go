@@ -107,13 +107,15 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		}
 	}
 
-	s.grpc = meshapi.NewServer(meshapi.NewService(s.core, logger), meshapi.TLSConfig(s.marbleRootCert()), reg)
+	s.grpc = meshapi.NewServer(meshapi.NewService(s.core, logger), meshapi.TLSConfig(s.marbleRootCert()), reg,
+		meshapi.Timeouts{Handshake: cfg.handshakeTimeout(), Idle: cfg.idleTimeout()})
 	s.client = &http.Server{
-		Handler:           clientapi.New(s.core, logger, reg),
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert, GetCertificate: s.rootCert()},
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:   clientapi.New(s.core, logger, reg),
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert, GetCertificate: s.rootCert()},
+		// The TLS handshake is bounded by the smallest of these (net/http).
+		ReadHeaderTimeout: cfg.handshakeTimeout(),
 		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
+		IdleTimeout:       cfg.idleTimeout(),
 		ErrorLog:          httpErrorLog(logger, cfg.HTTPErrorLogLevel),
 	}
 	if s.promLn != nil {

@@ -69,7 +69,7 @@ func serveFloor(ctx context.Context, name string, ln net.Listener, responseBytes
 	defer stop()
 	if f.mesh {
 		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		srv := meshapi.NewServer(meshapi.NewService(cannedActivator(responseBytes), log), cfg, prometheus.NewRegistry())
+		srv := meshapi.NewServer(meshapi.NewService(cannedActivator(responseBytes), log), cfg, prometheus.NewRegistry(), meshapi.Timeouts{})
 		defer srv.Stop()
 		if err := srv.Serve(ln); err != nil && ctx.Err() == nil {
 			return err

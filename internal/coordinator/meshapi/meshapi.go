@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -77,9 +79,20 @@ func TLSConfig(current func() (*tls.Certificate, error)) *tls.Config {
 	}
 }
 
+// Timeouts bound what a connection may cost while it does nothing useful.
+type Timeouts struct {
+	// Handshake bounds the TLS handshake and the HTTP/2 preface of a new
+	// connection; gRPC's default is 120 s.
+	Handshake time.Duration
+	// Idle closes (with GOAWAY) a connection that has had no call in
+	// progress for that long; gRPC's default is never.
+	Idle time.Duration
+}
+
 // NewServer returns a gRPC server with the mesh API registered and its
-// standard grpc_server_* metrics registered with reg (if not nil).
-func NewServer(svc *Service, tlsConfig *tls.Config, reg prometheus.Registerer) *grpc.Server {
+// standard grpc_server_* metrics registered with reg (if not nil). Zero
+// timeouts keep gRPC's defaults.
+func NewServer(svc *Service, tlsConfig *tls.Config, reg prometheus.Registerer, timeouts Timeouts) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
 		// A marble opens one connection for one small request and response,
@@ -88,6 +101,12 @@ func NewServer(svc *Service, tlsConfig *tls.Config, reg prometheus.Registerer) *
 		grpc.ReadBufferSize(8 << 10),
 		grpc.WriteBufferSize(8 << 10),
 		grpc.SharedWriteBuffer(true),
+	}
+	if timeouts.Handshake > 0 {
+		opts = append(opts, grpc.ConnectionTimeout(timeouts.Handshake))
+	}
+	if timeouts.Idle > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: timeouts.Idle}))
 	}
 	var metrics *grpcprom.ServerMetrics
 	if reg != nil {
