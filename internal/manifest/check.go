@@ -411,9 +411,10 @@ func (c *checker) checkConfig() {
 // are made only for secrets some template may use.
 func (c *checker) checkTemplates() {
 	type dryRun struct {
-		path  string
-		entry *compiledEntry
-		isEnv bool
+		path   string
+		entry  *compiledEntry
+		isEnv  bool
+		budget *renderBudget // the marble's: limits hold per marble
 	}
 	var runs []dryRun
 	needed := make(map[string]bool)
@@ -421,6 +422,7 @@ func (c *checker) checkTemplates() {
 	for _, name := range sortedKeys(c.m.Marbles) {
 		prefix := fmt.Sprintf("Marbles[%q].Parameters", name)
 		compiled, problems := compileParameters(c.m.Marbles[name].Parameters)
+		budget := &renderBudget{}
 		for _, p := range problems {
 			c.errs = append(c.errs, p.under(prefix))
 		}
@@ -445,7 +447,7 @@ func (c *checker) checkTemplates() {
 					}
 				}
 				if len(c.errs) == before {
-					runs = append(runs, dryRun{path, e, section.isEnv})
+					runs = append(runs, dryRun{path, e, section.isEnv, budget})
 					all = all || e.refs.all
 				}
 			}
@@ -469,7 +471,10 @@ func (c *checker) checkTemplates() {
 		return
 	}
 	for _, r := range runs {
-		if _, err := r.entry.render(data, r.isEnv); err != nil {
+		if r.budget.exceeded != nil {
+			continue // the marble's budget is spent; its entry is named
+		}
+		if _, err := r.entry.render(data, r.isEnv, r.budget); err != nil {
 			c.fail(r.path, "%w", err)
 		}
 	}

@@ -51,6 +51,10 @@ type compiledEntry struct {
 	verbatim string             // used when tmpl is nil
 	tmpl     *template.Template // nil for NoTemplates entries
 	refs     templateRefs
+	// metered is set when the template can repeat work (range, or calls
+	// of other templates): its lists then count steps against the render
+	// budget (see meter).
+	metered bool
 }
 
 // templateRefs is what a template refers to in its data, found statically.
@@ -132,6 +136,7 @@ func compileParameters(params Parameters) (*Compiled, []*FieldError) {
 			}
 			entry.tmpl = t
 			entry.refs = analyze(t)
+			entry.metered = meter(t)
 			for n := range entry.refs.names {
 				names[n] = struct{}{}
 			}
@@ -166,18 +171,27 @@ func (c *Compiled) Render(data *TemplateData) (files map[string][]byte, env map[
 	}
 	files = make(map[string][]byte, len(c.files))
 	env = make(map[string][]byte, len(c.env))
+	b := &renderBudget{}
 	var errs []error
 	for _, e := range c.files {
-		out, err := e.render(data, false)
+		out, err := e.render(data, false, b)
 		if err != nil {
+			if b.exceeded != nil {
+				// The marble's budget is spent: only the entry that spent it
+				// is named.
+				return nil, nil, &FieldError{Path: entryPath("Files", e.key), Err: err}
+			}
 			errs = append(errs, &FieldError{Path: entryPath("Files", e.key), Err: err})
 			continue
 		}
 		files[e.key] = out
 	}
 	for _, e := range c.env {
-		out, err := e.render(data, true)
+		out, err := e.render(data, true, b)
 		if err != nil {
+			if b.exceeded != nil {
+				return nil, nil, &FieldError{Path: entryPath("Env", e.key), Err: err}
+			}
 			errs = append(errs, &FieldError{Path: entryPath("Env", e.key), Err: err})
 			continue
 		}
@@ -189,17 +203,31 @@ func (c *Compiled) Render(data *TemplateData) (files map[string][]byte, env map[
 	return files, env, nil
 }
 
-// render produces one entry's value.
-func (e *compiledEntry) render(data *TemplateData, isEnv bool) ([]byte, error) {
+// render produces one entry's value, within the budget b of the marble's
+// render.
+func (e *compiledEntry) render(data *TemplateData, isEnv bool, b *renderBudget) ([]byte, error) {
 	var out []byte
 	if e.tmpl == nil {
 		out = []byte(e.verbatim)
 	} else {
-		var buf bytes.Buffer
-		if err := e.tmpl.Execute(&buf, data); err != nil {
+		t := e.tmpl
+		if e.metered {
+			// The step counter belongs to this render: a clone carries it,
+			// so concurrent renders of the same template do not share it.
+			c, err := t.Clone()
+			if err != nil {
+				return nil, fmt.Errorf("preparing the template: %w", err)
+			}
+			t = c.Funcs(template.FuncMap{stepFunc: b.step})
+		}
+		w := &limitedWriter{budget: b}
+		if err := t.Execute(w, data); err != nil {
+			if b.exceeded != nil {
+				return nil, b.exceeded
+			}
 			return nil, err
 		}
-		out = buf.Bytes()
+		out = w.buf.Bytes()
 	}
 	if isEnv && bytes.IndexByte(out, 0) >= 0 {
 		return nil, errors.New("environment value contains a NUL byte")
@@ -439,4 +467,142 @@ func stringFunc(arg any) (string, error) {
 		return "", errors.New("string: the secret contains a NUL byte")
 	}
 	return string(b), nil
+}
+
+// Limits on rendering one marble's parameters, for every render: the dry
+// run when a manifest is set or updated and every activation. They are far
+// above what real parameters need (certificates, keys, configuration
+// files) and far below what would hurt the Coordinator.
+const (
+	// MaxValueSize bounds the output of one templated Files or Env value.
+	MaxValueSize = 1 << 20
+	// MaxMarbleOutputSize bounds the templated output of one marble.
+	MaxMarbleOutputSize = 8 << 20
+	// MaxRenderSteps bounds the template lists (the bodies of templates,
+	// range iterations and branches) that rendering one marble executes,
+	// counted in templates that use range or call other templates.
+	MaxRenderSteps = 100_000
+)
+
+// renderBudget is what is left of one marble render's limits.
+type renderBudget struct {
+	output   int
+	steps    int
+	exceeded error
+}
+
+// step counts one executed list; it fails once the budget is spent, which
+// stops the template's execution.
+func (b *renderBudget) step() (string, error) {
+	b.steps++
+	if b.steps > MaxRenderSteps {
+		b.exceeded = fmt.Errorf("the templates execute more than %d steps; simplify the nested template calls or ranges", MaxRenderSteps)
+		return "", b.exceeded
+	}
+	return "", nil
+}
+
+// limitedWriter collects one value and stops the execution once the value
+// or the marble's output passes its limit.
+type limitedWriter struct {
+	buf    bytes.Buffer
+	budget *renderBudget
+}
+
+func (w *limitedWriter) Write(p []byte) (int, error) {
+	switch {
+	case w.buf.Len()+len(p) > MaxValueSize:
+		w.budget.exceeded = fmt.Errorf("the template output exceeds %d bytes (1 MiB) for one value", MaxValueSize)
+	case w.budget.output+len(p) > MaxMarbleOutputSize:
+		w.budget.exceeded = fmt.Errorf("the templates' output exceeds %d bytes (8 MiB) for the marble", MaxMarbleOutputSize)
+	}
+	if w.budget.exceeded != nil {
+		return 0, w.budget.exceeded
+	}
+	w.budget.output += len(p)
+	return w.buf.Write(p)
+}
+
+// stepFunc names the function meter inserts; it is not a function a
+// manifest can call (templates are parsed without it).
+const stepFunc = "marblemesh_render_step"
+
+// meter inserts a call of stepFunc at the start of every list of every
+// tree of t when t can repeat work (a range, or a call of a template), so
+// that a render counts its steps. It reports whether it did.
+func meter(t *template.Template) bool {
+	repeats := false
+	for _, tt := range t.Templates() {
+		if tt.Tree != nil && tt.Root != nil && hasRepetition(tt.Root) {
+			repeats = true
+			break
+		}
+	}
+	if !repeats {
+		return false
+	}
+	// The parser refuses calls of unknown functions, so the function is
+	// known (as a placeholder) before the trees are changed; each render
+	// binds its own counter.
+	t.Funcs(template.FuncMap{stepFunc: func() (string, error) { return "", errors.New("template step outside a render") }})
+	for _, tt := range t.Templates() {
+		if tt.Tree != nil && tt.Root != nil {
+			insertSteps(tt.Root)
+		}
+	}
+	return true
+}
+
+// hasRepetition reports whether n contains a range or a template call.
+func hasRepetition(n parse.Node) bool {
+	found := false
+	walkLists(n, func(l *parse.ListNode) {
+		for _, c := range l.Nodes {
+			switch c.(type) {
+			case *parse.RangeNode, *parse.TemplateNode:
+				found = true
+			}
+		}
+	})
+	return found
+}
+
+// insertSteps puts a step action at the start of every list below n.
+func insertSteps(n parse.Node) {
+	walkLists(n, func(l *parse.ListNode) {
+		step := &parse.ActionNode{NodeType: parse.NodeAction, Pos: l.Pos, Pipe: &parse.PipeNode{
+			NodeType: parse.NodePipe, Pos: l.Pos,
+			Cmds: []*parse.CommandNode{{NodeType: parse.NodeCommand, Pos: l.Pos, Args: []parse.Node{parse.NewIdentifier(stepFunc).SetPos(l.Pos)}}},
+		}}
+		l.Nodes = append([]parse.Node{step}, l.Nodes...)
+	})
+}
+
+// walkLists calls f for every list node at or below n, parents first.
+func walkLists(n parse.Node, f func(*parse.ListNode)) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		f(n)
+		for _, c := range n.Nodes {
+			walkLists(c, f)
+		}
+	case *parse.IfNode:
+		walkBranch(&n.BranchNode, f)
+	case *parse.RangeNode:
+		walkBranch(&n.BranchNode, f)
+	case *parse.WithNode:
+		walkBranch(&n.BranchNode, f)
+	}
+}
+
+func walkBranch(b *parse.BranchNode, f func(*parse.ListNode)) {
+	if b.List != nil {
+		walkLists(b.List, f)
+	}
+	if b.ElseList != nil {
+		walkLists(b.ElseList, f)
+	}
 }

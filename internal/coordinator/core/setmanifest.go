@@ -23,6 +23,11 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 	if len(raw) > MaxManifestSize {
 		return nil, newError(KindInvalidArgument, nil, "the manifest is %d bytes, more than the limit of %d", len(raw), MaxManifestSize)
 	}
+	// The state decides first whether a manifest may be set at all, so a
+	// caller who may not set one (anyone, once one is set) costs nothing.
+	if err := canSetManifest(c.view.Load().state); err != nil {
+		return nil, err
+	}
 	m, err := manifest.Parse(raw)
 	if err != nil {
 		return nil, newError(KindInvalidArgument, err, "invalid manifest")
@@ -38,8 +43,8 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.view.Load()
-	if v.state != StateAcceptingManifest && v.state != StateRecovery {
-		return nil, newError(KindFailedPrecondition, nil, "a manifest is already set (state: %s); change it with a manifest update", v.state)
+	if err := canSetManifest(v.state); err != nil {
+		return nil, err
 	}
 	users, err := userIndex(m)
 	if err != nil {
@@ -99,4 +104,12 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 		c.log.Warn("transparent TLS: "+note, "marbles", m.TTLSMarbles())
 	}
 	return secrets, nil
+}
+
+// canSetManifest refuses to set a manifest in a state that has one.
+func canSetManifest(state State) error {
+	if state != StateAcceptingManifest && state != StateRecovery {
+		return newError(KindFailedPrecondition, nil, "a manifest is already set (state: %s); change it with a manifest update", state)
+	}
+	return nil
 }

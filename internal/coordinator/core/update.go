@@ -89,6 +89,13 @@ func (c *Core) UpdateManifest(userCert *x509.Certificate, raw []byte) (*UpdateRe
 	if len(raw) > MaxManifestSize {
 		return nil, newError(KindInvalidArgument, nil, "the manifest is %d bytes, more than the limit of %d", len(raw), MaxManifestSize)
 	}
+	// Who may update is decided before any work on the manifest: the
+	// caller must be a user of the running deployment.
+	if v := c.view.Load(); v.state != StateAcceptingMarbles {
+		return nil, newError(KindFailedPrecondition, nil, "updates need a manifest to update (state: %s)", v.state)
+	} else if _, err := authenticateUser(v.dep, userCert); err != nil {
+		return nil, err
+	}
 	upd, err := manifest.Parse(raw)
 	if err != nil {
 		return nil, newError(KindInvalidArgument, err, "invalid manifest")
