@@ -391,8 +391,12 @@ func (c *checker) checkConfig() {
 		c.fail("Config.SealMode", "unknown seal mode %q (want ProductKey, UniqueKey or Disabled)", cfg.SealMode)
 	}
 	for i, gate := range cfg.FeatureGates {
-		if _, ok := canonical(gate, FeatureSignQuoteEndpoint, FeatureMonotonicCounter, FeatureAzureHSMSealing); !ok {
+		name, ok := canonical(gate, FeatureSignQuoteEndpoint, FeatureMonotonicCounter, FeatureAzureHSMSealing)
+		switch {
+		case !ok:
 			c.fail(fmt.Sprintf("Config.FeatureGates[%d]", i), "unknown feature gate %q", gate)
+		case name == FeatureAzureHSMSealing:
+			c.fail(fmt.Sprintf("Config.FeatureGates[%d]", i), "%s is not supported: this Coordinator does not implement Azure Managed HSM sealing; remove the gate (the state is sealed with the enclave's seal key, chosen by Config.SealMode, and RecoveryKeys let the owners recover it)", FeatureAzureHSMSealing)
 		}
 	}
 	if updaters := len(c.m.UsersAllowed(ActionUpdateManifest, ResourceManifest, "")); cfg.UpdateThreshold > uint(updaters) {

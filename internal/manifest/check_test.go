@@ -24,7 +24,7 @@ func TestCheckAccepts(t *testing.T) {
 	tests := map[string]func(m *Manifest){
 		"case-insensitive names": func(m *Manifest) {
 			m.Config.SealMode = "uniquekey"
-			m.Config.FeatureGates = []string{"monotoniccounter", "AZUREHSMSEALING", "SignQuoteEndpoint"}
+			m.Config.FeatureGates = []string{"monotoniccounter", "SIGNQUOTEENDPOINT"}
 			m.Roles["reader"] = Role{ResourceType: "secrets", ResourceNames: []string{"sharedKey"}, Actions: []string{"readsecret"}}
 			m.Roles["updater"] = Role{ResourceType: "MANIFEST", Actions: []string{"updatemanifest"}}
 		},
@@ -231,6 +231,8 @@ func TestCheckRejects(t *testing.T) {
 			[]string{`Config.SealMode: unknown seal mode "Sealed" (want ProductKey, UniqueKey or Disabled)`}},
 		{"unknown feature gate", func(m *Manifest) { m.Config.FeatureGates = []string{"SignQuoteEndpoint", "Teleport"} },
 			[]string{`Config.FeatureGates[1]: unknown feature gate "Teleport"`}},
+		{"Azure HSM sealing is not implemented", func(m *Manifest) { m.Config.FeatureGates = []string{"MonotonicCounter", "azurehsmsealing"} },
+			[]string{`Config.FeatureGates[1]: AzureHSMSealing is not supported: this Coordinator does not implement Azure Managed HSM sealing; remove the gate (the state is sealed with the enclave's seal key, chosen by Config.SealMode, and RecoveryKeys let the owners recover it)`}},
 		{"env NUL", func(m *Manifest) { setFile(m, "backend", "Env", "BAD", "a\x00b") },
 			[]string{`Marbles["backend"].Parameters.Env["BAD"]: environment value contains a NUL byte`}},
 		{"env NUL without templates", func(m *Manifest) {

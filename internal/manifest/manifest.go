@@ -149,7 +149,9 @@ const (
 const (
 	FeatureSignQuoteEndpoint = "SignQuoteEndpoint"
 	FeatureMonotonicCounter  = "MonotonicCounter"
-	FeatureAzureHSMSealing   = "AzureHSMSealing"
+	// FeatureAzureHSMSealing is MarbleRun's gate for Azure Managed HSM
+	// sealing, which this Coordinator does not implement: Check refuses it.
+	FeatureAzureHSMSealing = "AzureHSMSealing"
 )
 
 // Seal modes; matched case-insensitively. The empty mode is the default.

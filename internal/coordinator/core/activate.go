@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -197,7 +198,7 @@ func (c *Core) templateData(dep *deployment, compiled *manifest.Compiled, id uui
 func (c *Core) countActivation(dep *deployment, marbleType string, max uint) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.view.Load().dep != dep {
+	if v := c.view.Load(); v.state != StateAcceptingMarbles || !v.dep.sameActivationBasis(dep) {
 		return newError(KindFailedPrecondition, nil, "the manifest changed during activation; try again")
 	}
 	n := c.activations[marbleType]
@@ -210,6 +211,24 @@ func (c *Core) countActivation(dep *deployment, marbleType string, max uint) err
 	}
 	c.activations[marbleType] = n + 1
 	return nil
+}
+
+// sameActivationBasis reports whether an activation prepared with prepared
+// is still valid when cur is the deployment: the same manifest (with its
+// package updates), CA and root secrets. A write of user-defined secrets
+// replaces the deployment but keeps all of these, so an activation that
+// rendered the previous values stays valid: it is the activation that ran
+// just before the write.
+func (cur *deployment) sameActivationBasis(prepared *deployment) bool {
+	if cur == prepared {
+		return true
+	}
+	return cur.manifest == prepared.manifest &&
+		cur.root.Cert == prepared.root.Cert &&
+		cur.intermediate.Cert == prepared.intermediate.Cert &&
+		cur.marbleRoot == prepared.marbleRoot &&
+		bytes.Equal(cur.rootSecret, prepared.rootSecret) &&
+		bytes.Equal(cur.previousRootSecret, prepared.previousRootSecret)
 }
 
 // verifyEvidence checks the marble's evidence, its binding to the TLS
