@@ -253,6 +253,28 @@ func TestGovernance(t *testing.T) {
 		if !strings.Contains(e.ok("manifest", "get", addr, "-i").stdout, "newKey") {
 			t.Error("the full update was not applied")
 		}
+		// The full update lowered backend's SecurityVersion from 4 (raised by
+		// the package update) to 3: the log records it, and --display-update
+		// shows what is enforced, not the earlier raise.
+		shownSVN := func() int {
+			t.Helper()
+			shown.Packages = nil
+			if err := json.Unmarshal([]byte(e.ok("manifest", "get", addr, "-i", "--display-update").stdout), &shown); err != nil {
+				t.Fatal(err)
+			}
+			return shown.Packages["backend"].SecurityVersion
+		}
+		if got := shownSVN(); got != 3 {
+			t.Errorf("manifest get --display-update after the lowering full update: SecurityVersion %d, want 3", got)
+		}
+		if log := e.ok("manifest", "log", addr).stdout; !strings.Contains(log, `"update":"SecurityVersion lowered"`) || !strings.Contains(log, `"old version":4`) {
+			t.Errorf("the update log lacks the lowering:\n%s", log)
+		}
+		pkgUpdate5 := e.write("pkg-update-5.yaml", []byte("Packages:\n  backend:\n    SecurityVersion: 5\n"))
+		e.ok(append([]string{"manifest", "update", "apply", pkgUpdate5, addr}, asAlice...)...)
+		if got := shownSVN(); got != 5 {
+			t.Errorf("manifest get --display-update after raising again: SecurityVersion %d, want 5", got)
+		}
 
 		// Cancel.
 		again := e.write("again.json", governanceManifest(alice, bob, reader, recAlice, recBob, false))

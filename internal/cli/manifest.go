@@ -238,13 +238,13 @@ func compactJSON(raw []byte) []byte {
 }
 
 // applySecurityVersionUpdates returns the manifest with the security
-// versions raised by "SecurityVersion increased" update log entries.
+// versions that the update log's entries after the last full update
+// ("SecurityVersion increased" or "lowered") set: what the Coordinator
+// enforces.
 func applySecurityVersionUpdates(raw []byte, log []string) ([]byte, error) {
-	var doc map[string]any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, fmt.Errorf("decoding the manifest: %w", err)
+	doc, err := decodeManifestDoc(raw)
+	if err != nil {
+		return nil, err
 	}
 	packages, _ := memberCI(doc, "Packages").(map[string]any)
 	changed := false
@@ -255,7 +255,18 @@ func applySecurityVersionUpdates(raw []byte, log []string) ([]byte, error) {
 		if d.Decode(&e) != nil {
 			continue
 		}
-		if msg, _ := e["update"].(string); msg != "SecurityVersion increased" {
+		switch msg, _ := e["update"].(string); msg {
+		case "Complete Manifest updated":
+			// The served manifest is the last one set or updated in full;
+			// only the package updates after it change what is enforced.
+			if doc, err = decodeManifestDoc(raw); err != nil {
+				return nil, err
+			}
+			packages, _ = memberCI(doc, "Packages").(map[string]any)
+			changed = false
+			continue
+		case "SecurityVersion increased", "SecurityVersion lowered":
+		default:
 			continue
 		}
 		name, _ := e["package"].(string)
@@ -281,6 +292,18 @@ func applySecurityVersionUpdates(raw []byte, log []string) ([]byte, error) {
 		return nil, fmt.Errorf("encoding the manifest: %w", err)
 	}
 	return out, nil
+}
+
+// decodeManifestDoc decodes a manifest as generic JSON, numbers kept as
+// they are written.
+func decodeManifestDoc(raw []byte) (map[string]any, error) {
+	var doc map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, fmt.Errorf("decoding the manifest: %w", err)
+	}
+	return doc, nil
 }
 
 // memberCI returns the member of obj whose name equals key ignoring case.

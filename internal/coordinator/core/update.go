@@ -310,6 +310,11 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 	if err != nil {
 		return nil, err
 	}
+	svnEntries, err := securityVersionEntries(now, user, dep.manifest, upd)
+	if err != nil {
+		return nil, err
+	}
+	logEntries := append([]string{ackEntry, appliedEntry}, svnEntries...)
 	activations := make(map[string]uint64)
 	for typ, n := range c.activations {
 		if _, ok := upd.Marbles[typ]; ok {
@@ -335,7 +340,7 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 		if c.pending != nil {
 			changes[keyPendingUpdate] = nil
 		}
-		if err := c.commitWithLog(changes, ackEntry, appliedEntry); err != nil {
+		if err := c.commitWithLog(changes, logEntries...); err != nil {
 			return nil, err
 		}
 		c.activations = activations
@@ -356,7 +361,7 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 		dep:         nd,
 		activations: activations,
 		counters:    c.counters,
-		updateLog:   append(slices.Clone(c.updateLog), ackEntry, appliedEntry),
+		updateLog:   append(slices.Clone(c.updateLog), logEntries...),
 	}
 	st.updateSeq = uint64(len(st.updateLog))
 	encoded, err := encodeAll(st)
@@ -373,6 +378,33 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 	}
 	c.log.Info("manifest updated with new recovery keys", "user", user, "fingerprint", fingerprint, "recoveryKeys", len(upd.RecoveryKeys))
 	return &UpdateResult{Applied: true, MissingUsers: []string{}, RecoverySecrets: secrets}, nil
+}
+
+// securityVersionEntries returns an update log entry for every package
+// whose enforced security version (package updates included) the full
+// update upd changes, raised or lowered, after the entry of the update
+// itself: the log records every change of what is enforced.
+func securityVersionEntries(now time.Time, user string, current, upd *manifest.Manifest) ([]string, error) {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(upd.Packages)) {
+		cur, ok := current.Packages[name]
+		next := upd.Packages[name]
+		if !ok || cur.SecurityVersion == nil || next.SecurityVersion == nil || *cur.SecurityVersion == *next.SecurityVersion {
+			continue
+		}
+		message := logSecurityVersion
+		if *next.SecurityVersion < *cur.SecurityVersion {
+			message = logSecurityVersionLowered
+		}
+		entry, err := updateLogEntry(now, message, map[string]any{
+			"user": user, "package": name, "old version": *cur.SecurityVersion, "new version": *next.SecurityVersion,
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, entry)
+	}
+	return out, nil
 }
 
 // loweredVersions names the packages whose security version upd lowers.

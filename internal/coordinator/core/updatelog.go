@@ -11,6 +11,9 @@ import (
 const (
 	logInitialManifest   = "Initial manifest set"
 	logSecurityVersion   = "SecurityVersion increased"
+	// logSecurityVersionLowered records a full update that lowers a
+	// package's enforced security version (MarbleRun logs no such line).
+	logSecurityVersionLowered = "SecurityVersion lowered"
 	logSecretSet         = "Secret set"
 	logUpdateInitiated   = "Complete Manifest update initiated by user"
 	logUpdateAcknowledge = "Complete Manifest update acknowledged by user"
