@@ -9,16 +9,16 @@ import (
 
 // Update log messages, as MarbleRun writes them.
 const (
-	logInitialManifest   = "Initial manifest set"
-	logSecurityVersion   = "SecurityVersion increased"
+	logInitialManifest = "Initial manifest set"
+	logSecurityVersion = "SecurityVersion increased"
 	// logSecurityVersionLowered records a full update that lowers a
 	// package's enforced security version (MarbleRun logs no such line).
 	logSecurityVersionLowered = "SecurityVersion lowered"
-	logSecretSet         = "Secret set"
-	logUpdateInitiated   = "Complete Manifest update initiated by user"
-	logUpdateAcknowledge = "Complete Manifest update acknowledged by user"
-	logUpdateCancelled   = "Complete Manifest update cancelled by user"
-	logUpdateApplied     = "Complete Manifest updated"
+	logSecretSet              = "Secret set"
+	logUpdateInitiated        = "Complete Manifest update initiated by user"
+	logUpdateAcknowledge      = "Complete Manifest update acknowledged by user"
+	logUpdateCancelled        = "Complete Manifest update cancelled by user"
+	logUpdateApplied          = "Complete Manifest updated"
 )
 
 // updateLogEntry renders one update log line.
