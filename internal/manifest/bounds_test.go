@@ -33,6 +33,11 @@ func TestRenderBounds(t *testing.T) {
 		{name: "work without output", data: doubling(60, ""), want: "more than 100000 steps"},
 		{name: "nested ranges", data: `{{range $i, $a := .MarbleRun.MarbleCert.Private}}{{range $.MarbleRun.MarbleCert.Private}}{{range $.MarbleRun.MarbleCert.Private}}{{end}}{{end}}{{end}}`, want: "more than 100000 steps"},
 		{name: "env value", env: true, data: doubling(40, strings.Repeat("x", 1024)), want: "exceeds 1048576 bytes"},
+		{name: "printf width", data: `{{printf "%0999999999d" 1}}`, want: "printf: a width, precision or index over 4096 is not allowed"},
+		{name: "printf star width", data: `{{printf "%*d" 999999999 1}}`, want: "not allowed"},
+		{name: "printf many verbs", data: `{{printf "` + strings.Repeat("%[1]s", 300) + `" .MarbleRun.MarbleCert.Cert}}`, want: "printf could produce more than 1048576 bytes"},
+		{name: "print many arguments", data: `{{$k := printf "%s%s" "` + strings.Repeat("k", 4000) + `" ""}}{{print` + strings.Repeat(" $k", 400) + `}}`, want: "print could produce more than 1048576 bytes"},
+		{name: "printf ordinary", data: `{{printf "%s-%d-%x" "a" 7 .MarbleRun.MarbleCert.Private}}`},
 		{name: "moderate repetition", data: doubling(8, "line\n")},
 		{name: "range over a key", data: `{{range .MarbleRun.MarbleCert.Private}}.{{end}}`},
 	} {

@@ -69,11 +69,125 @@ type templateRefs struct {
 // for certificate types), a Certificate, a PrivateKey, a PublicKey or a
 // []byte, and fails on an empty value.
 func fileFuncs() template.FuncMap {
-	return template.FuncMap{"pem": pemFunc, "hex": hexFunc, "raw": rawFunc, "base64": base64Func}
+	return withBoundedBuiltins(template.FuncMap{"pem": pemFunc, "hex": hexFunc, "raw": rawFunc, "base64": base64Func})
 }
 
 func envFuncs() template.FuncMap {
-	return template.FuncMap{"pem": pemFunc, "hex": hexFunc, "base64": base64Func, "string": stringFunc}
+	return withBoundedBuiltins(template.FuncMap{"pem": pemFunc, "hex": hexFunc, "base64": base64Func, "string": stringFunc})
+}
+
+// withBoundedBuiltins replaces text/template's builtins that build a
+// string from their arguments (printf, print, println, html, js,
+// urlquery) with versions that refuse, before building it, a result that
+// could pass MaxValueSize: a wide format ("%999999999d") or many uses of a
+// large value would otherwise allocate it in one call, before any writer
+// limit applies.
+func withBoundedBuiltins(m template.FuncMap) template.FuncMap {
+	bounded := func(name string, fn func(args ...any) string) func(args ...any) (string, error) {
+		return func(args ...any) (string, error) {
+			if err := checkBuiltinArgs(name, "", args); err != nil {
+				return "", err
+			}
+			return fn(args...), nil
+		}
+	}
+	m["printf"] = func(format string, args ...any) (string, error) {
+		if err := checkBuiltinArgs("printf", format, args); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf(format, args...), nil
+	}
+	m["print"] = bounded("print", fmt.Sprint)
+	m["println"] = bounded("println", fmt.Sprintln)
+	m["html"] = bounded("html", template.HTMLEscaper)
+	m["js"] = bounded("js", template.JSEscaper)
+	m["urlquery"] = bounded("urlquery", template.URLQueryEscaper)
+	return m
+}
+
+// maxFormatWidth bounds a width or precision in a printf format.
+const maxFormatWidth = 4096
+
+// checkBuiltinArgs refuses a call whose result could exceed MaxValueSize
+// before the result is built: a printf format may use an argument once per
+// verb, and pad each verb to its width.
+func checkBuiltinArgs(name, format string, args []any) error {
+	verbs := 1
+	if format != "" || name == "printf" {
+		var err error
+		if verbs, err = checkFormat(format); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	largest, total := 0, 0
+	for _, a := range args {
+		n := argSize(a)
+		total += n
+		largest = max(largest, n)
+	}
+	// The estimate counts one byte per input byte; formatting and escaping
+	// make at most a few bytes of each, so a call that passes allocates a
+	// few MiB at most, and the value limit then applies to its output.
+	if estimate := len(format) + max(total, verbs*largest) + verbs*maxFormatWidth; estimate > MaxValueSize {
+		return fmt.Errorf("%s could produce more than %d bytes (1 MiB) from its arguments", name, MaxValueSize)
+	}
+	return nil
+}
+
+// checkFormat counts the verbs of a printf format and refuses widths,
+// precisions and argument indexes over maxFormatWidth, and '*' widths.
+func checkFormat(format string) (verbs int, err error) {
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
+		}
+		verbs++
+		for i++; i < len(format); i++ {
+			c := format[i]
+			switch {
+			case c == '*':
+				return 0, errors.New("widths and precisions taken from arguments ('*') are not allowed")
+			case c >= '0' && c <= '9':
+				n := 0
+				for ; i < len(format) && format[i] >= '0' && format[i] <= '9'; i++ {
+					if n = n*10 + int(format[i]-'0'); n > maxFormatWidth {
+						return 0, fmt.Errorf("a width, precision or index over %d is not allowed", maxFormatWidth)
+					}
+				}
+				i--
+			case strings.IndexByte("+-# .[]", c) >= 0:
+			default:
+				goto verbDone
+			}
+		}
+	verbDone:
+	}
+	return verbs, nil
+}
+
+// argSize is the size of a template function argument's bytes.
+func argSize(a any) int {
+	switch v := a.(type) {
+	case string:
+		return len(v)
+	case []byte:
+		return len(v)
+	case Secret:
+		return len(v.Cert.Raw) + len(v.Private) + len(v.Public)
+	case *Secret:
+		if v == nil {
+			return 0
+		}
+		return len(v.Cert.Raw) + len(v.Private) + len(v.Public)
+	case Certificate:
+		return len(v.Raw)
+	case PrivateKey:
+		return len(v)
+	case PublicKey:
+		return len(v)
+	default:
+		return len(fmt.Sprint(a))
+	}
 }
 
 // Compile parses the Files and Env templates of every marble, keyed by
