@@ -32,28 +32,22 @@ manifest, 3 running and accepting marbles.`,
 			if err != nil {
 				return err
 			}
+			if st.Code == api.StateRecovery {
+				g.warnf("%s", recoveringRootNote(addr))
+			}
 			if format(cmd).json() {
-				if st.Code == stateRecovery {
-					g.warnf("%s", recoveringRootNote(addr))
-				}
 				return printJSON(g.stdout(), struct {
 					Code    int    `json:"code"`
 					Message string `json:"message"`
 				}{st.Code, st.Message})
 			}
 			fmt.Fprintf(g.stdout(), "%d: %s\n", st.Code, st.Message)
-			if st.Code == stateRecovery {
-				g.warnf("%s", recoveringRootNote(addr))
-			}
 			return nil
 		},
 	}
 	addFormatFlag(cmd)
 	return cmd
 }
-
-// stateRecovery is the status code of a Coordinator in recovery mode.
-const stateRecovery = 1
 
 // recoveringRootNote explains the temporary root of a recovering
 // Coordinator and the next step.

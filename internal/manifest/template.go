@@ -113,7 +113,7 @@ const maxFormatWidth = 4096
 // verb, and pad each verb to its width.
 func checkBuiltinArgs(name, format string, args []any) error {
 	verbs := 1
-	if format != "" || name == "printf" {
+	if name == "printf" {
 		var err error
 		if verbs, err = checkFormat(format); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
@@ -655,10 +655,9 @@ func meter(t *template.Template) bool {
 	if !repeats {
 		return false
 	}
-	// The parser refuses calls of unknown functions, so the function is
-	// known (as a placeholder) before the trees are changed; each render
-	// binds its own counter.
-	t.Funcs(template.FuncMap{stepFunc: func() (string, error) { return "", errors.New("template step outside a render") }})
+	// The trees are changed after parsing, so the function needs no
+	// declaration here; each render binds its own counter to a clone, and
+	// an execution without one fails ("function not defined").
 	for _, tt := range t.Templates() {
 		if tt.Tree != nil && tt.Root != nil {
 			insertSteps(tt.Root)

@@ -380,25 +380,39 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 	return &UpdateResult{Applied: true, MissingUsers: []string{}, RecoverySecrets: secrets}, nil
 }
 
-// securityVersionEntries returns an update log entry for every package
-// whose enforced security version (package updates included) the full
-// update upd changes, raised or lowered, after the entry of the update
-// itself: the log records every change of what is enforced.
-func securityVersionEntries(now time.Time, user string, current, upd *manifest.Manifest) ([]string, error) {
-	var out []string
+// securityVersionChange is a package whose enforced security version a
+// full update changes.
+type securityVersionChange struct {
+	pkg      string
+	old, new uint
+}
+
+// securityVersionChanges lists, by package name, the security versions
+// (package updates included) that the full update upd changes.
+func securityVersionChanges(current, upd *manifest.Manifest) []securityVersionChange {
+	var out []securityVersionChange
 	for _, name := range slices.Sorted(maps.Keys(upd.Packages)) {
 		cur, ok := current.Packages[name]
 		next := upd.Packages[name]
-		if !ok || cur.SecurityVersion == nil || next.SecurityVersion == nil || *cur.SecurityVersion == *next.SecurityVersion {
-			continue
+		if ok && cur.SecurityVersion != nil && next.SecurityVersion != nil && *cur.SecurityVersion != *next.SecurityVersion {
+			out = append(out, securityVersionChange{pkg: name, old: *cur.SecurityVersion, new: *next.SecurityVersion})
 		}
+	}
+	return out
+}
+
+// securityVersionEntries returns an update log entry for every security
+// version the full update upd changes, raised or lowered, to follow the
+// entry of the update itself: the log records every change of what is
+// enforced.
+func securityVersionEntries(now time.Time, user string, current, upd *manifest.Manifest) ([]string, error) {
+	var out []string
+	for _, ch := range securityVersionChanges(current, upd) {
 		message := logSecurityVersion
-		if *next.SecurityVersion < *cur.SecurityVersion {
+		if ch.new < ch.old {
 			message = logSecurityVersionLowered
 		}
-		entry, err := updateLogEntry(now, message, map[string]any{
-			"user": user, "package": name, "old version": *cur.SecurityVersion, "new version": *next.SecurityVersion,
-		})
+		entry, err := updateLogEntry(now, message, map[string]any{"user": user, "package": ch.pkg, "old version": ch.old, "new version": ch.new})
 		if err != nil {
 			return nil, err
 		}
@@ -413,11 +427,9 @@ func securityVersionEntries(now time.Time, user string, current, upd *manifest.M
 // manifest the owners set (and read back) does not show.
 func loweredVersions(current, upd *manifest.Manifest) []string {
 	var out []string
-	for _, name := range slices.Sorted(maps.Keys(upd.Packages)) {
-		cur, ok := current.Packages[name]
-		next := upd.Packages[name]
-		if ok && cur.SecurityVersion != nil && next.SecurityVersion != nil && *next.SecurityVersion < *cur.SecurityVersion {
-			out = append(out, fmt.Sprintf("%s: %d to %d", name, *cur.SecurityVersion, *next.SecurityVersion))
+	for _, ch := range securityVersionChanges(current, upd) {
+		if ch.new < ch.old {
+			out = append(out, fmt.Sprintf("%s: %d to %d", ch.pkg, ch.old, ch.new))
 		}
 	}
 	return out
