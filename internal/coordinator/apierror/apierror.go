@@ -46,31 +46,37 @@ type Policy struct {
 	Level  slog.Level
 }
 
-// policies maps every kind to its policy. Errors without a kind are
-// answered as KindInternal.
-var policies = map[core.Kind]Policy{
-	core.KindInvalidArgument:    {codes.InvalidArgument, http.StatusBadRequest, true, Full, slog.LevelDebug},
-	core.KindFailedPrecondition: {codes.FailedPrecondition, http.StatusBadRequest, true, Full, slog.LevelDebug},
-	core.KindResourceExhausted:  {codes.ResourceExhausted, http.StatusBadRequest, true, Full, slog.LevelInfo},
-	core.KindUnauthenticated:    {codes.Unauthenticated, http.StatusUnauthorized, true, Full, slog.LevelInfo},
-	core.KindPermissionDenied:   {codes.PermissionDenied, http.StatusForbidden, false, Full, slog.LevelInfo},
-	core.KindNotFound:           {codes.NotFound, http.StatusNotFound, false, Full, slog.LevelDebug},
-	core.KindUnimplemented:      {codes.Unimplemented, http.StatusNotImplemented, false, Full, slog.LevelDebug},
-	// The wrapped error says why the evidence cannot be checked now (the
-	// collateral service's answer), which the marble's operator needs.
-	core.KindUnavailable: {codes.Unavailable, http.StatusServiceUnavailable, false, Full, slog.LevelWarn},
-	// The reason tells a recovering operator that the state is damaged, so
-	// that a new manifest is the way on; the wrapped error is logged.
-	core.KindDataLoss: {codes.DataLoss, http.StatusInternalServerError, false, ReasonOnly, slog.LevelError},
-	core.KindInternal: {codes.Internal, http.StatusInternalServerError, false, Hidden, slog.LevelError},
-}
-
-// PolicyOf returns the policy of kind k; unknown kinds are internal.
+// PolicyOf returns the policy of kind k; errors without a kind, and
+// unknown kinds, are internal.
 func PolicyOf(k core.Kind) Policy {
-	if p, ok := policies[k]; ok {
-		return p
+	switch k {
+	case core.KindInvalidArgument:
+		return Policy{codes.InvalidArgument, http.StatusBadRequest, true, Full, slog.LevelDebug}
+	case core.KindFailedPrecondition:
+		return Policy{codes.FailedPrecondition, http.StatusBadRequest, true, Full, slog.LevelDebug}
+	case core.KindResourceExhausted:
+		return Policy{codes.ResourceExhausted, http.StatusBadRequest, true, Full, slog.LevelInfo}
+	case core.KindUnauthenticated:
+		return Policy{codes.Unauthenticated, http.StatusUnauthorized, true, Full, slog.LevelInfo}
+	case core.KindPermissionDenied:
+		return Policy{codes.PermissionDenied, http.StatusForbidden, false, Full, slog.LevelInfo}
+	case core.KindNotFound:
+		return Policy{codes.NotFound, http.StatusNotFound, false, Full, slog.LevelDebug}
+	case core.KindUnimplemented:
+		return Policy{codes.Unimplemented, http.StatusNotImplemented, false, Full, slog.LevelDebug}
+	case core.KindUnavailable:
+		// The wrapped error says why the evidence cannot be checked now
+		// (the collateral service's answer), which the marble's operator
+		// needs.
+		return Policy{codes.Unavailable, http.StatusServiceUnavailable, false, Full, slog.LevelWarn}
+	case core.KindDataLoss:
+		// The reason tells a recovering operator that the state is
+		// damaged, so that a new manifest is the way on; the wrapped error
+		// is logged.
+		return Policy{codes.DataLoss, http.StatusInternalServerError, false, ReasonOnly, slog.LevelError}
+	default:
+		return Policy{codes.Internal, http.StatusInternalServerError, false, Hidden, slog.LevelError}
 	}
-	return policies[core.KindInternal]
 }
 
 // Decision is the answer to one error.
@@ -104,6 +110,9 @@ func Decide(ctx context.Context, log *slog.Logger, msg string, err error, attrs 
 	default:
 		d.ID = newID()
 		d.Message = "internal error (id " + d.ID + "); the Coordinator's log has the details"
+	}
+	if !log.Enabled(ctx, p.Level) {
+		return d
 	}
 	args := append([]any{"kind", kindName(kind), "error", err.Error()}, attrs...)
 	if d.ID != "" {
