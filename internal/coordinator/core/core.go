@@ -97,6 +97,10 @@ type Core struct {
 	// with. It is separate from mu because generating the key takes long.
 	ephMu     sync.Mutex
 	ephemeral *rsa.PrivateKey
+
+	// sealMode is the seal mode in force (a seal.Mode), copied from the
+	// store by noteSealMode whenever it may have changed.
+	sealMode atomic.Value
 }
 
 // view is an immutable snapshot of the Coordinator's state.
@@ -189,6 +193,7 @@ func New(cfg Config) (*Core, error) {
 	if err := c.boot(); err != nil {
 		return nil, err
 	}
+	c.noteSealMode()
 	return c, nil
 }
 
@@ -199,7 +204,7 @@ func (c *Core) boot() error {
 		return c.bootFresh()
 	case errors.Is(err, store.ErrUnseal):
 		c.unsealErr = err
-		c.metrics.setSealMode(c.cfg.Store.SealMode())
+		c.noteSealMode()
 		c.log.Warn("stored state cannot be unsealed; entering recovery mode", "error", err, "sealMode", string(c.cfg.Store.SealMode()))
 		c.recovery = newRecoverySession(c.cfg.Store.RecoveryData())
 		if c.recovery.dataErr != nil {
@@ -246,7 +251,7 @@ func (c *Core) bootFresh() error {
 	if _, err := c.cfg.Store.ResetWith(encodeCA(dep), store.ResetOptions{Mode: c.cfg.DefaultSealMode}); err != nil {
 		return fmt.Errorf("storing new certificate authority: %w", err)
 	}
-	c.metrics.setSealMode(c.cfg.Store.SealMode())
+	c.noteSealMode()
 	c.log.Info("created a new certificate authority; waiting for a manifest")
 	return c.publish(StateAcceptingManifest, dep)
 }
@@ -329,7 +334,22 @@ func (c *Core) Status() (State, string) {
 
 // SealMode returns the seal mode in force: the one the stored state is
 // sealed in (in recovery, the one it was sealed in).
-func (c *Core) SealMode() seal.Mode { return c.cfg.Store.SealMode() }
+// It is read from the core's copy, so that status never waits for a store
+// write.
+func (c *Core) SealMode() seal.Mode {
+	if m, ok := c.sealMode.Load().(seal.Mode); ok {
+		return m
+	}
+	return c.cfg.Store.SealMode()
+}
+
+// noteSealMode takes over the store's seal mode after a change: the
+// status and the coordinator_seal_mode_info metric report it.
+func (c *Core) noteSealMode() {
+	m := c.cfg.Store.SealMode()
+	c.sealMode.Store(m)
+	c.metrics.setSealMode(m)
+}
 
 // sealModeOf returns the seal mode a manifest asks for: its
 // Config.SealMode, or the default mode when it is empty or m is nil.
@@ -348,7 +368,11 @@ func (c *Core) sealModeOf(m *manifest.Manifest) seal.Mode {
 // recovery keys: every restart of such a Coordinator would enter recovery
 // with no way out but a new manifest, losing every secret.
 func (c *Core) checkSealMode(m *manifest.Manifest) error {
-	if c.sealModeOf(m) == seal.ModeDisabled && len(m.RecoveryKeys) == 0 {
+	mode := c.sealModeOf(m)
+	if !c.cfg.Store.CanSeal(mode) {
+		return newError(KindInvalidArgument, nil, "invalid manifest: Config.SealMode %s cannot be used on this machine: the Coordinator has no sealing key for it (under Gramine, keys/_sgx_mrsigner for ProductKey, keys/_sgx_mrenclave for UniqueKey); choose another seal mode", mode)
+	}
+	if mode == seal.ModeDisabled && len(m.RecoveryKeys) == 0 {
 		return newError(KindInvalidArgument, nil, "invalid manifest: Config.SealMode Disabled keeps nothing sealed, so every restart of the Coordinator needs the recovery keys; the manifest has no RecoveryKeys, so a restart would lose the whole state: add RecoveryKeys or choose ProductKey or UniqueKey")
 	}
 	return nil
@@ -364,7 +388,7 @@ func (c *Core) enforceSealMode(m *manifest.Manifest) {
 	if err := c.cfg.Store.SetSealMode(want); err != nil {
 		c.log.Error("the data key cannot be sealed in the manifest's seal mode; it stays sealed as before", "want", string(want), "inForce", string(c.cfg.Store.SealMode()), "error", err)
 	}
-	c.metrics.setSealMode(c.cfg.Store.SealMode())
+	c.noteSealMode()
 }
 
 // TEESimulation is the TEE name of a Coordinator in simulation mode.

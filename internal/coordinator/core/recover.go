@@ -200,7 +200,7 @@ func (c *Core) resetWithRecovery(encoded map[string][]byte, m *manifest.Manifest
 	if err != nil {
 		return nil, err
 	}
-	c.metrics.setSealMode(c.cfg.Store.SealMode())
+	c.noteSealMode()
 	return secrets, nil
 }
 

@@ -108,3 +108,38 @@ func TestDefaultSealMode(t *testing.T) {
 		t.Fatalf("after a restart with default ProductKey: %s", got)
 	}
 }
+
+// noUniqueKeyStore is a store on a machine without a UniqueKey sealer.
+type noUniqueKeyStore struct{ store.Store }
+
+func (s noUniqueKeyStore) CanSeal(mode seal.Mode) bool { return mode != seal.ModeUniqueKey }
+
+// TestSealModeWithoutItsKeyIsRefused: a manifest, or an update, that asks
+// for a seal mode this machine has no key for is refused when it is set,
+// not accepted and then left unapplied.
+func TestSealModeWithoutItsKeyIsRefused(t *testing.T) {
+	u := newGovUsers(t)
+	keys := map[string]*testsupport.RecoveryKey{"owner": testsupport.NewRecoveryKey(t)}
+	withMode := func(mode string) []byte {
+		m := govManifest(u, keys)
+		section(m, "Config")["SealMode"] = mode
+		return encodeManifest(t, m)
+	}
+	mem := store.NewMemory()
+	c := newSimCore(t, noUniqueKeyStore{mem})
+	if _, err := c.SetManifest(withMode("UniqueKey")); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "Config.SealMode UniqueKey cannot be used on this machine") {
+		t.Fatalf("manifest asking for UniqueKey: %v", err)
+	}
+	if s, _ := c.Status(); s != StateAcceptingManifest {
+		t.Fatalf("state after the refused manifest: %v", s)
+	}
+	if _, err := c.SetManifest(withMode("ProductKey")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.UpdateManifest(u.alice.Cert, withMode("UniqueKey")); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "cannot be used on this machine") {
+		t.Fatalf("update asking for UniqueKey: %v", err)
+	}
+	if got := mem.SealMode(); got != seal.ModeProductKey {
+		t.Fatalf("stored seal mode %s", got)
+	}
+}

@@ -743,6 +743,12 @@ func (s *FileStore) SetRecoveryData(data []byte) error {
 	return nil
 }
 
+// CanSeal reports whether the store has a sealer for mode; the sealers
+// are fixed when the store is opened.
+func (s *FileStore) CanSeal(mode seal.Mode) bool {
+	return !mode.Seals() || s.sealers[mode] != nil
+}
+
 // SealMode returns the seal mode of the snapshot last read or written,
 // the default mode before there is one.
 func (s *FileStore) SealMode() seal.Mode {

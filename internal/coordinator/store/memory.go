@@ -137,6 +137,9 @@ func (m *Memory) ResetWith(state map[string][]byte, opts ResetOptions) ([]byte, 
 	return cloneValue(key), nil
 }
 
+// CanSeal reports true: the in-memory store seals nothing, in every mode.
+func (m *Memory) CanSeal(seal.Mode) bool { return true }
+
 // SealMode returns the seal mode of the stored state.
 func (m *Memory) SealMode() seal.Mode {
 	m.mu.Lock()

@@ -162,6 +162,9 @@ type Store interface {
 	// Load that could not unseal it), or the default mode when nothing is
 	// stored.
 	SealMode() seal.Mode
+	// CanSeal reports whether this store can seal a data key in mode on
+	// this machine (Disabled needs no sealer).
+	CanSeal(mode seal.Mode) bool
 	// SetSealMode durably seals the open state's data key in mode, which
 	// stays the same key; Disabled removes the sealed key, so that the
 	// next Load reports ErrUnseal. It does nothing if mode is in force.
