@@ -46,7 +46,10 @@
 // and leaves the pin as it is. That is how a Coordinator in recovery mode,
 // which serves a temporary root until it is recovered, is reached; status
 // explains it. With --insecure and no pin, verifying commands pin what they
-// were given, loudly.
+// were given, loudly. The two commands whose purpose is to pin, manifest
+// set and manifest verify, pin the root they talked to also with
+// --insecure (and say that they replaced the pin): that is how a test
+// setup in simulation re-pins a re-installed Coordinator.
 //
 // # Output
 //

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/marblemesh/marblemesh/api"
-	"github.com/marblemesh/marblemesh/internal/manifest"
 )
 
 func newManifestCmd(g *globals) *cobra.Command {
@@ -58,7 +57,8 @@ pinned in --coordinator-cert.`,
 			if err != nil {
 				return err
 			}
-			if err := checkManifest(args[0], raw); err != nil {
+			m, err := checkManifest(args[0], raw)
+			if err != nil {
 				return err
 			}
 			att, err := g.attest(cmd.Context(), addr, pinLater)
@@ -72,27 +72,15 @@ pinned in --coordinator-cert.`,
 			if err := g.pin(att); err != nil {
 				return err
 			}
-			g.noteTransparentTLS(raw)
+			if note := m.TTLSNote(); note != "" {
+				g.warnf("Note: %s.", note)
+			}
 			return g.reportRecoveryData(format(cmd), api.ManifestFingerprint(raw), secrets, recoveryFile, "Manifest successfully set.")
 		},
 	}
 	cmd.Flags().StringVarP(&recoveryFile, "recoverydata", "r", "", "file to write the recovery data to (default: print it)")
 	addFormatFlag(cmd)
 	return cmd
-}
-
-// noteTransparentTLS says on stderr where the TLS rules of a manifest take
-// effect, when it gives marbles TLS tags: nothing intercepts the sockets of
-// a program run under premain.
-func (g *globals) noteTransparentTLS(raw []byte) {
-	m, err := manifest.Parse(raw)
-	if err != nil {
-		// checkManifest has parsed this manifest before.
-		return
-	}
-	if note := m.TTLSNote(); note != "" {
-		fmt.Fprintf(g.stderr(), "Note: %s.\n", note)
-	}
 }
 
 // format returns the --format flag of cmd.

@@ -55,16 +55,16 @@ func normalizeManifest(path string, raw []byte) ([]byte, error) {
 }
 
 // checkManifest validates a complete manifest locally, so that mistakes
-// are reported before anything is uploaded.
-func checkManifest(path string, raw []byte) error {
+// are reported before anything is uploaded, and returns it.
+func checkManifest(path string, raw []byte) (*manifest.Manifest, error) {
 	m, err := manifest.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if err := m.Check(); err != nil {
-		return fmt.Errorf("%s is not a valid manifest: %w", path, err)
+		return nil, fmt.Errorf("%s is not a valid manifest: %w", path, err)
 	}
-	return nil
+	return m, nil
 }
 
 // checkUpdateManifest checks that an update manifest decodes. A package

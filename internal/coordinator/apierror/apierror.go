@@ -55,11 +55,14 @@ func PolicyOf(k core.Kind) Policy {
 	case core.KindFailedPrecondition:
 		return Policy{codes.FailedPrecondition, http.StatusBadRequest, true, Full, slog.LevelDebug}
 	case core.KindResourceExhausted:
-		return Policy{codes.ResourceExhausted, http.StatusBadRequest, true, Full, slog.LevelInfo}
+		return Policy{codes.ResourceExhausted, http.StatusBadRequest, true, Full, slog.LevelDebug}
 	case core.KindUnauthenticated:
-		return Policy{codes.Unauthenticated, http.StatusUnauthorized, true, Full, slog.LevelInfo}
+		return Policy{codes.Unauthenticated, http.StatusUnauthorized, true, Full, slog.LevelDebug}
 	case core.KindPermissionDenied:
-		return Policy{codes.PermissionDenied, http.StatusForbidden, false, Full, slog.LevelInfo}
+		// Callers who proved nothing can send refused requests in a loop:
+		// the caller's own mistakes are logged at debug level only (the
+		// core logs a rejected marble itself).
+		return Policy{codes.PermissionDenied, http.StatusForbidden, false, Full, slog.LevelDebug}
 	case core.KindNotFound:
 		return Policy{codes.NotFound, http.StatusNotFound, false, Full, slog.LevelDebug}
 	case core.KindUnimplemented:
@@ -114,7 +117,7 @@ func Decide(ctx context.Context, log *slog.Logger, msg string, err error, attrs 
 	if !log.Enabled(ctx, p.Level) {
 		return d
 	}
-	args := append([]any{"kind", kindName(kind), "error", err.Error()}, attrs...)
+	args := append([]any{"kind", kind.String(), "error", err.Error()}, attrs...)
 	if d.ID != "" {
 		args = append(args, "id", d.ID)
 	}
@@ -126,29 +129,4 @@ func newID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-func kindName(k core.Kind) string {
-	switch k {
-	case core.KindInvalidArgument:
-		return "InvalidArgument"
-	case core.KindFailedPrecondition:
-		return "FailedPrecondition"
-	case core.KindPermissionDenied:
-		return "PermissionDenied"
-	case core.KindResourceExhausted:
-		return "ResourceExhausted"
-	case core.KindUnauthenticated:
-		return "Unauthenticated"
-	case core.KindNotFound:
-		return "NotFound"
-	case core.KindUnimplemented:
-		return "Unimplemented"
-	case core.KindDataLoss:
-		return "DataLoss"
-	case core.KindUnavailable:
-		return "Unavailable"
-	default:
-		return "Internal"
-	}
 }

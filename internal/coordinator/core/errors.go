@@ -23,6 +23,34 @@ const (
 	KindUnavailable                    // a service the Coordinator needs is down; retry later
 )
 
+// String names the kind as its constant does, without the prefix.
+func (k Kind) String() string {
+	switch k {
+	case KindInternal:
+		return "Internal"
+	case KindInvalidArgument:
+		return "InvalidArgument"
+	case KindFailedPrecondition:
+		return "FailedPrecondition"
+	case KindPermissionDenied:
+		return "PermissionDenied"
+	case KindResourceExhausted:
+		return "ResourceExhausted"
+	case KindUnauthenticated:
+		return "Unauthenticated"
+	case KindNotFound:
+		return "NotFound"
+	case KindUnimplemented:
+		return "Unimplemented"
+	case KindDataLoss:
+		return "DataLoss"
+	case KindUnavailable:
+		return "Unavailable"
+	default:
+		return fmt.Sprintf("Kind(%d)", int(k))
+	}
+}
+
 // Error is an error with a kind and a reason safe to show to the caller.
 type Error struct {
 	Kind   Kind
