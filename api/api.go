@@ -24,7 +24,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 // Verifier checks SGX evidence and returns what it proves. A DCAP

@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 type ca struct {

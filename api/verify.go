@@ -16,7 +16,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 // TCB statuses a quote verifier reports.

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
 	"github.com/marblemesh/marblemesh/rpc"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // envRecorder is a setenv that stores into a map.

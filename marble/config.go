@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 // Environment variables read by ConfigFromEnv.

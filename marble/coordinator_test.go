@@ -16,9 +16,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/marble"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // testManifest has a marble "backend" whose files, env and argv use the

@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/issuer"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/marble"
+	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
 
 // fakeGramine is a Gramine attestation folder whose user_report_data and

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/issuer"
 )
 
 // ErrNoTEE is wrapped by IssuerFromEnv (and so ConfigFromEnv) when the

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer/issuertest"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/issuer"
+	"github.com/marblemesh/marblemesh/test/issuertest"
+	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
 
 // gramineDir lays out a fake Gramine attestation folder: attestation_type

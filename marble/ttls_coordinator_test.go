@@ -15,8 +15,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/marble"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // ttlsManifest gives "client" an outgoing rule to localhost:mtlsPort and

@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/marble"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 func sampleManifest(t *testing.T) []byte {

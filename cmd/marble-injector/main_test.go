@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/injector/testpki"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testpki"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // The test binary runs main itself when this variable is set.

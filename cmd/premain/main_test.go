@@ -30,7 +30,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/rpc"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 func TestParseArgs(t *testing.T) {

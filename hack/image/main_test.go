@@ -30,7 +30,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/image"
-	"github.com/marblemesh/marblemesh/internal/image/imagetest"
+	"github.com/marblemesh/marblemesh/test/imagetest"
 )
 
 // goCertFiles are the files Go's crypto/x509 reads the system roots from

@@ -7,7 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/marblemesh/marblemesh/internal/kubetest"
+	"github.com/marblemesh/marblemesh/test/kubetest"
 )
 
 // TestCheck runs check against Deployments whose status the test sets.

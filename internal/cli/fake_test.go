@@ -21,8 +21,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // fakeVerifier accepts evidence that is the JSON of attestation.Claims,

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/api"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // user is a manifest user's key pair on disk.

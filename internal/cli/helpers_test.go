@@ -21,7 +21,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/api"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")

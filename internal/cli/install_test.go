@@ -8,7 +8,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/marblemesh/marblemesh/internal/kubetest"
+	"github.com/marblemesh/marblemesh/test/kubetest"
 )
 
 // TestInstallCommands installs with the CLI into a real API server,

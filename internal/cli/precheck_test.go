@@ -9,7 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/marblemesh/marblemesh/internal/kubetest"
+	"github.com/marblemesh/marblemesh/test/kubetest"
 )
 
 func addTestNode(t *testing.T, cs kubernetes.Interface, name string, capacity map[string]string) {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 
 	"github.com/marblemesh/marblemesh/api"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 )
 
 // EnvPCCSURL names the PCCS (or Intel's PCS) from which the CLI fetches the

@@ -6,9 +6,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
+	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
 
 // TestVerificationWithDCAPVerifier runs the CLI with the real DCAP

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 )
 
 func TestDefaultVerifier(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/marblemesh/marblemesh/api"
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 // TestVerification runs verifying commands against a real Coordinator

@@ -8,8 +8,8 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // Callers of the authorization matrix.

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // TestBadInputChangesNothing sends malformed, oversized and invalid

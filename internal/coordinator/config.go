@@ -8,9 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/issuer"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
 

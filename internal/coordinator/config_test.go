@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer/issuertest"
+	"github.com/marblemesh/marblemesh/test/issuertest"
 )
 
 func envFrom(m map[string]string) func(string) string {

@@ -21,9 +21,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // These tests run the Coordinator binary, kill it with SIGKILL while it

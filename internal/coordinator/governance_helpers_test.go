@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
 	"github.com/marblemesh/marblemesh/rpc"
+	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // govManifest is a manifest with two updaters (admin and admin2, both

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 const uuidB = "0b5c8f3e-6a1d-4e2f-9b7c-8d9e0f1a2b3c"

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // idleConn is a connection the test opened and left doing nothing.

@@ -14,9 +14,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 type recoverAnswer struct {

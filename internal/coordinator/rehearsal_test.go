@@ -18,7 +18,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // These tests rehearse recovery as MarbleRun's users do: they stop a

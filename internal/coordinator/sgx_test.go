@@ -21,12 +21,12 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/marblemesh/marblemesh/api"
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/marble"
+	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
 
 // sgxManifest admits the enclave of sgxtest.DefaultQuoteParts (MRENCLAVE

@@ -12,11 +12,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer"
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer/issuertest"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/issuer"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+	"github.com/marblemesh/marblemesh/test/issuertest"
 )
 
 var (

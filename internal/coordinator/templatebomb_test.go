@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // bombManifest is the test manifest with a template in the backend's

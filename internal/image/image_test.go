@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/image/imagetest"
+	"github.com/marblemesh/marblemesh/test/imagetest"
 )
 
 const helloSrc = `package main

@@ -20,8 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/marblemesh/marblemesh/internal/injector/testpki"
-	"github.com/marblemesh/marblemesh/internal/kubetest"
+	"github.com/marblemesh/marblemesh/test/kubetest"
+	"github.com/marblemesh/marblemesh/test/testpki"
 )
 
 const touchedAnnotation = "test.marblemesh.io/touched"

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/injector/testpki"
+	"github.com/marblemesh/marblemesh/test/testpki"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 func TestRunCommandHelp(t *testing.T) {

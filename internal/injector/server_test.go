@@ -25,9 +25,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	admissionv1 "k8s.io/api/admission/v1"
 
-	"github.com/marblemesh/marblemesh/internal/injector/testpki"
+	"github.com/marblemesh/marblemesh/test/testpki"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // testServer is a Server running on 127.0.0.1 with a test CA.

@@ -12,9 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/marblemesh/marblemesh/internal/kubetest"
+	"github.com/marblemesh/marblemesh/test/kubetest"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // createDeployment creates a Deployment named name with replicas and sets

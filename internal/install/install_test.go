@@ -24,9 +24,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/marblemesh/marblemesh/charts"
-	"github.com/marblemesh/marblemesh/internal/kubetest"
+	"github.com/marblemesh/marblemesh/test/kubetest"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // baseOptions are the defaults of marblerun install.

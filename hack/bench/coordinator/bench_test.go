@@ -12,8 +12,8 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/rpc"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // TestMain lets the test binary stand in for the benchmark when it starts

@@ -17,11 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/pki"
 	"github.com/marblemesh/marblemesh/rpc"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // A floor server does only part of what a Coordinator does for an

@@ -26,8 +26,8 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
 	"github.com/marblemesh/marblemesh/rpc"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 type options struct {

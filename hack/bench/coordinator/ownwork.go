@@ -15,10 +15,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/coordinator/coordtest"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/test/coordtest"
 )
 
 // ownWork measures the Coordinator's own work for one activation of the

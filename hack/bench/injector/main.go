@@ -41,7 +41,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/marblemesh/marblemesh/internal/injector"
-	"github.com/marblemesh/marblemesh/internal/injector/testpki"
+	"github.com/marblemesh/marblemesh/test/testpki"
 )
 
 type options struct {

@@ -1,5 +1,5 @@
 // Command etcd is etcd v3.6.16 built from the Go module proxy, for the
-// control plane that internal/kubetest starts in tests.
+// control plane that test/kubetest starts in tests.
 package main
 
 import (

@@ -18,7 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/pki"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 )
 

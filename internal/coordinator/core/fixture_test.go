@@ -16,7 +16,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // govUsers are alice (every role), bob and carol (may update the

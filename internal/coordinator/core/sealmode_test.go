@@ -4,10 +4,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // TestManifestSealModeRules checks that the manifest's Config.SealMode is

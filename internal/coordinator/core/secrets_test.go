@@ -14,7 +14,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 func TestUserDefinedSecrets(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 )
 

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 )
 

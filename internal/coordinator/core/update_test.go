@@ -10,7 +10,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/manifest"
 
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // backendFiles activates a backend marble and returns its files.

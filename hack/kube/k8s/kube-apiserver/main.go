@@ -1,5 +1,5 @@
 // Command kube-apiserver is the Kubernetes API server of k8s.io/kubernetes
-// v1.37.1, built from the Go module proxy for internal/kubetest.
+// v1.37.1, built from the Go module proxy for test/kubetest.
 package main
 
 import (

@@ -1,6 +1,6 @@
 // Command kube-controller-manager is the controller manager of
 // k8s.io/kubernetes v1.37.1, built from the Go module proxy for
-// internal/kubetest.
+// test/kubetest.
 package main
 
 import (

@@ -1,5 +1,5 @@
 // Command kube-scheduler is the scheduler of k8s.io/kubernetes v1.37.1, built
-// from the Go module proxy for internal/kubetest.
+// from the Go module proxy for test/kubetest.
 package main
 
 import (

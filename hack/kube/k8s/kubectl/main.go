@@ -1,5 +1,5 @@
 // Command kubectl is kubectl v1.37.1 (k8s.io/kubectl v0.37.1), built from the
-// Go module proxy for internal/kubetest.
+// Go module proxy for test/kubetest.
 package main
 
 import (

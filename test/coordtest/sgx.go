@@ -5,11 +5,11 @@ import (
 	"os"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/issuer/issuertest"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/coordinator"
+	"github.com/marblemesh/marblemesh/test/issuertest"
+	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
 
 // WithAttestationDir runs the Coordinator outside simulation, detecting

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
+	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
 
 func TestSyntheticVerifies(t *testing.T) {

@@ -24,8 +24,8 @@ import (
 	"math/big"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 )
 
 // NowUnix is the verification time of the synthetic PKI,

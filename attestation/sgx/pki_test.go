@@ -3,8 +3,8 @@ package sgx_test
 import (
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
+	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
 
 // pkiNowUnix is the verification time of the synthetic PKI.

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 )
 
 // pcsServer serves collateral c with the PCS v4 API on 127.0.0.1.

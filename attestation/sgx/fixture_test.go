@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx/sgxtest"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
+	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
 
 // fixturePath returns the recorded-fixture folder beside the module root

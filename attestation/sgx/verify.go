@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 // Errors wrapped by verification failures.

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 // ErrIssue is wrapped by every issuer error.

@@ -1,5 +1,5 @@
 // Package nodeagent stands in for the kubelet and kube-proxy of one node in
-// tests against a real API server (see internal/kubetest): it registers a
+// tests against a real API server (see test/kubetest): it registers a
 // Node, runs the containers of the Pods bound to it as local processes, and
 // makes Services reachable.
 //

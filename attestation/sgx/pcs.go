@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 // ErrFetch is wrapped by errors about fetching collateral over HTTP.

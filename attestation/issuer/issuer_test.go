@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 func writeFake(t *testing.T, dir string, files map[string][]byte) {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 )
 
 func TestReadQCNLConf(t *testing.T) {

@@ -27,8 +27,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 
-	"github.com/marblemesh/marblemesh/internal/kubetest"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/kubetest"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 const (
@@ -60,8 +60,8 @@ func TestAgentOnAPIServer(t *testing.T) {
 		}
 	})
 	bin := testsupport.GoBuild(t,
-		"github.com/marblemesh/marblemesh/internal/kubetest/nodeagent/nodeagent-exec",
-		"github.com/marblemesh/marblemesh/internal/kubetest/nodeagent/internal/testserver",
+		"github.com/marblemesh/marblemesh/test/kubetest/nodeagent/nodeagent-exec",
+		"github.com/marblemesh/marblemesh/test/kubetest/nodeagent/internal/testserver",
 	)
 	env := kubetest.Start(t, kubetest.WithControllers(), kubetest.WithServiceCIDR("127.21.0.0/16"))
 	dir := filepath.Join(t.TempDir(), "node")

@@ -26,9 +26,9 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/marblemesh/marblemesh/internal/image"
-	"github.com/marblemesh/marblemesh/internal/kubetest"
-	"github.com/marblemesh/marblemesh/internal/kubetest/nodeagent"
-	"github.com/marblemesh/marblemesh/internal/testsupport"
+	"github.com/marblemesh/marblemesh/test/kubetest"
+	"github.com/marblemesh/marblemesh/test/kubetest/nodeagent"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 const (
@@ -88,7 +88,7 @@ func setup(tb testing.TB) *e2e {
 		"github.com/marblemesh/marblemesh/cmd/premain",
 		"github.com/marblemesh/marblemesh/samples/server",
 		"github.com/marblemesh/marblemesh/samples/client",
-		"github.com/marblemesh/marblemesh/internal/kubetest/nodeagent/nodeagent-exec",
+		"github.com/marblemesh/marblemesh/test/kubetest/nodeagent/nodeagent-exec",
 	)
 
 	tl.Addf("starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler")

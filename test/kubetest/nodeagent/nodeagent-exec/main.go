@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/marblemesh/marblemesh/internal/kubetest/nodeagent"
+	"github.com/marblemesh/marblemesh/test/kubetest/nodeagent"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marblemesh/marblemesh/internal/attestation/sgx"
+	"github.com/marblemesh/marblemesh/attestation/sgx"
 )
 
 func bundle(t *testing.T, c *sgx.Collateral, mod func(map[string]any)) []byte {
