@@ -11,24 +11,25 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 // Environment variables read by ConfigFromEnv.
 const (
 	// EnvMarbleType names the marble in the manifest's Marbles section (required).
-	EnvMarbleType = "EDG_MARBLE_TYPE"
+	EnvMarbleType = marbleenv.MarbleType
 	// EnvCoordinatorAddr is the Coordinator's mesh API address, host:port.
-	EnvCoordinatorAddr = "EDG_MARBLE_COORDINATOR_ADDR"
+	EnvCoordinatorAddr = marbleenv.CoordinatorAddr
 	// EnvDNSNames is a comma-separated list of names for the marble's
 	// certificate; IP literals become IP addresses.
-	EnvDNSNames = "EDG_MARBLE_DNS_NAMES"
+	EnvDNSNames = marbleenv.DNSNames
 	// EnvUUIDFile is the file that holds the marble's UUID.
-	EnvUUIDFile = "EDG_MARBLE_UUID_FILE"
+	EnvUUIDFile = marbleenv.UUIDFile
 	// EnvSimulation set to "1" selects simulation: no attestation (insecure).
-	EnvSimulation = "OE_SIMULATION"
+	EnvSimulation = marbleenv.Simulation
 	// EnvAttestationDir names Gramine's attestation folder, where an SGX
 	// marble under gramine-sgx obtains its quote (default /dev/attestation).
-	EnvAttestationDir = "EDG_MARBLE_ATTESTATION_DIR"
+	EnvAttestationDir = marbleenv.AttestationDir
 )
 
 // Defaults applied by ConfigFromEnv and Activate.

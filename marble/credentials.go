@@ -6,20 +6,22 @@ import (
 	"encoding/pem"
 	"fmt"
 	"strings"
+
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 // Environment variables that every activation returns.
 const (
 	// EnvRootCA holds the Marble root certificate (PEM): the trust anchor
 	// inside the mesh.
-	EnvRootCA = "MARBLE_PREDEFINED_ROOT_CA"
+	EnvRootCA = marbleenv.RootCA
 	// EnvCertificateChain holds the marble's certificate followed by the
 	// Coordinator's intermediate certificate (PEM).
-	EnvCertificateChain = "MARBLE_PREDEFINED_MARBLE_CERTIFICATE_CHAIN"
+	EnvCertificateChain = marbleenv.CertificateChain
 	// EnvPrivateKey holds the marble's private key (PKCS#8 PEM).
-	EnvPrivateKey = "MARBLE_PREDEFINED_PRIVATE_KEY"
+	EnvPrivateKey = marbleenv.PrivateKey
 	// EnvCoordinatorRootCA holds the Coordinator's root certificate (PEM).
-	EnvCoordinatorRootCA = "MARBLE_PREDEFINED_COORDINATOR_ROOT_CA"
+	EnvCoordinatorRootCA = marbleenv.CoordinatorRootCA
 )
 
 // Credentials are a marble's mesh identity as issued by the Coordinator.

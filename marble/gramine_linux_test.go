@@ -16,8 +16,8 @@ import (
 
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/attestation/issuer"
-	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/marble"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 	"github.com/marblemesh/marblemesh/test/coordtest"
 	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
@@ -150,8 +150,8 @@ func TestGramineMarbleActivatesOutsideSimulation(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if string(env["ROLE"]) != "backend" || len(env[core.EnvCertChain]) == 0 || len(env[core.EnvPrivateKey]) == 0 {
-			t.Fatalf("parameters: ROLE %q, chain %d bytes, key %d bytes", env["ROLE"], len(env[core.EnvCertChain]), len(env[core.EnvPrivateKey]))
+		if string(env["ROLE"]) != "backend" || len(env[marbleenv.CertificateChain]) == 0 || len(env[marbleenv.PrivateKey]) == 0 {
+			t.Fatalf("parameters: ROLE %q, chain %d bytes, key %d bytes", env["ROLE"], len(env[marbleenv.CertificateChain]), len(env[marbleenv.PrivateKey]))
 		}
 		rds := g.reportData()
 		if len(rds) != 1 || rds[0] == ([attestation.ReportDataSize]byte{}) {

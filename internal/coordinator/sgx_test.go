@@ -23,8 +23,8 @@ import (
 	"github.com/marblemesh/marblemesh/api"
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator"
-	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/marble"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 	"github.com/marblemesh/marblemesh/test/coordtest"
 	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
@@ -129,8 +129,8 @@ func TestSGXActivation(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if string(env["ROLE"]) != tc.wantRole || len(env[core.EnvCertChain]) == 0 || len(env[core.EnvPrivateKey]) == 0 {
-					t.Fatalf("parameters: ROLE %q, chain %d bytes", env["ROLE"], len(env[core.EnvCertChain]))
+				if string(env["ROLE"]) != tc.wantRole || len(env[marbleenv.CertificateChain]) == 0 || len(env[marbleenv.PrivateKey]) == 0 {
+					t.Fatalf("parameters: ROLE %q, chain %d bytes", env["ROLE"], len(env[marbleenv.CertificateChain]))
 				}
 				return
 			}

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 	"github.com/marblemesh/marblemesh/test/kubetest"
 	"github.com/marblemesh/marblemesh/test/testpki"
 )
@@ -177,7 +178,7 @@ func TestAPIServer(t *testing.T) {
 		if err != nil {
 			t.Fatalf("dry-run create: %v", err)
 		}
-		return hasEnvVar(got.Spec.Containers[0].Env, EnvMarbleType)
+		return hasEnvVar(got.Spec.Containers[0].Env, marbleenv.MarbleType)
 	})
 	if _, err := cs.CoreV1().Pods(ns).Get(t.Context(), probe.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("dry-run Pod was stored: %v", err)
@@ -259,7 +260,7 @@ func TestAPIServer(t *testing.T) {
 				p := marblePod("rotated", container("app"))
 				p.GenerateName = "rotation-"
 				got, err := cs.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{})
-				if err == nil && !hasEnvVar(got.Spec.Containers[0].Env, EnvUUIDFile) {
+				if err == nil && !hasEnvVar(got.Spec.Containers[0].Env, marbleenv.UUIDFile) {
 					err = fmt.Errorf("pod %s not injected", got.Name)
 				}
 				if err != nil {

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 	"github.com/marblemesh/marblemesh/internal/version"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 // Exit codes of RunCommand.
@@ -29,12 +31,12 @@ func RunCommand(ctx context.Context, args []string, stderr io.Writer) int {
 		logLevel slog.Level
 	)
 	fs.StringVar(&opts.Config.CoordAddr, "coordAddr", DefaultCoordAddr,
-		"`host:port` of the Coordinator's mesh API, injected as "+EnvCoordinatorAddr)
+		"`host:port` of the Coordinator's mesh API, injected as "+marbleenv.CoordinatorAddr)
 	fs.StringVar(&opts.Config.ClusterDomain, "clusterDomain", DefaultClusterDomain,
-		"DNS `domain` of the cluster, used in "+EnvDNSNames)
+		"DNS `domain` of the cluster, used in "+marbleenv.DNSNames)
 	fs.StringVar(&opts.Config.SGXResource, "sgxResource", DefaultSGXResource,
-		"SGX device plugin `resource`: "+ResourceIntelEPC+" (Intel), "+ResourceAzureEPC+" (Azure), "+
-			ResourceAlibabaEPC+" (Alibaba), or any other extended resource, which gets a limit of 10")
+		"SGX device plugin `resource`: "+sgxresource.IntelEPC+" (Intel), "+sgxresource.AzureEPC+" (Azure), "+
+			sgxresource.AlibabaEPC+" (Alibaba), or any other extended resource, which gets a limit of 10")
 	fs.StringVar(&opts.CertFile, "tlsCertFile", DefaultCertFile,
 		"PEM `file` of the serving certificate; reloaded when it changes")
 	fs.StringVar(&opts.KeyFile, "tlsKeyFile", DefaultKeyFile,
@@ -65,7 +67,7 @@ It serves HTTPS: POST %s (AdmissionReview v1 or v1beta1), GET %s,
 GET %s, GET %s. Logs are JSON on stderr. SIGTERM shuts down gracefully.
 
 Flags:
-`, LabelMarbleType, EnvMarbleType, EnvCoordinatorAddr, EnvDNSNames, EnvUUIDFile,
+`, LabelMarbleType, marbleenv.MarbleType, marbleenv.CoordinatorAddr, marbleenv.DNSNames, marbleenv.UUIDFile,
 			LabelMarbleContainer, LabelResourceInjection, ResourceInjectionDisabled,
 			PathMutate, PathHealthz, PathReadyz, PathMetrics)
 		fs.PrintDefaults()

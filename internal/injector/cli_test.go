@@ -11,6 +11,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/test/testpki"
 
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
@@ -65,7 +66,7 @@ func TestRunCommandServes(t *testing.T) {
 	done := make(chan int, 1)
 	go func() {
 		done <- RunCommand(ctx, []string{"-addr=" + addr, "-tlsCertFile=" + certFile, "-tlsKeyFile=" + keyFile,
-			"-shutdownDelay=0", "-sgxResource=" + ResourceAzureEPC}, &out)
+			"-shutdownDelay=0", "-sgxResource=" + sgxresource.AzureEPC}, &out)
 	}()
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
 	defer c.CloseIdleConnections()

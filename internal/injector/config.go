@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
 // Labels that steer the injection.
@@ -19,14 +21,6 @@ const (
 	ResourceInjectionDisabled = "disabled"
 )
 
-// Environment variables read by a marble's premain.
-const (
-	EnvCoordinatorAddr = "EDG_MARBLE_COORDINATOR_ADDR"
-	EnvMarbleType      = "EDG_MARBLE_TYPE"
-	EnvDNSNames        = "EDG_MARBLE_DNS_NAMES"
-	EnvUUIDFile        = "EDG_MARBLE_UUID_FILE"
-)
-
 // UUID file layout: the downward-API volume exposes the Pod's UID as file
 // UUIDFileName in directory /<marbletype>-uid.
 const (
@@ -35,20 +29,11 @@ const (
 	uuidFieldPath  = "metadata.uid"
 )
 
-// SGX device plugin resource keys recognised by Config.SGXResource.
-const (
-	ResourceIntelEPC       = "sgx.intel.com/epc"
-	ResourceIntelEnclave   = "sgx.intel.com/enclave"
-	ResourceIntelProvision = "sgx.intel.com/provision"
-	ResourceAzureEPC       = "kubernetes.azure.com/sgx_epc_mem_in_MiB"
-	ResourceAlibabaEPC     = "alibabacloud.com/sgx_epc_MiB"
-)
-
 // Defaults of the command-line flags, as MarbleRun's injector has them.
 const (
 	DefaultCoordAddr     = "coordinator-mesh-api.marblerun:2001"
 	DefaultClusterDomain = "cluster.local"
-	DefaultSGXResource   = ResourceIntelEPC
+	DefaultSGXResource   = sgxresource.IntelEPC
 	defaultNamespace     = "default"
 )
 
@@ -73,11 +58,11 @@ type Resource struct {
 // custom resource.
 func (c Config) Limits() []Resource {
 	switch c.SGXResource {
-	case ResourceIntelEPC:
+	case sgxresource.IntelEPC:
 		return []Resource{
-			{ResourceIntelEPC, "10Mi"},
-			{ResourceIntelEnclave, "1"},
-			{ResourceIntelProvision, "1"},
+			{sgxresource.IntelEPC, "10Mi"},
+			{sgxresource.IntelEnclave, "1"},
+			{sgxresource.IntelProvision, "1"},
 		}
 	default:
 		// Azure's and Alibaba's plugins count EPC in MiB; a custom

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
+
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 // Request holds the facts of an admission request that the rules use.
@@ -141,10 +143,10 @@ func Mutate(pod *Pod, req Request, cfg Config) Decision {
 	uuidDir := "/" + marbleType + "-uid"
 	uuidFile := uuidDir + "/" + UUIDFileName
 	env := [...]struct{ name, value string }{
-		{EnvCoordinatorAddr, cfg.CoordAddr},
-		{EnvMarbleType, marbleType},
-		{EnvDNSNames, dnsNames},
-		{EnvUUIDFile, uuidFile},
+		{marbleenv.CoordinatorAddr, cfg.CoordAddr},
+		{marbleenv.MarbleType, marbleType},
+		{marbleenv.DNSNames, dnsNames},
+		{marbleenv.UUIDFile, uuidFile},
 	}
 	injectResources := labels[LabelResourceInjection] != ResourceInjectionDisabled
 	var limits []Resource

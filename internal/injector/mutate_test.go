@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
 func TestEscapePointerToken(t *testing.T) {
@@ -72,7 +74,7 @@ func FuzzAppendString(f *testing.F) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	for _, key := range []string{ResourceIntelEPC, ResourceAzureEPC, ResourceAlibabaEPC, "example.com/sgx-epc"} {
+	for _, key := range []string{sgxresource.IntelEPC, sgxresource.AzureEPC, sgxresource.AlibabaEPC, "example.com/sgx-epc"} {
 		if err := withResource(key).Validate(); err != nil {
 			t.Errorf("%s: %v", key, err)
 		}
@@ -81,9 +83,9 @@ func TestConfigValidate(t *testing.T) {
 		"resource without domain": withResource("epc"),
 		"empty resource":          withResource(""),
 		"resource with space":     withResource("example.com/sgx epc"),
-		"coord without port":      {CoordAddr: "coordinator", ClusterDomain: "cluster.local", SGXResource: ResourceIntelEPC},
-		"coord empty host":        {CoordAddr: ":2001", ClusterDomain: "cluster.local", SGXResource: ResourceIntelEPC},
-		"bad cluster domain":      {CoordAddr: "c:1", ClusterDomain: "Cluster_Local", SGXResource: ResourceIntelEPC},
+		"coord without port":      {CoordAddr: "coordinator", ClusterDomain: "cluster.local", SGXResource: sgxresource.IntelEPC},
+		"coord empty host":        {CoordAddr: ":2001", ClusterDomain: "cluster.local", SGXResource: sgxresource.IntelEPC},
+		"bad cluster domain":      {CoordAddr: "c:1", ClusterDomain: "Cluster_Local", SGXResource: sgxresource.IntelEPC},
 	}
 	for name, c := range bad {
 		if err := c.Validate(); err == nil {
@@ -100,10 +102,10 @@ func TestConfigValidate(t *testing.T) {
 
 func TestLimits(t *testing.T) {
 	for key, want := range map[string]string{
-		ResourceIntelEPC:      "sgx.intel.com/epc=10Mi sgx.intel.com/enclave=1 sgx.intel.com/provision=1",
-		ResourceAzureEPC:      "kubernetes.azure.com/sgx_epc_mem_in_MiB=10",
-		ResourceAlibabaEPC:    "alibabacloud.com/sgx_epc_MiB=10",
-		"example.com/enclave": "example.com/enclave=10",
+		sgxresource.IntelEPC:   "sgx.intel.com/epc=10Mi sgx.intel.com/enclave=1 sgx.intel.com/provision=1",
+		sgxresource.AzureEPC:   "kubernetes.azure.com/sgx_epc_mem_in_MiB=10",
+		sgxresource.AlibabaEPC: "alibabacloud.com/sgx_epc_MiB=10",
+		"example.com/enclave":  "example.com/enclave=10",
 	} {
 		var parts []string
 		for _, l := range withResource(key).Limits() {
@@ -121,7 +123,7 @@ func TestMutateDirect(t *testing.T) {
 		Spec: PodSpec{Containers: []*Container{{
 			Name:      "db",
 			Env:       []EnvVar{{Name: "A"}},
-			Resources: &Resources{Limits: map[string]json.RawMessage{}, Requests: map[string]json.RawMessage{ResourceIntelEnclave: json.RawMessage(`null`)}},
+			Resources: &Resources{Limits: map[string]json.RawMessage{}, Requests: map[string]json.RawMessage{sgxresource.IntelEnclave: json.RawMessage(`null`)}},
 		}}},
 	}
 	d := Mutate(pod, Request{Namespace: "NS"}, testConfig())

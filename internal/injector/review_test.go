@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output and delete stale ones")
@@ -27,7 +29,7 @@ func testConfig() Config {
 	return Config{
 		CoordAddr:     "coordinator-mesh-api.marblerun:2001",
 		ClusterDomain: "cluster.local",
-		SGXResource:   ResourceIntelEPC,
+		SGXResource:   sgxresource.IntelEPC,
 	}
 }
 
@@ -101,8 +103,8 @@ func limits(kv ...string) corev1.ResourceList {
 func reviewCases() []reviewCase {
 	return []reviewCase{
 		{name: "intel", pod: marblePod("voting-svc", container("voting")), want: Mutated},
-		{name: "azure", cfg: withResource(ResourceAzureEPC), pod: marblePod("voting-svc", container("voting")), want: Mutated},
-		{name: "alibaba", cfg: withResource(ResourceAlibabaEPC), pod: marblePod("voting-svc", container("voting")), want: Mutated},
+		{name: "azure", cfg: withResource(sgxresource.AzureEPC), pod: marblePod("voting-svc", container("voting")), want: Mutated},
+		{name: "alibaba", cfg: withResource(sgxresource.AlibabaEPC), pod: marblePod("voting-svc", container("voting")), want: Mutated},
 		{name: "custom-resource", cfg: withResource("example.com/sgx-epc"), pod: marblePod("voting-svc", container("voting")), want: Mutated},
 		{name: "marblecontainer", pod: with(marblePod("voting-svc", container("envoy"), container("voting"), container("logs")), func(p *corev1.Pod) {
 			p.Labels[LabelMarbleContainer] = "voting"

@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 // checkInjected verifies, independently of the patch builder, that after is
@@ -24,11 +26,11 @@ func checkInjected(t *testing.T, cfg Config, namespace string, before, after *co
 	}
 	uuidDir := "/" + marbleType + "-uid"
 	wantEnv := map[string]string{
-		EnvCoordinatorAddr: cfg.CoordAddr,
-		EnvMarbleType:      marbleType,
-		EnvDNSNames: strings.ToLower(marbleType + "," + marbleType + "." + namespace + "," +
+		marbleenv.CoordinatorAddr: cfg.CoordAddr,
+		marbleenv.MarbleType:      marbleType,
+		marbleenv.DNSNames: strings.ToLower(marbleType + "," + marbleType + "." + namespace + "," +
 			marbleType + "." + namespace + ".svc." + cfg.ClusterDomain),
-		EnvUUIDFile: uuidDir + "/uuid-file",
+		marbleenv.UUIDFile: uuidDir + "/uuid-file",
 	}
 	injectRes := before.Labels[LabelResourceInjection] != ResourceInjectionDisabled
 	only, hasOnly := before.Labels[LabelMarbleContainer]
@@ -85,7 +87,7 @@ func checkInjected(t *testing.T, cfg Config, namespace string, before, after *co
 				t.Errorf("container %s: env[%d] changed", a.Name, k)
 			}
 		}
-		if _, userUUID := findEnvVar(b.Env, EnvUUIDFile); !userUUID && !hasMountAt(b.VolumeMounts, uuidDir) {
+		if _, userUUID := findEnvVar(b.Env, marbleenv.UUIDFile); !userUUID && !hasMountAt(b.VolumeMounts, uuidDir) {
 			var m *corev1.VolumeMount
 			for k := range a.VolumeMounts {
 				if a.VolumeMounts[k].MountPath == uuidDir {

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/marblemesh/marblemesh/charts"
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata/")
@@ -100,11 +101,11 @@ func sgxSettings(key string) Settings {
 
 // chartCases are the value sets rendered to golden files.
 func chartCases(t *testing.T) map[string]map[string]any {
-	certManager := sgxSettings(ResourceIntelEPC)
+	certManager := sgxSettings(sgxresource.IntelEPC)
 	certManager.CertManager = true
 	certManager.CABundle = nil
 	cliSim := Settings{Simulation: true, Domains: []string{"mycluster.example.com"}, MeshServerPort: 2001, ClientServerPort: 4433,
-		Injector: true, CABundle: []byte(testCA), ResourceKey: ResourceIntelEPC}
+		Injector: true, CABundle: []byte(testCA), ResourceKey: sgxresource.IntelEPC}
 	return map[string]map[string]any{
 		"default": nil,
 		// The seed's helm command for a cluster without SGX.
@@ -122,9 +123,9 @@ dcap: {qpl: intel, pccsUrl: "https://pccs.example.com:8081/sgx/certification/v4/
 		"helm-qcnl-config": parseValues(t, `
 dcap: {qcnlConfig: '{"pccs_url": "https://pccs.internal/"}'}`),
 		"cli-simulation":   cliValues(t, cliSim),
-		"cli-sgx-intel":    cliValues(t, sgxSettings(ResourceIntelEPC)),
-		"cli-sgx-azure":    cliValues(t, sgxSettings(ResourceAzureEPC)),
-		"cli-sgx-alibaba":  cliValues(t, sgxSettings(ResourceAlibabaEPC)),
+		"cli-sgx-intel":    cliValues(t, sgxSettings(sgxresource.IntelEPC)),
+		"cli-sgx-azure":    cliValues(t, sgxSettings(sgxresource.AzureEPC)),
+		"cli-sgx-alibaba":  cliValues(t, sgxSettings(sgxresource.AlibabaEPC)),
 		"cli-sgx-custom":   cliValues(t, sgxSettings("example.com/sgx-epc")),
 		"cli-cert-manager": cliValues(t, certManager),
 		"cli-ports": cliValues(t, Settings{Simulation: true, MeshServerPort: 3001, ClientServerPort: 5443,
@@ -310,9 +311,9 @@ func TestChartSimulationAndSGX(t *testing.T) {
 	}{
 		"helm-simulation": {sim: "1", dcapMounted: true},
 		"cli-simulation":  {sim: "1"},
-		"default":         {sim: "0", limits: []string{ResourceIntelEPC, ResourceIntelEnclave, ResourceIntelProvision}, toleration: ResourceIntelEPC, dcapMounted: true},
-		"cli-sgx-azure":   {sim: "0", limits: []string{ResourceAzureEPC}, toleration: ResourceAzureEPC, dcapMounted: true},
-		"cli-sgx-alibaba": {sim: "0", limits: []string{ResourceAlibabaEPC}, toleration: ResourceAlibabaEPC, dcapMounted: true},
+		"default":         {sim: "0", limits: []string{sgxresource.IntelEPC, sgxresource.IntelEnclave, sgxresource.IntelProvision}, toleration: sgxresource.IntelEPC, dcapMounted: true},
+		"cli-sgx-azure":   {sim: "0", limits: []string{sgxresource.AzureEPC}, toleration: sgxresource.AzureEPC, dcapMounted: true},
+		"cli-sgx-alibaba": {sim: "0", limits: []string{sgxresource.AlibabaEPC}, toleration: sgxresource.AlibabaEPC, dcapMounted: true},
 		"cli-sgx-custom":  {sim: "0", limits: []string{"example.com/sgx-epc"}, toleration: "example.com/sgx-epc", dcapMounted: true},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -468,7 +469,7 @@ func TestChartLint(t *testing.T) {
 	}
 	for name, vals := range map[string]map[string]any{
 		"default": nil,
-		"sgx":     cliValues(t, sgxSettings(ResourceAzureEPC)),
+		"sgx":     cliValues(t, sgxSettings(sgxresource.AzureEPC)),
 	} {
 		t.Run(name, func(t *testing.T) {
 			l := action.NewLint()

@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 	"github.com/marblemesh/marblemesh/test/kubetest"
 )
 
@@ -51,7 +52,7 @@ var (
 	// helmAzure gives Azure's SGX resource key as marblerun install does
 	// when it finds Azure's device plugin on the nodes.
 	helmAzure = []string{
-		"--set", "marbleInjector.resourceKey=" + ResourceAzureEPC,
+		"--set", "marbleInjector.resourceKey=" + sgxresource.AzureEPC,
 		"--set-json", `coordinator.resources.limits={"sgx.intel.com/epc":null,"sgx.intel.com/enclave":null,"sgx.intel.com/provision":null,"kubernetes.azure.com/sgx_epc_mem_in_MiB":"10"}`,
 		"--set-json", `tolerations=[{"key":"sgx.intel.com/epc","operator":"Exists","effect":"NoSchedule"},{"key":"kubernetes.azure.com/sgx_epc_mem_in_MiB","operator":"Exists","effect":"NoSchedule"}]`,
 	}
@@ -120,7 +121,7 @@ func TestHelmOnlyInstall(t *testing.T) {
 	start := time.Now()
 	cases := []helmOnlyCase{{
 		name: "sgx defaults without injector",
-		node: map[string]string{ResourceIntelEPC: "64Mi", ResourceIntelEnclave: "20", ResourceIntelProvision: "20"},
+		node: map[string]string{sgxresource.IntelEPC: "64Mi", sgxresource.IntelEnclave: "20", sgxresource.IntelProvision: "20"},
 		cli:  func(o *Options) { o.DisableAutoInjection = true },
 		// A plain helm install: the chart's defaults are the CLI's.
 		helm:     []string{"--create-namespace"},
@@ -146,7 +147,7 @@ func TestHelmOnlyInstall(t *testing.T) {
 		intended:      append([]intendedDiff{diffRelease, diffCASecret}, diffCertsLabels...),
 	}, {
 		name: "sgx on Intel's device plugin with DCAP flags",
-		node: map[string]string{ResourceIntelEPC: "64Mi", ResourceIntelEnclave: "20", ResourceIntelProvision: "20"},
+		node: map[string]string{sgxresource.IntelEPC: "64Mi", sgxresource.IntelEnclave: "20", sgxresource.IntelProvision: "20"},
 		cli: func(o *Options) {
 			o.Domains = []string{helmOnlyDomain}
 			o.DCAPQPL = "intel"
@@ -161,7 +162,7 @@ func TestHelmOnlyInstall(t *testing.T) {
 		intended: append([]intendedDiff{diffRelease, diffCASecret}, diffCertsLabels...),
 	}, {
 		name: "sgx on Azure's device plugin",
-		node: map[string]string{ResourceAzureEPC: "128"},
+		node: map[string]string{sgxresource.AzureEPC: "128"},
 		cli: func(o *Options) {
 			o.Domains = []string{helmOnlyDomain}
 		},

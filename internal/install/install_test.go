@@ -26,6 +26,7 @@ import (
 	"github.com/marblemesh/marblemesh/charts"
 	"github.com/marblemesh/marblemesh/test/kubetest"
 
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
@@ -329,7 +330,7 @@ func TestInstallUninstall(t *testing.T) {
 
 	t.Run("sgx detected from the nodes, with DCAP flags", func(t *testing.T) {
 		addNode(t, cs, "plain-node", map[string]string{"cpu": "4"})
-		addNode(t, cs, "azure-sgx-node", map[string]string{ResourceAzureEPC: "128"})
+		addNode(t, cs, "azure-sgx-node", map[string]string{sgxresource.AzureEPC: "128"})
 		ns := env.Namespace(t)
 		c := NewCluster(env.Kubeconfig, ns)
 		o := baseOptions()
@@ -348,7 +349,7 @@ func TestInstallUninstall(t *testing.T) {
 			vars["EDG_COORDINATOR_MESH_ADDR"] != "0.0.0.0:3001" || vars["EDG_COORDINATOR_CLIENT_ADDR"] != "0.0.0.0:5443" || vars["DCAP_LIBRARY"] != "intel" {
 			t.Errorf("env %v", vars)
 		}
-		if got := limitKeys(limits); !slices.Equal(got, []string{ResourceAzureEPC}) {
+		if got := limitKeys(limits); !slices.Equal(got, []string{sgxresource.AzureEPC}) {
 			t.Errorf("limits %v, want the Azure key", got)
 		}
 		cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, "coordinator-dcap-config", metav1.GetOptions{})
@@ -363,7 +364,7 @@ func TestInstallUninstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		args := inj.Spec.Template.Spec.Containers[0].Args
-		for _, want := range []string{"-sgxResource=" + ResourceAzureEPC, "-coordAddr=coordinator-mesh-api." + ns + ":3001"} {
+		for _, want := range []string{"-sgxResource=" + sgxresource.AzureEPC, "-coordAddr=coordinator-mesh-api." + ns + ":3001"} {
 			if !slices.Contains(args, want) {
 				t.Errorf("injector args %v lack %s", args, want)
 			}
@@ -475,7 +476,7 @@ func TestInstallUninstall(t *testing.T) {
 		ns := env.Namespace(t)
 		c := NewCluster(env.Kubeconfig, ns)
 		o := baseOptions()
-		o.ResourceKey = ResourceIntelEPC
+		o.ResourceKey = sgxresource.IntelEPC
 		if err := Install(ctx, c, o); err != nil {
 			t.Fatal(err)
 		}
@@ -488,7 +489,7 @@ func TestInstallUninstall(t *testing.T) {
 			t.Errorf("annotation %q, caBundle %d bytes", a, len(mwc.Webhooks[0].ClientConfig.CABundle))
 		}
 		_, limits := coordinatorEnv(t, cs, ns)
-		if got := limitKeys(limits); !slices.Equal(got, []string{ResourceIntelEnclave, ResourceIntelEPC, ResourceIntelProvision}) {
+		if got := limitKeys(limits); !slices.Equal(got, []string{sgxresource.IntelEnclave, sgxresource.IntelEPC, sgxresource.IntelProvision}) {
 			t.Errorf("limits %v, want Intel's three", got)
 		}
 		uninstallAndCheck(t, env, c)

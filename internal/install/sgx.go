@@ -2,15 +2,8 @@ package install
 
 import (
 	corev1 "k8s.io/api/core/v1"
-)
 
-// SGX resource names of the device plugins that the installation knows.
-const (
-	ResourceIntelEPC       = "sgx.intel.com/epc"
-	ResourceIntelEnclave   = "sgx.intel.com/enclave"
-	ResourceIntelProvision = "sgx.intel.com/provision"
-	ResourceAzureEPC       = "kubernetes.azure.com/sgx_epc_mem_in_MiB"
-	ResourceAlibabaEPC     = "alibabacloud.com/sgx_epc_MiB"
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
 // capacityOf reports whether node offers a positive amount of resource.
@@ -24,12 +17,12 @@ func capacityOf(node *corev1.Node, resource string) bool {
 // offered; "" when the node offers no SGX.
 func NodeResourceKey(node *corev1.Node) string {
 	switch {
-	case capacityOf(node, ResourceAlibabaEPC):
-		return ResourceAlibabaEPC
-	case capacityOf(node, ResourceAzureEPC):
-		return ResourceAzureEPC
-	case capacityOf(node, ResourceIntelEPC) && capacityOf(node, ResourceIntelEnclave) && capacityOf(node, ResourceIntelProvision):
-		return ResourceIntelEPC
+	case capacityOf(node, sgxresource.AlibabaEPC):
+		return sgxresource.AlibabaEPC
+	case capacityOf(node, sgxresource.AzureEPC):
+		return sgxresource.AzureEPC
+	case capacityOf(node, sgxresource.IntelEPC) && capacityOf(node, sgxresource.IntelEnclave) && capacityOf(node, sgxresource.IntelProvision):
+		return sgxresource.IntelEPC
 	}
 	return ""
 }
@@ -53,17 +46,17 @@ func DetectResourceKey(nodes []corev1.Node) string {
 			return k
 		}
 	}
-	return ResourceIntelEPC
+	return sgxresource.IntelEPC
 }
 
 // resourceLimits returns the Coordinator's limits for an SGX resource key:
 // Intel's three resources, or 10 (MiB of EPC) of any other key.
 func resourceLimits(key string) map[string]any {
-	if key == ResourceIntelEPC {
+	if key == sgxresource.IntelEPC {
 		return map[string]any{
-			ResourceIntelEPC:       "10Mi",
-			ResourceIntelEnclave:   1,
-			ResourceIntelProvision: 1,
+			sgxresource.IntelEPC:       "10Mi",
+			sgxresource.IntelEnclave:   1,
+			sgxresource.IntelProvision: 1,
 		}
 	}
 	return map[string]any{key: "10"}

@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
 func node(name string, capacity map[string]string) corev1.Node {
@@ -22,13 +24,13 @@ func TestNodeResourceKey(t *testing.T) {
 		want     string
 	}{
 		"none":              {map[string]string{"cpu": "2"}, ""},
-		"intel all three":   {map[string]string{ResourceIntelEPC: "10Mi", ResourceIntelEnclave: "20", ResourceIntelProvision: "20"}, ResourceIntelEPC},
-		"intel no provison": {map[string]string{ResourceIntelEPC: "10Mi", ResourceIntelEnclave: "20"}, ""},
-		"intel zero epc":    {map[string]string{ResourceIntelEPC: "0", ResourceIntelEnclave: "20", ResourceIntelProvision: "20"}, ""},
-		"azure":             {map[string]string{ResourceAzureEPC: "128"}, ResourceAzureEPC},
-		"azure zero":        {map[string]string{ResourceAzureEPC: "0"}, ""},
-		"alibaba":           {map[string]string{ResourceAlibabaEPC: "64"}, ResourceAlibabaEPC},
-		"alibaba first":     {map[string]string{ResourceAlibabaEPC: "64", ResourceAzureEPC: "128"}, ResourceAlibabaEPC},
+		"intel all three":   {map[string]string{sgxresource.IntelEPC: "10Mi", sgxresource.IntelEnclave: "20", sgxresource.IntelProvision: "20"}, sgxresource.IntelEPC},
+		"intel no provison": {map[string]string{sgxresource.IntelEPC: "10Mi", sgxresource.IntelEnclave: "20"}, ""},
+		"intel zero epc":    {map[string]string{sgxresource.IntelEPC: "0", sgxresource.IntelEnclave: "20", sgxresource.IntelProvision: "20"}, ""},
+		"azure":             {map[string]string{sgxresource.AzureEPC: "128"}, sgxresource.AzureEPC},
+		"azure zero":        {map[string]string{sgxresource.AzureEPC: "0"}, ""},
+		"alibaba":           {map[string]string{sgxresource.AlibabaEPC: "64"}, sgxresource.AlibabaEPC},
+		"alibaba first":     {map[string]string{sgxresource.AlibabaEPC: "64", sgxresource.AzureEPC: "128"}, sgxresource.AlibabaEPC},
 	} {
 		t.Run(name, func(t *testing.T) {
 			n := node("n", tc.capacity)
@@ -41,12 +43,12 @@ func TestNodeResourceKey(t *testing.T) {
 
 func TestDetectAndCount(t *testing.T) {
 	plain := node("a", map[string]string{"cpu": "2"})
-	azure := node("b", map[string]string{ResourceAzureEPC: "128"})
-	intel := node("c", map[string]string{ResourceIntelEPC: "10Mi", ResourceIntelEnclave: "1", ResourceIntelProvision: "1"})
-	if got := DetectResourceKey(nil); got != ResourceIntelEPC {
+	azure := node("b", map[string]string{sgxresource.AzureEPC: "128"})
+	intel := node("c", map[string]string{sgxresource.IntelEPC: "10Mi", sgxresource.IntelEnclave: "1", sgxresource.IntelProvision: "1"})
+	if got := DetectResourceKey(nil); got != sgxresource.IntelEPC {
 		t.Errorf("no nodes: %s", got)
 	}
-	if got := DetectResourceKey([]corev1.Node{plain, azure, intel}); got != ResourceAzureEPC {
+	if got := DetectResourceKey([]corev1.Node{plain, azure, intel}); got != sgxresource.AzureEPC {
 		t.Errorf("first SGX node is Azure's: got %s", got)
 	}
 	if got := CountSGXNodes([]corev1.Node{plain, azure, intel}); got != 2 {
@@ -55,7 +57,7 @@ func TestDetectAndCount(t *testing.T) {
 }
 
 func TestValuesErrors(t *testing.T) {
-	base := sgxSettings(ResourceIntelEPC)
+	base := sgxSettings(sgxresource.IntelEPC)
 	for name, mod := range map[string]func(*Settings){
 		"same ports":    func(s *Settings) { s.ClientServerPort = s.MeshServerPort },
 		"port zero":     func(s *Settings) { s.MeshServerPort = 0 },

@@ -3,6 +3,8 @@ package install
 import (
 	"fmt"
 	"strings"
+
+	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
 // Settings are the choices of an installation that reach the chart.
@@ -91,7 +93,7 @@ func Values(s Settings, defaults map[string]any) (map[string]any, error) {
 	if s.Injector {
 		inj["resourceKey"] = s.ResourceKey
 		if s.ResourceKey == "" {
-			inj["resourceKey"] = ResourceIntelEPC
+			inj["resourceKey"] = sgxresource.IntelEPC
 		}
 		inj["useCertManager"] = s.CertManager
 		inj["CABundle"] = ""

@@ -15,8 +15,12 @@
 //	}}
 package ttlsconfig
 
+import (
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
+)
+
 // EnvName is the environment variable that carries a Document.
-const EnvName = "MARBLE_TTLS_CONFIG"
+const EnvName = marbleenv.TransparentTLS
 
 // Document is the whole value of MARBLE_TTLS_CONFIG. TLS is required: a
 // document without it is not a configuration with no rules.

@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator"
-	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 	"github.com/marblemesh/marblemesh/rpc"
 )
 
@@ -72,7 +72,7 @@ func (c *Coordinator) Do(t testing.TB, method, path string, body []byte, certs .
 // MarbleTLS returns the client certificate an activated marble received:
 // its certificate chain and private key.
 func MarbleTLS(p *rpc.Parameters) (tls.Certificate, error) {
-	chain, key := p.GetEnv()[core.EnvCertChain], p.GetEnv()[core.EnvPrivateKey]
+	chain, key := p.GetEnv()[marbleenv.CertificateChain], p.GetEnv()[marbleenv.PrivateKey]
 	if len(chain) == 0 || len(key) == 0 {
 		return tls.Certificate{}, errors.New("the parameters lack the marble certificate or key")
 	}

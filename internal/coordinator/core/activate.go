@@ -18,15 +18,7 @@ import (
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/pki"
 	"github.com/marblemesh/marblemesh/internal/manifest"
-)
-
-// Environment variables every activated marble receives.
-const (
-	EnvRootCA          = "MARBLE_PREDEFINED_ROOT_CA"
-	EnvCertChain       = "MARBLE_PREDEFINED_MARBLE_CERTIFICATE_CHAIN"
-	EnvPrivateKey      = "MARBLE_PREDEFINED_PRIVATE_KEY"
-	EnvCoordinatorRoot = "MARBLE_PREDEFINED_COORDINATOR_ROOT_CA"
-	EnvTransparentTLS  = "MARBLE_TTLS_CONFIG"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 // ActivationRequest is a marble's request to join the mesh.
@@ -123,16 +115,16 @@ func (c *Core) Activate(ctx context.Context, req ActivationRequest) (*Parameters
 	}
 	leafPEM := certPEM(leaf)
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	env[EnvRootCA] = dep.marbleRootPEM
-	env[EnvCertChain] = append(append([]byte{}, leafPEM...), dep.intermediatePEM...)
-	env[EnvPrivateKey] = keyPEM
-	env[EnvCoordinatorRoot] = dep.rootPEM
+	env[marbleenv.RootCA] = dep.marbleRootPEM
+	env[marbleenv.CertificateChain] = append(append([]byte{}, leafPEM...), dep.intermediatePEM...)
+	env[marbleenv.PrivateKey] = keyPEM
+	env[marbleenv.CoordinatorRootCA] = dep.rootPEM
 	ttls, err := dep.manifest.TTLSConfig(req.MarbleType, string(dep.marbleRootPEM), string(leafPEM), string(keyPEM), data.Secrets)
 	if err != nil {
 		return nil, newError(KindInternal, err, "building the TLS configuration of marble type %q", req.MarbleType)
 	}
 	if ttls != nil {
-		env[EnvTransparentTLS] = ttls
+		env[marbleenv.TransparentTLS] = ttls
 	}
 
 	if marble.MaxActivations > 0 {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 const (
@@ -310,10 +311,10 @@ func TestActivation(t *testing.T) {
 		if len(p.Files["/etc/backend/own.hex"]) != 64 {
 			t.Fatalf("own key = %q", p.Files["/etc/backend/own.hex"])
 		}
-		if string(p.Env[EnvRootCA]) != string(p.Env["ROOT_CA"]) || string(p.Env[EnvCoordinatorRoot]) != string(certPEM(rootCert)) {
+		if string(p.Env[marbleenv.RootCA]) != string(p.Env["ROOT_CA"]) || string(p.Env[marbleenv.CoordinatorRootCA]) != string(certPEM(rootCert)) {
 			t.Fatal("CA variables wrong")
 		}
-		chain := p.Env[EnvCertChain]
+		chain := p.Env[marbleenv.CertificateChain]
 		block, rest := pem.Decode(chain)
 		leaf, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
@@ -333,10 +334,10 @@ func TestActivation(t *testing.T) {
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool}); err != nil {
 			t.Fatalf("leaf does not chain to marble root: %v", err)
 		}
-		if _, err := tls.X509KeyPair(chain, p.Env[EnvPrivateKey]); err != nil {
+		if _, err := tls.X509KeyPair(chain, p.Env[marbleenv.PrivateKey]); err != nil {
 			t.Fatalf("key does not match certificate: %v", err)
 		}
-		if _, ok := p.Env[EnvTransparentTLS]; ok {
+		if _, ok := p.Env[marbleenv.TransparentTLS]; ok {
 			t.Fatal("backend has no TLS tags but got a TTLS config")
 		}
 	})
@@ -363,8 +364,8 @@ func TestActivation(t *testing.T) {
 			if err != nil {
 				t.Fatalf("activation %d: %v", i+1, err)
 			}
-			if !strings.Contains(string(p.Env[EnvTransparentTLS]), "8443") {
-				t.Fatalf("TTLS config = %s", p.Env[EnvTransparentTLS])
+			if !strings.Contains(string(p.Env[marbleenv.TransparentTLS]), "8443") {
+				t.Fatalf("TTLS config = %s", p.Env[marbleenv.TransparentTLS])
 			}
 		}
 		if st.count() != commits+2 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 // marbleCert activates a marble and returns the certificate it received.
@@ -23,7 +24,7 @@ func marbleCert(t *testing.T, c *Core, typ, uuid string) *x509.Certificate {
 	if err != nil {
 		t.Fatalf("activating %s: %v", typ, err)
 	}
-	pair, err := tls.X509KeyPair(p.Env[EnvCertChain], p.Env[EnvPrivateKey])
+	pair, err := tls.X509KeyPair(p.Env[marbleenv.CertificateChain], p.Env[marbleenv.PrivateKey])
 	if err != nil {
 		t.Fatal(err)
 	}
