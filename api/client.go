@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 // maxResponseSize bounds what is read from the Coordinator: a manifest may
@@ -190,12 +192,6 @@ func (c *client) do(ctx context.Context, r request) (response, error) {
 	return response{data: data, legacy: true}, err
 }
 
-type jsend struct {
-	Status  string          `json:"status"`
-	Data    json.RawMessage `json:"data"`
-	Message string          `json:"message"`
-}
-
 func (c *client) send(ctx context.Context, method, path string, query url.Values, body []byte) (json.RawMessage, error) {
 	u := c.base + path
 	if len(query) > 0 {
@@ -225,7 +221,7 @@ func (c *client) send(ctx context.Context, method, path string, query url.Values
 	if len(raw) > maxResponseSize {
 		return nil, fmt.Errorf("%s %s: the answer is larger than %d bytes", method, path, maxResponseSize)
 	}
-	var env jsend
+	var env wire.Reply
 	jsonErr := json.Unmarshal(raw, &env)
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		e := &Error{StatusCode: resp.StatusCode, Method: method, Path: path, Message: env.Message}
@@ -237,7 +233,7 @@ func (c *client) send(ctx context.Context, method, path string, query url.Values
 	if jsonErr != nil {
 		return nil, fmt.Errorf("%s %s: the answer is not JSON (%q): is this a Coordinator?", method, path, snippet(raw))
 	}
-	if env.Status != "success" {
+	if env.Status != wire.StatusSuccess {
 		return nil, fmt.Errorf("%s %s: unexpected answer status %q: %s", method, path, env.Status, env.Message)
 	}
 	return env.Data, nil

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 // Manifest is the manifest a Coordinator runs.
@@ -48,9 +50,7 @@ func ManifestSet(ctx context.Context, endpoint string, trustedRoot *x509.Certifi
 	if err != nil {
 		return nil, fmt.Errorf("setting the manifest: %w", err)
 	}
-	var d struct {
-		RecoverySecrets map[string][]byte
-	}
+	var d wire.RecoverySecrets
 	if err := decodeOptional(resp.data, "answer", &d); err != nil {
 		return nil, err
 	}
@@ -72,21 +72,13 @@ func ManifestGet(ctx context.Context, endpoint string, trustedRoot *x509.Certifi
 	}
 	var m Manifest
 	if resp.legacy {
-		var d struct {
-			ManifestSignatureRootECDSA []byte
-			ManifestSignature          string
-			Manifest                   []byte
-		}
+		var d wire.ManifestV1
 		if err := decode(resp.data, "manifest", &d); err != nil {
 			return nil, err
 		}
 		m = Manifest{Raw: d.Manifest, Fingerprint: d.ManifestSignature, RootSignature: d.ManifestSignatureRootECDSA}
 	} else {
-		var d struct {
-			Signature   []byte `json:"manifestSignatureRootECDSA"`
-			Fingerprint string `json:"manifestFingerprint"`
-			Manifest    []byte `json:"manifest"`
-		}
+		var d wire.ManifestV2
 		if err := decode(resp.data, "manifest", &d); err != nil {
 			return nil, err
 		}
@@ -134,9 +126,7 @@ func UpdateLog(ctx context.Context, endpoint string, trustedRoot *x509.Certifica
 		}
 		return entries, nil
 	}
-	var d struct {
-		UpdateLog []string `json:"updateLog"`
-	}
+	var d wire.UpdateLogV2
 	if err := decode(resp.data, "update log", &d); err != nil {
 		return nil, err
 	}
@@ -161,14 +151,8 @@ type UpdateResult struct {
 	Legacy bool
 }
 
-type updateResultJSON struct {
-	Message                string            `json:"message"`
-	MissingAcknowledgments int               `json:"missingAcknowledgments"`
-	MissingUsers           []string          `json:"missingUsers"`
-	RecoverySecrets        map[string][]byte `json:"recoverySecrets"`
-}
-
-func (u updateResultJSON) result() *UpdateResult {
+// updateResult converts the v2 answer of an update or acknowledgement.
+func updateResult(u wire.UpdateV2) *UpdateResult {
 	return &UpdateResult{
 		Message: u.Message, MissingAcknowledgments: u.MissingAcknowledgments,
 		MissingUsers: u.MissingUsers, RecoverySecrets: u.RecoverySecrets,
@@ -210,11 +194,11 @@ func postUpdateManifest(ctx context.Context, endpoint string, trustedRoot *x509.
 	if resp.legacy {
 		return legacyUpdateResult(resp.data, answer)
 	}
-	var d updateResultJSON
+	var d wire.UpdateV2
 	if err := decodeOptional(resp.data, answer, &d); err != nil {
 		return nil, err
 	}
-	return d.result(), nil
+	return updateResult(d), nil
 }
 
 // manifestRequest posts a manifest: {"manifest": ...} on v2, the manifest
@@ -222,9 +206,7 @@ func postUpdateManifest(ctx context.Context, endpoint string, trustedRoot *x509.
 func manifestRequest(path string, manifest []byte) request {
 	return request{
 		method: http.MethodPost, path: path,
-		v2Body: struct {
-			Manifest []byte `json:"manifest"`
-		}{manifest},
+		v2Body: wire.ManifestRequest{Manifest: manifest},
 		v1Body: manifest,
 	}
 }
@@ -248,9 +230,7 @@ func ManifestUpdateCancel(ctx context.Context, endpoint string, trustedRoot *x50
 		}
 		return msg, nil
 	}
-	var d struct {
-		Message string `json:"message"`
-	}
+	var d wire.Message
 	if err := decodeOptional(resp.data, "cancel answer", &d); err != nil {
 		return "", err
 	}
@@ -279,11 +259,7 @@ func ManifestUpdateGet(ctx context.Context, endpoint string, trustedRoot *x509.C
 	if err != nil {
 		return nil, fmt.Errorf("getting the pending update: %w", notFoundAs(err, ErrNoPendingUpdate))
 	}
-	var d struct {
-		Manifest     []byte   `json:"manifest"`
-		Message      string   `json:"message"`
-		MissingUsers []string `json:"missingUsers"`
-	}
+	var d wire.PendingUpdate
 	if err := decode(resp.data, "pending update", &d); err != nil {
 		return nil, err
 	}
@@ -302,9 +278,7 @@ func legacyUpdateResult(data json.RawMessage, what string) (*UpdateResult, error
 			return nil, err
 		}
 	default:
-		var d struct {
-			RecoverySecrets map[string][]byte
-		}
+		var d wire.RecoverySecrets
 		if err := decode(data, what, &d); err != nil {
 			return nil, err
 		}

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 // SignedQuote is the Coordinator's verdict on a quote it verified for a
@@ -36,17 +38,12 @@ func SignQuote(ctx context.Context, endpoint string, trustedRoot *x509.Certifica
 	defer c.close()
 	resp, err := c.do(ctx, request{
 		method: http.MethodPost, path: "sign-quote", v2Only: true,
-		v2Body: struct {
-			Quote []byte `json:"sgxQuote"`
-		}{quote},
+		v2Body: wire.SignQuoteRequest{Quote: quote},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("signing the quote: %w", err)
 	}
-	var d struct {
-		TCBStatus string `json:"tcbStatus"`
-		Signature []byte `json:"verificationSignature"`
-	}
+	var d wire.SignQuote
 	if err := decode(resp.data, "signed quote", &d); err != nil {
 		return nil, err
 	}
@@ -89,17 +86,12 @@ func SetMonotonicCounter(ctx context.Context, endpoint string, trustedRoot *x509
 	defer c.close()
 	resp, err := c.do(ctx, request{
 		method: http.MethodPost, path: "monotonic-counter", v2Only: true,
-		v2Body: struct {
-			Name  string `json:"name"`
-			Value uint64 `json:"value"`
-		}{name, value},
+		v2Body: wire.CounterRequest{Name: name, Value: &value},
 	})
 	if err != nil {
 		return 0, fmt.Errorf("setting monotonic counter %q: %w", name, err)
 	}
-	var d struct {
-		Value uint64 `json:"value"`
-	}
+	var d wire.Counter
 	if err := decode(resp.data, "counter answer", &d); err != nil {
 		return 0, err
 	}

@@ -10,6 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 // RecoveryResult is the Coordinator's answer to an uploaded recovery
@@ -95,18 +97,12 @@ func RecoverWithSignature(ctx context.Context, endpoint string, trustedRoot *x50
 	defer c.close()
 	resp, err := c.do(ctx, request{
 		method: http.MethodPost, path: "recover", v2Only: true,
-		v2Body: struct {
-			Secret    []byte `json:"recoverySecret"`
-			Signature []byte `json:"recoverySecretSignature"`
-		}{secret, signature},
+		v2Body: wire.RecoverRequest{Secret: secret, Signature: signature},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("uploading the recovery secret: %w", err)
 	}
-	var d struct {
-		Remaining int    `json:"remaining"`
-		Message   string `json:"message"`
-	}
+	var d wire.RecoverV2
 	if err := decode(resp.data, "recovery answer", &d); err != nil {
 		return nil, err
 	}
@@ -125,17 +121,14 @@ func RecoveryPublicKey(ctx context.Context, endpoint string, trustedRoot *x509.C
 	if err != nil {
 		return nil, fmt.Errorf("getting the recovery public key: %w", err)
 	}
-	var d struct {
-		Algorithm string `json:"algorithm"`
-		Key       []byte `json:"ephemeralPublicKey"`
-	}
+	var d wire.RecoveryKey
 	if err := decode(resp.data, "recovery public key", &d); err != nil {
 		return nil, err
 	}
 	if d.Algorithm != "RSA" {
 		return nil, fmt.Errorf("the recovery public key has algorithm %q, expected RSA", d.Algorithm)
 	}
-	pub, err := x509.ParsePKIXPublicKey(d.Key)
+	pub, err := x509.ParsePKIXPublicKey(d.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("parsing the recovery public key: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 // Secret is a secret's value as the Coordinator returns it. Its JSON form
@@ -125,9 +127,7 @@ func SecretGet(ctx context.Context, endpoint string, trustedRoot *x509.Certifica
 	if resp.legacy {
 		err = decode(resp.data, "secrets", &secrets)
 	} else {
-		var d struct {
-			Secrets map[string]Secret `json:"secrets"`
-		}
+		var d wire.SecretsV2[Secret]
 		err = decode(resp.data, "secrets", &d)
 		secrets = d.Secrets
 	}
@@ -159,9 +159,7 @@ func SecretSet(ctx context.Context, endpoint string, trustedRoot *x509.Certifica
 	}
 	_, err = c.do(ctx, request{
 		method: http.MethodPost, path: "secrets",
-		v2Body: struct {
-			Secrets map[string]UserSecret `json:"secrets"`
-		}{secrets},
+		v2Body: wire.SecretsV2[UserSecret]{Secrets: secrets},
 		v1Body: legacy,
 	})
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 // Coordinator states, as Status reports them.
@@ -33,19 +35,13 @@ func Status(ctx context.Context, endpoint string, trustedRoot *x509.Certificate)
 		return nil, fmt.Errorf("getting the Coordinator's status: %w", err)
 	}
 	if resp.legacy {
-		var d struct {
-			StatusCode    int
-			StatusMessage string
-		}
+		var d wire.StatusV1
 		if err := decode(resp.data, "status", &d); err != nil {
 			return nil, err
 		}
 		return &CoordinatorStatus{Code: d.StatusCode, Message: d.StatusMessage}, nil
 	}
-	var d struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}
+	var d wire.StatusV2
 	if err := decode(resp.data, "status", &d); err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/internal/coordinator/apierror"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/manifest"
@@ -141,23 +142,6 @@ func (a *API) unknown(w http.ResponseWriter, r *http.Request) {
 	h(w, r)
 }
 
-// JSend envelopes.
-type successBody struct {
-	Status string `json:"status"`
-	Data   any    `json:"data"`
-}
-
-type failBody struct {
-	Status  string `json:"status"`
-	Data    any    `json:"data"`
-	Message string `json:"message"`
-}
-
-type errorBody struct {
-	Status  string `json:"status"`
-	Message string `json:"message"`
-}
-
 func writeJSON(w http.ResponseWriter, code int, body any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
@@ -165,17 +149,17 @@ func writeJSON(w http.ResponseWriter, code int, body any) {
 }
 
 func writeSuccess(w http.ResponseWriter, data any) {
-	writeJSON(w, http.StatusOK, successBody{Status: "success", Data: data})
+	writeJSON(w, http.StatusOK, wire.Success[any]{Status: wire.StatusSuccess, Data: data})
 }
 
 // writeFail answers a client error (400, 401, 413) in the JSend "fail" form.
 func writeFail(w http.ResponseWriter, code int, message string) {
-	writeJSON(w, code, failBody{Status: "fail", Data: nil, Message: message})
+	writeJSON(w, code, wire.Fail{Status: wire.StatusFail, Data: nil, Message: message})
 }
 
 // writeError answers 403, 404, 405 and server errors in the JSend "error" form.
 func writeError(w http.ResponseWriter, code int, message string) {
-	writeJSON(w, code, errorBody{Status: "error", Message: message})
+	writeJSON(w, code, wire.Error{Status: wire.StatusError, Message: message})
 }
 
 // writeCoreError answers an error of the core by the policy of

@@ -10,7 +10,9 @@ import (
 	"net/http"
 	"net/url"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/internal/manifest"
 )
 
 // peerCert returns the leaf certificate the client presented, or nil.
@@ -27,9 +29,7 @@ func readManifestV2(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	var req struct {
-		Manifest []byte `json:"manifest"`
-	}
+	var req wire.ManifestRequest
 	if err := decodeStrict(body, &req); err != nil {
 		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
 		return nil, false
@@ -39,14 +39,6 @@ func readManifestV2(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 		return nil, false
 	}
 	return req.Manifest, true
-}
-
-// updateResponse is the v2 answer to update and update-manifest.
-type updateResponse struct {
-	Message                string            `json:"message,omitempty"`
-	MissingAcknowledgments int               `json:"missingAcknowledgments"`
-	MissingUsers           []string          `json:"missingUsers"`
-	RecoverySecrets        map[string][]byte `json:"recoverySecrets,omitempty"`
 }
 
 func (a *API) postUpdateV2(w http.ResponseWriter, r *http.Request) {
@@ -59,7 +51,7 @@ func (a *API) postUpdateV2(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, updateResponse{
+	writeSuccess(w, wire.UpdateV2{
 		MissingAcknowledgments: res.MissingAcknowledgments,
 		MissingUsers:           nonNilStrings(res.MissingUsers),
 		RecoverySecrets:        res.RecoverySecrets,
@@ -84,9 +76,7 @@ func (a *API) postUpdateV1(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) writeV1Update(w http.ResponseWriter, res *core.UpdateResult, fallback any) {
 	if len(res.RecoverySecrets) > 0 {
-		writeSuccess(w, struct {
-			RecoverySecrets map[string][]byte
-		}{res.RecoverySecrets})
+		writeSuccess(w, wire.RecoverySecrets{RecoverySecrets: res.RecoverySecrets})
 		return
 	}
 	writeSuccess(w, fallback)
@@ -98,11 +88,7 @@ func (a *API) getPendingUpdate(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		Manifest     []byte   `json:"manifest"`
-		Message      string   `json:"message"`
-		MissingUsers []string `json:"missingUsers"`
-	}{p.Manifest, pendingMessage(p), nonNilStrings(p.MissingUsers)})
+	writeSuccess(w, wire.PendingUpdate{Manifest: p.Manifest, Message: pendingMessage(p), MissingUsers: nonNilStrings(p.MissingUsers)})
 }
 
 func pendingMessage(p *core.PendingUpdate) string {
@@ -126,7 +112,7 @@ func (a *API) postAcknowledgeV2(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, updateResponse{
+	writeSuccess(w, wire.UpdateV2{
 		Message:                acknowledgeMessage(res),
 		MissingAcknowledgments: res.MissingAcknowledgments,
 		MissingUsers:           nonNilStrings(res.MissingUsers),
@@ -154,9 +140,7 @@ func (a *API) postCancelV2(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		Message string `json:"message"`
-	}{cancelMessage})
+	writeSuccess(w, wire.Message{Message: cancelMessage})
 }
 
 func (a *API) postCancelV1(w http.ResponseWriter, r *http.Request) {
@@ -198,9 +182,7 @@ func (a *API) getSecretsV2(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		Secrets any `json:"secrets"`
-	}{secrets})
+	writeSuccess(w, wire.SecretsV2[manifest.Secret]{Secrets: secrets})
 }
 
 func (a *API) getSecretsV1(w http.ResponseWriter, r *http.Request) {
@@ -260,9 +242,7 @@ func (a *API) postSecretsV2(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req struct {
-		Secrets map[string]json.RawMessage `json:"secrets"`
-	}
+	var req wire.SecretsV2[json.RawMessage]
 	if err := decodeStrict(body, &req); err != nil {
 		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
 		return
@@ -301,10 +281,7 @@ func (a *API) postRecoverV2(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req struct {
-		Secret    []byte `json:"recoverySecret"`
-		Signature []byte `json:"recoverySecretSignature"`
-	}
+	var req wire.RecoverRequest
 	if err := decodeStrict(body, &req); err != nil {
 		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
 		return
@@ -322,10 +299,7 @@ func (a *API) postRecoverV2(w http.ResponseWriter, r *http.Request) {
 	if remaining > 0 {
 		msg = fmt.Sprintf("Secret was processed successfully. Upload the next secret. Remaining secrets: %d", remaining)
 	}
-	writeSuccess(w, struct {
-		Remaining int    `json:"remaining"`
-		Message   string `json:"message"`
-	}{remaining, msg})
+	writeSuccess(w, wire.RecoverV2{Remaining: remaining, Message: msg})
 }
 
 func (a *API) recoverGoneV1(w http.ResponseWriter, _ *http.Request) {
@@ -338,10 +312,7 @@ func (a *API) getRecoveryKeyV2(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		Algorithm string `json:"algorithm"`
-		PublicKey []byte `json:"ephemeralPublicKey"`
-	}{"RSA", der})
+	writeSuccess(w, wire.RecoveryKey{Algorithm: "RSA", PublicKey: der})
 }
 
 func (a *API) postSignQuoteV2(w http.ResponseWriter, r *http.Request) {
@@ -349,9 +320,7 @@ func (a *API) postSignQuoteV2(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req struct {
-		Quote []byte `json:"sgxQuote"`
-	}
+	var req wire.SignQuoteRequest
 	if err := decodeStrict(body, &req); err != nil {
 		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
 		return
@@ -361,10 +330,7 @@ func (a *API) postSignQuoteV2(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		TCBStatus string `json:"tcbStatus"`
-		Signature []byte `json:"verificationSignature"`
-	}{tcb, sig})
+	writeSuccess(w, wire.SignQuote{TCBStatus: tcb, Signature: sig})
 }
 
 func (a *API) postCounterV2(w http.ResponseWriter, r *http.Request) {
@@ -372,10 +338,7 @@ func (a *API) postCounterV2(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req struct {
-		Name  string  `json:"name"`
-		Value *uint64 `json:"value"`
-	}
+	var req wire.CounterRequest
 	if err := decodeStrict(body, &req); err != nil {
 		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
 		return
@@ -389,9 +352,7 @@ func (a *API) postCounterV2(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		Value uint64 `json:"value"`
-	}{prev})
+	writeSuccess(w, wire.Counter{Value: prev})
 }
 
 func nonNilStrings(s []string) []string {

@@ -11,22 +11,18 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 func (a *API) getStatusV2(w http.ResponseWriter, _ *http.Request) {
 	state, msg := a.core.Status()
-	writeSuccess(w, struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}{int(state), msg})
+	writeSuccess(w, wire.StatusV2{Code: int(state), Message: msg})
 }
 
 func (a *API) getStatusV1(w http.ResponseWriter, _ *http.Request) {
 	state, msg := a.core.Status()
-	writeSuccess(w, struct {
-		StatusCode    int
-		StatusMessage string
-	}{int(state), msg})
+	writeSuccess(w, wire.StatusV1{StatusCode: int(state), StatusMessage: msg})
 }
 
 func (a *API) getQuoteV2(w http.ResponseWriter, r *http.Request) {
@@ -49,10 +45,7 @@ func (a *API) getQuoteV2(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		Cert  string `json:"cert"`
-		Quote []byte `json:"quote"`
-	}{string(chain), nonNil(quote)})
+	writeSuccess(w, wire.QuoteV2{Cert: string(chain), Quote: nonNil(quote)})
 }
 
 func (a *API) getQuoteV1(w http.ResponseWriter, r *http.Request) {
@@ -61,10 +54,7 @@ func (a *API) getQuoteV1(w http.ResponseWriter, r *http.Request) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		Cert  string
-		Quote []byte
-	}{string(chain), nonNil(quote)})
+	writeSuccess(w, wire.QuoteV1{Cert: string(chain), Quote: nonNil(quote)})
 }
 
 // decodeNonce accepts base64url with or without padding.
@@ -89,11 +79,7 @@ func (a *API) getManifestV2(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	sum := sha256.Sum256(raw)
-	writeSuccess(w, struct {
-		Signature   []byte `json:"manifestSignatureRootECDSA"`
-		Fingerprint string `json:"manifestFingerprint"`
-		Manifest    []byte `json:"manifest"`
-	}{sig, hex.EncodeToString(sum[:]), raw})
+	writeSuccess(w, wire.ManifestV2{Signature: sig, Fingerprint: hex.EncodeToString(sum[:]), Manifest: raw})
 }
 
 func (a *API) getManifestV1(w http.ResponseWriter, _ *http.Request) {
@@ -103,11 +89,7 @@ func (a *API) getManifestV1(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	sum := sha256.Sum256(raw)
-	writeSuccess(w, struct {
-		ManifestSignatureRootECDSA []byte
-		ManifestSignature          string
-		Manifest                   []byte
-	}{sig, hex.EncodeToString(sum[:]), raw})
+	writeSuccess(w, wire.ManifestV1{ManifestSignatureRootECDSA: sig, ManifestSignature: hex.EncodeToString(sum[:]), Manifest: raw})
 }
 
 func (a *API) postManifestV2(w http.ResponseWriter, r *http.Request) {
@@ -115,9 +97,7 @@ func (a *API) postManifestV2(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req struct {
-		Manifest []byte `json:"manifest"`
-	}
+	var req wire.ManifestRequest
 	if err := decodeStrict(body, &req); err != nil {
 		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
 		return
@@ -139,9 +119,7 @@ func (a *API) setManifest(w http.ResponseWriter, r *http.Request, raw []byte) {
 		a.writeCoreError(w, r, err)
 		return
 	}
-	writeSuccess(w, struct {
-		RecoverySecrets map[string][]byte
-	}{secrets})
+	writeSuccess(w, wire.RecoverySecrets{RecoverySecrets: secrets})
 }
 
 func (a *API) getUpdateLogV2(w http.ResponseWriter, r *http.Request) {
@@ -153,9 +131,7 @@ func (a *API) getUpdateLogV2(w http.ResponseWriter, r *http.Request) {
 	if log == nil {
 		log = []string{}
 	}
-	writeSuccess(w, struct {
-		UpdateLog []string `json:"updateLog"`
-	}{log})
+	writeSuccess(w, wire.UpdateLogV2{UpdateLog: log})
 }
 
 func (a *API) getUpdateLogV1(w http.ResponseWriter, r *http.Request) {
