@@ -75,21 +75,8 @@ func New(c Core, log *slog.Logger, reg prometheus.Registerer) *API {
 	if reg != nil {
 		a.metrics = newHTTPMetrics(reg)
 	}
-	a.handle("status", http.MethodGet, a.getStatusV2, a.getStatusV1)
-	a.handle("quote", http.MethodGet, a.getQuoteV2, a.getQuoteV1)
-	a.handle("manifest", http.MethodGet, a.getManifestV2, a.getManifestV1)
-	a.handle("manifest", http.MethodPost, a.postManifestV2, a.postManifestV1)
-	a.handle("update", http.MethodGet, a.getUpdateLogV2, a.getUpdateLogV1)
-	a.handle("update", http.MethodPost, a.postUpdateV2, a.postUpdateV1)
-	a.handle("update-manifest", http.MethodGet, a.getPendingUpdate, a.getPendingUpdate)
-	a.handle("update-manifest", http.MethodPost, a.postAcknowledgeV2, a.postAcknowledgeV1)
-	a.handle("update-cancel", http.MethodPost, a.postCancelV2, a.postCancelV1)
-	a.handle("secrets", http.MethodGet, a.getSecretsV2, a.getSecretsV1)
-	a.handle("secrets", http.MethodPost, a.postSecretsV2, a.postSecretsV1)
-	a.handle("recover", http.MethodPost, a.postRecoverV2, a.recoverGoneV1)
-	a.handle("recover/public-key", http.MethodGet, a.getRecoveryKeyV2, nil)
-	a.handle("sign-quote", http.MethodPost, a.postSignQuoteV2, nil)
-	a.handle("monotonic-counter", http.MethodPost, a.postCounterV2, nil)
+	a.addBasic()
+	a.addGovernance()
 	return a
 }
 

@@ -23,15 +23,30 @@ func peerCert(r *http.Request) *x509.Certificate {
 	return r.TLS.PeerCertificates[0]
 }
 
-// readManifestV2 reads a {"manifest": base64} body.
-func readManifestV2(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, ok := readBody(w, r, maxManifestBody)
-	if !ok {
-		return nil, false
+// cancelMessage answers a cancelled update.
+const cancelMessage = "Update successfully cancelled"
+
+// userRequest is a request made as the user of the client certificate.
+type userRequest[T any] struct {
+	user *x509.Certificate
+	in   T
+}
+
+// asUser reads a request with read and attaches the client certificate.
+func asUser[T any](read func(w http.ResponseWriter, r *http.Request) (T, bool)) func(w http.ResponseWriter, r *http.Request) (userRequest[T], bool) {
+	return func(w http.ResponseWriter, r *http.Request) (userRequest[T], bool) {
+		in, ok := read(w, r)
+		return userRequest[T]{peerCert(r), in}, ok
 	}
+}
+
+// noInput reads nothing.
+func noInput(http.ResponseWriter, *http.Request) (struct{}, bool) { return struct{}{}, true }
+
+// readManifestV2 reads a {"manifest": base64} body with a manifest in it.
+func readManifestV2(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	var req wire.ManifestRequest
-	if err := decodeStrict(body, &req); err != nil {
-		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
+	if !readJSON(w, r, maxManifestBody, &req) {
 		return nil, false
 	}
 	if len(req.Manifest) == 0 {
@@ -41,40 +56,15 @@ func readManifestV2(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return req.Manifest, true
 }
 
-func (a *API) postUpdateV2(w http.ResponseWriter, r *http.Request) {
-	raw, ok := readManifestV2(w, r)
-	if !ok {
-		return
-	}
-	res, err := a.core.UpdateManifest(peerCert(r), raw)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.UpdateV2{
-		MissingAcknowledgments: res.MissingAcknowledgments,
-		MissingUsers:           nonNilStrings(res.MissingUsers),
-		RecoverySecrets:        res.RecoverySecrets,
-	})
+// readManifestV1 reads a bare manifest body.
+func readManifestV1(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	return readBody(w, r, maxManifestBody)
 }
 
-// postUpdateV1 answers null like MarbleRun, unless the update produced new
-// recovery secrets, which are then returned as v1 manifest set does:
-// they exist nowhere else.
-func (a *API) postUpdateV1(w http.ResponseWriter, r *http.Request) {
-	raw, ok := readBody(w, r, maxManifestBody)
-	if !ok {
-		return
-	}
-	res, err := a.core.UpdateManifest(peerCert(r), raw)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	a.writeV1Update(w, res, nil)
-}
-
-func (a *API) writeV1Update(w http.ResponseWriter, res *core.UpdateResult, fallback any) {
+// writeV1Update answers null like MarbleRun, unless the update produced new
+// recovery secrets, which are then returned as v1 manifest set does: they
+// exist nowhere else. An acknowledgement answers its message instead of null.
+func writeV1Update(w http.ResponseWriter, res *core.UpdateResult, fallback any) {
 	if len(res.RecoverySecrets) > 0 {
 		writeSuccess(w, wire.RecoverySecrets{RecoverySecrets: res.RecoverySecrets})
 		return
@@ -82,13 +72,163 @@ func (a *API) writeV1Update(w http.ResponseWriter, res *core.UpdateResult, fallb
 	writeSuccess(w, fallback)
 }
 
-func (a *API) getPendingUpdate(w http.ResponseWriter, r *http.Request) {
-	p, err := a.core.PendingUpdate()
+// addGovernance routes updates, secrets, recovery, quote signing and
+// monotonic counters.
+func (a *API) addGovernance() {
+	manifestReaders := per(asUser(readManifestV2), asUser(readManifestV1))
+	register(a, "update", http.MethodPost, op[userRequest[[]byte], *core.UpdateResult]{
+		read: manifestReaders,
+		call: func(_ *http.Request, req userRequest[[]byte]) (*core.UpdateResult, error) {
+			return a.core.UpdateManifest(req.user, req.in)
+		},
+		write: per(
+			func(w http.ResponseWriter, res *core.UpdateResult) {
+				writeSuccess(w, wire.UpdateV2{
+					MissingAcknowledgments: res.MissingAcknowledgments,
+					MissingUsers:           nonNilStrings(res.MissingUsers),
+					RecoverySecrets:        res.RecoverySecrets,
+				})
+			},
+			func(w http.ResponseWriter, res *core.UpdateResult) { writeV1Update(w, res, nil) }),
+	})
+	register(a, "update-manifest", http.MethodGet, op[struct{}, *core.PendingUpdate]{
+		call: func(*http.Request, struct{}) (*core.PendingUpdate, error) { return a.core.PendingUpdate() },
+		write: both(func(w http.ResponseWriter, p *core.PendingUpdate) {
+			writeSuccess(w, wire.PendingUpdate{Manifest: p.Manifest, Message: pendingMessage(p), MissingUsers: nonNilStrings(p.MissingUsers)})
+		}),
+	})
+	register(a, "update-manifest", http.MethodPost, op[userRequest[[]byte], *core.UpdateResult]{
+		read: manifestReaders,
+		call: func(_ *http.Request, req userRequest[[]byte]) (*core.UpdateResult, error) {
+			return a.core.AcknowledgeUpdate(req.user, req.in)
+		},
+		write: per(
+			func(w http.ResponseWriter, res *core.UpdateResult) {
+				writeSuccess(w, wire.UpdateV2{
+					Message:                acknowledgeMessage(res),
+					MissingAcknowledgments: res.MissingAcknowledgments,
+					MissingUsers:           nonNilStrings(res.MissingUsers),
+					RecoverySecrets:        res.RecoverySecrets,
+				})
+			},
+			func(w http.ResponseWriter, res *core.UpdateResult) { writeV1Update(w, res, acknowledgeMessage(res)) }),
+	})
+	register(a, "update-cancel", http.MethodPost, op[userRequest[struct{}], struct{}]{
+		read: both(asUser(noInput)),
+		call: func(_ *http.Request, req userRequest[struct{}]) (struct{}, error) {
+			return struct{}{}, a.core.CancelUpdate(req.user)
+		},
+		write: per(
+			func(w http.ResponseWriter, _ struct{}) { writeSuccess(w, wire.Message{Message: cancelMessage}) },
+			func(w http.ResponseWriter, _ struct{}) { writeSuccess(w, cancelMessage) }),
+	})
+	register(a, "secrets", http.MethodGet, op[userRequest[[]string], map[string]manifest.Secret]{
+		read: both(asUser(secretNames)),
+		call: func(_ *http.Request, req userRequest[[]string]) (map[string]manifest.Secret, error) {
+			return a.core.ReadSecrets(req.user, req.in)
+		},
+		write: per(
+			func(w http.ResponseWriter, secrets map[string]manifest.Secret) {
+				writeSuccess(w, wire.SecretsV2[manifest.Secret]{Secrets: secrets})
+			},
+			func(w http.ResponseWriter, secrets map[string]manifest.Secret) { writeSuccess(w, secrets) }),
+	})
+	register(a, "secrets", http.MethodPost, op[userRequest[map[string]core.UserSecret], struct{}]{
+		read: per(
+			asUser(func(w http.ResponseWriter, r *http.Request) (map[string]core.UserSecret, bool) {
+				var req wire.SecretsV2[json.RawMessage]
+				if !readJSON(w, r, maxSecretsBody, &req) {
+					return nil, false
+				}
+				return userSecrets(w, req.Secrets)
+			}),
+			asUser(func(w http.ResponseWriter, r *http.Request) (map[string]core.UserSecret, bool) {
+				var req map[string]json.RawMessage
+				if !readJSON(w, r, maxSecretsBody, &req) {
+					return nil, false
+				}
+				return userSecrets(w, req)
+			})),
+		call: func(_ *http.Request, req userRequest[map[string]core.UserSecret]) (struct{}, error) {
+			return struct{}{}, a.core.WriteSecrets(req.user, req.in)
+		},
+		write: both(func(w http.ResponseWriter, _ struct{}) { writeSuccess(w, nil) }),
+	})
+	register(a, "recover", http.MethodPost, op[wire.RecoverRequest, int]{
+		read: only(v2, func(w http.ResponseWriter, r *http.Request) (wire.RecoverRequest, bool) {
+			var req wire.RecoverRequest
+			if !readJSON(w, r, maxRecoverBody, &req) {
+				return req, false
+			}
+			if len(req.Secret) == 0 || len(req.Signature) == 0 {
+				writeFail(w, http.StatusBadRequest, "request body: recoverySecret and recoverySecretSignature are both required")
+				return req, false
+			}
+			return req, true
+		}),
+		call: func(_ *http.Request, req wire.RecoverRequest) (int, error) {
+			return a.core.Recover(req.Secret, req.Signature)
+		},
+		write: only(v2, func(w http.ResponseWriter, remaining int) {
+			msg := "Recovery successful."
+			if remaining > 0 {
+				msg = fmt.Sprintf("Secret was processed successfully. Upload the next secret. Remaining secrets: %d", remaining)
+			}
+			writeSuccess(w, wire.RecoverV2{Remaining: remaining, Message: msg})
+		}),
+	})
+	// Recovery through v1 took an unsigned secret; it is refused, with the way to v2.
+	a.handle("recover", http.MethodPost, nil, func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusGone, "recovery through the v1 API is disabled: use POST /api/v2/recover with a signed recovery secret")
+	})
+	register(a, "recover/public-key", http.MethodGet, op[struct{}, []byte]{
+		call: func(*http.Request, struct{}) ([]byte, error) { return a.core.RecoveryPublicKey() },
+		write: only(v2, func(w http.ResponseWriter, der []byte) {
+			writeSuccess(w, wire.RecoveryKey{Algorithm: "RSA", PublicKey: der})
+		}),
+	})
+	register(a, "sign-quote", http.MethodPost, op[[]byte, wire.SignQuote]{
+		read: only(v2, func(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+			var req wire.SignQuoteRequest
+			if !readJSON(w, r, maxQuoteBody, &req) {
+				return nil, false
+			}
+			return req.Quote, true
+		}),
+		call: func(r *http.Request, quote []byte) (wire.SignQuote, error) {
+			sig, tcb, err := a.core.SignQuote(r.Context(), quote)
+			return wire.SignQuote{TCBStatus: tcb, Signature: sig}, err
+		},
+		write: only(v2, func(w http.ResponseWriter, out wire.SignQuote) { writeSuccess(w, out) }),
+	})
+	register(a, "monotonic-counter", http.MethodPost, op[userRequest[wire.CounterRequest], uint64]{
+		read: only(v2, asUser(func(w http.ResponseWriter, r *http.Request) (wire.CounterRequest, bool) {
+			var req wire.CounterRequest
+			if !readJSON(w, r, maxCounterBody, &req) {
+				return req, false
+			}
+			if req.Value == nil {
+				writeFail(w, http.StatusBadRequest, "request body: value is required")
+				return req, false
+			}
+			return req, true
+		})),
+		call: func(_ *http.Request, req userRequest[wire.CounterRequest]) (uint64, error) {
+			return a.core.SetMonotonicCounter(req.user, req.in.Name, *req.in.Value)
+		},
+		write: only(v2, func(w http.ResponseWriter, prev uint64) { writeSuccess(w, wire.Counter{Value: prev}) }),
+	})
+}
+
+// userSecrets decodes uploaded user secrets, answering the request itself
+// when they are malformed.
+func userSecrets(w http.ResponseWriter, raw map[string]json.RawMessage) (map[string]core.UserSecret, bool) {
+	secrets, err := decodeUserSecrets(raw)
 	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
+		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
+		return nil, false
 	}
-	writeSuccess(w, wire.PendingUpdate{Manifest: p.Manifest, Message: pendingMessage(p), MissingUsers: nonNilStrings(p.MissingUsers)})
+	return secrets, true
 }
 
 func pendingMessage(p *core.PendingUpdate) string {
@@ -100,55 +240,6 @@ func acknowledgeMessage(res *core.UpdateResult) string {
 		return "All users have acknowledged the update manifest. Update successfully applied"
 	}
 	return fmt.Sprintf("Acknowledgement successful: %d acknowledgement(s) missing", res.MissingAcknowledgments)
-}
-
-func (a *API) postAcknowledgeV2(w http.ResponseWriter, r *http.Request) {
-	raw, ok := readManifestV2(w, r)
-	if !ok {
-		return
-	}
-	res, err := a.core.AcknowledgeUpdate(peerCert(r), raw)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.UpdateV2{
-		Message:                acknowledgeMessage(res),
-		MissingAcknowledgments: res.MissingAcknowledgments,
-		MissingUsers:           nonNilStrings(res.MissingUsers),
-		RecoverySecrets:        res.RecoverySecrets,
-	})
-}
-
-func (a *API) postAcknowledgeV1(w http.ResponseWriter, r *http.Request) {
-	raw, ok := readBody(w, r, maxManifestBody)
-	if !ok {
-		return
-	}
-	res, err := a.core.AcknowledgeUpdate(peerCert(r), raw)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	a.writeV1Update(w, res, acknowledgeMessage(res))
-}
-
-const cancelMessage = "Update successfully cancelled"
-
-func (a *API) postCancelV2(w http.ResponseWriter, r *http.Request) {
-	if err := a.core.CancelUpdate(peerCert(r)); err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.Message{Message: cancelMessage})
-}
-
-func (a *API) postCancelV1(w http.ResponseWriter, r *http.Request) {
-	if err := a.core.CancelUpdate(peerCert(r)); err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, cancelMessage)
 }
 
 // secretNames reads the s=name parameters of a secrets query.
@@ -170,32 +261,6 @@ func secretNames(w http.ResponseWriter, r *http.Request) ([]string, bool) {
 		}
 	}
 	return names, true
-}
-
-func (a *API) getSecretsV2(w http.ResponseWriter, r *http.Request) {
-	names, ok := secretNames(w, r)
-	if !ok {
-		return
-	}
-	secrets, err := a.core.ReadSecrets(peerCert(r), names)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.SecretsV2[manifest.Secret]{Secrets: secrets})
-}
-
-func (a *API) getSecretsV1(w http.ResponseWriter, r *http.Request) {
-	names, ok := secretNames(w, r)
-	if !ok {
-		return
-	}
-	secrets, err := a.core.ReadSecrets(peerCert(r), names)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, secrets)
 }
 
 // userSecretJSON is the wire form of a user-defined secret: Cert is the
@@ -235,124 +300,6 @@ func decodeUserSecrets(raw map[string]json.RawMessage) (map[string]core.UserSecr
 		out[name] = us
 	}
 	return out, nil
-}
-
-func (a *API) postSecretsV2(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, maxSecretsBody)
-	if !ok {
-		return
-	}
-	var req wire.SecretsV2[json.RawMessage]
-	if err := decodeStrict(body, &req); err != nil {
-		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
-		return
-	}
-	a.writeSecrets(w, r, req.Secrets)
-}
-
-func (a *API) postSecretsV1(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, maxSecretsBody)
-	if !ok {
-		return
-	}
-	var req map[string]json.RawMessage
-	if err := decodeStrict(body, &req); err != nil {
-		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
-		return
-	}
-	a.writeSecrets(w, r, req)
-}
-
-func (a *API) writeSecrets(w http.ResponseWriter, r *http.Request, raw map[string]json.RawMessage) {
-	secrets, err := decodeUserSecrets(raw)
-	if err != nil {
-		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
-		return
-	}
-	if err := a.core.WriteSecrets(peerCert(r), secrets); err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, nil)
-}
-
-func (a *API) postRecoverV2(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, maxRecoverBody)
-	if !ok {
-		return
-	}
-	var req wire.RecoverRequest
-	if err := decodeStrict(body, &req); err != nil {
-		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
-		return
-	}
-	if len(req.Secret) == 0 || len(req.Signature) == 0 {
-		writeFail(w, http.StatusBadRequest, "request body: recoverySecret and recoverySecretSignature are both required")
-		return
-	}
-	remaining, err := a.core.Recover(req.Secret, req.Signature)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	msg := "Recovery successful."
-	if remaining > 0 {
-		msg = fmt.Sprintf("Secret was processed successfully. Upload the next secret. Remaining secrets: %d", remaining)
-	}
-	writeSuccess(w, wire.RecoverV2{Remaining: remaining, Message: msg})
-}
-
-func (a *API) recoverGoneV1(w http.ResponseWriter, _ *http.Request) {
-	writeError(w, http.StatusGone, "recovery through the v1 API is disabled: use POST /api/v2/recover with a signed recovery secret")
-}
-
-func (a *API) getRecoveryKeyV2(w http.ResponseWriter, r *http.Request) {
-	der, err := a.core.RecoveryPublicKey()
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.RecoveryKey{Algorithm: "RSA", PublicKey: der})
-}
-
-func (a *API) postSignQuoteV2(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, maxQuoteBody)
-	if !ok {
-		return
-	}
-	var req wire.SignQuoteRequest
-	if err := decodeStrict(body, &req); err != nil {
-		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
-		return
-	}
-	sig, tcb, err := a.core.SignQuote(r.Context(), req.Quote)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.SignQuote{TCBStatus: tcb, Signature: sig})
-}
-
-func (a *API) postCounterV2(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, maxCounterBody)
-	if !ok {
-		return
-	}
-	var req wire.CounterRequest
-	if err := decodeStrict(body, &req); err != nil {
-		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
-		return
-	}
-	if req.Value == nil {
-		writeFail(w, http.StatusBadRequest, "request body: value is required")
-		return
-	}
-	prev, err := a.core.SetMonotonicCounter(peerCert(r), req.Name, *req.Value)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.Counter{Value: prev})
 }
 
 func nonNilStrings(s []string) []string {

@@ -13,48 +13,131 @@ import (
 	"strings"
 
 	"github.com/marblemesh/marblemesh/api/wire"
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 )
 
-func (a *API) getStatusV2(w http.ResponseWriter, _ *http.Request) {
-	state, msg := a.core.Status()
-	writeSuccess(w, wire.StatusV2{Code: int(state), Message: msg})
+// statusOut is what status reports.
+type statusOut struct {
+	state core.State
+	msg   string
 }
 
-func (a *API) getStatusV1(w http.ResponseWriter, _ *http.Request) {
-	state, msg := a.core.Status()
-	writeSuccess(w, wire.StatusV1{StatusCode: int(state), StatusMessage: msg})
+// quoteOut is the Coordinator's certificate chain and quote.
+type quoteOut struct{ chain, quote []byte }
+
+// manifestOut is the manifest as set and the root key's signature over it.
+type manifestOut struct {
+	raw, sig []byte
+	ok       bool
 }
 
-func (a *API) getQuoteV2(w http.ResponseWriter, r *http.Request) {
+// addBasic routes status, quote, manifest and the update log.
+func (a *API) addBasic() {
+	register(a, "status", http.MethodGet, op[struct{}, statusOut]{
+		call: func(*http.Request, struct{}) (statusOut, error) {
+			state, msg := a.core.Status()
+			return statusOut{state, msg}, nil
+		},
+		write: per(
+			func(w http.ResponseWriter, o statusOut) {
+				writeSuccess(w, wire.StatusV2{Code: int(o.state), Message: o.msg})
+			},
+			func(w http.ResponseWriter, o statusOut) {
+				writeSuccess(w, wire.StatusV1{StatusCode: int(o.state), StatusMessage: o.msg})
+			}),
+	})
+	register(a, "quote", http.MethodGet, op[[]byte, quoteOut]{
+		// Only v2 takes a nonce.
+		read: only(v2, readNonce),
+		call: func(r *http.Request, nonce []byte) (quoteOut, error) {
+			chain, quote, err := a.core.Quote(r.Context(), nonce)
+			return quoteOut{chain, quote}, err
+		},
+		write: per(
+			func(w http.ResponseWriter, o quoteOut) {
+				writeSuccess(w, wire.QuoteV2{Cert: string(o.chain), Quote: nonNil(o.quote)})
+			},
+			func(w http.ResponseWriter, o quoteOut) {
+				writeSuccess(w, wire.QuoteV1{Cert: string(o.chain), Quote: nonNil(o.quote)})
+			}),
+	})
+	register(a, "manifest", http.MethodGet, op[struct{}, manifestOut]{
+		call: func(*http.Request, struct{}) (manifestOut, error) {
+			raw, sig, ok := a.core.ManifestInfo()
+			return manifestOut{raw, sig, ok}, nil
+		},
+		write: per(
+			func(w http.ResponseWriter, o manifestOut) {
+				if !o.ok {
+					writeFail(w, http.StatusBadRequest, "no manifest has been set yet")
+					return
+				}
+				sum := sha256.Sum256(o.raw)
+				writeSuccess(w, wire.ManifestV2{Signature: o.sig, Fingerprint: hex.EncodeToString(sum[:]), Manifest: o.raw})
+			},
+			func(w http.ResponseWriter, o manifestOut) {
+				// MarbleRun's v1 answers an empty object before a manifest is set.
+				if !o.ok {
+					writeSuccess(w, struct{}{})
+					return
+				}
+				sum := sha256.Sum256(o.raw)
+				writeSuccess(w, wire.ManifestV1{ManifestSignatureRootECDSA: o.sig, ManifestSignature: hex.EncodeToString(sum[:]), Manifest: o.raw})
+			}),
+	})
+	register(a, "manifest", http.MethodPost, op[[]byte, map[string][]byte]{
+		read: per(
+			func(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+				var req wire.ManifestRequest
+				if !readJSON(w, r, maxManifestBody, &req) {
+					return nil, false
+				}
+				return req.Manifest, true
+			},
+			func(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+				return readBody(w, r, maxManifestBody)
+			}),
+		call: func(_ *http.Request, raw []byte) (map[string][]byte, error) { return a.core.SetManifest(raw) },
+		write: both(func(w http.ResponseWriter, secrets map[string][]byte) {
+			writeSuccess(w, wire.RecoverySecrets{RecoverySecrets: secrets})
+		}),
+	})
+	register(a, "update", http.MethodGet, op[struct{}, []string]{
+		call: func(*http.Request, struct{}) ([]string, error) { return a.core.UpdateLog() },
+		write: per(
+			func(w http.ResponseWriter, log []string) {
+				if log == nil {
+					log = []string{}
+				}
+				writeSuccess(w, wire.UpdateLogV2{UpdateLog: log})
+			},
+			func(w http.ResponseWriter, log []string) {
+				// v1 answers one string of newline-terminated entries.
+				joined := strings.Join(log, "\n")
+				if joined != "" {
+					joined += "\n"
+				}
+				writeSuccess(w, joined)
+			}),
+	})
+}
+
+// readNonce reads the optional nonce query parameter of a v2 quote request.
+func readNonce(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	q, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		writeFail(w, http.StatusBadRequest, "malformed query: "+err.Error())
-		return
+		return nil, false
 	}
-	var nonce []byte
-	if q.Has("nonce") {
-		n, err := decodeNonce(q.Get("nonce"))
-		if err != nil {
-			writeFail(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		nonce = n
+	if !q.Has("nonce") {
+		return nil, true
 	}
-	chain, quote, err := a.core.Quote(r.Context(), nonce)
+	n, err := decodeNonce(q.Get("nonce"))
 	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
+		writeFail(w, http.StatusBadRequest, err.Error())
+		return nil, false
 	}
-	writeSuccess(w, wire.QuoteV2{Cert: string(chain), Quote: nonNil(quote)})
-}
-
-func (a *API) getQuoteV1(w http.ResponseWriter, r *http.Request) {
-	chain, quote, err := a.core.Quote(r.Context(), nil)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.QuoteV1{Cert: string(chain), Quote: nonNil(quote)})
+	return n, true
 }
 
 // decodeNonce accepts base64url with or without padding.
@@ -72,79 +155,18 @@ func decodeNonce(s string) ([]byte, error) {
 	return n, nil
 }
 
-func (a *API) getManifestV2(w http.ResponseWriter, _ *http.Request) {
-	raw, sig, ok := a.core.ManifestInfo()
+// readJSON reads a body of at most limit bytes holding exactly one JSON
+// value into v, answering the request itself when it cannot.
+func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	body, ok := readBody(w, r, limit)
 	if !ok {
-		writeFail(w, http.StatusBadRequest, "no manifest has been set yet")
-		return
+		return false
 	}
-	sum := sha256.Sum256(raw)
-	writeSuccess(w, wire.ManifestV2{Signature: sig, Fingerprint: hex.EncodeToString(sum[:]), Manifest: raw})
-}
-
-func (a *API) getManifestV1(w http.ResponseWriter, _ *http.Request) {
-	raw, sig, ok := a.core.ManifestInfo()
-	if !ok {
-		writeSuccess(w, struct{}{})
-		return
-	}
-	sum := sha256.Sum256(raw)
-	writeSuccess(w, wire.ManifestV1{ManifestSignatureRootECDSA: sig, ManifestSignature: hex.EncodeToString(sum[:]), Manifest: raw})
-}
-
-func (a *API) postManifestV2(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, maxManifestBody)
-	if !ok {
-		return
-	}
-	var req wire.ManifestRequest
-	if err := decodeStrict(body, &req); err != nil {
+	if err := decodeStrict(body, v); err != nil {
 		writeFail(w, http.StatusBadRequest, "request body: "+err.Error())
-		return
+		return false
 	}
-	a.setManifest(w, r, req.Manifest)
-}
-
-func (a *API) postManifestV1(w http.ResponseWriter, r *http.Request) {
-	body, ok := readBody(w, r, maxManifestBody)
-	if !ok {
-		return
-	}
-	a.setManifest(w, r, body)
-}
-
-func (a *API) setManifest(w http.ResponseWriter, r *http.Request, raw []byte) {
-	secrets, err := a.core.SetManifest(raw)
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	writeSuccess(w, wire.RecoverySecrets{RecoverySecrets: secrets})
-}
-
-func (a *API) getUpdateLogV2(w http.ResponseWriter, r *http.Request) {
-	log, err := a.core.UpdateLog()
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	if log == nil {
-		log = []string{}
-	}
-	writeSuccess(w, wire.UpdateLogV2{UpdateLog: log})
-}
-
-func (a *API) getUpdateLogV1(w http.ResponseWriter, r *http.Request) {
-	log, err := a.core.UpdateLog()
-	if err != nil {
-		a.writeCoreError(w, r, err)
-		return
-	}
-	joined := strings.Join(log, "\n")
-	if joined != "" {
-		joined += "\n"
-	}
-	writeSuccess(w, joined)
+	return true
 }
 
 // readBody reads a non-empty body of at most limit bytes, answering the
