@@ -1,9 +1,17 @@
 package injector
 
 import (
-	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	kjson "sigs.k8s.io/json"
 )
 
 // AdmissionReview API versions accepted; the response uses the request's.
@@ -11,29 +19,6 @@ const (
 	AdmissionV1      = "admission.k8s.io/v1"
 	AdmissionV1beta1 = "admission.k8s.io/v1beta1"
 )
-
-type groupVersionKind struct {
-	Group   string `json:"group"`
-	Version string `json:"version"`
-	Kind    string `json:"kind"`
-}
-
-func (g groupVersionKind) String() string {
-	if g.Group == "" {
-		return g.Version + ", Kind=" + g.Kind
-	}
-	return g.Group + "/" + g.Version + ", Kind=" + g.Kind
-}
-
-// requestMeta is what Review reads from a request besides the object.
-type requestMeta struct {
-	UID       string           `json:"uid"`
-	Kind      groupVersionKind `json:"kind"`
-	Name      string           `json:"name"`
-	Namespace string           `json:"namespace"`
-	Operation string           `json:"operation"`
-	DryRun    *bool            `json:"dryRun"`
-}
 
 // ReviewResult is the answer to one AdmissionReview request, with the facts
 // a caller logs and counts.
@@ -56,21 +41,82 @@ type ReviewResult struct {
 // decision of Mutate. It is pure: the same body and configuration always
 // give the same result.
 func Review(body []byte, cfg Config) ReviewResult {
-	d, err := decodeReview(body)
-	if err != nil {
+	var rev admissionv1.AdmissionReview
+	if err := unmarshalStrict(body, &rev); err != nil {
 		return badReview(fmt.Sprintf("the request body is not an AdmissionReview: %v", err))
 	}
-	if d.envErr != nil {
-		return badReview(fmt.Sprintf("the request body is not an AdmissionReview: %v", d.envErr))
-	}
-	if msg := checkEnvelope(d.apiVersion, d.kind, !d.hasRequest, d.meta.UID == ""); msg != "" {
+	req := rev.Request
+	if msg := checkEnvelope(rev.APIVersion, rev.Kind, req == nil, req != nil && req.UID == ""); msg != "" {
 		return badReview(msg)
 	}
-	podErr := d.podErr
-	if podErr == nil && d.pod != nil {
-		podErr = d.pod.check()
+	var pod *Pod
+	var podErr error
+	present := len(req.Object.Raw) > 0
+	if present {
+		pod, podErr = decodePod(req.Object.Raw)
 	}
-	return review(d.apiVersion, d.meta, d.hasObject, d.pod, podErr, cfg)
+	return review(rev.APIVersion, req, present, pod, podErr, cfg)
+}
+
+// unmarshalStrict decodes JSON as the API server does: field names match
+// case-sensitively, integers stay integers, and a duplicate field is an
+// error. Unknown fields are ignored.
+func unmarshalStrict(data []byte, v any) error {
+	strict, err := kjson.UnmarshalStrict(data, v, kjson.DisallowDuplicateFields)
+	if err != nil {
+		return describeDecodeError(err)
+	}
+	return errors.Join(strict...)
+}
+
+// describeDecodeError words a decoding error for the person who wrote the
+// object: a syntax error gives its offset, and a type error names the JSON
+// field and the kind of value expected rather than Go types.
+func describeDecodeError(err error) error {
+	if ok, off := kjson.SyntaxErrorOffset(err); ok {
+		return fmt.Errorf("%w at offset %d", err, off)
+	}
+	// The decoder's type error is of an internal type; its exported fields
+	// are read by name, and any other error is returned as it is.
+	v := reflect.ValueOf(err)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return err
+	}
+	e := v.Elem()
+	field, value, typ := e.FieldByName("Field"), e.FieldByName("Value"), e.FieldByName("Type")
+	if !field.IsValid() || field.Kind() != reflect.String || field.String() == "" ||
+		!value.IsValid() || value.Kind() != reflect.String ||
+		!typ.IsValid() || !typ.CanInterface() {
+		return err
+	}
+	t, ok := typ.Interface().(reflect.Type)
+	if !ok || t == nil {
+		return err
+	}
+	got, _, _ := strings.Cut(value.String(), " ")
+	return fmt.Errorf("%s: cannot decode %s into %s", field.String(), got, jsonKindOf(t))
+}
+
+// jsonKindOf names the JSON value that decodes into t.
+func jsonKindOf(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a string"
+		}
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a bool"
+	default:
+		return "a number"
+	}
 }
 
 // checkEnvelope returns why a decoded body is not an AdmissionReview
@@ -90,23 +136,23 @@ func checkEnvelope(apiVersion, kind string, noRequest, noUID bool) string {
 }
 
 // review decides on a decoded request.
-func review(apiVersion string, ar requestMeta, present bool, pod *Pod, podErr error, cfg Config) ReviewResult {
+func review(apiVersion string, ar *admissionv1.AdmissionRequest, present bool, pod *Pod, podErr error, cfg Config) ReviewResult {
 	res := ReviewResult{
 		APIVersion: apiVersion,
 		Request: Request{
-			UID:       ar.UID,
+			UID:       string(ar.UID),
 			Namespace: ar.Namespace,
-			Operation: ar.Operation,
+			Operation: string(ar.Operation),
 			DryRun:    ar.DryRun != nil && *ar.DryRun,
 		},
 		PodName: ar.Name,
 	}
 	if ar.Kind.Kind != "" && !isPodKind(ar.Kind) {
 		res.Decision = denied(ReasonNotPod,
-			"the marble injector handles core/v1 Pods only, got %s; check the rules of the webhook configuration", ar.Kind)
+			"the marble injector handles core/v1 Pods only, got %s; check the rules of the webhook configuration", gvkString(ar.Kind))
 		return res.respond()
 	}
-	if ar.Operation != "CREATE" {
+	if ar.Operation != admissionv1.Create {
 		res.Decision = unchanged(ReasonNotCreate)
 		return res.respond()
 	}
@@ -133,8 +179,17 @@ func review(apiVersion string, ar requestMeta, present bool, pod *Pod, podErr er
 	return res.respond()
 }
 
-func isPodKind(k groupVersionKind) bool {
+func isPodKind(k metav1.GroupVersionKind) bool {
 	return k.Group == "" && k.Version == "v1" && k.Kind == "Pod"
+}
+
+// gvkString names a kind as the API machinery's schema.GroupVersionKind
+// does, without a leading slash for the core group.
+func gvkString(k metav1.GroupVersionKind) string {
+	if k.Group == "" {
+		return k.Version + ", Kind=" + k.Kind
+	}
+	return k.Group + "/" + k.Version + ", Kind=" + k.Kind
 }
 
 func badReview(msg string) ReviewResult {
@@ -149,24 +204,30 @@ func badReview(msg string) ReviewResult {
 // respond encodes the AdmissionReview response for the decision.
 func (r ReviewResult) respond() ReviewResult {
 	d := r.Decision
-	b := make([]byte, 0, 256+len(r.APIVersion)+len(r.Request.UID)+base64.StdEncoding.EncodedLen(len(d.Patch))+2*len(d.Message))
-	b = append(b, `{"apiVersion":`...)
-	b = appendString(b, r.APIVersion)
-	b = append(b, `,"kind":"AdmissionReview","response":{"uid":`...)
-	b = appendString(b, r.Request.UID)
+	resp := &admissionv1.AdmissionResponse{UID: types.UID(r.Request.UID)}
 	switch d.Outcome {
 	case Denied:
-		b = append(b, `,"allowed":false,"status":{"metadata":{},"status":"Failure","message":`...)
-		b = appendString(b, d.Message)
-		b = append(b, `,"reason":"BadRequest","code":400}`...)
+		resp.Result = &metav1.Status{
+			Status:  metav1.StatusFailure,
+			Message: d.Message,
+			Reason:  metav1.StatusReasonBadRequest,
+			Code:    http.StatusBadRequest,
+		}
 	case Mutated:
-		b = append(b, `,"allowed":true,"patchType":"JSONPatch","patch":"`...)
-		b = base64.StdEncoding.AppendEncode(b, d.Patch)
-		b = append(b, '"')
+		pt := admissionv1.PatchTypeJSONPatch
+		resp.Allowed, resp.PatchType, resp.Patch = true, &pt, d.Patch
 	default:
-		b = append(b, `,"allowed":true`...)
+		resp.Allowed = true
 	}
-	b = append(b, "}}"...)
+	out := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: r.APIVersion, Kind: "AdmissionReview"},
+		Response: resp,
+	}
+	b, err := json.Marshal(&out)
+	if err != nil {
+		// Every field is a string, a bool, a number or bytes.
+		panic(fmt.Sprintf("encoding an AdmissionReview response: %v", err))
+	}
 	r.HTTPStatus = http.StatusOK
 	r.Body = b
 	r.ContentType = "application/json"
