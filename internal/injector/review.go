@@ -41,21 +41,65 @@ type ReviewResult struct {
 // decision of Mutate. It is pure: the same body and configuration always
 // give the same result.
 func Review(body []byte, cfg Config) ReviewResult {
-	var rev admissionv1.AdmissionReview
-	if err := unmarshalStrict(body, &rev); err != nil {
-		return badReview(fmt.Sprintf("the request body is not an AdmissionReview: %v", err))
+	var rev reviewBody
+	envErr, podErr := decodeReview(body, &rev)
+	if envErr != nil {
+		return badReview(fmt.Sprintf("the request body is not an AdmissionReview: %v", envErr))
 	}
 	req := rev.Request
 	if msg := checkEnvelope(rev.APIVersion, rev.Kind, req == nil, req != nil && req.UID == ""); msg != "" {
 		return badReview(msg)
 	}
-	var pod *Pod
-	var podErr error
-	present := len(req.Object.Raw) > 0
-	if present {
-		pod, podErr = decodePod(req.Object.Raw)
+	pod := req.Object
+	if podErr == nil && pod != nil {
+		podErr = pod.check()
 	}
-	return review(rev.APIVersion, req, present, pod, podErr, cfg)
+	return review(rev.APIVersion, &req.AdmissionRequest, pod != nil || podErr != nil, pod, podErr, cfg)
+}
+
+// reviewBody is an AdmissionReview whose request object decodes straight
+// into the Pod view, so that the body is decoded in one pass.
+type reviewBody struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *reviewRequest `json:"request"`
+}
+
+type reviewRequest struct {
+	admissionv1.AdmissionRequest
+	// Object shadows AdmissionRequest.Object; nil when absent or null.
+	Object *Pod `json:"object"`
+}
+
+// objectPath is the path of the request's object in decoding errors.
+const objectPath = "request.object"
+
+// decodeReview decodes a request body into rev. Problems inside the
+// request's object are returned as podErr, with paths relative to the
+// object; any other problem is envErr.
+func decodeReview(body []byte, rev *reviewBody) (envErr, podErr error) {
+	strict, err := kjson.UnmarshalStrict(body, rev, kjson.DisallowDuplicateFields)
+	var envErrs, podErrs []error
+	if err != nil {
+		if field, ok := typeErrorField(err); ok && inObject(field) {
+			podErrs = append(podErrs, describeDecodeError(err, objectPath))
+		} else {
+			envErrs = append(envErrs, describeDecodeError(err, ""))
+		}
+	}
+	for _, e := range strict {
+		var fe kjson.FieldError
+		if errors.As(e, &fe) && inObject(fe.FieldPath()) {
+			fe.SetFieldPath(strings.TrimPrefix(strings.TrimPrefix(fe.FieldPath(), objectPath), "."))
+			podErrs = append(podErrs, fe)
+		} else {
+			envErrs = append(envErrs, e)
+		}
+	}
+	return errors.Join(envErrs...), errors.Join(podErrs...)
+}
+
+func inObject(field string) bool {
+	return field == objectPath || strings.HasPrefix(field, objectPath+".")
 }
 
 // unmarshalStrict decodes JSON as the API server does: field names match
@@ -64,29 +108,27 @@ func Review(body []byte, cfg Config) ReviewResult {
 func unmarshalStrict(data []byte, v any) error {
 	strict, err := kjson.UnmarshalStrict(data, v, kjson.DisallowDuplicateFields)
 	if err != nil {
-		return describeDecodeError(err)
+		return describeDecodeError(err, "")
 	}
 	return errors.Join(strict...)
 }
 
 // describeDecodeError words a decoding error for the person who wrote the
 // object: a syntax error gives its offset, and a type error names the JSON
-// field and the kind of value expected rather than Go types.
-func describeDecodeError(err error) error {
+// field (relative to base) and the kind of value expected rather than Go
+// types.
+func describeDecodeError(err error, base string) error {
 	if ok, off := kjson.SyntaxErrorOffset(err); ok {
 		return fmt.Errorf("%w at offset %d", err, off)
 	}
-	// The decoder's type error is of an internal type; its exported fields
-	// are read by name, and any other error is returned as it is.
 	v := reflect.ValueOf(err)
-	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+	field, ok := typeErrorField(err)
+	if !ok {
 		return err
 	}
 	e := v.Elem()
-	field, value, typ := e.FieldByName("Field"), e.FieldByName("Value"), e.FieldByName("Type")
-	if !field.IsValid() || field.Kind() != reflect.String || field.String() == "" ||
-		!value.IsValid() || value.Kind() != reflect.String ||
-		!typ.IsValid() || !typ.CanInterface() {
+	value, typ := e.FieldByName("Value"), e.FieldByName("Type")
+	if !value.IsValid() || value.Kind() != reflect.String || !typ.IsValid() || !typ.CanInterface() {
 		return err
 	}
 	t, ok := typ.Interface().(reflect.Type)
@@ -94,7 +136,31 @@ func describeDecodeError(err error) error {
 		return err
 	}
 	got, _, _ := strings.Cut(value.String(), " ")
-	return fmt.Errorf("%s: cannot decode %s into %s", field.String(), got, jsonKindOf(t))
+	if base != "" {
+		field = strings.TrimPrefix(strings.TrimPrefix(field, base), ".")
+	}
+	if field == "" {
+		return fmt.Errorf("cannot decode %s into %s", got, jsonKindOf(t))
+	}
+	return fmt.Errorf("%s: cannot decode %s into %s", field, got, jsonKindOf(t))
+}
+
+// typeErrorField returns the JSON path of a type error of the decoder. The
+// error is of an internal type; its exported fields are read by name.
+func typeErrorField(err error) (string, bool) {
+	v := reflect.ValueOf(err)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return "", false
+	}
+	e := v.Elem()
+	if !strings.HasSuffix(e.Type().Name(), "UnmarshalTypeError") {
+		return "", false
+	}
+	field := e.FieldByName("Field")
+	if !field.IsValid() || field.Kind() != reflect.String {
+		return "", false
+	}
+	return field.String(), true
 }
 
 // jsonKindOf names the JSON value that decodes into t.
