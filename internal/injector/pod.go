@@ -2,11 +2,14 @@ package injector
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 )
 
 // Pod is the part of a core/v1 Pod that the rules read. It decodes from the
-// Pod's JSON and ignores every other field, which keeps decoding cheap.
+// Pod's JSON and ignores every other field. Its field names are those of
+// core/v1; limits and requests stay raw so that the rules see each
+// quantity as the request wrote it.
 //
 // A nil slice or map stands for a field that is absent or null in the JSON;
 // the patch then adds the whole field instead of one element.
@@ -91,9 +94,18 @@ type Toleration struct {
 // names match case-sensitively, and a duplicate field is an error, so the
 // decoded view always describes the object a patch will be applied to.
 func DecodePod(data []byte) (*Pod, error) {
-	pod, err := decodePodJSON(data)
-	if err != nil {
+	pod, err := decodePod(data)
+	if err != nil && !errors.Is(err, errNullContainer) {
 		return nil, fmt.Errorf("decoding pod: %w", err)
+	}
+	return pod, err
+}
+
+// decodePod decodes and checks a Pod; a decoding error is not wrapped.
+func decodePod(data []byte) (*Pod, error) {
+	pod := new(Pod)
+	if err := unmarshalStrict(data, pod); err != nil {
+		return nil, err
 	}
 	if err := pod.check(); err != nil {
 		return nil, err
@@ -101,11 +113,14 @@ func DecodePod(data []byte) (*Pod, error) {
 	return pod, nil
 }
 
+// errNullContainer is the error of a Pod with a null container.
+var errNullContainer = errors.New("decoding pod")
+
 // check rejects what decodes but cannot be patched.
 func (p *Pod) check() error {
 	for i, c := range p.Spec.Containers {
 		if c == nil {
-			return fmt.Errorf("decoding pod: spec.containers[%d] is null", i)
+			return fmt.Errorf("%w: spec.containers[%d] is null", errNullContainer, i)
 		}
 	}
 	return nil

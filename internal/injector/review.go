@@ -1,9 +1,17 @@
 package injector
 
 import (
-	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
+	"strings"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	kjson "sigs.k8s.io/json"
 )
 
 // AdmissionReview API versions accepted; the response uses the request's.
@@ -11,29 +19,6 @@ const (
 	AdmissionV1      = "admission.k8s.io/v1"
 	AdmissionV1beta1 = "admission.k8s.io/v1beta1"
 )
-
-type groupVersionKind struct {
-	Group   string `json:"group"`
-	Version string `json:"version"`
-	Kind    string `json:"kind"`
-}
-
-func (g groupVersionKind) String() string {
-	if g.Group == "" {
-		return g.Version + ", Kind=" + g.Kind
-	}
-	return g.Group + "/" + g.Version + ", Kind=" + g.Kind
-}
-
-// requestMeta is what Review reads from a request besides the object.
-type requestMeta struct {
-	UID       string           `json:"uid"`
-	Kind      groupVersionKind `json:"kind"`
-	Name      string           `json:"name"`
-	Namespace string           `json:"namespace"`
-	Operation string           `json:"operation"`
-	DryRun    *bool            `json:"dryRun"`
-}
 
 // ReviewResult is the answer to one AdmissionReview request, with the facts
 // a caller logs and counts.
@@ -56,21 +41,148 @@ type ReviewResult struct {
 // decision of Mutate. It is pure: the same body and configuration always
 // give the same result.
 func Review(body []byte, cfg Config) ReviewResult {
-	d, err := decodeReview(body)
-	if err != nil {
-		return badReview(fmt.Sprintf("the request body is not an AdmissionReview: %v", err))
+	var rev reviewBody
+	envErr, podErr := decodeReview(body, &rev)
+	if envErr != nil {
+		return badReview(fmt.Sprintf("the request body is not an AdmissionReview: %v", envErr))
 	}
-	if d.envErr != nil {
-		return badReview(fmt.Sprintf("the request body is not an AdmissionReview: %v", d.envErr))
-	}
-	if msg := checkEnvelope(d.apiVersion, d.kind, !d.hasRequest, d.meta.UID == ""); msg != "" {
+	req := rev.Request
+	if msg := checkEnvelope(rev.APIVersion, rev.Kind, req == nil, req != nil && req.UID == ""); msg != "" {
 		return badReview(msg)
 	}
-	podErr := d.podErr
-	if podErr == nil && d.pod != nil {
-		podErr = d.pod.check()
+	pod := req.Object
+	if podErr == nil && pod != nil {
+		podErr = pod.check()
 	}
-	return review(d.apiVersion, d.meta, d.hasObject, d.pod, podErr, cfg)
+	return review(rev.APIVersion, &req.AdmissionRequest, pod != nil || podErr != nil, pod, podErr, cfg)
+}
+
+// reviewBody is an AdmissionReview whose request object decodes straight
+// into the Pod view, so that the body is decoded in one pass.
+type reviewBody struct {
+	metav1.TypeMeta `json:",inline"`
+	Request         *reviewRequest `json:"request"`
+}
+
+type reviewRequest struct {
+	admissionv1.AdmissionRequest
+	// Object shadows AdmissionRequest.Object; nil when absent or null.
+	Object *Pod `json:"object"`
+}
+
+// objectPath is the path of the request's object in decoding errors.
+const objectPath = "request.object"
+
+// decodeReview decodes a request body into rev. Problems inside the
+// request's object are returned as podErr, with paths relative to the
+// object; any other problem is envErr.
+func decodeReview(body []byte, rev *reviewBody) (envErr, podErr error) {
+	strict, err := kjson.UnmarshalStrict(body, rev, kjson.DisallowDuplicateFields)
+	var envErrs, podErrs []error
+	if err != nil {
+		if field, ok := typeErrorField(err); ok && inObject(field) {
+			podErrs = append(podErrs, describeDecodeError(err, objectPath))
+		} else {
+			envErrs = append(envErrs, describeDecodeError(err, ""))
+		}
+	}
+	for _, e := range strict {
+		var fe kjson.FieldError
+		if errors.As(e, &fe) && inObject(fe.FieldPath()) {
+			fe.SetFieldPath(strings.TrimPrefix(strings.TrimPrefix(fe.FieldPath(), objectPath), "."))
+			podErrs = append(podErrs, fe)
+		} else {
+			envErrs = append(envErrs, e)
+		}
+	}
+	return errors.Join(envErrs...), errors.Join(podErrs...)
+}
+
+func inObject(field string) bool {
+	return field == objectPath || strings.HasPrefix(field, objectPath+".")
+}
+
+// unmarshalStrict decodes JSON as the API server does: field names match
+// case-sensitively, integers stay integers, and a duplicate field is an
+// error. Unknown fields are ignored.
+func unmarshalStrict(data []byte, v any) error {
+	strict, err := kjson.UnmarshalStrict(data, v, kjson.DisallowDuplicateFields)
+	if err != nil {
+		return describeDecodeError(err, "")
+	}
+	return errors.Join(strict...)
+}
+
+// describeDecodeError words a decoding error for the person who wrote the
+// object: a syntax error gives its offset, and a type error names the JSON
+// field (relative to base) and the kind of value expected rather than Go
+// types.
+func describeDecodeError(err error, base string) error {
+	if ok, off := kjson.SyntaxErrorOffset(err); ok {
+		return fmt.Errorf("%w at offset %d", err, off)
+	}
+	v := reflect.ValueOf(err)
+	field, ok := typeErrorField(err)
+	if !ok {
+		return err
+	}
+	e := v.Elem()
+	value, typ := e.FieldByName("Value"), e.FieldByName("Type")
+	if !value.IsValid() || value.Kind() != reflect.String || !typ.IsValid() || !typ.CanInterface() {
+		return err
+	}
+	t, ok := typ.Interface().(reflect.Type)
+	if !ok || t == nil {
+		return err
+	}
+	got, _, _ := strings.Cut(value.String(), " ")
+	if base != "" {
+		field = strings.TrimPrefix(strings.TrimPrefix(field, base), ".")
+	}
+	if field == "" {
+		return fmt.Errorf("cannot decode %s into %s", got, jsonKindOf(t))
+	}
+	return fmt.Errorf("%s: cannot decode %s into %s", field, got, jsonKindOf(t))
+}
+
+// typeErrorField returns the JSON path of a type error of the decoder. The
+// error is of an internal type; its exported fields are read by name.
+func typeErrorField(err error) (string, bool) {
+	v := reflect.ValueOf(err)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return "", false
+	}
+	e := v.Elem()
+	if !strings.HasSuffix(e.Type().Name(), "UnmarshalTypeError") {
+		return "", false
+	}
+	field := e.FieldByName("Field")
+	if !field.IsValid() || field.Kind() != reflect.String {
+		return "", false
+	}
+	return field.String(), true
+}
+
+// jsonKindOf names the JSON value that decodes into t.
+func jsonKindOf(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a string"
+		}
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a bool"
+	default:
+		return "a number"
+	}
 }
 
 // checkEnvelope returns why a decoded body is not an AdmissionReview
@@ -90,23 +202,23 @@ func checkEnvelope(apiVersion, kind string, noRequest, noUID bool) string {
 }
 
 // review decides on a decoded request.
-func review(apiVersion string, ar requestMeta, present bool, pod *Pod, podErr error, cfg Config) ReviewResult {
+func review(apiVersion string, ar *admissionv1.AdmissionRequest, present bool, pod *Pod, podErr error, cfg Config) ReviewResult {
 	res := ReviewResult{
 		APIVersion: apiVersion,
 		Request: Request{
-			UID:       ar.UID,
+			UID:       string(ar.UID),
 			Namespace: ar.Namespace,
-			Operation: ar.Operation,
+			Operation: string(ar.Operation),
 			DryRun:    ar.DryRun != nil && *ar.DryRun,
 		},
 		PodName: ar.Name,
 	}
 	if ar.Kind.Kind != "" && !isPodKind(ar.Kind) {
 		res.Decision = denied(ReasonNotPod,
-			"the marble injector handles core/v1 Pods only, got %s; check the rules of the webhook configuration", ar.Kind)
+			"the marble injector handles core/v1 Pods only, got %s; check the rules of the webhook configuration", gvkString(ar.Kind))
 		return res.respond()
 	}
-	if ar.Operation != "CREATE" {
+	if ar.Operation != admissionv1.Create {
 		res.Decision = unchanged(ReasonNotCreate)
 		return res.respond()
 	}
@@ -133,8 +245,17 @@ func review(apiVersion string, ar requestMeta, present bool, pod *Pod, podErr er
 	return res.respond()
 }
 
-func isPodKind(k groupVersionKind) bool {
+func isPodKind(k metav1.GroupVersionKind) bool {
 	return k.Group == "" && k.Version == "v1" && k.Kind == "Pod"
+}
+
+// gvkString names a kind as the API machinery's schema.GroupVersionKind
+// does, without a leading slash for the core group.
+func gvkString(k metav1.GroupVersionKind) string {
+	if k.Group == "" {
+		return k.Version + ", Kind=" + k.Kind
+	}
+	return k.Group + "/" + k.Version + ", Kind=" + k.Kind
 }
 
 func badReview(msg string) ReviewResult {
@@ -149,24 +270,30 @@ func badReview(msg string) ReviewResult {
 // respond encodes the AdmissionReview response for the decision.
 func (r ReviewResult) respond() ReviewResult {
 	d := r.Decision
-	b := make([]byte, 0, 256+len(r.APIVersion)+len(r.Request.UID)+base64.StdEncoding.EncodedLen(len(d.Patch))+2*len(d.Message))
-	b = append(b, `{"apiVersion":`...)
-	b = appendString(b, r.APIVersion)
-	b = append(b, `,"kind":"AdmissionReview","response":{"uid":`...)
-	b = appendString(b, r.Request.UID)
+	resp := &admissionv1.AdmissionResponse{UID: types.UID(r.Request.UID)}
 	switch d.Outcome {
 	case Denied:
-		b = append(b, `,"allowed":false,"status":{"metadata":{},"status":"Failure","message":`...)
-		b = appendString(b, d.Message)
-		b = append(b, `,"reason":"BadRequest","code":400}`...)
+		resp.Result = &metav1.Status{
+			Status:  metav1.StatusFailure,
+			Message: d.Message,
+			Reason:  metav1.StatusReasonBadRequest,
+			Code:    http.StatusBadRequest,
+		}
 	case Mutated:
-		b = append(b, `,"allowed":true,"patchType":"JSONPatch","patch":"`...)
-		b = base64.StdEncoding.AppendEncode(b, d.Patch)
-		b = append(b, '"')
+		pt := admissionv1.PatchTypeJSONPatch
+		resp.Allowed, resp.PatchType, resp.Patch = true, &pt, d.Patch
 	default:
-		b = append(b, `,"allowed":true`...)
+		resp.Allowed = true
 	}
-	b = append(b, "}}"...)
+	out := admissionv1.AdmissionReview{
+		TypeMeta: metav1.TypeMeta{APIVersion: r.APIVersion, Kind: "AdmissionReview"},
+		Response: resp,
+	}
+	b, err := json.Marshal(&out)
+	if err != nil {
+		// Every field is a string, a bool, a number or bytes.
+		panic(fmt.Sprintf("encoding an AdmissionReview response: %v", err))
+	}
 	r.HTTPStatus = http.StatusOK
 	r.Body = b
 	r.ContentType = "application/json"
