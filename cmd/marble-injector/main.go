@@ -5,14 +5,13 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/marblemesh/marblemesh/internal/injector"
+	"github.com/marblemesh/marblemesh/internal/lifecycle"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	ctx, stop := lifecycle.SignalContext(context.Background())
 	code := injector.RunCommand(ctx, os.Args[1:], os.Stderr)
 	stop()
 	os.Exit(code)

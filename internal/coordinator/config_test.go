@@ -90,7 +90,7 @@ func TestConfigFromEnv(t *testing.T) {
 func TestMainRefusesWithoutSimulation(t *testing.T) {
 	var out, errOut bytes.Buffer
 	empty := t.TempDir()
-	code := Main(nil, envFrom(map[string]string{
+	code := Main(t.Context(), nil, envFrom(map[string]string{
 		EnvSealDir: t.TempDir(), EnvMeshAddr: "127.0.0.1:0", EnvClientAddr: "127.0.0.1:0", EnvAttestationDir: empty,
 	}), &out, &errOut)
 	if code != 1 {
@@ -105,7 +105,7 @@ func TestMainRefusesWithoutSimulation(t *testing.T) {
 func TestMainRefusesGramineWithoutQuote(t *testing.T) {
 	dir := issuertest.Gramine{Keys: true, SignerKey: signerKey, AttestationType: "none"}.Create(t)
 	var out, errOut bytes.Buffer
-	code := Main(nil, envFrom(map[string]string{
+	code := Main(t.Context(), nil, envFrom(map[string]string{
 		EnvSealDir: t.TempDir(), EnvMeshAddr: "127.0.0.1:0", EnvClientAddr: "127.0.0.1:0", EnvAttestationDir: dir,
 	}), &out, &errOut)
 	if code != 1 || !strings.Contains(errOut.String(), dir+"/quote does not") || !strings.Contains(out.String(), "the Coordinator cannot start") {
@@ -115,14 +115,14 @@ func TestMainRefusesGramineWithoutQuote(t *testing.T) {
 
 func TestMainRefusesBadSealMode(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := Main(nil, envFrom(map[string]string{EnvSealMode: "Disabled"}), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), EnvSealMode) {
+	if code := Main(t.Context(), nil, envFrom(map[string]string{EnvSealMode: "Disabled"}), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), EnvSealMode) {
 		t.Fatalf("exit code %d, stderr %q", code, errOut.String())
 	}
 }
 
 func TestMainHelp(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if code := Main([]string{"--help"}, envFrom(nil), &out, &errOut); code != 0 {
+	if code := Main(t.Context(), []string{"--help"}, envFrom(nil), &out, &errOut); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
 	for _, want := range []string{EnvMeshAddr, EnvClientAddr, EnvSealDir, EnvSimulation, "--simulation",
@@ -131,7 +131,7 @@ func TestMainHelp(t *testing.T) {
 			t.Errorf("help lacks %s", want)
 		}
 	}
-	if code := Main([]string{"--bogus"}, envFrom(nil), &out, &errOut); code != 2 {
+	if code := Main(t.Context(), []string{"--bogus"}, envFrom(nil), &out, &errOut); code != 2 {
 		t.Fatalf("unknown flag exit code %d", code)
 	}
 }

@@ -8,15 +8,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime/debug"
-	"syscall"
 
 	"github.com/marblemesh/marblemesh/internal/version"
 )
 
-// Main runs the coordinator command and returns its exit code.
-func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+// Main runs the coordinator command until ctx is done and returns its exit
+// code: 0 after a clean stop.
+func Main(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	simulation := fs.Bool("simulation", false, "run in simulation mode: no attestation, INSECURE (same as OE_SIMULATION=1)")
@@ -65,8 +64,6 @@ Flags:
 	if cfg.Simulation {
 		logger = logger.With("simulation", true)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	srv, err := New(cfg, logger)
 	if err != nil {
 		logger.Error("the Coordinator cannot start", "error", err.Error())

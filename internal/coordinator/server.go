@@ -26,6 +26,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/internal/lifecycle"
 )
 
 // Server is a running Coordinator.
@@ -150,8 +151,10 @@ func (s *Server) PrometheusAddr() string {
 	return s.promLn.Addr().String()
 }
 
-// Serve serves until ctx is done, then stops gracefully and closes the
-// store. It returns the first server error, or nil after a clean stop.
+// Serve serves until ctx is done, then drains the APIs within a grace period
+// and closes the store. It returns the first server error, or the drain's
+// error when requests in flight outlast the grace period, or nil after a
+// clean stop.
 func (s *Server) Serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -177,8 +180,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	g.Go(func() error {
 		<-gctx.Done()
-		s.shutdown()
-		return nil
+		return s.shutdown()
 	})
 	err := g.Wait()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
@@ -187,20 +189,31 @@ func (s *Server) Serve(ctx context.Context) error {
 	return err
 }
 
-func (s *Server) shutdown() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	stopped := make(chan struct{})
-	go func() { s.grpc.GracefulStop(); close(stopped) }()
-	_ = s.client.Shutdown(ctx)
+// shutdownGrace bounds how long a stopping Coordinator waits for requests
+// in flight.
+const shutdownGrace = 10 * time.Second
+
+// shutdown drains the APIs within shutdownGrace; the mesh API's remaining
+// streams are cut when the grace period ends.
+func (s *Server) shutdown() error {
+	steps := []lifecycle.Step{
+		{Name: "client API", Stop: s.client.Shutdown},
+		{Name: "mesh API", Stop: func(ctx context.Context) error {
+			stopped := make(chan struct{})
+			go func() { s.grpc.GracefulStop(); close(stopped) }()
+			select {
+			case <-stopped:
+				return nil
+			case <-ctx.Done():
+				s.grpc.Stop()
+				return ctx.Err()
+			}
+		}},
+	}
 	if s.prom != nil {
-		_ = s.prom.Shutdown(ctx)
+		steps = append(steps, lifecycle.Step{Name: "metrics", Stop: s.prom.Shutdown})
 	}
-	select {
-	case <-stopped:
-	case <-ctx.Done():
-		s.grpc.Stop()
-	}
+	return lifecycle.Drain(shutdownGrace, steps...)
 }
 
 func (s *Server) closeListeners() {

@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/marblemesh/marblemesh/internal/lifecycle"
 )
 
 // Server defaults.
@@ -175,14 +177,14 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          errLog,
 	}
-	servers := []*http.Server{main}
+	steps := []lifecycle.Step{{Name: "HTTPS server", Stop: main.Shutdown}}
 	errc := make(chan error, 2)
 	go func() { errc <- main.ServeTLS(ln, "", "") }()
 	if metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET "+PathMetrics, s.metricsHandler())
 		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
-		servers = append(servers, msrv)
+		steps = append(steps, lifecycle.Step{Name: "metrics server", Stop: msrv.Shutdown})
 		go func() { errc <- msrv.Serve(metricsLn) }()
 		s.log.Info("serving metrics", "addr", metricsLn.Addr().String())
 	}
@@ -192,7 +194,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		"sgx_resource", s.opts.Config.SGXResource)
 
 	var serveErr error
-	pending := len(servers)
+	pending := len(steps)
 	select {
 	case <-ctx.Done():
 		s.log.Info("shutting down", "delay", s.opts.ShutdownDelay, "timeout", s.opts.ShutdownTimeout)
@@ -205,16 +207,12 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	if serveErr == nil && s.opts.ShutdownDelay > 0 {
 		time.Sleep(s.opts.ShutdownDelay)
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.ShutdownTimeout)
-	defer cancel()
 	var errs []error
 	if serveErr != nil {
 		errs = append(errs, serveErr)
 	}
-	for _, srv := range servers {
-		if err := srv.Shutdown(sctx); err != nil {
-			errs = append(errs, fmt.Errorf("shutting down: %w", err))
-		}
+	if err := lifecycle.Drain(s.opts.ShutdownTimeout, steps...); err != nil {
+		errs = append(errs, fmt.Errorf("shutting down: %w", err))
 	}
 	for ; pending > 0; pending-- {
 		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -1,0 +1,51 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestDrainClean(t *testing.T) {
+	ran := make(chan string, 2)
+	err := Drain(time.Second,
+		Step{"a", func(context.Context) error { ran <- "a"; return nil }},
+		Step{"b", func(context.Context) error { ran <- "b"; return nil }},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ran) != 2 {
+		t.Fatalf("%d steps ran", len(ran))
+	}
+}
+
+func TestDrainBounded(t *testing.T) {
+	start := time.Now()
+	err := Drain(50*time.Millisecond, Step{"slow", func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "stopping slow") {
+		t.Fatalf("error %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("drain took %v", d)
+	}
+}
+
+func TestSignalContext(t *testing.T) {
+	ctx, stop := SignalContext(context.Background())
+	defer stop()
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("SIGTERM did not cancel the context")
+	}
+}
