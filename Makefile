@@ -28,8 +28,8 @@ $(CMDS):
 demo:
 	$(GO) run ./hack/demo
 
-## test: everything CI runs: formatting, vet, lint, the Kubernetes test binaries, and all tests with the race detector.
-test: fmt-check vet lint kube-bins
+## test: everything CI runs: formatting, vet, the Kubernetes test binaries, and all tests with the race detector.
+test: fmt-check vet kube-bins
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
 
 ## test-short: the tests that need no Kubernetes API server, without the race detector.
