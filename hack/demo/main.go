@@ -11,17 +11,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -30,12 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
-)
 
-// Coordinator status codes of GET /api/v2/status.
-const (
-	statusAcceptingManifest = 2
-	statusAcceptingMarbles  = 3
+	"github.com/marblemesh/marblemesh/api"
 )
 
 func main() {
@@ -199,7 +189,7 @@ func (d *demo) showLog(p *process) {
 }
 
 func run(ctx context.Context, con *console) (err error) {
-	root, err := moduleRoot(ctx)
+	repo, err := moduleRoot(ctx)
 	if err != nil {
 		return err
 	}
@@ -218,7 +208,7 @@ func run(ctx context.Context, con *console) (err error) {
 
 	con.say("building cmd/coordinator, cmd/premain, samples/server and samples/client into %s", d.bin)
 	start := time.Now()
-	if err := goBuild(ctx, root, d.bin, "./cmd/coordinator", "./cmd/premain", "./samples/server", "./samples/client"); err != nil {
+	if err := goBuild(ctx, repo, d.bin, "./cmd/coordinator", "./cmd/premain", "./samples/server", "./samples/client"); err != nil {
 		return err
 	}
 	con.say("built in %s", time.Since(start).Round(100*time.Millisecond))
@@ -251,50 +241,44 @@ func run(ctx context.Context, con *console) (err error) {
 		return err
 	}
 
-	api := &clientAPI{base: "https://" + clientAddr, http: bootstrapClient()}
-	con.say("waiting for GET /api/v2/status to report code %d (the Coordinator's certificate is not trusted yet; only status and quote are read this way)", statusAcceptingManifest)
-	st, err := api.waitStatus(ctx, coord, statusAcceptingManifest, 60*time.Second)
+	con.say("waiting for the Coordinator's quote and certificate chain (api.VerifyCoordinator); its certificate is not trusted yet")
+	att, err := verifyCoordinator(ctx, coord, clientAddr, 60*time.Second)
 	if err != nil {
 		return fail(err)
+	}
+	con.say("api.VerifyCoordinator: root %q, intermediate %q", att.Root.Subject.String(), att.Intermediate.Subject.String())
+	if att.Simulation() {
+		con.say("SIMULATION: the quote is empty, so nothing proves what code the Coordinator runs; the root is trusted on first use, NOT verified")
+	} else {
+		con.say("the quote has %d bytes; this demo does NOT verify it (the CLI does), it only pins the root", len(att.Quote))
+	}
+	root := att.Root
+	con.say("pinned the root certificate: every further client API call must chain to it")
+
+	st, err := api.Status(ctx, clientAddr, root)
+	if err != nil {
+		return fail(err)
+	}
+	if st.Code != api.StateAcceptingManifest {
+		return fail(fmt.Errorf("the Coordinator's status is %d (%s), want %d", st.Code, st.Message, api.StateAcceptingManifest))
 	}
 	con.say("Coordinator status %d: %s", st.Code, st.Message)
 
-	q, err := api.quote(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	rootCert, intermediate, err := parseChain(q.Cert)
-	if err != nil {
-		return fail(fmt.Errorf("GET /api/v2/quote: %w", err))
-	}
-	con.say("GET /api/v2/quote: root %q, intermediate %q", rootCert.Subject.String(), intermediate.Subject.String())
-	quote, err := base64.StdEncoding.DecodeString(q.Quote)
-	if err != nil {
-		return fail(fmt.Errorf("GET /api/v2/quote: the quote is not base64: %w", err))
-	}
-	if len(quote) == 0 {
-		con.say("SIMULATION: the quote is empty, so nothing proves what code the Coordinator runs; the root is trusted on first use, NOT verified")
-	} else {
-		con.say("the quote has %d bytes; this demo does NOT verify it (the CLI does), it only pins the root", len(quote))
-	}
-	api.http = pinnedClient(rootCert)
-	con.say("pinned the root certificate: every further client API call must chain to it")
-
-	manifestPath := filepath.Join(root, "samples", "manifest.json")
+	manifestPath := filepath.Join(repo, "samples", "manifest.json")
 	manifest, err := os.ReadFile(manifestPath)
 	if err != nil {
 		return fail(fmt.Errorf("reading the manifest: %w", err))
 	}
-	if err := api.setManifest(ctx, manifest); err != nil {
-		return fail(err)
+	if _, err := api.ManifestSet(ctx, clientAddr, root, manifest); err != nil {
+		return fail(fmt.Errorf("setting the manifest: %w", err))
 	}
-	con.say("POST /api/v2/manifest: set samples/manifest.json (SHA-256 %x)", sha256.Sum256(manifest))
-	st, err = api.status(ctx)
+	con.say("api.ManifestSet: set samples/manifest.json (SHA-256 %s)", api.ManifestFingerprint(manifest))
+	st, err = api.Status(ctx, clientAddr, root)
 	if err != nil {
 		return fail(err)
 	}
-	if st.Code != statusAcceptingMarbles {
-		return fail(fmt.Errorf("status after setting the manifest is %d (%s), want %d", st.Code, st.Message, statusAcceptingMarbles))
+	if st.Code != api.StateAcceptingMarbles {
+		return fail(fmt.Errorf("status after setting the manifest is %d (%s), want %d", st.Code, st.Message, api.StateAcceptingMarbles))
 	}
 	con.say("Coordinator status %d: %s", st.Code, st.Message)
 
@@ -345,12 +329,12 @@ func run(ctx context.Context, con *console) (err error) {
 	}
 	con.say("sample-client exited 0: the marbles talked mTLS with certificates issued by the Coordinator")
 
-	st, err = api.status(ctx)
+	st, err = api.Status(ctx, clientAddr, root)
 	if err != nil {
 		return fail(err)
 	}
 	con.say("Coordinator status %d: %s", st.Code, st.Message)
-	con.say("Coordinator root certificate SHA-256 fingerprint: %s", fingerprint(rootCert))
+	con.say("Coordinator root certificate SHA-256 fingerprint: %s", api.Fingerprint(root))
 	con.say("done; stopping everything")
 	return nil
 }
@@ -410,176 +394,30 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// bootstrapClient trusts any certificate. It is used only for the status
-// and the quote, which carry the certificates to pin.
-func bootstrapClient() *http.Client {
-	return &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{
-			InsecureSkipVerify: true, //nolint:gosec // only until the root is pinned
-			MinVersion:         tls.VersionTLS12,
-		}},
-	}
-}
-
-// pinnedClient trusts only root, for the name the Coordinator was given.
-func pinnedClient(root *x509.Certificate) *http.Client {
-	pool := x509.NewCertPool()
-	pool.AddCert(root)
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{
-			RootCAs:    pool,
-			ServerName: "localhost",
-			MinVersion: tls.VersionTLS12,
-		}},
-	}
-}
-
-// clientAPI calls the Coordinator's v2 client API.
-type clientAPI struct {
-	base string
-	http *http.Client
-}
-
-type jsend struct {
-	Status  string          `json:"status"`
-	Data    json.RawMessage `json:"data"`
-	Message string          `json:"message"`
-}
-
-type coordinatorStatus struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
-
-type quoteResponse struct {
-	Cert  string `json:"cert"`
-	Quote string `json:"quote"`
-}
-
-// call sends a request and decodes the JSend envelope's data into out.
-func (a *clientAPI) call(ctx context.Context, method, path string, body any, out any) error {
-	var reader io.Reader
-	if body != nil {
-		data, err := json.Marshal(body)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", method, path, err)
-		}
-		reader = bytes.NewReader(data)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, a.base+path, reader)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: reading the answer: %w", method, path, err)
-	}
-	var env jsend
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return fmt.Errorf("%s %s: %s: answer is not JSend: %q", method, path, resp.Status, raw)
-	}
-	if resp.StatusCode != http.StatusOK || env.Status != "success" {
-		msg := env.Message
-		if msg == "" {
-			msg = string(env.Data)
-		}
-		return fmt.Errorf("%s %s: %s (%s): %s", method, path, resp.Status, env.Status, msg)
-	}
-	if out != nil {
-		if err := json.Unmarshal(env.Data, out); err != nil {
-			return fmt.Errorf("%s %s: decoding data %q: %w", method, path, env.Data, err)
-		}
-	}
-	return nil
-}
-
-func (a *clientAPI) status(ctx context.Context) (coordinatorStatus, error) {
-	var st coordinatorStatus
-	err := a.call(ctx, http.MethodGet, "/api/v2/status", nil, &st)
-	return st, err
-}
-
-// waitStatus polls the status until it has code want, the process ends or
-// the timeout passes.
-func (a *clientAPI) waitStatus(ctx context.Context, p *process, want int, timeout time.Duration) (coordinatorStatus, error) {
+// verifyCoordinator waits until the Coordinator serves its quote and returns
+// what api.VerifyCoordinator found. The demo's Coordinator runs in
+// simulation and has no quote to check, so verification is skipped: the
+// root is trusted on first use. Against a real enclave, pass the expected
+// identity (api.VerifyOptions with UniqueID or SignerID and a Verifier).
+func verifyCoordinator(ctx context.Context, p *process, endpoint string, timeout time.Duration) (*api.Attestation, error) {
 	deadline := time.Now().Add(timeout)
-	var last error
 	for {
-		st, err := a.status(ctx)
-		if err == nil && st.Code == want {
-			return st, nil
-		}
+		att, err := api.VerifyCoordinator(ctx, endpoint, api.VerifyOptions{InsecureSkipVerify: true})
 		if err == nil {
-			last = fmt.Errorf("status %d: %s", st.Code, st.Message)
-		} else {
-			last = err
+			return att, nil
 		}
 		if p.exited() {
-			return st, fmt.Errorf("the %s process exited (%v) before reporting status %d", p.name, p.err, want)
+			return nil, fmt.Errorf("the %s process exited (%v) before serving its quote", p.name, p.err)
 		}
 		if time.Now().After(deadline) {
-			return st, fmt.Errorf("no status %d within %s: %w", want, timeout, last)
+			return nil, fmt.Errorf("no quote from the Coordinator within %s: %w", timeout, err)
 		}
 		select {
 		case <-ctx.Done():
-			return st, ctx.Err()
+			return nil, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-func (a *clientAPI) quote(ctx context.Context) (quoteResponse, error) {
-	var q quoteResponse
-	err := a.call(ctx, http.MethodGet, "/api/v2/quote", nil, &q)
-	return q, err
-}
-
-func (a *clientAPI) setManifest(ctx context.Context, manifest []byte) error {
-	body := map[string]string{"manifest": base64.StdEncoding.EncodeToString(manifest)}
-	return a.call(ctx, http.MethodPost, "/api/v2/manifest", body, nil)
-}
-
-// parseChain splits the quote's PEM (intermediate, then root) and checks
-// that the root is self-signed and signed the intermediate.
-func parseChain(pemData string) (root, intermediate *x509.Certificate, err error) {
-	var certs []*x509.Certificate
-	rest := []byte(pemData)
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("parsing a certificate: %w", err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) != 2 {
-		return nil, nil, fmt.Errorf("got %d certificates, want intermediate and root", len(certs))
-	}
-	intermediate, root = certs[0], certs[1]
-	if err := root.CheckSignatureFrom(root); err != nil {
-		return nil, nil, fmt.Errorf("the root is not self-signed: %w", err)
-	}
-	if err := intermediate.CheckSignatureFrom(root); err != nil {
-		return nil, nil, fmt.Errorf("the intermediate is not signed by the root: %w", err)
-	}
-	return root, intermediate, nil
 }
 
 // waitRefusesAnonymous waits until the sample server accepts TLS
@@ -632,13 +470,4 @@ func refusal(conn net.Conn) (string, error) {
 		return err.Error(), nil
 	}
 	return "", fmt.Errorf("sample-server answered a client without certificate: %q", strings.TrimSpace(line))
-}
-
-func fingerprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	parts := make([]string, len(sum))
-	for i, b := range sum {
-		parts[i] = fmt.Sprintf("%02X", b)
-	}
-	return strings.Join(parts, ":")
 }

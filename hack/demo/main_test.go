@@ -2,90 +2,12 @@ package main
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net/http"
-	"net/http/httptest"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 )
-
-func newCert(t *testing.T, cn string, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: cn},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, key
-}
-
-func pemOf(certs ...*x509.Certificate) string {
-	var b strings.Builder
-	for _, c := range certs {
-		b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
-	}
-	return b.String()
-}
-
-func TestParseChain(t *testing.T) {
-	root, rootKey := newCert(t, "root", nil, nil)
-	inter, _ := newCert(t, "intermediate", root, rootKey)
-	other, _ := newCert(t, "other root", nil, nil)
-
-	gotRoot, gotInter, err := parseChain(pemOf(inter, root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !gotRoot.Equal(root) || !gotInter.Equal(inter) {
-		t.Fatal("wrong certificates picked")
-	}
-	for name, input := range map[string]string{
-		"root only":               pemOf(root),
-		"reversed":                pemOf(root, inter),
-		"foreign intermediate":    pemOf(inter, other),
-		"nothing":                 "",
-		"three certificates":      pemOf(inter, root, other),
-		"garbage in a cert block": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte("x")})) + pemOf(root),
-	} {
-		if _, _, err := parseChain(input); err == nil {
-			t.Errorf("%s: accepted", name)
-		}
-	}
-}
-
-func TestFingerprint(t *testing.T) {
-	root, _ := newCert(t, "root", nil, nil)
-	fp := fingerprint(root)
-	if len(fp) != 32*3-1 || strings.Count(fp, ":") != 31 || strings.ToUpper(fp) != fp {
-		t.Fatalf("fingerprint %q is not colon-separated upper-case SHA-256", fp)
-	}
-}
 
 func TestPrefixWriter(t *testing.T) {
 	var out bytes.Buffer
@@ -101,33 +23,23 @@ func TestPrefixWriter(t *testing.T) {
 	}
 }
 
-func TestClientAPICall(t *testing.T) {
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/api/v2/status":
-			_, _ = w.Write([]byte(`{"status":"success","data":{"code":3,"message":"running"}}`))
-		case "/api/v2/manifest":
-			w.WriteHeader(http.StatusBadRequest)
-			_, _ = w.Write([]byte(`{"status":"fail","data":null,"message":"manifest invalid: no packages"}`))
-		default:
-			w.WriteHeader(http.StatusMethodNotAllowed)
-			_, _ = w.Write([]byte(`not json`))
-		}
-	}))
-	defer srv.Close()
-	api := &clientAPI{base: srv.URL, http: srv.Client()}
+func TestVerifyCoordinatorGivesUpWhenTheProcessExits(t *testing.T) {
+	p := &process{name: "coord", done: make(chan struct{}), err: errors.New("exit status 1")}
+	close(p.done)
+	addr := fmt.Sprintf("127.0.0.1:%d", mustFreePort(t))
+	_, err := verifyCoordinator(t.Context(), p, addr, time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "coord process exited") {
+		t.Fatalf("err = %v", err)
+	}
+}
 
-	st, err := api.status(t.Context())
-	if err != nil || st.Code != 3 || st.Message != "running" {
-		t.Fatalf("status = %+v, %v", st, err)
+func mustFreePort(t *testing.T) int {
+	t.Helper()
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
 	}
-	err = api.setManifest(t.Context(), []byte("{}"))
-	if err == nil || !strings.Contains(err.Error(), "manifest invalid: no packages") {
-		t.Fatalf("set manifest err = %v, want the Coordinator's message", err)
-	}
-	if _, err := api.quote(t.Context()); err == nil || !strings.Contains(err.Error(), "not JSend") {
-		t.Fatalf("quote err = %v", err)
-	}
+	return ports[0]
 }
 
 func TestFreePorts(t *testing.T) {
