@@ -56,7 +56,7 @@ func newCertificateSubCmd(g *globals, name, short, defaultFile string, pick func
 		Args:  exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := g.setAddr(args[0])
-			att, err := g.attest(cmd.Context(), addr, pinCheck)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinCheck)
 			if err != nil {
 				return err
 			}
@@ -68,7 +68,7 @@ func newCertificateSubCmd(g *globals, name, short, defaultFile string, pick func
 			for _, c := range certs {
 				out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 			}
-			if err := g.writeOutput(output, out, 0o644); err != nil {
+			if err := g.out.writeOutput(output, out, 0o644); err != nil {
 				return err
 			}
 			if format(cmd).json() {
@@ -76,12 +76,12 @@ func newCertificateSubCmd(g *globals, name, short, defaultFile string, pick func
 				for i, c := range certs {
 					fps[i] = api.Fingerprint(c)
 				}
-				return printJSON(g.reportWriter(output), struct {
+				return printJSON(g.out.reportWriter(output), struct {
 					File         string   `json:"file"`
 					Fingerprints []string `json:"fingerprints"`
 				}{output, fps})
 			}
-			fmt.Fprintf(g.reportWriter(output), "Certificate (%s) written to %s.\n", name, outputName(output))
+			fmt.Fprintf(g.out.reportWriter(output), "Certificate (%s) written to %s.\n", name, outputName(output))
 			return nil
 		},
 	}

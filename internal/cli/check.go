@@ -27,7 +27,7 @@ reported and skipped; it is an error when neither exists.`,
 		if err != nil {
 			return kubeError(err)
 		}
-		w := install.Waiter{Clientset: cs, Namespace: g.namespace, Out: g.stdout()}
+		w := install.Waiter{Clientset: cs, Namespace: g.namespace, Out: g.out.stdout()}
 		if err := w.Wait(cmd.Context(), time.Duration(timeout)*time.Second); err != nil {
 			return kubeError(err)
 		}

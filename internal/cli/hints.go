@@ -26,12 +26,11 @@ func withHint(err error, hint string) error { return &hintedError{err: err, hint
 
 // hintFor returns advice for err: an attached hint, or one derived from
 // the kind of failure.
-func hintFor(err error, g *globals) string {
+func hintFor(err error, addr, certFile string) string {
 	var he *hintedError
 	if errors.As(err, &he) {
 		return he.hint
 	}
-	addr := g.addr
 	if addr == "" {
 		addr = "<IP:PORT>"
 	}
@@ -49,7 +48,7 @@ func hintFor(err error, g *globals) string {
 		return fmt.Sprintf("The Coordinator at %s does not present the certificate pinned in %s. If it is in recovery mode, it serves a temporary "+
 			"certificate until it is recovered with 'marblerun recover'. If it was re-installed or its state was reset, "+
 			"verify it again with 'marblerun manifest verify <manifest> %s', which checks its attestation and manifest and pins its new certificate. "+
-			"Otherwise you may be talking to a different Coordinator than you think.", addr, g.certFile, addr)
+			"Otherwise you may be talking to a different Coordinator than you think.", addr, certFile, addr)
 	case errors.Is(err, api.ErrSimulation):
 		return "A Coordinator in simulation mode proves nothing. For test setups, pass --insecure (-i) to talk to it anyway."
 	case errors.Is(err, api.ErrNoVerifier):

@@ -76,16 +76,16 @@ The kubeconfig is --kubeconfig, $KUBECONFIG or ~/.kube/config.`,
 	fl.DurationVar(&waitTimeout, "timeout", 5*time.Minute, "how long --wait waits")
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		o.Progress = g.stdout()
+		o.Progress = g.out.stdout()
 		o.WaitTimeout = waitTimeout
 		if o.Simulation {
-			g.warnf("Warning: simulation mode: the Coordinator runs without SGX and its attestation proves nothing.")
+			g.out.warnf("Warning: simulation mode: the Coordinator runs without SGX and its attestation proves nothing.")
 		}
 		if err := install.Install(cmd.Context(), kf.cluster(g), o); err != nil {
 			return kubeError(err)
 		}
 		if !o.Wait {
-			fmt.Fprintf(g.stdout(), "Run 'marblerun check -n %s' to wait until it is ready.\n", g.namespace)
+			fmt.Fprintf(g.out.stdout(), "Run 'marblerun check -n %s' to wait until it is ready.\n", g.namespace)
 		}
 		return nil
 	}

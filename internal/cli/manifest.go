@@ -61,7 +61,7 @@ pinned in --coordinator-cert.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.attest(cmd.Context(), addr, pinLater)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinLater)
 			if err != nil {
 				return err
 			}
@@ -69,13 +69,13 @@ pinned in --coordinator-cert.`,
 			if err != nil {
 				return err
 			}
-			if err := g.pin(att); err != nil {
+			if err := g.coordinator().pin(att); err != nil {
 				return err
 			}
 			if note := m.TTLSNote(); note != "" {
-				g.warnf("Note: %s.", note)
+				g.out.warnf("Note: %s.", note)
 			}
-			return g.reportRecoveryData(format(cmd), api.ManifestFingerprint(raw), secrets, recoveryFile, "Manifest successfully set.")
+			return g.reporter().reportRecoveryData(format(cmd), api.ManifestFingerprint(raw), secrets, recoveryFile, "Manifest successfully set.")
 		},
 	}
 	cmd.Flags().StringVarP(&recoveryFile, "recoverydata", "r", "", "file to write the recovery data to (default: print it)")
@@ -91,11 +91,15 @@ func format(cmd *cobra.Command) *formatFlag {
 	return &formatFlag{value: formatText}
 }
 
+// reporter prints the outcomes of manifest sets, updates and recoveries,
+// and writes the recovery data they return.
+type reporter struct{ out *output }
+
 // reportRecoveryData prints the outcome of a manifest set or update and
 // writes or prints the recovery secrets.
-func (g *globals) reportRecoveryData(f *formatFlag, signature string, secrets map[string][]byte, file, done string) error {
+func (r *reporter) reportRecoveryData(f *formatFlag, signature string, secrets map[string][]byte, file, done string) error {
 	if len(secrets) > 0 && file != "" {
-		if err := g.writeRecoveryData(file, secrets); err != nil {
+		if err := r.writeRecoveryData(file, secrets); err != nil {
 			return err
 		}
 	}
@@ -112,9 +116,9 @@ func (g *globals) reportRecoveryData(f *formatFlag, signature string, secrets ma
 				out.RecoverySecrets = secrets
 			}
 		}
-		return printJSON(g.stdout(), out)
+		return printJSON(r.out.stdout(), out)
 	}
-	w := g.stdout()
+	w := r.out.stdout()
 	if signature != "" {
 		fmt.Fprintf(w, "Manifest signature: %s\n", signature)
 	}
@@ -133,12 +137,12 @@ func (g *globals) reportRecoveryData(f *formatFlag, signature string, secrets ma
 }
 
 // writeRecoveryData writes recovery secrets to file as MarbleRun does.
-func (g *globals) writeRecoveryData(file string, secrets map[string][]byte) error {
+func (r *reporter) writeRecoveryData(file string, secrets map[string][]byte) error {
 	out, err := json.MarshalIndent(recoveryData{secrets}, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding recovery data: %w", err)
 	}
-	if err := g.writeOutput(file, append(out, '\n'), 0o600); err != nil {
+	if err := r.out.writeOutput(file, append(out, '\n'), 0o600); err != nil {
 		return fmt.Errorf("saving recovery data: %w", err)
 	}
 	return nil
@@ -164,9 +168,9 @@ newline, so that its signature matches the Coordinator's. --signature wraps it a
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := g.setAddr(args[0])
 			if keepCert {
-				g.warnf("Flag --keep-cert is deprecated and does nothing: the Coordinator's certificates are pinned on first verification.")
+				g.out.warnf("Flag --keep-cert is deprecated and does nothing: the Coordinator's certificates are pinned on first verification.")
 			}
-			att, err := g.attest(cmd.Context(), addr, pinCheck)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinCheck)
 			if err != nil {
 				return err
 			}
@@ -197,13 +201,13 @@ newline, so that its signature matches the Coordinator's. --signature wraps it a
 				out = append(out, '\n')
 			}
 			if output != "" {
-				if err := g.writeOutput(output, out, 0o644); err != nil {
+				if err := g.out.writeOutput(output, out, 0o644); err != nil {
 					return err
 				}
-				g.warnf("Manifest written to %s.", outputName(output))
+				g.out.warnf("Manifest written to %s.", outputName(output))
 				return nil
 			}
-			_, err = g.stdout().Write(out)
+			_, err = g.out.stdout().Write(out)
 			return err
 		},
 	}
@@ -327,7 +331,7 @@ pinned before: this is how a re-installed Coordinator is trusted again.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.attest(cmd.Context(), addr, pinLater)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinLater)
 			if err != nil {
 				return err
 			}
@@ -339,17 +343,17 @@ pinned before: this is how a re-installed Coordinator is trusted again.`,
 				return withHint(fmt.Errorf("the Coordinator at %s runs manifest %s, not %s", addr, m.Fingerprint, want),
 					"Nothing was pinned. Check that you have the manifest the Coordinator should run ('marblerun manifest signature <file>' prints a file's signature).")
 			}
-			if err := g.pin(att); err != nil {
+			if err := g.coordinator().pin(att); err != nil {
 				return err
 			}
 			if format(cmd).json() {
-				return printJSON(g.stdout(), struct {
+				return printJSON(g.out.stdout(), struct {
 					OK                bool   `json:"ok"`
 					ManifestSignature string `json:"manifestSignature"`
 					RootFingerprint   string `json:"rootFingerprint"`
 				}{true, m.Fingerprint, api.Fingerprint(att.Root)})
 			}
-			fmt.Fprintln(g.stdout(), "OK")
+			fmt.Fprintln(g.out.stdout(), "OK")
 			return nil
 		},
 	}
@@ -384,11 +388,11 @@ A YAML manifest is converted to JSON first, as "manifest set" does.`,
 			}
 			sig := api.ManifestFingerprint(raw)
 			if format(cmd).json() {
-				return printJSON(g.stdout(), struct {
+				return printJSON(g.out.stdout(), struct {
 					ManifestSignature string `json:"manifestSignature"`
 				}{sig})
 			}
-			fmt.Fprintln(g.stdout(), sig)
+			fmt.Fprintln(g.out.stdout(), sig)
 			return nil
 		},
 	}
@@ -407,7 +411,7 @@ verifying a quote. --output writes the log (one JSON object per line).`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := g.setAddr(args[0])
-			root, err := g.trustedRoot(cmd.Context(), addr)
+			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -421,10 +425,10 @@ verifying a quote. --output writes the log (one JSON object per line).`,
 					b.WriteString(l)
 					b.WriteByte('\n')
 				}
-				if err := g.writeOutput(output, []byte(b.String()), 0o644); err != nil {
+				if err := g.out.writeOutput(output, []byte(b.String()), 0o644); err != nil {
 					return err
 				}
-				g.warnf("Update log written to %s.", outputName(output))
+				g.out.warnf("Update log written to %s.", outputName(output))
 				return nil
 			}
 			if format(cmd).json() {
@@ -435,11 +439,11 @@ verifying a quote. --output writes the log (one JSON object per line).`,
 					}
 					entries = append(entries, json.RawMessage(l))
 				}
-				return printJSON(g.stdout(), struct {
+				return printJSON(g.out.stdout(), struct {
 					UpdateLog []json.RawMessage `json:"updateLog"`
 				}{entries})
 			}
-			w := g.stdout()
+			w := g.out.stdout()
 			fmt.Fprintln(w, "Update log:")
 			for _, l := range log {
 				fmt.Fprintln(w, l)

@@ -61,14 +61,28 @@ func printJSON(w io.Writer, v any) error {
 	return nil
 }
 
+// output is where a command writes: its data to the standard output or an
+// -o/--output file, its warnings and notes to the standard error.
+type output struct {
+	out, errOut io.Writer
+}
+
+func (o *output) stdout() io.Writer { return o.out }
+func (o *output) stderr() io.Writer { return o.errOut }
+
+// warnf writes a line to stderr.
+func (o *output) warnf(format string, args ...any) {
+	fmt.Fprintf(o.errOut, format+"\n", args...)
+}
+
 // stdoutName is the -o/--output value that means standard output.
 const stdoutName = "-"
 
 // writeOutput writes data to the file named by an -o/--output flag (or
 // another output path given on the command line); "-" is standard output.
-func (g *globals) writeOutput(path string, data []byte, perm os.FileMode) error {
+func (o *output) writeOutput(path string, data []byte, perm os.FileMode) error {
 	if path == stdoutName {
-		if _, err := g.stdout().Write(data); err != nil {
+		if _, err := o.stdout().Write(data); err != nil {
 			return fmt.Errorf("writing to standard output: %w", err)
 		}
 		return nil
@@ -78,11 +92,11 @@ func (g *globals) writeOutput(path string, data []byte, perm os.FileMode) error 
 
 // reportWriter is where a command reports what it wrote to output: the
 // standard output, or the standard error when the data itself went there.
-func (g *globals) reportWriter(output string) io.Writer {
+func (o *output) reportWriter(output string) io.Writer {
 	if output == stdoutName {
-		return g.stderr()
+		return o.stderr()
 	}
-	return g.stdout()
+	return o.stdout()
 }
 
 // outputName names output in messages.

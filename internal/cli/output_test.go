@@ -98,8 +98,8 @@ func TestWriteOutputTargets(t *testing.T) {
 			dir := t.TempDir()
 			out := tc.setup(t, dir)
 			var stdout bytes.Buffer
-			g := &globals{opts: Options{Stdout: &stdout, Stderr: &bytes.Buffer{}}}
-			if err := g.writeOutput(out, data, 0o600); err != nil {
+			o := &output{out: &stdout, errOut: &bytes.Buffer{}}
+			if err := o.writeOutput(out, data, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			tc.check(t, dir, out, stdout.Bytes())
@@ -115,8 +115,8 @@ func TestWriteOutputRefuses(t *testing.T) {
 		{dir, "is a folder"},
 		{dangling, "symbolic link"},
 	} {
-		g := &globals{opts: Options{Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}}
-		err := g.writeOutput(tc.path, []byte("x"), 0o644)
+		o := &output{out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}
+		err := o.writeOutput(tc.path, []byte("x"), 0o644)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error about %q", tc.path, err, tc.want)
 		}

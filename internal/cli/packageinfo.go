@@ -186,9 +186,9 @@ Occlum's build/lib/libocclum-libos.signed.so or a single .sig file.`,
 				return err
 			}
 			if format(cmd).json() {
-				return printJSON(g.stdout(), info)
+				return printJSON(g.out.stdout(), info)
 			}
-			w := g.stdout()
+			w := g.out.stdout()
 			fmt.Fprintf(w, "Package properties of %s (%s):\n", file, kind)
 			fmt.Fprintf(w, "  UniqueID (MRENCLAVE):     %s\n", info.UniqueID)
 			fmt.Fprintf(w, "  SignerID (MRSIGNER):      %s\n", info.SignerID)

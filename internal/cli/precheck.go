@@ -36,18 +36,18 @@ sgx.intel.com/epc, /enclave and /provision), Azure's
 			key = install.DetectResourceKey(nodes.Items)
 		}
 		if ff.json() {
-			return printJSON(g.stdout(), struct {
+			return printJSON(g.out.stdout(), struct {
 				Nodes       int    `json:"nodes"`
 				SGXNodes    int    `json:"sgxNodes"`
 				ResourceKey string `json:"resourceKey"`
 			}{len(nodes.Items), sgx, key})
 		}
 		if sgx == 0 {
-			fmt.Fprintf(g.stdout(), "No node of the cluster (%d in all) offers SGX.\n"+
+			fmt.Fprintf(g.out.stdout(), "No node of the cluster (%d in all) offers SGX.\n"+
 				"Install MarbleRun in simulation mode, without SGX's protection, with:\n\tmarblerun install --simulation\n", len(nodes.Items))
 			return nil
 		}
-		fmt.Fprintf(g.stdout(), "%d of %d nodes offer SGX (resource key %s).\nInstall MarbleRun with:\n\tmarblerun install\n", sgx, len(nodes.Items), key)
+		fmt.Fprintf(g.out.stdout(), "%d of %d nodes offer SGX (resource key %s).\nInstall MarbleRun with:\n\tmarblerun install\n", sgx, len(nodes.Items), key)
 		return nil
 	}
 	return cmd

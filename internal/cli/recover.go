@@ -39,7 +39,7 @@ recovery mode the Coordinator serves a temporary root until it is recovered.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.attest(cmd.Context(), addr, pinIgnore)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinIgnore)
 			if err != nil {
 				return err
 			}
@@ -47,7 +47,7 @@ recovery mode the Coordinator serves a temporary root until it is recovered.`,
 			if err != nil {
 				return err
 			}
-			return g.reportRecovery(cmd, res)
+			return g.reporter().reportRecovery(cmd, res)
 		},
 	}
 	cmd.Flags().StringVarP(&keyFile, "key", "k", "", "PEM RSA private key of your recovery key (required)")
@@ -56,18 +56,18 @@ recovery mode the Coordinator serves a temporary root until it is recovered.`,
 	return cmd
 }
 
-func (g *globals) reportRecovery(cmd *cobra.Command, res *api.RecoveryResult) error {
+func (r *reporter) reportRecovery(cmd *cobra.Command, res *api.RecoveryResult) error {
 	if format(cmd).json() {
-		return printJSON(g.stdout(), struct {
+		return printJSON(r.out.stdout(), struct {
 			Remaining int    `json:"remaining"`
 			Message   string `json:"message,omitempty"`
 		}{res.Remaining, res.Message})
 	}
 	if res.Remaining > 0 {
-		fmt.Fprintf(g.stdout(), "Secret successfully uploaded: %d more secret(s) needed to recover the Coordinator.\n", res.Remaining)
+		fmt.Fprintf(r.out.stdout(), "Secret successfully uploaded: %d more secret(s) needed to recover the Coordinator.\n", res.Remaining)
 		return nil
 	}
-	fmt.Fprintln(g.stdout(), "Recovery successful.")
+	fmt.Fprintln(r.out.stdout(), "Recovery successful.")
 	return nil
 }
 
@@ -97,7 +97,7 @@ checked nor replaced.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.attest(cmd.Context(), addr, pinIgnore)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinIgnore)
 			if err != nil {
 				return err
 			}
@@ -105,7 +105,7 @@ checked nor replaced.`,
 			if err != nil {
 				return err
 			}
-			return g.reportRecovery(cmd, res)
+			return g.reporter().reportRecovery(cmd, res)
 		},
 	}
 	cmd.Flags().StringVarP(&sigFile, "signature", "s", "", "file with the signature of the plain recovery secret (required)")
@@ -126,7 +126,7 @@ printed).`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := g.setAddr(args[0])
-			att, err := g.attest(cmd.Context(), addr, pinIgnore)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinIgnore)
 			if err != nil {
 				return err
 			}
@@ -140,13 +140,13 @@ printed).`,
 			}
 			out := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 			if output == "" {
-				_, err := g.stdout().Write(out)
+				_, err := g.out.stdout().Write(out)
 				return err
 			}
-			if err := g.writeOutput(output, out, 0o644); err != nil {
+			if err := g.out.writeOutput(output, out, 0o644); err != nil {
 				return err
 			}
-			g.warnf("Public key written to %s.", outputName(output))
+			g.out.warnf("Public key written to %s.", outputName(output))
 			return nil
 		},
 	}
@@ -177,10 +177,10 @@ func newEncryptSecretCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := g.writeOutput(output, enc, 0o600); err != nil {
+			if err := g.out.writeOutput(output, enc, 0o600); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.reportWriter(output), "Encrypted recovery secret written to %s.\n", outputName(output))
+			fmt.Fprintf(g.out.reportWriter(output), "Encrypted recovery secret written to %s.\n", outputName(output))
 			return nil
 		},
 	}
@@ -212,10 +212,10 @@ func newSignSecretCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := g.writeOutput(output, sig, 0o644); err != nil {
+			if err := g.out.writeOutput(output, sig, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.reportWriter(output), "Signature written to %s.\n", outputName(output))
+			fmt.Fprintf(g.out.reportWriter(output), "Signature written to %s.\n", outputName(output))
 			return nil
 		},
 	}

@@ -24,9 +24,12 @@ type Options struct {
 	ConfigDir func() (string, error)
 }
 
-// globals holds the persistent flags and the state of one invocation.
+// globals holds the persistent flags and the state of one invocation, and
+// builds from them the helpers the commands use: out (output), coordinator
+// (coordinatorConn) and reporter.
 type globals struct {
-	opts Options
+	out      *output
+	verifier api.Verifier
 
 	certFile    string
 	eraConfig   string
@@ -63,7 +66,7 @@ func newRoot(o Options) (*cobra.Command, *globals) {
 	if o.ConfigDir == nil {
 		o.ConfigDir = os.UserConfigDir
 	}
-	g := &globals{opts: o}
+	g := &globals{out: &output{out: o.Stdout, errOut: o.Stderr}, verifier: o.Verifier}
 
 	root := &cobra.Command{
 		Use:   "marblerun",
@@ -129,7 +132,7 @@ func Execute(ctx context.Context, args []string, o Options) int {
 	}
 	stderr := root.ErrOrStderr()
 	fmt.Fprintf(stderr, "Error: %v\n", err)
-	if h := hintFor(err, g); h != "" {
+	if h := hintFor(err, g.addr, g.certFile); h != "" {
 		fmt.Fprintln(stderr, h)
 	}
 	return 1
@@ -142,13 +145,26 @@ func (g *globals) setAddr(addr string) string {
 	return addr
 }
 
-func (g *globals) stdout() io.Writer { return g.opts.Stdout }
-func (g *globals) stderr() io.Writer { return g.opts.Stderr }
-
-// warnf writes a line to stderr.
-func (g *globals) warnf(format string, args ...any) {
-	fmt.Fprintf(g.opts.Stderr, format+"\n", args...)
+// coordinator returns the connection settings of the running command:
+// the flags that say how the Coordinator is verified and pinned.
+func (g *globals) coordinator() *coordinatorConn {
+	return &coordinatorConn{
+		certFile:           g.certFile,
+		eraConfig:          g.eraConfig,
+		insecure:           g.insecure,
+		tcbStatuses:        g.tcbStatuses,
+		advisories:         g.advisories,
+		tcbStatusesChanged: g.tcbStatusesChanged,
+		advisoriesChanged:  g.advisoriesChanged,
+		nonce:              g.nonce,
+		saveQuote:          g.saveQuote,
+		verifier:           g.verifier,
+		out:                g.out,
+	}
 }
+
+// reporter returns the reporter of update and recovery outcomes.
+func (g *globals) reporter() *reporter { return &reporter{out: g.out} }
 
 // exactArgs requires n arguments and names them in the error.
 func exactArgs(n int, names string) cobra.PositionalArgs {

@@ -47,7 +47,7 @@ only written to the file named with --output (JSON, MarbleRun's format, mode
 			if err != nil {
 				return err
 			}
-			att, err := g.attest(cmd.Context(), addr, pinCheck)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinCheck)
 			if err != nil {
 				return err
 			}
@@ -60,14 +60,14 @@ only written to the file named with --output (JSON, MarbleRun's format, mode
 				if err != nil {
 					return fmt.Errorf("encoding secrets: %w", err)
 				}
-				if err := g.writeOutput(output, append(out, '\n'), 0o600); err != nil {
+				if err := g.out.writeOutput(output, append(out, '\n'), 0o600); err != nil {
 					return err
 				}
 			}
 			if format(cmd).json() {
-				return printJSON(g.reportWriter(output), publicSecrets(secrets))
+				return printJSON(g.out.reportWriter(output), publicSecrets(secrets))
 			}
-			printSecrets(g.reportWriter(output), secrets, output)
+			printSecrets(g.out.reportWriter(output), secrets, output)
 			return nil
 		},
 	}
@@ -198,7 +198,7 @@ NAME; the key must belong to the certificate.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.attest(cmd.Context(), addr, pinCheck)
+			att, err := g.coordinator().attest(cmd.Context(), addr, pinCheck)
 			if err != nil {
 				return err
 			}
@@ -211,11 +211,11 @@ NAME; the key must belong to the certificate.`,
 			}
 			sort.Strings(names)
 			if format(cmd).json() {
-				return printJSON(g.stdout(), struct {
+				return printJSON(g.out.stdout(), struct {
 					Set []string `json:"set"`
 				}{names})
 			}
-			fmt.Fprintf(g.stdout(), "Secret(s) successfully set: %s\n", strings.Join(names, ", "))
+			fmt.Fprintf(g.out.stdout(), "Secret(s) successfully set: %s\n", strings.Join(names, ", "))
 			return nil
 		},
 	}

@@ -24,7 +24,7 @@ manifest, 3 running and accepting marbles.`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := g.setAddr(args[0])
-			root, err := g.trustedRoot(cmd.Context(), addr)
+			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -33,15 +33,15 @@ manifest, 3 running and accepting marbles.`,
 				return err
 			}
 			if st.Code == api.StateRecovery {
-				g.warnf("%s", recoveringRootNote(addr))
+				g.out.warnf("%s", recoveringRootNote(addr))
 			}
 			if format(cmd).json() {
-				return printJSON(g.stdout(), struct {
+				return printJSON(g.out.stdout(), struct {
 					Code    int    `json:"code"`
 					Message string `json:"message"`
 				}{st.Code, st.Message})
 			}
-			fmt.Fprintf(g.stdout(), "%d: %s\n", st.Code, st.Message)
+			fmt.Fprintf(g.out.stdout(), "%d: %s\n", st.Code, st.Message)
 			return nil
 		},
 	}

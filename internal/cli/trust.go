@@ -27,12 +27,31 @@ const (
 	// differs from the pinned one.
 	pinCheck pinMode = iota
 	// pinLater neither checks nor writes the pin: the command calls
-	// g.pin once it succeeded (manifest set, manifest verify).
+	// pin once it succeeded (manifest set, manifest verify).
 	pinLater
 	// pinIgnore neither checks nor writes the pin (recovery, where the
 	// Coordinator serves a temporary root).
 	pinIgnore
 )
+
+// coordinatorConn verifies and pins the Coordinator as the persistent
+// flags say. globals.coordinator builds it once the flags are parsed.
+type coordinatorConn struct {
+	certFile    string
+	eraConfig   string
+	insecure    bool
+	tcbStatuses []string
+	advisories  []string
+	// tcbStatusesChanged and advisoriesChanged say whether the user set
+	// the list flags, which then override the era config.
+	tcbStatusesChanged bool
+	advisoriesChanged  bool
+	nonce              string
+	saveQuote          string
+	// verifier verifies SGX quotes; nil when none is available.
+	verifier api.Verifier
+	out      *output
+}
 
 // errRootChanged is wrapped when a verified Coordinator's root differs from
 // the pinned one.
@@ -40,26 +59,26 @@ var errRootChanged = errors.New("the Coordinator's root certificate differs from
 
 // attest verifies the Coordinator at addr and applies the pinning rule of
 // mode. It returns the attested certificates.
-func (g *globals) attest(ctx context.Context, addr string, mode pinMode) (*api.Attestation, error) {
+func (c *coordinatorConn) attest(ctx context.Context, addr string, mode pinMode) (*api.Attestation, error) {
 	var nonce []byte
-	if g.nonce != "" {
-		nonce = []byte(g.nonce)
+	if c.nonce != "" {
+		nonce = []byte(c.nonce)
 	}
 	q, err := api.FetchQuote(ctx, addr, nonce)
 	if err != nil {
 		return nil, err
 	}
-	if g.saveQuote != "" {
-		if err := g.writeOutput(g.saveQuote, q.Evidence, 0o644); err != nil {
+	if c.saveQuote != "" {
+		if err := c.out.writeOutput(c.saveQuote, q.Evidence, 0o644); err != nil {
 			return nil, fmt.Errorf("saving the quote: %w", err)
 		}
 		if len(q.Evidence) == 0 {
-			g.warnf("Note: the quote written to %s is empty: the Coordinator runs in simulation mode.", g.saveQuote)
+			c.out.warnf("Note: the quote written to %s is empty: the Coordinator runs in simulation mode.", c.saveQuote)
 		}
 	}
 
 	var att *api.Attestation
-	if g.insecure {
+	if c.insecure {
 		att, err = api.VerifyQuote(ctx, q, api.VerifyOptions{InsecureSkipVerify: true})
 		if err != nil {
 			return nil, err
@@ -68,19 +87,19 @@ func (g *globals) attest(ctx context.Context, addr string, mode pinMode) (*api.A
 		if att.Simulation() {
 			what += "\nWARNING: the Coordinator runs in simulation mode (its quote is empty)."
 		}
-		g.warnf("%s", what)
+		c.out.warnf("%s", what)
 	} else {
 		if len(q.Evidence) == 0 {
 			return nil, fmt.Errorf("verifying the Coordinator at %s: %w", addr, api.ErrSimulation)
 		}
-		if g.opts.Verifier == nil {
+		if c.verifier == nil {
 			return nil, fmt.Errorf("verifying the Coordinator at %s: %w", addr, api.ErrNoVerifier)
 		}
-		opts, err := g.verifyOptions()
+		opts, err := c.verifyOptions()
 		if err != nil {
 			return nil, err
 		}
-		opts.Verifier = g.opts.Verifier
+		opts.Verifier = c.verifier
 		if att, err = api.VerifyQuote(ctx, q, opts); err != nil {
 			return nil, fmt.Errorf("verifying the Coordinator at %s: %w", addr, err)
 		}
@@ -89,30 +108,30 @@ func (g *globals) attest(ctx context.Context, addr string, mode pinMode) (*api.A
 	if mode != pinCheck {
 		return att, nil
 	}
-	pinned, err := g.loadPin()
+	pinned, err := c.loadPin()
 	if err != nil {
 		return nil, err
 	}
 	if pinned == nil {
-		if err := g.pin(att); err != nil {
+		if err := c.pin(att); err != nil {
 			return nil, err
 		}
 		return att, nil
 	}
-	if !pinned.root.Equal(att.Root) && g.insecure {
-		g.warnf("%s", insecurePinSkipped(att.Root, pinned.root, g.certFile))
+	if !pinned.root.Equal(att.Root) && c.insecure {
+		c.out.warnf("%s", insecurePinSkipped(att.Root, pinned.root, c.certFile))
 		return att, nil
 	}
 	if !pinned.root.Equal(att.Root) {
 		return nil, withHint(fmt.Errorf("%w: the Coordinator at %s presents root SHA-256 %s, %s pins SHA-256 %s",
-			errRootChanged, addr, api.Fingerprint(att.Root), g.certFile, api.Fingerprint(pinned.root)),
+			errRootChanged, addr, api.Fingerprint(att.Root), c.certFile, api.Fingerprint(pinned.root)),
 			fmt.Sprintf("If the Coordinator was re-installed or its state was reset, verify it and its manifest with "+
 				"'marblerun manifest verify <manifest> %s', which pins the new certificate. Otherwise you may be talking to a different Coordinator than you think.", addr))
 	}
 	if att.Intermediate != nil && (pinned.intermediate == nil || !pinned.intermediate.Equal(att.Intermediate)) {
 		// The root signed the new intermediate (checked when the chain was
 		// parsed); it changes with every manifest update.
-		if err := g.writePin(att.Root, att.Intermediate); err != nil {
+		if err := c.writePin(att.Root, att.Intermediate); err != nil {
 			return nil, err
 		}
 	}
@@ -121,19 +140,19 @@ func (g *globals) attest(ctx context.Context, addr string, mode pinMode) (*api.A
 
 // pin stores the attested certificates, telling the user when a different
 // root was pinned before.
-func (g *globals) pin(att *api.Attestation) error {
-	old, err := g.loadPin()
+func (c *coordinatorConn) pin(att *api.Attestation) error {
+	old, err := c.loadPin()
 	if err != nil {
 		return err
 	}
-	if err := g.writePin(att.Root, att.Intermediate); err != nil {
+	if err := c.writePin(att.Root, att.Intermediate); err != nil {
 		return err
 	}
 	switch {
 	case old == nil:
-		g.warnf("Pinned the Coordinator's root certificate (SHA-256 %s) in %s.", api.Fingerprint(att.Root), g.certFile)
+		c.out.warnf("Pinned the Coordinator's root certificate (SHA-256 %s) in %s.", api.Fingerprint(att.Root), c.certFile)
 	case !old.root.Equal(att.Root):
-		g.warnf("Replaced the pinned root certificate in %s: SHA-256 %s was pinned, %s is now.", g.certFile, api.Fingerprint(old.root), api.Fingerprint(att.Root))
+		c.out.warnf("Replaced the pinned root certificate in %s: SHA-256 %s was pinned, %s is now.", c.certFile, api.Fingerprint(old.root), api.Fingerprint(att.Root))
 	}
 	return nil
 }
@@ -143,16 +162,16 @@ func (g *globals) pin(att *api.Attestation) error {
 // pin, as in MarbleRun: the command trusts whatever root the Coordinator
 // presents, says so, and leaves the pin as it is (a Coordinator in recovery
 // mode serves a temporary root until it is recovered).
-func (g *globals) trustedRoot(ctx context.Context, addr string) (*x509.Certificate, error) {
-	pinned, err := g.loadPin()
+func (c *coordinatorConn) trustedRoot(ctx context.Context, addr string) (*x509.Certificate, error) {
+	pinned, err := c.loadPin()
 	if err != nil {
 		return nil, err
 	}
-	if !g.insecure {
+	if !c.insecure {
 		if pinned != nil {
 			return pinned.root, nil
 		}
-		return nil, withHint(fmt.Errorf("no Coordinator certificate is pinned in %s", g.certFile),
+		return nil, withHint(fmt.Errorf("no Coordinator certificate is pinned in %s", c.certFile),
 			fmt.Sprintf("Verify the Coordinator first: 'marblerun certificate root %s' or 'marblerun manifest verify <manifest> %s' pin its certificate "+
 				"(or pass --coordinator-cert with a pinned certificate, or --insecure for test setups).", addr, addr))
 	}
@@ -162,9 +181,9 @@ func (g *globals) trustedRoot(ctx context.Context, addr string) (*x509.Certifica
 	}
 	switch {
 	case pinned == nil:
-		g.warnf("WARNING: --insecure and no pinned certificate: trusting whatever certificate the Coordinator presents (SHA-256 %s).", api.Fingerprint(q.Root))
+		c.out.warnf("WARNING: --insecure and no pinned certificate: trusting whatever certificate the Coordinator presents (SHA-256 %s).", api.Fingerprint(q.Root))
 	case !pinned.root.Equal(q.Root):
-		g.warnf("%s", insecurePinSkipped(q.Root, pinned.root, g.certFile))
+		c.out.warnf("%s", insecurePinSkipped(q.Root, pinned.root, c.certFile))
 	}
 	return q.Root, nil
 }
@@ -179,14 +198,14 @@ func insecurePinSkipped(presented, pinned *x509.Certificate, certFile string) st
 
 // verifyOptions builds the expected identity from the era config and the
 // flags. Flags that were set override the era config.
-func (g *globals) verifyOptions() (api.VerifyOptions, error) {
-	path := g.eraConfig
+func (c *coordinatorConn) verifyOptions() (api.VerifyOptions, error) {
+	path := c.eraConfig
 	if path == "" {
 		path = defaultEraConfig
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) && g.eraConfig == "" {
+		if errors.Is(err, fs.ErrNotExist) && c.eraConfig == "" {
 			return api.VerifyOptions{}, withHint(errors.New("no era config: the Coordinator's expected identity is unknown"),
 				"Pass --era-config with the era config (JSON: UniqueID or SignerID, ProductID, SecurityVersion, Debug) of the Coordinator you deployed, "+
 					"or put it in ./era-config.json; marblerun never downloads it. For test setups, pass --insecure.")
@@ -206,11 +225,11 @@ func (g *globals) verifyOptions() (api.VerifyOptions, error) {
 	if err := opts.Validate(); err != nil {
 		return api.VerifyOptions{}, fmt.Errorf("%s: %w", path, err)
 	}
-	if g.tcbStatusesChanged || len(opts.AcceptedTCBStatuses) == 0 {
-		opts.AcceptedTCBStatuses = g.tcbStatuses
+	if c.tcbStatusesChanged || len(opts.AcceptedTCBStatuses) == 0 {
+		opts.AcceptedTCBStatuses = c.tcbStatuses
 	}
-	if g.advisoriesChanged {
-		opts.AcceptedAdvisories = g.advisories
+	if c.advisoriesChanged {
+		opts.AcceptedAdvisories = c.advisories
 	}
 	if err := opts.Validate(); err != nil {
 		return api.VerifyOptions{}, fmt.Errorf("--accepted-tcb-statuses: %w", err)
@@ -225,11 +244,11 @@ type pinnedCerts struct {
 
 // loadPin reads the cert cache file; it returns nil and no error if there
 // is none.
-func (g *globals) loadPin() (*pinnedCerts, error) {
-	if g.certFile == "" {
+func (c *coordinatorConn) loadPin() (*pinnedCerts, error) {
+	if c.certFile == "" {
 		return nil, errors.New("cannot find your configuration folder: pass --coordinator-cert FILE")
 	}
-	data, err := os.ReadFile(g.certFile)
+	data, err := os.ReadFile(c.certFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -238,7 +257,7 @@ func (g *globals) loadPin() (*pinnedCerts, error) {
 	}
 	root, inter, err := api.ParseCertificateChain(data)
 	if err != nil {
-		return nil, withHint(fmt.Errorf("%s: %w", g.certFile, err),
+		return nil, withHint(fmt.Errorf("%s: %w", c.certFile, err),
 			"The file should hold the Coordinator's certificates as PEM. Delete it and verify the Coordinator again, or pass another --coordinator-cert.")
 	}
 	return &pinnedCerts{root: root, intermediate: inter}, nil
@@ -246,8 +265,8 @@ func (g *globals) loadPin() (*pinnedCerts, error) {
 
 // writePin writes the cert cache file: intermediate first, then root, as
 // the Coordinator sends them.
-func (g *globals) writePin(root, intermediate *x509.Certificate) error {
-	if g.certFile == "" {
+func (c *coordinatorConn) writePin(root, intermediate *x509.Certificate) error {
+	if c.certFile == "" {
 		return errors.New("cannot find your configuration folder: pass --coordinator-cert FILE")
 	}
 	var b strings.Builder
@@ -255,10 +274,10 @@ func (g *globals) writePin(root, intermediate *x509.Certificate) error {
 		b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: intermediate.Raw}))
 	}
 	b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}))
-	if err := os.MkdirAll(filepath.Dir(g.certFile), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(c.certFile), 0o755); err != nil {
 		return fmt.Errorf("pinning the Coordinator certificate: %w", err)
 	}
-	if err := writeFile(g.certFile, []byte(b.String()), 0o644); err != nil {
+	if err := writeFile(c.certFile, []byte(b.String()), 0o644); err != nil {
 		return fmt.Errorf("pinning the Coordinator certificate: %w", err)
 	}
 	return nil

@@ -21,15 +21,15 @@ PersistentVolumeClaim.`,
 	}
 	kf := addKubeFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		had, err := install.Uninstall(cmd.Context(), kf.cluster(g), g.stdout())
+		had, err := install.Uninstall(cmd.Context(), kf.cluster(g), g.out.stdout())
 		if err != nil {
 			return kubeError(err)
 		}
 		if !had {
-			fmt.Fprintf(g.stdout(), "MarbleRun was not installed in namespace %s; removed its webhook Secrets if there were any\n", g.namespace)
+			fmt.Fprintf(g.out.stdout(), "MarbleRun was not installed in namespace %s; removed its webhook Secrets if there were any\n", g.namespace)
 			return nil
 		}
-		fmt.Fprintln(g.stdout(), "MarbleRun uninstalled successfully")
+		fmt.Fprintln(g.out.stdout(), "MarbleRun uninstalled successfully")
 		return nil
 	}
 	return cmd

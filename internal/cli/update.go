@@ -94,7 +94,7 @@ func newUpdateApplyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			root, err := g.trustedRoot(cmd.Context(), addr)
+			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -102,7 +102,7 @@ func newUpdateApplyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.reportUpdate(cmd, res, recoveryFile, "Update manifest set successfully.")
+			return g.reporter().reportUpdate(cmd, res, recoveryFile, "Update manifest set successfully.")
 		},
 	}
 	cmd.Flags().StringVarP(&recoveryFile, "recoverydata", "r", "", "file to write new recovery data to, if the update returns any (default: print it)")
@@ -128,7 +128,7 @@ func newUpdateAcknowledgeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			root, err := g.trustedRoot(cmd.Context(), addr)
+			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -136,7 +136,7 @@ func newUpdateAcknowledgeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.reportUpdate(cmd, res, recoveryFile, "Acknowledgement successful.")
+			return g.reporter().reportUpdate(cmd, res, recoveryFile, "Acknowledgement successful.")
 		},
 	}
 	cmd.Flags().StringVarP(&recoveryFile, "recoverydata", "r", "", "file to write new recovery data to, if the update returns any (default: print it)")
@@ -146,10 +146,10 @@ func newUpdateAcknowledgeCmd(g *globals) *cobra.Command {
 }
 
 // reportUpdate prints the outcome of an update or acknowledgement.
-func (g *globals) reportUpdate(cmd *cobra.Command, res *api.UpdateResult, recoveryFile, legacyDone string) error {
+func (r *reporter) reportUpdate(cmd *cobra.Command, res *api.UpdateResult, recoveryFile, legacyDone string) error {
 	f := format(cmd)
 	if len(res.RecoverySecrets) > 0 && recoveryFile != "" {
-		if err := g.writeRecoveryData(recoveryFile, res.RecoverySecrets); err != nil {
+		if err := r.writeRecoveryData(recoveryFile, res.RecoverySecrets); err != nil {
 			return err
 		}
 	}
@@ -172,9 +172,9 @@ func (g *globals) reportUpdate(cmd *cobra.Command, res *api.UpdateResult, recove
 				out.RecoverySecrets = res.RecoverySecrets
 			}
 		}
-		return printJSON(g.stdout(), out)
+		return printJSON(r.out.stdout(), out)
 	}
-	w := g.stdout()
+	w := r.out.stdout()
 	switch {
 	case res.Legacy:
 		fmt.Fprintln(w, firstNonEmpty(res.Message, legacyDone))
@@ -216,7 +216,7 @@ func newUpdateCancelCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			root, err := g.trustedRoot(cmd.Context(), addr)
+			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -226,11 +226,11 @@ func newUpdateCancelCmd(g *globals) *cobra.Command {
 			}
 			msg = firstNonEmpty(msg, "Update cancelled.")
 			if format(cmd).json() {
-				return printJSON(g.stdout(), struct {
+				return printJSON(g.out.stdout(), struct {
 					Message string `json:"message"`
 				}{msg})
 			}
-			fmt.Fprintln(g.stdout(), msg)
+			fmt.Fprintln(g.out.stdout(), msg)
 			return nil
 		},
 	}
@@ -253,7 +253,7 @@ with code 1 (with --format json, {"pending": false} is printed first).`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := g.setAddr(args[0])
-			root, err := g.trustedRoot(cmd.Context(), addr)
+			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -262,7 +262,7 @@ with code 1 (with --format json, {"pending": false} is printed first).`,
 			if errors.Is(err, api.ErrNoPendingUpdate) {
 				// Exit code 1, as MarbleRun's CLI: scripts test for it.
 				if jsonOut {
-					if perr := printJSON(g.stdout(), struct {
+					if perr := printJSON(g.out.stdout(), struct {
 						Pending bool `json:"pending"`
 					}{false}); perr != nil {
 						return perr
@@ -275,13 +275,13 @@ with code 1 (with --format json, {"pending": false} is printed first).`,
 			}
 			if missing {
 				if jsonOut {
-					return printJSON(g.stdout(), struct {
+					return printJSON(g.out.stdout(), struct {
 						Pending      bool     `json:"pending"`
 						Message      string   `json:"message"`
 						MissingUsers []string `json:"missingUsers"`
 					}{true, u.Message, nonNilStrings(u.MissingUsers)})
 				}
-				w := g.stdout()
+				w := g.out.stdout()
 				if u.Message != "" {
 					fmt.Fprintln(w, u.Message)
 				}
@@ -292,13 +292,13 @@ with code 1 (with --format json, {"pending": false} is printed first).`,
 			}
 			out := u.Manifest
 			if output != "" {
-				if err := g.writeOutput(output, out, 0o644); err != nil {
+				if err := g.out.writeOutput(output, out, 0o644); err != nil {
 					return err
 				}
-				g.warnf("Pending update manifest written to %s.", outputName(output))
+				g.out.warnf("Pending update manifest written to %s.", outputName(output))
 				return nil
 			}
-			_, err = g.stdout().Write(out)
+			_, err = g.out.stdout().Write(out)
 			return err
 		},
 	}

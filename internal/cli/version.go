@@ -45,22 +45,22 @@ app.kubernetes.io/version of its Deployment (this needs the cluster).`,
 			}
 		}
 		if format(cmd).json() {
-			return printJSON(g.stdout(), struct {
+			return printJSON(g.out.stdout(), struct {
 				Version            string `json:"version"`
 				Commit             string `json:"commit"`
 				GoVersion          string `json:"goVersion"`
 				CoordinatorVersion string `json:"coordinatorVersion,omitempty"`
 			}{version.Version, version.Commit, runtime.Version(), coord})
 		}
-		fmt.Fprintf(g.stdout(), "CLI version: %s\nCommit: %s\n", version.Version, version.Commit)
+		fmt.Fprintf(g.out.stdout(), "CLI version: %s\nCommit: %s\n", version.Version, version.Commit)
 		switch {
 		case !withCoordinator:
 		case !found:
-			fmt.Fprintf(g.stdout(), "Coordinator version: no MarbleRun Coordinator in namespace %s\n", g.namespace)
+			fmt.Fprintf(g.out.stdout(), "Coordinator version: no MarbleRun Coordinator in namespace %s\n", g.namespace)
 		case coord == "":
-			fmt.Fprintf(g.stdout(), "Coordinator version: unknown (Deployment %s has no label %s)\n", install.CoordinatorDeployment, coordinatorVersionLabel)
+			fmt.Fprintf(g.out.stdout(), "Coordinator version: unknown (Deployment %s has no label %s)\n", install.CoordinatorDeployment, coordinatorVersionLabel)
 		default:
-			fmt.Fprintf(g.stdout(), "Coordinator version: %s\n", coord)
+			fmt.Fprintf(g.out.stdout(), "Coordinator version: %s\n", coord)
 		}
 		return nil
 	}
