@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/attestation"
 )
 
@@ -180,11 +181,8 @@ func FetchQuote(ctx context.Context, endpoint string, nonce []byte) (*Quote, err
 		return nil, fmt.Errorf("fetching the Coordinator's quote: %w", err)
 	}
 	// v2 names the fields cert and quote, v1 Cert and Quote; decoding is
-	// case-insensitive.
-	var d struct {
-		Cert  string `json:"cert"`
-		Quote []byte `json:"quote"`
-	}
+	// case-insensitive, so the v2 shape reads both.
+	var d wire.QuoteV2
 	if err := decode(resp.data, "quote", &d); err != nil {
 		return nil, err
 	}
