@@ -291,8 +291,12 @@ func (r ReviewResult) respond() ReviewResult {
 	}
 	b, err := json.Marshal(&out)
 	if err != nil {
-		// Every field is a string, a bool, a number or bytes.
-		panic(fmt.Sprintf("encoding an AdmissionReview response: %v", err))
+		// Every field is a string, a bool, a number or bytes, so this cannot
+		// happen; if it does, the API server gets an error, not a crash.
+		r.HTTPStatus = http.StatusInternalServerError
+		r.Body = []byte(fmt.Sprintf("encoding the AdmissionReview response: %v\n", err))
+		r.ContentType = "text/plain; charset=utf-8"
+		return r
 	}
 	r.HTTPStatus = http.StatusOK
 	r.Body = b
