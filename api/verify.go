@@ -13,47 +13,25 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 
 	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/attestation"
 )
 
-// TCB statuses a quote verifier reports.
-const (
-	TCBUpToDate                          = "UpToDate"
-	TCBSWHardeningNeeded                 = "SWHardeningNeeded"
-	TCBConfigurationNeeded               = "ConfigurationNeeded"
-	TCBConfigurationAndSWHardeningNeeded = "ConfigurationAndSWHardeningNeeded"
-	TCBOutOfDate                         = "OutOfDate"
-	TCBOutOfDateConfigurationNeeded      = "OutOfDateConfigurationNeeded"
-	TCBRevoked                           = "Revoked"
-	TCBUnknown                           = "Unknown"
-)
-
-// KnownTCBStatuses lists every TCB status name, in canonical spelling.
-func KnownTCBStatuses() []string {
-	return []string{
-		TCBUpToDate, TCBSWHardeningNeeded, TCBConfigurationNeeded, TCBConfigurationAndSWHardeningNeeded,
-		TCBOutOfDate, TCBOutOfDateConfigurationNeeded, TCBRevoked, TCBUnknown,
-	}
-}
-
-// DefaultAcceptedTCBStatuses are accepted when the options name none.
-func DefaultAcceptedTCBStatuses() []string { return []string{TCBUpToDate, TCBSWHardeningNeeded} }
-
 // VerifyOptions is the expected identity of the Coordinator. Its JSON form
 // is MarbleRun's era config (coordinator-era.json): field names are matched
 // case-insensitively.
 //
-// Rules: UniqueID (MRENCLAVE) and SignerID (MRSIGNER) are compared when
-// set. Without UniqueID, SignerID, ProductID and SecurityVersion are all
-// required. The reported security version must be at least
-// SecurityVersion. A debug enclave is refused unless Debug is true. The TCB
-// status must be in AcceptedTCBStatuses (default UpToDate and
-// SWHardeningNeeded); when AcceptedAdvisories is not empty, every advisory
-// the quote reports must be listed.
+// Rules: without UniqueID, SignerID, ProductID and SecurityVersion are all
+// required (Validate). The claims are then checked by the
+// attestation.Policy that Policy returns, the same rules the Coordinator
+// applies to marbles: UniqueID (MRENCLAVE) and SignerID (MRSIGNER) are
+// compared when set, the reported security version must be at least
+// SecurityVersion, a debug enclave is refused unless Debug is true, the TCB
+// status must be in AcceptedTCBStatuses (default
+// attestation.DefaultAcceptedTCBStatuses), and when AcceptedAdvisories is
+// not empty, every advisory the quote reports must be listed.
 type VerifyOptions struct {
 	// InsecureSkipVerify skips the quote's verification: anyone could
 	// impersonate the Coordinator. The certificates are still returned.
@@ -98,14 +76,14 @@ func ParseVerifyOptions(data []byte) (VerifyOptions, error) {
 // Validate checks that the options name a usable identity. It does not
 // look at InsecureSkipVerify or Verifier.
 func (o VerifyOptions) Validate() error {
-	for _, id := range []struct{ name, value string }{{"UniqueID", o.UniqueID}, {"SignerID", o.SignerID}} {
-		if id.value == "" {
-			continue
-		}
-		if b, err := hex.DecodeString(id.value); err != nil || len(b) != 32 {
-			return fmt.Errorf("%s must be 64 hex digits (32 bytes), got %q", id.name, id.value)
-		}
-	}
+	_, err := o.Policy()
+	return err
+}
+
+// Policy returns the attestation.Policy the options describe, or the
+// reason they do not name a usable identity. Debug: true accepts a debug
+// enclave and a production one.
+func (o VerifyOptions) Policy() (attestation.Policy, error) {
 	if o.UniqueID == "" {
 		var missing []string
 		if o.SignerID == "" {
@@ -118,24 +96,22 @@ func (o VerifyOptions) Validate() error {
 			missing = append(missing, "SecurityVersion")
 		}
 		if len(missing) > 0 {
-			return fmt.Errorf("the expected identity is incomplete: without UniqueID, SignerID, ProductID and SecurityVersion are required (missing: %s)", strings.Join(missing, ", "))
+			return attestation.Policy{}, fmt.Errorf("the expected identity is incomplete: without UniqueID, SignerID, ProductID and SecurityVersion are required (missing: %s)", strings.Join(missing, ", "))
 		}
 	}
-	for _, s := range o.AcceptedTCBStatuses {
-		if _, ok := canonicalTCBStatus(s); !ok {
-			return fmt.Errorf("unknown TCB status %q in AcceptedTCBStatuses (known: %s)", s, strings.Join(KnownTCBStatuses(), ", "))
-		}
+	if err := attestation.CheckTCBStatusNames(o.AcceptedTCBStatuses); err != nil {
+		return attestation.Policy{}, err
 	}
-	return nil
-}
-
-func canonicalTCBStatus(s string) (string, bool) {
-	for _, k := range KnownTCBStatuses() {
-		if strings.EqualFold(strings.TrimSpace(s), k) {
-			return k, true
-		}
+	debug := attestation.DebugRefused
+	if o.Debug {
+		debug = attestation.DebugAccepted
 	}
-	return "", false
+	var productID *uint64
+	if o.ProductID != nil {
+		v := uint64(*o.ProductID)
+		productID = &v
+	}
+	return attestation.NewPolicy(debug, o.UniqueID, o.SignerID, productID, o.SecurityVersion, o.AcceptedTCBStatuses, o.AcceptedAdvisories)
 }
 
 // Quote is what the Coordinator's quote endpoint returns, not yet verified.
@@ -213,7 +189,8 @@ func VerifyQuote(ctx context.Context, q *Quote, opts VerifyOptions) (*Attestatio
 	if opts.Verifier == nil {
 		return nil, ErrNoVerifier
 	}
-	if err := opts.Validate(); err != nil {
+	policy, err := opts.Policy()
+	if err != nil {
 		return nil, err
 	}
 	claims, err := opts.Verifier.Verify(ctx, q.Evidence)
@@ -227,8 +204,8 @@ func VerifyQuote(ctx context.Context, q *Quote, opts VerifyOptions) (*Attestatio
 		}
 		return nil, fmt.Errorf("%w: the quote's report data is not the %s: it was not made for this Coordinator or this request", ErrVerification, what)
 	}
-	if err := opts.checkClaims(claims); err != nil {
-		return nil, err
+	if err := policy.Check(claims); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerification, err)
 	}
 	att.Claims = claims
 	return att, nil
@@ -243,53 +220,6 @@ func VerifyCoordinator(ctx context.Context, endpoint string, opts VerifyOptions)
 		return nil, err
 	}
 	return VerifyQuote(ctx, q, opts)
-}
-
-func (o VerifyOptions) checkClaims(c *Claims) error {
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrVerification, fmt.Sprintf(format, args...))
-	}
-	if o.UniqueID != "" {
-		want, _ := hex.DecodeString(o.UniqueID)
-		if !bytes.Equal(want, c.UniqueID) {
-			return fail("UniqueID (MRENCLAVE) is %x, expected %s", c.UniqueID, strings.ToLower(o.UniqueID))
-		}
-	}
-	if o.SignerID != "" {
-		want, _ := hex.DecodeString(o.SignerID)
-		if !bytes.Equal(want, c.SignerID) {
-			return fail("SignerID (MRSIGNER) is %x, expected %s", c.SignerID, strings.ToLower(o.SignerID))
-		}
-	}
-	if o.ProductID != nil && c.ProductID != *o.ProductID {
-		return fail("ProductID is %d, expected %d", c.ProductID, *o.ProductID)
-	}
-	if o.SecurityVersion != nil && uint(c.SecurityVersion) < *o.SecurityVersion {
-		return fail("SecurityVersion is %d, expected at least %d", c.SecurityVersion, *o.SecurityVersion)
-	}
-	if c.Debug && !o.Debug {
-		return fail("the Coordinator runs as a debug enclave, whose memory its host can read; set Debug to accept it")
-	}
-	accepted := o.AcceptedTCBStatuses
-	if len(accepted) == 0 {
-		accepted = DefaultAcceptedTCBStatuses()
-	}
-	status, known := canonicalTCBStatus(c.TCBStatus)
-	if !known || !slices.ContainsFunc(accepted, func(s string) bool { return strings.EqualFold(strings.TrimSpace(s), status) }) {
-		reported := c.TCBStatus
-		if reported == "" {
-			reported = "(none reported)"
-		}
-		return fail("the platform's TCB status is %s, accepted: %s", reported, strings.Join(accepted, ", "))
-	}
-	if len(o.AcceptedAdvisories) > 0 {
-		for _, a := range c.Advisories {
-			if !slices.ContainsFunc(o.AcceptedAdvisories, func(s string) bool { return strings.EqualFold(strings.TrimSpace(s), a) }) {
-				return fail("the platform is affected by advisory %s, which is not accepted (accepted: %s)", a, strings.Join(o.AcceptedAdvisories, ", "))
-			}
-		}
-	}
-	return nil
 }
 
 // ParseCertificateChain parses PEM certificates and returns the root (the

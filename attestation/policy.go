@@ -12,13 +12,48 @@ import (
 // ErrPolicy is wrapped by every policy rejection.
 var ErrPolicy = errors.New("attestation policy")
 
-// Default accepted TCB statuses when a policy lists none.
+// DebugRule says how a Policy treats the DEBUG attribute. A debug enclave's
+// memory can be read by its host, so it proves nothing about its secrets.
+type DebugRule int
+
 const (
-	TCBStatusUpToDate          = "UpToDate"
-	TCBStatusSWHardeningNeeded = "SWHardeningNeeded"
+	// DebugRefused accepts only production enclaves. It is the zero value.
+	DebugRefused DebugRule = iota
+	// DebugAccepted accepts debug and production enclaves: a client that
+	// tolerates a debug Coordinator (the era config's Debug: true).
+	DebugAccepted
+	// DebugRequired accepts only debug enclaves: a manifest package marked
+	// Debug: true describes a debug build, and a production build does not
+	// match it.
+	DebugRequired
 )
 
-// Policy is what a manifest package requires of an enclave.
+func (r DebugRule) String() string {
+	switch r {
+	case DebugRefused:
+		return "a production enclave"
+	case DebugAccepted:
+		return "a debug or production enclave"
+	case DebugRequired:
+		return "a debug enclave"
+	}
+	return fmt.Sprintf("DebugRule(%d)", int(r))
+}
+
+func (r DebugRule) allows(debug bool) bool {
+	switch r {
+	case DebugAccepted:
+		return true
+	case DebugRequired:
+		return debug
+	}
+	return !debug
+}
+
+// Policy is what a verifier of evidence requires of an enclave. The
+// Coordinator checks each marble against the Policy of its manifest
+// package, and a client checks the Coordinator against the Policy of its
+// era config: one set of rules in both directions.
 type Policy struct {
 	// UniqueID is the required MRENCLAVE; empty means any.
 	UniqueID []byte
@@ -28,29 +63,35 @@ type Policy struct {
 	ProductID *uint16
 	// SecurityVersion is the minimum ISVSVN; nil means any.
 	SecurityVersion *uint16
-	// Debug must equal the enclave's DEBUG attribute.
-	Debug bool
-	// AcceptedTCBStatuses defaults to UpToDate and SWHardeningNeeded when
-	// empty; names compare case-insensitively.
+	// Debug says whether debug enclaves are refused (the zero value),
+	// accepted, or required.
+	Debug DebugRule
+	// AcceptedTCBStatuses defaults to DefaultAcceptedTCBStatuses when
+	// empty; names compare case-insensitively. A status the Verifier
+	// reports that is not a known name is refused.
 	AcceptedTCBStatuses []string
 	// AcceptedAdvisories lists tolerated advisory IDs; empty accepts all.
 	AcceptedAdvisories []string
 }
 
-// Check returns nil if claims satisfy p. A rejection names the field, the
-// expected and the found value.
+// Check returns nil if claims satisfy p. A rejection wraps ErrPolicy and
+// names the field, the expected and the found value.
 func (p Policy) Check(c *Claims) error {
 	if c == nil {
 		return fmt.Errorf("%w: claims: expected verified claims, found none", ErrPolicy)
 	}
-	if p.Debug != c.Debug {
-		return fmt.Errorf("%w: Debug: expected %v, found %v", ErrPolicy, p.Debug, c.Debug)
+	if !p.Debug.allows(c.Debug) {
+		found := "a production enclave"
+		if c.Debug {
+			found = "a debug enclave, whose memory its host can read"
+		}
+		return fmt.Errorf("%w: Debug: expected %s, found %s", ErrPolicy, p.Debug, found)
 	}
 	if len(p.UniqueID) != 0 && !bytes.Equal(p.UniqueID, c.UniqueID) {
-		return fmt.Errorf("%w: UniqueID: expected %x, found %x", ErrPolicy, p.UniqueID, c.UniqueID)
+		return fmt.Errorf("%w: UniqueID (MRENCLAVE): expected %x, found %x", ErrPolicy, p.UniqueID, c.UniqueID)
 	}
 	if len(p.SignerID) != 0 && !bytes.Equal(p.SignerID, c.SignerID) {
-		return fmt.Errorf("%w: SignerID: expected %x, found %x", ErrPolicy, p.SignerID, c.SignerID)
+		return fmt.Errorf("%w: SignerID (MRSIGNER): expected %x, found %x", ErrPolicy, p.SignerID, c.SignerID)
 	}
 	if p.ProductID != nil && *p.ProductID != c.ProductID {
 		return fmt.Errorf("%w: ProductID: expected %d, found %d", ErrPolicy, *p.ProductID, c.ProductID)
@@ -60,19 +101,20 @@ func (p Policy) Check(c *Claims) error {
 	}
 	accepted := p.AcceptedTCBStatuses
 	if len(accepted) == 0 {
-		accepted = []string{TCBStatusUpToDate, TCBStatusSWHardeningNeeded}
+		accepted = DefaultAcceptedTCBStatuses()
 	}
-	if c.TCBStatus == "" || !containsFold(accepted, c.TCBStatus) {
+	status, known := CanonicalTCBStatus(c.TCBStatus)
+	if !known || !containsFold(accepted, status) {
 		found := c.TCBStatus
 		if found == "" {
 			found = "(none reported)"
 		}
-		return fmt.Errorf("%w: TCBStatus: expected one of %v, found %s", ErrPolicy, accepted, found)
+		return fmt.Errorf("%w: TCBStatus: expected one of [%s], found %s", ErrPolicy, strings.Join(accepted, " "), found)
 	}
 	if len(p.AcceptedAdvisories) != 0 {
 		for _, a := range c.Advisories {
 			if !containsFold(p.AcceptedAdvisories, a) {
-				return fmt.Errorf("%w: Advisories: expected only %v, found %s (in %v)", ErrPolicy, p.AcceptedAdvisories, a, c.Advisories)
+				return fmt.Errorf("%w: Advisories: expected only [%s], found %s (in %v)", ErrPolicy, strings.Join(p.AcceptedAdvisories, " "), a, c.Advisories)
 			}
 		}
 	}
@@ -80,13 +122,14 @@ func (p Policy) Check(c *Claims) error {
 }
 
 func containsFold(list []string, s string) bool {
-	return slices.ContainsFunc(list, func(x string) bool { return strings.EqualFold(x, s) })
+	s = strings.TrimSpace(s)
+	return slices.ContainsFunc(list, func(x string) bool { return strings.EqualFold(strings.TrimSpace(x), s) })
 }
 
-// NewPolicy builds a Policy from manifest-style values: hex-encoded
-// UniqueID and SignerID (empty means any), and a product ID and security
-// version that must fit in 16 bits.
-func NewPolicy(debug bool, uniqueID, signerID string, productID *uint64, securityVersion *uint, acceptedTCBStatuses, acceptedAdvisories []string) (Policy, error) {
+// NewPolicy builds a Policy from the values manifests and era configs
+// write: hex-encoded UniqueID and SignerID (empty means any), and a
+// product ID and security version that must fit in 16 bits.
+func NewPolicy(debug DebugRule, uniqueID, signerID string, productID *uint64, securityVersion *uint, acceptedTCBStatuses, acceptedAdvisories []string) (Policy, error) {
 	p := Policy{Debug: debug, AcceptedTCBStatuses: acceptedTCBStatuses, AcceptedAdvisories: acceptedAdvisories}
 	var err error
 	if p.UniqueID, err = decodeID("UniqueID", uniqueID); err != nil {

@@ -22,12 +22,16 @@ func TestPolicyCheck(t *testing.T) {
 		{"empty policy", Policy{}, nil, ""},
 		{"higher svn", full, func(c *Claims) { c.SecurityVersion = 9 }, ""},
 		{"lower svn", full, func(c *Claims) { c.SecurityVersion = 4 }, "SecurityVersion: expected at least 5, found 4"},
-		{"unique id", full, func(c *Claims) { c.UniqueID = []byte{9} }, "UniqueID: expected 0102, found 09"},
-		{"signer id", full, func(c *Claims) { c.SignerID = []byte{9} }, "SignerID: expected 0304, found 09"},
+		{"unique id", full, func(c *Claims) { c.UniqueID = []byte{9} }, "UniqueID (MRENCLAVE): expected 0102, found 09"},
+		{"signer id", full, func(c *Claims) { c.SignerID = []byte{9} }, "SignerID (MRSIGNER): expected 0304, found 09"},
 		{"product id", full, func(c *Claims) { c.ProductID = 8 }, "ProductID: expected 7, found 8"},
-		{"debug enclave", full, func(c *Claims) { c.Debug = true }, "Debug: expected false, found true"},
-		{"debug required", Policy{Debug: true}, nil, "Debug: expected true, found false"},
-		{"debug accepted", Policy{Debug: true}, func(c *Claims) { c.Debug = true }, ""},
+		{"debug enclave refused", full, func(c *Claims) { c.Debug = true }, "Debug: expected a production enclave, found a debug enclave"},
+		{"debug required, production found", Policy{Debug: DebugRequired}, nil, "Debug: expected a debug enclave, found a production enclave"},
+		{"debug required", Policy{Debug: DebugRequired}, func(c *Claims) { c.Debug = true }, ""},
+		{"debug accepted, debug found", Policy{Debug: DebugAccepted}, func(c *Claims) { c.Debug = true }, ""},
+		{"debug accepted, production found", Policy{Debug: DebugAccepted}, nil, ""},
+		{"unknown status reported", Policy{AcceptedTCBStatuses: []string{"UpToDat"}}, func(c *Claims) { c.TCBStatus = "UpToDat" }, "TCBStatus: expected one of [UpToDat], found UpToDat"},
+		{"status spelt in another case", Policy{}, func(c *Claims) { c.TCBStatus = "uptodate" }, ""},
 		{"sw hardening default", Policy{}, func(c *Claims) { c.TCBStatus = "SWHardeningNeeded" }, ""},
 		{"out of date default", Policy{}, func(c *Claims) { c.TCBStatus = "OutOfDate" }, "TCBStatus: expected one of [UpToDate SWHardeningNeeded], found OutOfDate"},
 		{"no status", Policy{}, func(c *Claims) { c.TCBStatus = "" }, "found (none reported)"},
@@ -101,7 +105,7 @@ func TestPolicyEachTCBStatus(t *testing.T) {
 func TestNewPolicy(t *testing.T) {
 	id := strings.Repeat("ab", 32)
 	pid, svn := uint64(3), uint(5)
-	p, err := NewPolicy(false, id, strings.ToUpper(id), &pid, &svn, []string{"UpToDate"}, nil)
+	p, err := NewPolicy(DebugRefused, id, strings.ToUpper(id), &pid, &svn, []string{"UpToDate"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +131,7 @@ func TestNewPolicy(t *testing.T) {
 		{"large svn", "", nil, &bigU, "SecurityVersion: expected at most 65535, found 70000"},
 	}
 	for _, tc := range bad {
-		if _, err := NewPolicy(false, tc.unique, "", tc.pid, tc.svn, nil, nil); !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), tc.expected) {
+		if _, err := NewPolicy(DebugRefused, tc.unique, "", tc.pid, tc.svn, nil, nil); !errors.Is(err, ErrPolicy) || !strings.Contains(err.Error(), tc.expected) {
 			t.Fatalf("%s: expected %q, found %v", tc.name, tc.expected, err)
 		}
 	}

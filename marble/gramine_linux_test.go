@@ -165,7 +165,7 @@ func TestGramineMarbleActivatesOutsideSimulation(t *testing.T) {
 		quotes     attestation.Issuer
 		want       []string
 	}{
-		{"debug enclave", "backend", platform.Issuer(func(q *sgxtest.QuoteParts) { q.Flags = 0x07 }), []string{`package "enclave"`, "Debug: expected false, found true"}},
+		{"debug enclave", "backend", platform.Issuer(func(q *sgxtest.QuoteParts) { q.Flags = 0x07 }), []string{`package "enclave"`, "Debug: expected a production enclave, found a debug enclave"}},
 		{"TCB status not accepted by the package", "strict", platform.Issuer(nil), []string{`package "upToDateOnly"`, "TCBStatus: expected one of [UpToDate], found SWHardeningNeeded"}},
 		{"quote bound to other report data", "backend", platform.Issuer(func(q *sgxtest.QuoteParts) { q.ReportData[0] ^= 1 }), nil},
 	}

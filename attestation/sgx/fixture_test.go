@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/attestation/sgx"
 	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
@@ -111,8 +112,8 @@ func TestPhalaQuoteVerifies(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if c.TCBStatus != sgx.StatusConfigurationAndSWHardeningNeeded {
-				t.Errorf("TCB status: expected %s, found %s", sgx.StatusConfigurationAndSWHardeningNeeded, c.TCBStatus)
+			if c.TCBStatus != attestation.TCBConfigurationAndSWHardeningNeeded {
+				t.Errorf("TCB status: expected %s, found %s", attestation.TCBConfigurationAndSWHardeningNeeded, c.TCBStatus)
 			}
 			if want := []string{"INTEL-SA-00289", "INTEL-SA-00615"}; !slices.Equal(sortedCopy(c.Advisories), want) {
 				t.Errorf("advisories: expected %v, found %v", want, c.Advisories)
@@ -142,7 +143,7 @@ func TestPhalaQuoteVerifies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.QEStatus != sgx.StatusUpToDate || res.TCBEvaluationDataNumber != 17 || hex.EncodeToString(res.PCK.FMSPC) != "00a067110000" {
+	if res.QEStatus != attestation.TCBUpToDate || res.TCBEvaluationDataNumber != 17 || hex.EncodeToString(res.PCK.FMSPC) != "00a067110000" {
 		t.Errorf("QE status %s, eval number %d, FMSPC %x", res.QEStatus, res.TCBEvaluationDataNumber, res.PCK.FMSPC)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/attestation/sgx"
 	"github.com/marblemesh/marblemesh/test/sgxtest"
 )
@@ -31,7 +32,7 @@ func TestSyntheticVerifies(t *testing.T) {
 	if !bytes.Equal(c.UniqueID, qp.MREnclave[:]) || !bytes.Equal(c.SignerID, qp.MRSigner[:]) || c.ProductID != 7 || c.SecurityVersion != 3 || c.Debug || c.ReportData != qp.ReportData {
 		t.Fatalf("claims do not reflect the quote: %+v", c)
 	}
-	if c.TCBStatus != sgx.StatusSWHardeningNeeded || !slices.Equal(c.Advisories, []string{"INTEL-SA-00615"}) || res.QEStatus != sgx.StatusUpToDate {
+	if c.TCBStatus != attestation.TCBSWHardeningNeeded || !slices.Equal(c.Advisories, []string{"INTEL-SA-00615"}) || res.QEStatus != attestation.TCBUpToDate {
 		t.Fatalf("status %s advisories %v QE %s: expected SWHardeningNeeded [INTEL-SA-00615] UpToDate", c.TCBStatus, c.Advisories, res.QEStatus)
 	}
 }
@@ -39,13 +40,13 @@ func TestSyntheticVerifies(t *testing.T) {
 func TestSyntheticEachTCBStatus(t *testing.T) {
 	p := newPKI(t)
 	q := p.quote(t, nil)
-	for _, status := range []string{sgx.StatusUpToDate, sgx.StatusSWHardeningNeeded, sgx.StatusConfigurationNeeded, sgx.StatusConfigurationAndSWHardeningNeeded, sgx.StatusOutOfDate, sgx.StatusOutOfDateConfigurationNeeded, sgx.StatusRevoked} {
+	for _, status := range []string{attestation.TCBUpToDate, attestation.TCBSWHardeningNeeded, attestation.TCBConfigurationNeeded, attestation.TCBConfigurationAndSWHardeningNeeded, attestation.TCBOutOfDate, attestation.TCBOutOfDateConfigurationNeeded, attestation.TCBRevoked} {
 		t.Run(status, func(t *testing.T) {
 			col := p.collateral(t, func(cp *sgxtest.CollateralParts) {
-				cp.TCBInfo.TCBLevels = []sgx.TCBLevel{sgxtest.TCBLevel(6, 10, sgx.StatusUpToDate), sgxtest.TCBLevel(5, 10, status, "SA-"+status)}
+				cp.TCBInfo.TCBLevels = []sgx.TCBLevel{sgxtest.TCBLevel(6, 10, attestation.TCBUpToDate), sgxtest.TCBLevel(5, 10, status, "SA-"+status)}
 			})
 			c, err := p.verifier(t, col, sgx.Options{}).Verify(context.Background(), q)
-			if status == sgx.StatusRevoked {
+			if status == attestation.TCBRevoked {
 				if !errors.Is(err, sgx.ErrTCB) || !strings.Contains(err.Error(), "expected not Revoked, found Revoked") {
 					t.Fatalf("expected revoked TCB rejection, found %v", err)
 				}
@@ -69,7 +70,7 @@ func TestSyntheticStatusCombination(t *testing.T) {
 	col := p.collateral(t, nil)
 	v := p.verifier(t, col, sgx.Options{})
 	c, err := v.Verify(context.Background(), p.quote(t, nil))
-	if err != nil || c.TCBStatus != sgx.StatusSWHardeningNeeded {
+	if err != nil || c.TCBStatus != attestation.TCBSWHardeningNeeded {
 		t.Fatalf("expected SWHardeningNeeded, found %v, %v", c, err)
 	}
 
@@ -81,13 +82,13 @@ func TestSyntheticStatusCombination(t *testing.T) {
 	col = p.collateral(t, nil)
 	v = p.verifier(t, col, sgx.Options{})
 	c, err = v.Verify(context.Background(), p.quote(t, nil))
-	if err != nil || c.TCBStatus != sgx.StatusUpToDate || len(c.Advisories) != 0 {
+	if err != nil || c.TCBStatus != attestation.TCBUpToDate || len(c.Advisories) != 0 {
 		t.Fatalf("expected UpToDate without advisories, found %v, %v", c, err)
 	}
 	// An out-of-date QE makes an up-to-date platform OutOfDate and adds
 	// its advisories.
 	c, err = v.Verify(context.Background(), p.quote(t, func(q *sgxtest.QuoteParts) { q.QESVN = 7 }))
-	if err != nil || c.TCBStatus != sgx.StatusOutOfDate || !slices.Equal(c.Advisories, []string{"INTEL-SA-00615"}) {
+	if err != nil || c.TCBStatus != attestation.TCBOutOfDate || !slices.Equal(c.Advisories, []string{"INTEL-SA-00615"}) {
 		t.Fatalf("expected OutOfDate [INTEL-SA-00615], found %v, %v", c, err)
 	}
 	// The PCE SVN of the certificate counts, not the header's.
@@ -105,7 +106,7 @@ func TestSyntheticStatusCombination(t *testing.T) {
 func TestSyntheticQERevoked(t *testing.T) {
 	p := newPKI(t)
 	col := p.collateral(t, func(c *sgxtest.CollateralParts) {
-		c.QEID.TCBLevels = []sgx.QETCBLevel{sgxtest.QELevel(8, sgx.StatusUpToDate), sgxtest.QELevel(6, sgx.StatusRevoked, "INTEL-SA-00001")}
+		c.QEID.TCBLevels = []sgx.QETCBLevel{sgxtest.QELevel(8, attestation.TCBUpToDate), sgxtest.QELevel(6, attestation.TCBRevoked, "INTEL-SA-00001")}
 	})
 	v := p.verifier(t, col, sgx.Options{})
 	if _, err := v.Verify(context.Background(), p.quote(t, nil)); err != nil {
@@ -447,8 +448,8 @@ func TestConcurrentVerify(t *testing.T) {
 	for i := range 8 {
 		go func() {
 			c, err := v.Verify(context.Background(), quotes[i%2])
-			if err == nil && c.TCBStatus != sgx.StatusSWHardeningNeeded {
-				err = fmt.Errorf("status: expected %s, found %s", sgx.StatusSWHardeningNeeded, c.TCBStatus)
+			if err == nil && c.TCBStatus != attestation.TCBSWHardeningNeeded {
+				err = fmt.Errorf("status: expected %s, found %s", attestation.TCBSWHardeningNeeded, c.TCBStatus)
 			}
 			errs <- err
 		}()

@@ -32,32 +32,23 @@ var (
 	ErrUnsupported = errors.New("unsupported quote")
 )
 
-// TCB status names, in increasing severity.
-const (
-	StatusUpToDate                          = "UpToDate"
-	StatusSWHardeningNeeded                 = "SWHardeningNeeded"
-	StatusConfigurationNeeded               = "ConfigurationNeeded"
-	StatusConfigurationAndSWHardeningNeeded = "ConfigurationAndSWHardeningNeeded"
-	StatusOutOfDate                         = "OutOfDate"
-	StatusOutOfDateConfigurationNeeded      = "OutOfDateConfigurationNeeded"
-	StatusRevoked                           = "Revoked"
-)
-
+// statusSeverity orders the statuses TCB Info may give a level, from
+// UpToDate (0) to Revoked (6); -1 is a name TCB Info does not use.
 func statusSeverity(s string) int {
 	switch s {
-	case StatusUpToDate:
+	case attestation.TCBUpToDate:
 		return 0
-	case StatusSWHardeningNeeded:
+	case attestation.TCBSWHardeningNeeded:
 		return 1
-	case StatusConfigurationNeeded:
+	case attestation.TCBConfigurationNeeded:
 		return 2
-	case StatusConfigurationAndSWHardeningNeeded:
+	case attestation.TCBConfigurationAndSWHardeningNeeded:
 		return 3
-	case StatusOutOfDate:
+	case attestation.TCBOutOfDate:
 		return 4
-	case StatusOutOfDateConfigurationNeeded:
+	case attestation.TCBOutOfDateConfigurationNeeded:
 		return 5
-	case StatusRevoked:
+	case attestation.TCBRevoked:
 		return 6
 	}
 	return -1
@@ -207,8 +198,8 @@ func (v *Verifier) VerifyQuote(ctx context.Context, q *Quote, now time.Time) (*R
 	if statusSeverity(qeLevel.status) > statusSeverity(status) {
 		status = qeLevel.status
 	}
-	if status == StatusRevoked {
-		return nil, fmt.Errorf("%w: TCB status: expected not %s, found %s (platform %s, QE %s)", ErrTCB, StatusRevoked, status, platLevel.TCBStatus, qeLevel.status)
+	if status == attestation.TCBRevoked {
+		return nil, fmt.Errorf("%w: TCB status: expected not %s, found %s (platform %s, QE %s)", ErrTCB, attestation.TCBRevoked, status, platLevel.TCBStatus, qeLevel.status)
 	}
 	var adv []string
 	for _, a := range slices.Concat(platLevel.AdvisoryIDs, qeLevel.advisories) {
@@ -458,7 +449,7 @@ func matchQEIdentity(id *EnclaveIdentity, qe *ReportBody) (qeMatch, error) {
 	}
 	for _, l := range id.TCBLevels {
 		if l.TCB.ISVSVN <= qe.ISVSVN {
-			if l.TCBStatus != StatusUpToDate && l.TCBStatus != StatusOutOfDate && l.TCBStatus != StatusRevoked {
+			if l.TCBStatus != attestation.TCBUpToDate && l.TCBStatus != attestation.TCBOutOfDate && l.TCBStatus != attestation.TCBRevoked {
 				return qeMatch{}, fmt.Errorf("%w: QE Identity tcbStatus: expected UpToDate, OutOfDate or Revoked, found %q", ErrCollateral, l.TCBStatus)
 			}
 			return qeMatch{status: l.TCBStatus, advisories: l.AdvisoryIDs}, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/marblemesh/marblemesh/api"
+	"github.com/marblemesh/marblemesh/attestation"
 )
 
 // Options are what the CLI gets from its process.
@@ -102,7 +103,7 @@ refused until "marblerun manifest verify" re-verifies it.`,
 	pf.StringVar(&g.certFile, "coordinator-cert", defaultCert, "file that pins the Coordinator's root and intermediate certificates (PEM)")
 	pf.StringVar(&g.eraConfig, "era-config", "", "era config with the Coordinator's expected identity (JSON; default ./era-config.json)")
 	pf.BoolVarP(&g.insecure, "insecure", "i", false, "skip the verification of the Coordinator's quote (INSECURE; for simulation and test setups only)")
-	pf.StringSliceVar(&g.tcbStatuses, "accepted-tcb-statuses", api.DefaultAcceptedTCBStatuses(), "TCB statuses accepted for the Coordinator's platform")
+	pf.StringSliceVar(&g.tcbStatuses, "accepted-tcb-statuses", attestation.DefaultAcceptedTCBStatuses(), "TCB statuses accepted for the Coordinator's platform")
 	pf.StringSliceVar(&g.advisories, "accepted-advisories", nil, "Intel security advisories accepted for the Coordinator's platform (default: all)")
 	pf.StringVarP(&g.namespace, "namespace", "n", "marblerun", "Kubernetes namespace of the MarbleRun installation (for the Kubernetes commands)")
 	pf.StringVar(&g.nonce, "nonce", "", "ask the Coordinator for a fresh quote that binds this nonce (needs a v2 Coordinator)")

@@ -53,10 +53,10 @@ func TestVerificationWithDCAPVerifier(t *testing.T) {
 	}{
 		{name: "default statuses accept SWHardeningNeeded", iss: quote(true)},
 		{name: "status flag", iss: quote(true), flags: []string{"--accepted-tcb-statuses", "UpToDate"},
-			want: []string{"TCB status is SWHardeningNeeded, accepted: UpToDate"}},
+			want: []string{"TCBStatus: expected one of [UpToDate], found SWHardeningNeeded"}},
 		{name: "advisory accepted", iss: quote(true), flags: []string{"--accepted-advisories", "INTEL-SA-00615"}},
 		{name: "advisory not accepted", iss: quote(true), flags: []string{"--accepted-advisories", "INTEL-SA-00334"},
-			want: []string{"advisory INTEL-SA-00615, which is not accepted"}},
+			want: []string{"Advisories: expected only [INTEL-SA-00334], found INTEL-SA-00615"}},
 		{name: "nonce bound", iss: quote(true), flags: []string{"--nonce", "fresh-1"}},
 		{name: "nonce not bound", iss: quote(false), flags: []string{"--nonce", "fresh-1"},
 			want: []string{"report data is not the SHA-256 of the root certificate and the nonce"}},

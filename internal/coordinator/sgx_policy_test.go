@@ -34,8 +34,8 @@ func (p *switchProvider) Collateral(context.Context, sgx.CollateralRequest) (*sg
 }
 
 var allTCBStatuses = []string{
-	sgx.StatusUpToDate, sgx.StatusSWHardeningNeeded, sgx.StatusConfigurationNeeded, sgx.StatusConfigurationAndSWHardeningNeeded,
-	sgx.StatusOutOfDate, sgx.StatusOutOfDateConfigurationNeeded, sgx.StatusRevoked,
+	attestation.TCBUpToDate, attestation.TCBSWHardeningNeeded, attestation.TCBConfigurationNeeded, attestation.TCBConfigurationAndSWHardeningNeeded,
+	attestation.TCBOutOfDate, attestation.TCBOutOfDateConfigurationNeeded, attestation.TCBRevoked,
 }
 
 // policyManifest has, for the enclave of sgxtest.DefaultQuoteParts, a
@@ -106,24 +106,24 @@ func TestSGXManifestTCBPolicy(t *testing.T) {
 		t.Run(status, func(t *testing.T) {
 			// The synthetic PCK leaf has every component SVN at 5.
 			col, err := platform.PKI.Collateral(func(cp *sgxtest.CollateralParts) {
-				cp.TCBInfo.TCBLevels = []sgx.TCBLevel{sgxtest.TCBLevel(6, 10, sgx.StatusUpToDate), sgxtest.TCBLevel(5, 10, status, "SA-"+status)}
+				cp.TCBInfo.TCBLevels = []sgx.TCBLevel{sgxtest.TCBLevel(6, 10, attestation.TCBUpToDate), sgxtest.TCBLevel(5, 10, status, "SA-"+status)}
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			prov.c.Store(col)
-			other := "only" + sgx.StatusUpToDate
-			if status == sgx.StatusUpToDate {
-				other = "only" + sgx.StatusOutOfDate
+			other := "only" + attestation.TCBUpToDate
+			if status == attestation.TCBUpToDate {
+				other = "only" + attestation.TCBOutOfDate
 			}
-			if status == sgx.StatusRevoked {
+			if status == attestation.TCBRevoked {
 				// The verifier rejects Revoked whatever the package says.
 				for _, m := range []string{"default", "only" + status, other} {
 					wantActivation(t, c, platform, m, "invalid evidence", "TCB status: expected not Revoked, found Revoked")
 				}
 				return
 			}
-			if slices.Contains([]string{sgx.StatusUpToDate, sgx.StatusSWHardeningNeeded}, status) {
+			if slices.Contains([]string{attestation.TCBUpToDate, attestation.TCBSWHardeningNeeded}, status) {
 				wantActivation(t, c, platform, "default")
 			} else {
 				wantActivation(t, c, platform, "default", `package "default"`, "TCBStatus: expected one of [UpToDate SWHardeningNeeded], found "+status)

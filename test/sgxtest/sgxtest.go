@@ -371,9 +371,9 @@ func (p *PKI) DefaultCollateralParts() CollateralParts {
 			ID: "SGX", Version: 3, IssueDate: Now().Add(-time.Hour), NextUpdate: Now().Add(24 * time.Hour),
 			FMSPC: p.Ext.FMSPC, PCEID: p.Ext.PCEID, TCBEvaluationDataNumber: 17,
 			TCBLevels: []sgx.TCBLevel{
-				TCBLevel(6, 10, sgx.StatusUpToDate),
-				TCBLevel(5, 10, sgx.StatusSWHardeningNeeded, "INTEL-SA-00615"),
-				TCBLevel(4, 10, sgx.StatusOutOfDate, "INTEL-SA-00615", "INTEL-SA-00828"),
+				TCBLevel(6, 10, attestation.TCBUpToDate),
+				TCBLevel(5, 10, attestation.TCBSWHardeningNeeded, "INTEL-SA-00615"),
+				TCBLevel(4, 10, attestation.TCBOutOfDate, "INTEL-SA-00615", "INTEL-SA-00828"),
 			},
 		},
 		QEID: sgx.EnclaveIdentity{
@@ -382,7 +382,7 @@ func (p *PKI) DefaultCollateralParts() CollateralParts {
 			Attributes:     []byte{0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
 			AttributesMask: []byte{0xfb, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0},
 			MRSigner:       signer[:], ISVProdID: 1,
-			TCBLevels: []sgx.QETCBLevel{QELevel(8, sgx.StatusUpToDate), QELevel(6, sgx.StatusOutOfDate, "INTEL-SA-00615")},
+			TCBLevels: []sgx.QETCBLevel{QELevel(8, attestation.TCBUpToDate), QELevel(6, attestation.TCBOutOfDate, "INTEL-SA-00615")},
 		},
 		CRLThis: Now().Add(-time.Hour), CRLNext: Now().Add(24 * time.Hour),
 		PCKCRLSigner: p.PCKCA, PCKCRLSignerKey: p.PCKCAKey,

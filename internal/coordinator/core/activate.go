@@ -243,8 +243,13 @@ func (c *Core) verifyEvidence(ctx context.Context, req ActivationRequest, pkgNam
 }
 
 // checkPackage compares verified claims with a manifest package's policy.
+// A package describes one build: Debug: true matches only a debug enclave.
 func checkPackage(pkg manifest.Package, claims *attestation.Claims) error {
-	policy, err := attestation.NewPolicy(pkg.Debug, pkg.UniqueID, pkg.SignerID, pkg.ProductID, pkg.SecurityVersion, pkg.AcceptedTCBStatuses, pkg.AcceptedAdvisories)
+	debug := attestation.DebugRefused
+	if pkg.Debug {
+		debug = attestation.DebugRequired
+	}
+	policy, err := attestation.NewPolicy(debug, pkg.UniqueID, pkg.SignerID, pkg.ProductID, pkg.SecurityVersion, pkg.AcceptedTCBStatuses, pkg.AcceptedAdvisories)
 	if err != nil {
 		return err
 	}
