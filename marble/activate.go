@@ -222,7 +222,7 @@ func stopped(addr string, ctxErr, last error) error {
 	if last == nil {
 		return fmt.Errorf("activation at %s stopped: %w", addr, ctxErr)
 	}
-	return fmt.Errorf("activation at %s stopped: %w (last attempt: %v)", addr, ctxErr, last)
+	return fmt.Errorf("activation at %s stopped: %w (last attempt: %v)", addr, ctxErr, last) //nolint:errorlint // the context ended the loop; the last attempt is only reported
 }
 
 // setupError is a local failure to set up a connection; retrying does not

@@ -407,12 +407,16 @@ func TestHTTPTransportHTTPSWithoutRule(t *testing.T) {
 	if tr.Proxy != nil {
 		t.Fatal("the transport uses a proxy, which would bypass the rules")
 	}
-	if _, err := (&http.Client{Transport: tr}).Get(srv.URL); err == nil || !strings.Contains(err.Error(), "certificate") {
+	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("a server outside the system roots was accepted: %v", err)
 	}
 	tr = tt.HTTPTransport()
 	tr.TLSClientConfig = srv.Client().Transport.(*http.Transport).TLSClientConfig
-	resp, err := (&http.Client{Transport: tr}).Get(srv.URL)
+	resp, err = (&http.Client{Transport: tr}).Get(srv.URL)
 	if err != nil {
 		t.Fatalf("with TLSClientConfig trusting the server: %v", err)
 	}

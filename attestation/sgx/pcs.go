@@ -179,7 +179,7 @@ func signedObject(what, key string, body []byte) (obj, sig []byte, err error) {
 	}
 	var s string
 	if err := json.Unmarshal(m["signature"], &s); err != nil {
-		return nil, nil, fmt.Errorf("%w: %s response signature: expected a hex string: %v", ErrFetch, what, err)
+		return nil, nil, fmt.Errorf("%w: %s response signature: expected a hex string: %w", ErrFetch, what, err)
 	}
 	if sig, err = hex.DecodeString(s); err != nil {
 		return nil, nil, fmt.Errorf("%w: %s response signature: %w", ErrFetch, what, err)

@@ -53,7 +53,7 @@ func pcsHandler(c *sgx.Collateral, hits *atomic.Int32, drop string) http.Handler
 			return
 		}
 		w.Header().Set("SGX-PCK-CRL-Issuer-Chain", url.QueryEscape(string(c.PCKCRLIssuerChain)))
-		w.Write(c.PCKCRL)
+		_, _ = w.Write(c.PCKCRL)
 	})
 	mux.HandleFunc("/sgx/certification/v4/rootcacrl", func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)

@@ -160,7 +160,7 @@ func StripOEHeader(evidence []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: OE report type: expected %d (SGX remote), found %d", ErrMalformed, oeReportTypeRemote, typ)
 	}
 	size := binary.LittleEndian.Uint64(evidence[8:])
-	rest := uint64(len(evidence) - OEHeaderSize)
+	rest := uint64(len(evidence) - OEHeaderSize) //nolint:gosec // G115: len(evidence) >= OEHeaderSize was checked above
 	if size > rest {
 		return nil, fmt.Errorf("%w: OE report size field is %d, only %d bytes follow the header", ErrTruncated, size, rest)
 	}
@@ -251,7 +251,7 @@ func ParseQuote(b []byte) (*Quote, error) {
 		return nil, err
 	}
 	sigStart := r.off
-	if uint64(sigLen) > uint64(len(b)-sigStart) {
+	if uint64(sigLen) > uint64(len(b)-sigStart) { //nolint:gosec // G115: r.off never exceeds len(b), so the difference is not negative
 		return nil, fmt.Errorf("%w: signature data length field is %d, only %d bytes remain at offset %d", ErrTruncated, sigLen, len(b)-sigStart, sigStart)
 	}
 	sr := &reader{b: b[:sigStart+int(sigLen)], off: sigStart}
@@ -293,7 +293,7 @@ func parseSignatureData(q *Quote, r *reader) error {
 		if err != nil {
 			return err
 		}
-		if uint64(size) > uint64(len(r.b)-r.off) {
+		if uint64(size) > uint64(len(r.b)-r.off) { //nolint:gosec // G115: r.off never exceeds len(r.b)
 			return fmt.Errorf("%w: outer certification data size is %d, only %d bytes remain at offset %d", ErrTruncated, size, len(r.b)-r.off, r.off)
 		}
 		inner = &reader{b: r.b[:r.off+int(size)], off: r.off}
@@ -323,7 +323,7 @@ func parseSignatureData(q *Quote, r *reader) error {
 	if err != nil {
 		return err
 	}
-	if uint64(certSize) > uint64(len(inner.b)-inner.off) {
+	if uint64(certSize) > uint64(len(inner.b)-inner.off) { //nolint:gosec // G115: inner.off never exceeds len(inner.b)
 		return fmt.Errorf("%w: certification data size field is %d, only %d bytes remain at offset %d", ErrTruncated, certSize, len(inner.b)-inner.off, inner.off)
 	}
 	if q.CertData, err = inner.take("certification data", int(certSize)); err != nil {

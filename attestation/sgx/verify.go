@@ -435,7 +435,7 @@ func matchQEIdentity(id *EnclaveIdentity, qe *ReportBody) (qeMatch, error) {
 		return qeMatch{}, fmt.Errorf("%w: QE ISVPRODID: expected %d, found %d", ErrQEIdentity, id.ISVProdID, qe.ISVProdID)
 	}
 	var misc [4]byte
-	misc[0], misc[1], misc[2], misc[3] = byte(qe.MiscSelect), byte(qe.MiscSelect>>8), byte(qe.MiscSelect>>16), byte(qe.MiscSelect>>24)
+	misc[0], misc[1], misc[2], misc[3] = byte(qe.MiscSelect), byte(qe.MiscSelect>>8), byte(qe.MiscSelect>>16), byte(qe.MiscSelect>>24) //nolint:gosec // G115: byte() takes each of the four bytes on purpose
 	// The JSON writes MISCSELECT as a big-endian hex number.
 	slices.Reverse(misc[:])
 	if err := maskedEqual("MISCSELECT", misc[:], id.MiscSelectMask, id.MiscSelect); err != nil {
@@ -647,7 +647,7 @@ func collateralKey(c *Collateral) [32]byte {
 	for _, f := range [][]byte{c.TCBInfo, c.TCBInfoSignature, c.TCBInfoIssuerChain, c.QEIdentity, c.QEIdentitySignature, c.QEIdentityIssuerChain, c.PCKCRL, c.PCKCRLIssuerChain, c.RootCACRL} {
 		var n [8]byte
 		for i := range n {
-			n[i] = byte(uint64(len(f)) >> (8 * i))
+			n[i] = byte(uint64(len(f)) >> (8 * i)) //nolint:gosec // G115: byte() takes each of the eight bytes on purpose
 		}
 		h.Write(n[:])
 		h.Write(f)
@@ -666,8 +666,8 @@ type cache[T any] struct {
 	order   [][32]byte
 }
 
-func newCache[T any](max int) *cache[T] {
-	return &cache[T]{max: max, entries: make(map[[32]byte]*T)}
+func newCache[T any](limit int) *cache[T] {
+	return &cache[T]{max: limit, entries: make(map[[32]byte]*T)}
 }
 
 func (c *cache[T]) get(k [32]byte) (*T, bool) {

@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -199,8 +200,8 @@ func runPremain(t *testing.T, bin, dir, addr string, extra []string, args ...str
 	err := cmd.Run()
 	code := 0
 	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
 			t.Fatalf("running premain: %v", err)
 		}
 		code = ee.ExitCode()
@@ -462,7 +463,7 @@ func TestPremainBinary(t *testing.T) {
 			t.Fatal(err)
 		}
 		err = cmd.Wait()
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() != 1 {
 			t.Fatalf("err = %v, want exit 1; stderr:\n%s", err, stderr.String())
 		}
 		if !strings.Contains(stderr.String(), addr) || !strings.Contains(stderr.String(), "connection refused") {

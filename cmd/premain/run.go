@@ -148,7 +148,7 @@ func activateAndExec(log *slog.Logger, command []string) error {
 	stop()
 	// Arguments are not logged: they may carry sensitive values.
 	log.Info("executing program", "path", program, "args", len(argv)-1)
-	if err := syscall.Exec(program, argv, os.Environ()); err != nil {
+	if err := syscall.Exec(program, argv, os.Environ()); err != nil { //nolint:gosec // G204: running the program the marble was started with is premain's job
 		return fmt.Errorf("executing %s: %w", program, err)
 	}
 	return nil

@@ -68,7 +68,7 @@ func startProc(t *testing.T, bin, sealDir string) *proc {
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			line := sc.Bytes()
-			p.out.Write(append(bytes.Clone(line), '\n'))
+			_, _ = p.out.Write(append(bytes.Clone(line), '\n'))
 			var entry map[string]any
 			if json.Unmarshal(line, &entry) == nil && entry["msg"] == "Coordinator ready" {
 				ready <- entry

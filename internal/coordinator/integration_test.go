@@ -427,7 +427,9 @@ func TestStartupManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Restarting with the same startup manifest is fine.
-	coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithStartupManifest(path)).Stop()
+	if err := coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithStartupManifest(path)).Stop(); err != nil {
+		t.Fatal(err)
+	}
 	// A different one is refused.
 	other := bytes.Replace(readManifest(t), []byte(`"--serve"`), []byte(`"--other"`), 1)
 	if err := os.WriteFile(path, other, 0o600); err != nil {

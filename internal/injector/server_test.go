@@ -139,7 +139,13 @@ func (ts *testServer) client(keepAlive bool) *http.Client {
 	}
 }
 
-func (ts *testServer) post(t *testing.T, c *http.Client, contentType string, body []byte) (*http.Response, []byte) {
+// answer is what post saw of a response whose body it has read and closed.
+type answer struct {
+	StatusCode int
+	Header     http.Header
+}
+
+func (ts *testServer) post(t *testing.T, c *http.Client, contentType string, body []byte) (answer, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, ts.url+PathMutate, bytes.NewReader(body))
 	if err != nil {
@@ -157,7 +163,7 @@ func (ts *testServer) post(t *testing.T, c *http.Client, contentType string, bod
 	if err != nil {
 		t.Fatal(err)
 	}
-	return resp, b
+	return answer{StatusCode: resp.StatusCode, Header: resp.Header}, b
 }
 
 func (ts *testServer) get(t *testing.T, c *http.Client, path string) (int, string) {
@@ -261,9 +267,9 @@ func TestServerRejects(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != http.MethodPost {
 		t.Errorf("GET %s: HTTP %d", PathMutate, resp.StatusCode)
 	}
-	resp, b := ts.post(t, c, "application/json", bytes.Repeat([]byte(" "), 5000))
-	if resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Errorf("large body: HTTP %d %s", resp.StatusCode, b)
+	large, b := ts.post(t, c, "application/json", bytes.Repeat([]byte(" "), 5000))
+	if large.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("large body: HTTP %d %s", large.StatusCode, b)
 	}
 	if code, _ := ts.get(t, c, "/nothing"); code != http.StatusNotFound {
 		t.Errorf("unknown path: HTTP %d", code)

@@ -155,7 +155,7 @@ func Install(ctx context.Context, c *Cluster, o Options) error {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		if err := deleteWebhookSecrets(cctx, cs, ns); err != nil {
-			return fmt.Errorf("%w (and cleaning up: %v)", cause, err)
+			return fmt.Errorf("%w (and cleaning up: %v)", cause, err) //nolint:errorlint // the cause is the error; the failed clean-up is only reported
 		}
 		return cause
 	}

@@ -39,8 +39,9 @@ const (
 	// MaxSymmetricKeyBits is the largest symmetric-key size, the output
 	// limit of HKDF-SHA256 (255 blocks of 32 bytes).
 	MaxSymmetricKeyBits = 255 * sha256.Size * 8
-	// MinRSABits and MaxRSABits bound the size of cert-rsa keys.
+	// MinRSABits is the smallest size of a cert-rsa key.
 	MinRSABits = 2048
+	// MaxRSABits is the largest size of a cert-rsa key.
 	MaxRSABits = 8192
 )
 

@@ -123,10 +123,10 @@ type Config struct {
 
 // Secret types.
 const (
-	SecretTypeSymmetricKey = "symmetric-key"
+	SecretTypeSymmetricKey = "symmetric-key" //nolint:gosec // G101: names of secret types, not credentials
 	SecretTypeCertRSA      = "cert-rsa"
-	SecretTypeCertECDSA    = "cert-ecdsa"
-	SecretTypeCertED25519  = "cert-ed25519"
+	SecretTypeCertECDSA    = "cert-ecdsa"   //nolint:gosec // G101: as above
+	SecretTypeCertED25519  = "cert-ed25519" //nolint:gosec // G101: as above
 	SecretTypePlain        = "plain"
 )
 

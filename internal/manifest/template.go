@@ -357,7 +357,7 @@ func analyze(t *template.Template) templateRefs {
 		if tt.Tree == nil {
 			continue
 		}
-		a.walk(tt.Tree.Root, tt.Name() == t.Name())
+		a.walk(tt.Root, tt.Name() == t.Name())
 	}
 	return a.refs
 }
@@ -426,14 +426,14 @@ func (a *analyzer) walk(n parse.Node, rooted bool) {
 // field records a field chain. Secret names are collected wherever the
 // chain appears; paths only where dot is known to be the root data.
 func (a *analyzer) field(ident []string, rooted bool) {
-	switch {
-	case ident[0] == "Secrets":
+	switch ident[0] {
+	case "Secrets":
 		if len(ident) == 1 {
 			a.refs.all = true
 		} else {
 			a.refs.names[ident[1]] = struct{}{}
 		}
-	case ident[0] == "Previous":
+	case "Previous":
 		switch {
 		case len(ident) == 1 || (len(ident) == 2 && ident[1] == "Secrets"):
 			a.refs.all = true

@@ -210,7 +210,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if o.controllers {
 		start := time.Now()
 		caFile := filepath.Join(dir, "apiserver-ca.crt")
-		if err := os.WriteFile(caFile, te.ControlPlane.APIServer.SecureServing.CA, 0o600); err != nil {
+		if err := os.WriteFile(caFile, te.ControlPlane.APIServer.CA, 0o600); err != nil {
 			t.Fatalf("kubetest: %v", err)
 		}
 		saKey := filepath.Join(certDir, "sa-signer.key") // written by envtest
@@ -259,7 +259,7 @@ func waitForDefaultServiceAccount(ctx context.Context, cs kubernetes.Interface, 
 		return err == nil, nil
 	})
 	if err != nil {
-		return fmt.Errorf("no ServiceAccount default/default after %s: %w (last: %v)", controllersTimeout, err, last)
+		return fmt.Errorf("no ServiceAccount default/default after %s: %w (last: %w)", controllersTimeout, err, last)
 	}
 	return nil
 }

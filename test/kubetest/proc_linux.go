@@ -50,8 +50,8 @@ func guardOrphans(t testing.TB, args ...string) (stop func()) {
 		t.Fatalf("kubetest: starting the watchdog: %v", err)
 	}
 	return func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait() // killed: the error says so
 		w.Close()
 	}
 }

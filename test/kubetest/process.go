@@ -117,7 +117,7 @@ func (p *process) exited() error {
 		if p.stopping.Load() {
 			return nil
 		}
-		return fmt.Errorf("%s exited unexpectedly: %v (log %s)", p.name, p.err, p.log.path)
+		return fmt.Errorf("%s exited unexpectedly: %w (log %s)", p.name, p.err, p.log.path)
 	default:
 		return nil
 	}

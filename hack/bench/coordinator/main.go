@@ -284,8 +284,12 @@ func cpuTime(pid int) (time.Duration, bool) {
 	if len(fields) < 13 {
 		return 0, false
 	}
-	fmt.Sscan(fields[11], &utime)
-	fmt.Sscan(fields[12], &stime)
+	if _, err := fmt.Sscan(fields[11], &utime); err != nil {
+		return 0, false
+	}
+	if _, err := fmt.Sscan(fields[12], &stime); err != nil {
+		return 0, false
+	}
 	const ticks = 100 // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / ticks, true
 }
@@ -299,7 +303,9 @@ func rss(pid int) (int64, error) {
 	for _, line := range strings.Split(string(raw), "\n") {
 		if strings.HasPrefix(line, "VmRSS:") {
 			var kb int64
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "VmRSS:"), "kB")), &kb)
+			if _, err := fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "VmRSS:"), "kB")), &kb); err != nil {
+				return 0, fmt.Errorf("VmRSS of process %d: %w", pid, err)
+			}
 			return kb * 1024, nil
 		}
 	}

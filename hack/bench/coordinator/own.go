@@ -286,7 +286,7 @@ func (c *coordinatorProc) pin() error {
 			}
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the Coordinator did not answer: %v", err)
+			return fmt.Errorf("the Coordinator did not answer: %w", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

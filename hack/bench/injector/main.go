@@ -116,7 +116,9 @@ func run(o options) error {
 	go func() { served <- srv.Serve(ctx, ln, nil) }()
 	defer func() {
 		cancel()
-		<-served
+		if err := <-served; err != nil {
+			fmt.Fprintln(os.Stderr, "injector:", err)
+		}
 	}()
 	url := "https://" + ln.Addr().String() + injector.PathMutate
 
@@ -323,6 +325,7 @@ func (s *rawSender) exchange() error {
 	if err != nil {
 		return err
 	}
+	defer resp.Body.Close()
 	if resp.ContentLength < 0 || resp.ContentLength > 1<<20 {
 		return fmt.Errorf("response without a usable Content-Length: %d", resp.ContentLength)
 	}
@@ -465,11 +468,11 @@ func reviewBody() ([]byte, error) {
 			ManagedFields: []metav1.ManagedFieldsEntry{{
 				Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1",
 				FieldsType: "FieldsV1",
-				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:generateName":{},"f:labels":{".":{},"f:app.kubernetes.io/name":{},` +
+				FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:generateName":{},"f:labels":{".":{},"f:app.kubernetes.io/name":{},` +
 					`"f:marblerun/marbletype":{},"f:pod-template-hash":{},"f:version":{}},"f:ownerReferences":{".":{},` +
 					`"k:{\"uid\":\"0f6b7c7e-5d1a-4c1e-9a52-1f3c2d4e5f60\"}":{}}},"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{".":{},` +
 					`"f:env":{},"f:image":{},"f:name":{},"f:ports":{},"f:resources":{}},"k:{\"name\":\"envoy\"}":{".":{},"f:image":{},"f:name":{}}},` +
-					`"f:dnsPolicy":{},"f:restartPolicy":{},"f:schedulerName":{},"f:terminationGracePeriodSeconds":{}}}`)},
+					`"f:dnsPolicy":{},"f:restartPolicy":{},"f:schedulerName":{},"f:terminationGracePeriodSeconds":{}}}`),
 			}},
 		},
 		Spec: corev1.PodSpec{

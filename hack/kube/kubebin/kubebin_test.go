@@ -422,8 +422,8 @@ func TestEnsureAcrossProcesses(t *testing.T) {
 		}
 		t.Cleanup(func() {
 			if cmd.ProcessState == nil {
-				cmd.Process.Kill()
-				cmd.Wait()
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait() // killed: the error says so
 			}
 		})
 		cmds = append(cmds, cmd)

@@ -28,5 +28,5 @@ func tryLock(f *os.File) (bool, error) {
 }
 
 func unlock(f *os.File) {
-	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) // closing f releases the lock too
 }

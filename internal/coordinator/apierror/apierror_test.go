@@ -24,8 +24,8 @@ import (
 	"github.com/marblemesh/marblemesh/rpc"
 )
 
-// storeErr is what a failing store returns: it names a path.
-var storeErr = errors.New("writing /var/lib/coordinator/sealed/state.tmp: input/output error")
+// errStore is what a failing store returns: it names a path.
+var errStore = errors.New("writing /var/lib/coordinator/sealed/state.tmp: input/output error")
 
 const secretDetail = "/var/lib/coordinator"
 
@@ -49,14 +49,14 @@ type outcome struct {
 }
 
 func TestOnePolicyForBothAPIs(t *testing.T) {
-	wrapped := func(k core.Kind, reason string) error { return &core.Error{Kind: k, Reason: reason, Err: storeErr} }
+	wrapped := func(k core.Kind, reason string) error { return &core.Error{Kind: k, Reason: reason, Err: errStore} }
 	tests := []struct {
 		name string
 		err  error
 		want outcome
 	}{
-		{"plain error", storeErr, outcome{codes.Internal, 500, "error", "internal error (id ", true}},
-		{"wrapped plain error", fmt.Errorf("persisting: %w", storeErr), outcome{codes.Internal, 500, "error", "internal error (id ", true}},
+		{"plain error", errStore, outcome{codes.Internal, 500, "error", "internal error (id ", true}},
+		{"wrapped plain error", fmt.Errorf("persisting: %w", errStore), outcome{codes.Internal, 500, "error", "internal error (id ", true}},
 		{"internal core error", wrapped(core.KindInternal, "rendering the parameters"), outcome{codes.Internal, 500, "error", "internal error (id ", true}},
 		{"data loss", wrapped(core.KindDataLoss, "the stored state is damaged"), outcome{codes.DataLoss, 500, "error", "the stored state is damaged", true}},
 		{"unavailable shows why", &core.Error{Kind: core.KindUnavailable, Reason: "retry later", Err: errors.New("collateral: connection refused")}, outcome{codes.Unavailable, 503, "error", "retry later: collateral: connection refused", false}},

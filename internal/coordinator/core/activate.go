@@ -187,15 +187,15 @@ func (c *Core) templateData(dep *deployment, compiled *manifest.Compiled, id uui
 }
 
 // countActivation enforces MaxActivations and persists the new count.
-func (c *Core) countActivation(dep *deployment, marbleType string, max uint) error {
+func (c *Core) countActivation(dep *deployment, marbleType string, limit uint) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v := c.view.Load(); v.state != StateAcceptingMarbles || !v.dep.sameActivationBasis(dep) {
 		return newError(KindFailedPrecondition, nil, "the manifest changed during activation; try again")
 	}
 	n := c.activations[marbleType]
-	if n >= uint64(max) {
-		return newError(KindResourceExhausted, nil, "marble type %q reached its limit of %d activations", marbleType, max)
+	if n >= uint64(limit) {
+		return newError(KindResourceExhausted, nil, "marble type %q reached its limit of %d activations", marbleType, limit)
 	}
 	key := prefixActivations + marbleType
 	if err := c.cfg.Store.Commit(map[string][]byte{key: []byte(strconv.FormatUint(n+1, 10))}); err != nil {

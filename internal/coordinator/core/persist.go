@@ -26,7 +26,7 @@ const (
 	keyManifestSignature  = "manifest/signature"
 	keyPackageSVN         = "manifest/packagesvn"
 	keyPendingUpdate      = "update/pending"
-	keyRootSecret         = "rootsecret/current"
+	keyRootSecret         = "rootsecret/current" //nolint:gosec // G101: the name of a store key, not a credential
 	keyPreviousRootSecret = "rootsecret/previous"
 	prefixSecret          = "secret/"
 	prefixPreviousSecret  = "previoussecret/"
@@ -118,17 +118,17 @@ func encodeAll(st *storedState) (map[string][]byte, error) {
 	return out, nil
 }
 
-// diffState returns the changes that turn the stored state old into new:
-// new or changed values, and nil for keys that new lacks.
-func diffState(old, new map[string][]byte) map[string][]byte {
+// diffState returns the changes that turn the stored state old into cur:
+// new or changed values, and nil for keys that cur lacks.
+func diffState(old, cur map[string][]byte) map[string][]byte {
 	changes := make(map[string][]byte)
-	for k, v := range new {
+	for k, v := range cur {
 		if ov, ok := old[k]; !ok || !bytes.Equal(ov, v) {
 			changes[k] = v
 		}
 	}
 	for k := range old {
-		if _, ok := new[k]; !ok {
+		if _, ok := cur[k]; !ok {
 			changes[k] = nil
 		}
 	}

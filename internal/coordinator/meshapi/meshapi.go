@@ -100,7 +100,6 @@ func NewServer(svc *Service, tlsConfig *tls.Config, reg prometheus.Registerer, t
 		// returned to a pool between writes.
 		grpc.ReadBufferSize(8 << 10),
 		grpc.WriteBufferSize(8 << 10),
-		grpc.SharedWriteBuffer(true),
 	}
 	if timeouts.Handshake > 0 {
 		opts = append(opts, grpc.ConnectionTimeout(timeouts.Handshake))

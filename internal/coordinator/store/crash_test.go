@@ -584,11 +584,11 @@ func killedChild(t *testing.T, dir string) uint64 {
 	select {
 	case <-first:
 	case <-scanned:
-		cmd.Wait()
+		_ = cmd.Wait() // the child's output says why it ended
 		t.Fatalf("child ended before acknowledging a commit: %s", stderr.String())
 	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		cmd.Wait()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait() // killed: the error says so
 		t.Fatalf("child acknowledged nothing within 30 s: %s", stderr.String())
 	}
 	time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)

@@ -574,7 +574,7 @@ func TestFileLogs(t *testing.T) {
 
 		out := buf.String()
 		for _, k := range [][]byte{key, key2} {
-			for _, enc := range []string{string(k), hex.EncodeToString(k), base64.StdEncoding.EncodeToString(k), fmt.Sprint(k), fmt.Sprintf("%q", k)} {
+			for _, enc := range []string{string(k), hex.EncodeToString(k), base64.StdEncoding.EncodeToString(k), fmt.Sprint(k), fmt.Sprintf("%q", k)} { //nolint:staticcheck // QF1010: fmt.Sprint(k) is the byte-list form a careless log would print
 				if strings.Contains(out, enc) {
 					t.Fatalf("log contains the data key:\n%s", out)
 				}

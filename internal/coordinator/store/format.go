@@ -135,7 +135,7 @@ func encodeSealedKey(entries []sealedEntry) ([]byte, error) {
 	b := make([]byte, 0, sealedKeyHeaderSize+len(entries)*(sealedKeyEntryHeaderSize+64))
 	b = append(b, sealedKeyMagic...)
 	b = binary.LittleEndian.AppendUint16(b, sealedKeyVersion)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(entries)))
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(entries))) //nolint:gosec // G115: at most maxSealedKeyEntries, checked above
 	for _, e := range entries {
 		code, err := e.mode.Code()
 		if err != nil || !e.mode.Seals() {
@@ -146,7 +146,7 @@ func encodeSealedKey(entries []sealedEntry) ([]byte, error) {
 		}
 		b = append(b, code)
 		b = append(b, e.keyCheck[:]...)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.sealed)))
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.sealed))) //nolint:gosec // G115: at most maxSealedKeySize, checked above
 		b = append(b, e.sealed...)
 	}
 	return b, nil
@@ -260,7 +260,7 @@ func encodeEntries(m map[string][]byte) []byte {
 		}
 	}
 	b := make([]byte, 0, size)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(m)))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(m))) //nolint:gosec // G115: what does not fit in 32 bits is never stored: records over maxRecordPayload and snapshots over maxFileSize (both < 4 GiB) are refused
 	for _, k := range slices.Sorted(maps.Keys(m)) {
 		v := m[k]
 		if v == nil {
@@ -268,10 +268,10 @@ func encodeEntries(m map[string][]byte) []byte {
 		} else {
 			b = append(b, opPut)
 		}
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(k)))
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(k))) //nolint:gosec // G115: as above
 		b = append(b, k...)
 		if v != nil {
-			b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(v))) //nolint:gosec // G115: as above
 			b = append(b, v...)
 		}
 	}
@@ -357,7 +357,7 @@ func encodeSnapshot(h snapshotHeader, aead cipher.AEAD, state map[string][]byte)
 	b = append(b, h.keyCheck[:]...)
 	b = binary.LittleEndian.AppendUint64(b, h.generation)
 	b = append(b, code)
-	b = binary.LittleEndian.AppendUint32(b, uint32(len(h.recovery)))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(h.recovery))) //nolint:gosec // G115: at most maxRecoveryDataSize, checked above
 	b = append(b, h.recovery...)
 	return encrypt(b, aead, plain, slices.Clone(b))
 }
@@ -411,10 +411,10 @@ func lengthPrefixed(b []byte, limit int, what string) (field, rest []byte, err e
 		return nil, nil, fmt.Errorf("snapshot: %s length truncated", what)
 	}
 	n := binary.LittleEndian.Uint32(b)
-	if uint64(n) > uint64(limit) {
+	if uint64(n) > uint64(limit) { //nolint:gosec // G115: limit is a positive constant
 		return nil, nil, fmt.Errorf("snapshot: %s length %d exceeds limit %d", what, n, limit)
 	}
-	if uint64(n) > uint64(len(b)-4) {
+	if uint64(n) > uint64(len(b)-4) { //nolint:gosec // G115: len(b) >= 4 was checked above
 		return nil, nil, fmt.Errorf("snapshot: %s length %d exceeds remaining %d bytes", what, n, len(b)-4)
 	}
 	return b[4 : 4+n : 4+n], b[4+n:], nil
@@ -498,7 +498,7 @@ func recordAt(b []byte, off int) (n int, seq uint64, ok bool) {
 		return 0, 0, false
 	}
 	size := binary.LittleEndian.Uint32(h)
-	if size < minRecordPayload || size > maxRecordPayload || uint64(size) > uint64(len(b)-off-recordHeaderSize) {
+	if size < minRecordPayload || size > maxRecordPayload || uint64(size) > uint64(len(b)-off-recordHeaderSize) { //nolint:gosec // G115: len(b)-off >= recordHeaderSize was checked above
 		return 0, 0, false
 	}
 	return int(size), binary.LittleEndian.Uint64(h[4:12]), true

@@ -309,9 +309,8 @@ func (c *containerRun) probe(ctx context.Context) {
 		} else {
 			pr = c.spec.ReadinessProbe
 		}
-		if pr != nil && time.Since(start) < time.Duration(pr.InitialDelaySeconds)*time.Second {
-			// Not yet: neither success nor failure.
-		} else if pr != nil {
+		// Before its initial delay, a probe counts as neither success nor failure.
+		if pr != nil && time.Since(start) >= time.Duration(pr.InitialDelaySeconds)*time.Second {
 			ok := c.p.a.runProbe(ctx, c.p, c.spec, pr)
 			c.mu.Lock()
 			changed := false

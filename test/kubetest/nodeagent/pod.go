@@ -285,7 +285,7 @@ func (p *podRun) startPause() error {
 	if err != nil || strings.TrimSpace(line) != "ready" {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
-		return fmt.Errorf("the namespace holder did not start: %v %s", err, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("the namespace holder did not start: %w %s", err, strings.TrimSpace(stderr.String()))
 	}
 	p.mu.Lock()
 	p.pause = cmd
