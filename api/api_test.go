@@ -31,7 +31,7 @@ import (
 
 type ca struct {
 	root, inter *x509.Certificate
-	key         *ecdsa.PrivateKey
+	key, ikey   *ecdsa.PrivateKey
 }
 
 func newCA(t *testing.T) *ca {
@@ -59,7 +59,7 @@ func newCA(t *testing.T) *ca {
 		t.Fatal(err)
 	}
 	inter, _ := x509.ParseCertificate(ider)
-	return &ca{root: root, inter: inter, key: key}
+	return &ca{root: root, inter: inter, key: key, ikey: ikey}
 }
 
 func pemOf(certs ...*x509.Certificate) string {
@@ -310,6 +310,61 @@ func TestPinnedClientRefusesOtherRoot(t *testing.T) {
 	}
 	if _, err := Status(context.Background(), addr, nil); err == nil {
 		t.Fatal("Status without root: no error")
+	}
+}
+
+func TestClientTLSConfig(t *testing.T) {
+	c, other := newCA(t), newCA(t)
+	// A marble's server: its certificate comes from the intermediate, is
+	// sent with it, and names no host that is dialled here.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "marble"}, DNSNames: []string{"marble.invalid"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.inter, &key.PublicKey, c.ikey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) == 0 {
+			_, _ = io.WriteString(w, "anonymous")
+			return
+		}
+		_, _ = io.WriteString(w, r.TLS.PeerCertificates[0].Subject.CommonName)
+	}))
+	srv.TLS = &tls.Config{
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der, c.inter.Raw}, PrivateKey: key}},
+		ClientAuth:   tls.RequestClientCert,
+	}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+
+	get := func(cfg *tls.Config) (string, error) {
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
+		defer client.CloseIdleConnections()
+		resp, err := client.Get(srv.URL)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return string(body), err
+	}
+	if got, err := get(ClientTLSConfig(c.root, nil)); err != nil || got != "anonymous" {
+		t.Errorf("without client certificate: %q, %v", got, err)
+	}
+	if got, err := get(ClientTLSConfig(c.root, tlsCert(t, other))); err != nil || got != "marble" {
+		t.Errorf("with client certificate: %q, %v", got, err)
+	}
+	_, err = get(ClientTLSConfig(other.root, nil))
+	var ue *UntrustedCertificateError
+	if !errors.Is(err, ErrUntrustedCertificate) || !errors.As(err, &ue) || !ue.Trusted.Equal(other.root) {
+		t.Errorf("another root: %v", err)
+	}
+	if _, err := get(ClientTLSConfig(nil, nil)); !errors.Is(err, ErrUntrustedCertificate) {
+		t.Errorf("no root: %v", err)
 	}
 }
 

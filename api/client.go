@@ -80,26 +80,13 @@ func newClient(endpoint string, trustedRoot *x509.Certificate, clientCert *tls.C
 		return nil, err
 	}
 	peer := &peerRecorder{}
-	cfg := &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		// Verification is done in VerifyConnection: the peer must chain to
-		// the attested root, whatever host name was dialled.
-		InsecureSkipVerify: true, //nolint:gosec // replaced by VerifyConnection
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return fmt.Errorf("%w: the server presented no certificate", ErrUntrustedCertificate)
-			}
-			peer.set(cs.PeerCertificates[0])
-			if trustedRoot == nil {
-				return nil
-			}
-			return verifyPeer(cs.PeerCertificates, trustedRoot)
-		},
-	}
-	if clientCert != nil {
-		cc := clientCert
-		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cc, nil }
-	}
+	cfg := tlsConfig(clientCert, func(chain []*x509.Certificate) error {
+		peer.set(chain[0])
+		if trustedRoot == nil {
+			return nil
+		}
+		return verifyPeer(chain, trustedRoot)
+	})
 	transport := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -110,6 +97,51 @@ func newClient(endpoint string, trustedRoot *x509.Certificate, clientCert *tls.C
 		IdleConnTimeout:       30 * time.Second,
 	}
 	return &client{base: base, http: &http.Client{Transport: transport}, peer: peer}, nil
+}
+
+// ClientTLSConfig returns the TLS configuration with which this package
+// talks to the Coordinator, for a program's own connections: it accepts
+// only a server whose certificate chains to trustedRoot, whatever host
+// name was dialled, and presents clientCert when the server asks for a
+// certificate and clientCert is not nil (otherwise none). A server that
+// does not chain to trustedRoot fails the handshake with an error wrapping
+// ErrUntrustedCertificate; with a nil trustedRoot every server does.
+//
+// Marbles' certificates chain to the Coordinator's root as well, through
+// its intermediate, so the configuration also lets a client outside the
+// mesh authenticate a marble by the attested root. Whether the marble
+// admits the client is the marble's decision: one that serves only the
+// mesh wants a marble certificate as clientCert.
+func ClientTLSConfig(trustedRoot *x509.Certificate, clientCert *tls.Certificate) *tls.Config {
+	return tlsConfig(clientCert, func(chain []*x509.Certificate) error {
+		if trustedRoot == nil {
+			return fmt.Errorf("%w: %w", ErrUntrustedCertificate, errNoTrustedRoot)
+		}
+		return verifyPeer(chain, trustedRoot)
+	})
+}
+
+// tlsConfig returns a configuration that presents clientCert, if not nil,
+// and accepts a server when verify accepts the chain it presented (never
+// empty). Host names are not checked.
+func tlsConfig(clientCert *tls.Certificate, verify func(chain []*x509.Certificate) error) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// Verification is done in VerifyConnection: the peer must chain to
+		// the attested root, whatever host name was dialled.
+		InsecureSkipVerify: true, //nolint:gosec // replaced by VerifyConnection
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("%w: the server presented no certificate", ErrUntrustedCertificate)
+			}
+			return verify(cs.PeerCertificates)
+		},
+	}
+	if clientCert != nil {
+		cc := clientCert
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cc, nil }
+	}
+	return cfg
 }
 
 // verifyPeer checks that the presented chain leads to root.
@@ -273,11 +305,15 @@ func decode(data json.RawMessage, what string, v any) error {
 	return nil
 }
 
+// errNoTrustedRoot says that a call that needs an authenticated Coordinator
+// was given no root.
+var errNoTrustedRoot = errors.New("no trusted root certificate: verify the Coordinator with VerifyCoordinator first")
+
 // newTrustedClient is newClient for calls that need an authenticated
 // Coordinator: trustedRoot must be set.
 func newTrustedClient(endpoint string, trustedRoot *x509.Certificate, clientCert *tls.Certificate) (*client, error) {
 	if trustedRoot == nil {
-		return nil, errors.New("no trusted root certificate: verify the Coordinator with VerifyCoordinator first")
+		return nil, errNoTrustedRoot
 	}
 	return newClient(endpoint, trustedRoot, clientCert)
 }

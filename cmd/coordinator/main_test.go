@@ -1,17 +1,22 @@
 package main
 
 import (
-	"bytes"
+	"bufio"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
@@ -26,28 +31,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// syncBuffer is a bytes.Buffer safe for the writer goroutine of exec.Cmd
-// and the test reading it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+// The Coordinator's certificate is its own; only reachability matters here.
+var insecureTLS = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // test
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// TestSIGTERM starts the Coordinator as a process, waits until its client
-// API answers, sends SIGTERM and expects a clean exit with code 0.
-func TestSIGTERM(t *testing.T) {
+// startCoordinator starts the Coordinator in simulation as a process and
+// waits until its client API answers. It returns the process and the
+// client API's address.
+func startCoordinator(t *testing.T) (*testsupport.Process, string) {
+	t.Helper()
 	clientAddr := testsupport.FreeAddr(t)
 	cmd := exec.Command(os.Args[0])
 	cmd.Dir = t.TempDir()
@@ -57,50 +48,106 @@ func TestSIGTERM(t *testing.T) {
 		"EDG_COORDINATOR_CLIENT_ADDR="+clientAddr,
 		"EDG_COORDINATOR_MESH_ADDR="+testsupport.FreeAddr(t),
 	)
-	var out syncBuffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: insecureTLS}}
+	defer c.CloseIdleConnections()
+	p := testsupport.StartProcess(t, cmd, 30*time.Second, func() error {
+		resp, err := c.Get("https://" + clientAddr + "/api/v2/status")
+		if err != nil {
+			return err
+		}
+		return resp.Body.Close()
+	})
+	return p, clientAddr
+}
+
+// TestSIGTERM starts the Coordinator as a process, waits until its client
+// API answers, sends SIGTERM and expects a clean exit with code 0.
+func TestSIGTERM(t *testing.T) {
+	p, _ := startCoordinator(t)
+	p.Terminate(t, 30*time.Second)
+	if !strings.Contains(p.Output(), `"msg":"the Coordinator stopped"`) {
+		t.Errorf("logs lack the clean stop:\n%s", p.Output())
+	}
+}
+
+// TestSIGTERMDrainsRequestInFlight sends SIGTERM while the Coordinator's
+// handler is reading the body of a manifest that the client sends slowly:
+// the Coordinator must refuse new connections, yet read the rest of the
+// body, set the manifest, answer in full and only then exit with code 0,
+// all within its grace period (10 s; the request needs far less).
+func TestSIGTERMDrainsRequestInFlight(t *testing.T) {
+	p, clientAddr := startCoordinator(t)
+
+	manifest := `{"Packages": {"app": {"UniqueID": "6b2822ac2585040d4b9397675d54977a71ef292ab5b3c0a6acceca26074ae585"}}, "Marbles": {"app": {"Package": "app"}}}`
+	body, err := json.Marshal(wire.ManifestRequest{Manifest: []byte(manifest)})
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	reaped := false
-	t.Cleanup(func() {
-		if !reaped {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", clientAddr, insecureTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// The headers ask for "100 Continue", which the server sends when the
+	// handler starts to read the body: from then on the request is in
+	// flight. Half of the body follows.
+	head := fmt.Sprintf("POST /api/v2/manifest HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"+
+		"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n", clientAddr, len(body))
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	answers := bufio.NewReader(conn)
+	cont, err := http.ReadResponse(answers, nil)
+	if err != nil || cont.StatusCode != http.StatusContinue {
+		t.Fatalf("waiting for 100 Continue: %v %v\n%s", cont, err, p.Output())
+	}
+	half := len(body) / 2
+	if _, err := conn.Write(body[:half]); err != nil {
+		t.Fatal(err)
+	}
 
-	// The Coordinator's certificate is its own; only reachability matters here.
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // test
-	defer c.CloseIdleConnections()
-	deadline := time.Now().Add(30 * time.Second)
+	p.Signal(t, syscall.SIGTERM)
+	// The listener closes at once; the request keeps the process alive.
+	deadline := time.Now().Add(5 * time.Second)
 	for {
-		resp, err := c.Get("https://" + clientAddr + "/api/v2/status")
-		if err == nil {
-			resp.Body.Close()
+		c, err := net.DialTimeout("tcp", clientAddr, time.Second)
+		if errors.Is(err, syscall.ECONNREFUSED) {
 			break
 		}
+		if err == nil {
+			_ = c.Close()
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not serving: %v\n%s", err, out.String())
+			t.Fatalf("new connections are not refused after SIGTERM (last dial: %v)\n%s", err, p.Output())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if p.Exited() {
+		t.Fatalf("the Coordinator exited with a request in flight\n%s", p.Output())
 	}
-	select {
-	case err := <-exited:
-		reaped = true
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, out.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no exit after SIGTERM\n%s", out.String())
+
+	if _, err := conn.Write(body[half:]); err != nil {
+		t.Fatalf("sending the rest of the body after SIGTERM: %v\n%s", err, p.Output())
 	}
-	if !strings.Contains(out.String(), `"msg":"the Coordinator stopped"`) {
-		t.Errorf("logs lack the clean stop:\n%s", out.String())
+	resp, err := http.ReadResponse(answers, nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v\n%s", err, p.Output())
+	}
+	answer, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the answer's body: %v\n%s", err, p.Output())
+	}
+	var set wire.Success[wire.RecoverySecrets]
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(answer, &set) != nil || set.Status != wire.StatusSuccess {
+		t.Fatalf("answer %s: %s\n%s", resp.Status, answer, p.Output())
+	}
+
+	p.WaitExit(t, 15*time.Second)
+	if !strings.Contains(p.Output(), `"msg":"the Coordinator stopped"`) {
+		t.Errorf("logs lack the clean stop:\n%s", p.Output())
 	}
 }

@@ -1,13 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,52 +33,23 @@ func TestSIGTERM(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-addr="+addr, "-tlsCertFile="+certFile, "-tlsKeyFile="+keyFile, "-shutdownDelay=100ms")
 	cmd.Env = append(os.Environ(), runMainEnv+"=1")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	reaped := false
-	t.Cleanup(func() {
-		if !reaped {
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
 	defer c.CloseIdleConnections()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	p := testsupport.StartProcess(t, cmd, 20*time.Second, func() error {
 		resp, err := c.Get("https://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		reaped = true
 		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, stderr.String())
+			return err
 		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("no exit after SIGTERM\n%s", stderr.String())
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("/readyz answered %s", resp.Status)
+		}
+		return nil
+	})
+	p.Terminate(t, 20*time.Second)
 	for _, want := range []string{`"msg":"shutting down"`, `"msg":"stopped"`} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("logs lack %s:\n%s", want, stderr.String())
+		if !strings.Contains(p.Output(), want) {
+			t.Errorf("logs lack %s:\n%s", want, p.Output())
 		}
 	}
 }

@@ -8,14 +8,15 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -305,11 +306,11 @@ func run(ctx context.Context, con *console) (err error) {
 	if err != nil {
 		return fail(err)
 	}
-	refused, err := waitRefusesAnonymous(ctx, server, serverAddr, 90*time.Second)
+	refused, err := waitRefusesAnonymous(ctx, server, serverAddr, root, 90*time.Second)
 	if err != nil {
 		return fail(err)
 	}
-	con.say("a TLS client without a mesh certificate is refused by sample-server: %s", refused)
+	con.say("a TLS client that trusts the pinned root but has no mesh certificate is refused by sample-server: %s", refused)
 
 	con.say("running marble sample-client under premain (its arguments come from the manifest's Argv)")
 	client, err := d.start("client", clientDir, marbleEnv("sample-client", clientDir), "",
@@ -420,24 +421,31 @@ func verifyCoordinator(ctx context.Context, p *process, endpoint string, timeout
 	}
 }
 
-// waitRefusesAnonymous waits until the sample server accepts TLS
-// connections and checks that it turns away a client that presents no
-// certificate. It returns the error that client saw.
-func waitRefusesAnonymous(ctx context.Context, p *process, addr string, timeout time.Duration) (string, error) {
-	deadline := time.Now().Add(timeout)
-	dialer := &tls.Dialer{
-		NetDialer: &net.Dialer{Timeout: time.Second},
-		Config: &tls.Config{
-			InsecureSkipVerify: true, //nolint:gosec // the check is about the server refusing us
-			MinVersion:         tls.VersionTLS12,
+// waitRefusesAnonymous waits until the sample server accepts connections
+// and checks that it turns away a client that trusts the pinned root
+// (api.ClientTLSConfig: the server's certificate must chain to it) but
+// presents no certificate. It returns the error that client saw.
+func waitRefusesAnonymous(ctx context.Context, p *process, addr string, root *x509.Certificate, timeout time.Duration) (string, error) {
+	client := &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			DialContext:       (&net.Dialer{Timeout: time.Second}).DialContext,
+			TLSClientConfig:   api.ClientTLSConfig(root, nil),
+			DisableKeepAlives: true,
 		},
 	}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(timeout)
 	for {
-		conn, err := dialer.DialContext(ctx, "tcp", addr)
+		status, err := getMAC(ctx, client, addr)
 		var opErr *net.OpError
 		switch {
 		case err == nil:
-			return refusal(conn)
+			return "", fmt.Errorf("sample-server answered a client without certificate: %s", status)
+		case ctx.Err() != nil:
+			return "", ctx.Err()
+		case errors.Is(err, api.ErrUntrustedCertificate):
+			return "", fmt.Errorf("sample-server on %s: %w", addr, err)
 		case errors.As(err, &opErr) && opErr.Op == "dial":
 			// Not listening yet.
 		default:
@@ -457,17 +465,21 @@ func waitRefusesAnonymous(ctx context.Context, p *process, addr string, timeout 
 	}
 }
 
-// refusal sends a request on a connection without client certificate and
-// returns the error that ends it; an answer is a failure.
-func refusal(conn net.Conn) (string, error) {
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, "GET /mac?message=x HTTP/1.1\r\nHost: sample\r\n\r\n"); err != nil {
-		return err.Error(), nil
-	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
+// getMAC asks the sample server for a MAC and returns the answer's status,
+// or the error that ended the request without the URL around it.
+func getMAC(ctx context.Context, client *http.Client, addr string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+"/mac?message=x", nil)
 	if err != nil {
-		return err.Error(), nil
+		return "", err
 	}
-	return "", fmt.Errorf("sample-server answered a client without certificate: %q", strings.TrimSpace(line))
+	resp, err := client.Do(req)
+	if err != nil {
+		var urlErr *url.Error
+		if errors.As(err, &urlErr) {
+			err = urlErr.Err
+		}
+		return "", err
+	}
+	_ = resp.Body.Close()
+	return resp.Status, nil
 }

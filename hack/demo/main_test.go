@@ -2,11 +2,20 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/marblemesh/marblemesh/api"
+	"github.com/marblemesh/marblemesh/test/testpki"
 )
 
 func TestPrefixWriter(t *testing.T) {
@@ -31,6 +40,62 @@ func TestVerifyCoordinatorGivesUpWhenTheProcessExits(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "coord process exited") {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+func TestWaitRefusesAnonymous(t *testing.T) {
+	root, serving := testCA(t)
+	serve := func(clientAuth tls.ClientAuthType) string {
+		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			_, _ = io.WriteString(w, "mac")
+		}))
+		srv.TLS = &tls.Config{Certificates: []tls.Certificate{serving}, ClientAuth: clientAuth}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return strings.TrimPrefix(srv.URL, "https://")
+	}
+	running := &process{name: "server", done: make(chan struct{})}
+
+	refused, err := waitRefusesAnonymous(t.Context(), running, serve(tls.RequireAnyClientCert), root, time.Minute)
+	if err != nil || !strings.Contains(refused, "certificate") {
+		t.Errorf("mTLS server: %q, %v", refused, err)
+	}
+	open := serve(tls.NoClientCert)
+	if _, err := waitRefusesAnonymous(t.Context(), running, open, root, time.Minute); err == nil || !strings.Contains(err.Error(), "answered a client without certificate: 200 OK") {
+		t.Errorf("server without client authentication: %v", err)
+	}
+	otherRoot, _ := testCA(t)
+	if _, err := waitRefusesAnonymous(t.Context(), running, open, otherRoot, time.Minute); !errors.Is(err, api.ErrUntrustedCertificate) {
+		t.Errorf("server of another root: %v", err)
+	}
+	exited := &process{name: "server", done: make(chan struct{}), err: errors.New("exit status 1")}
+	close(exited.done)
+	addr := fmt.Sprintf("127.0.0.1:%d", mustFreePort(t))
+	if _, err := waitRefusesAnonymous(t.Context(), exited, addr, root, time.Minute); err == nil || !strings.Contains(err.Error(), "server exited") {
+		t.Errorf("exited server: %v", err)
+	}
+}
+
+// testCA returns a CA's certificate and a serving certificate it issued.
+func testCA(t *testing.T) (*x509.Certificate, tls.Certificate) {
+	t.Helper()
+	ca, err := testpki.NewCA("demo test root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(ca.PEM)
+	root, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue("sample-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := tls.X509KeyPair(leaf.CertPEM, leaf.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, serving
 }
 
 func mustFreePort(t *testing.T) int {

@@ -10,7 +10,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // GoBuild compiles the given packages (import paths of main packages) with
@@ -69,4 +71,93 @@ func FreeAddr(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return addr
+}
+
+// Process is a program a test runs as a child process, with its standard
+// output and error collected; see StartProcess.
+type Process struct {
+	name   string
+	cmd    *exec.Cmd
+	out    SyncBuffer
+	exited chan struct{}
+	err    error // cmd.Wait's result, set before exited is closed
+}
+
+// StartProcess starts cmd, collecting its standard output and error (see
+// Output), and calls ready every 20 ms until it returns nil. The test fails
+// when the process exits first or ready still fails after timeout. The
+// process is killed at the end of the test unless it has exited.
+func StartProcess(t testing.TB, cmd *exec.Cmd, timeout time.Duration, ready func() error) *Process {
+	t.Helper()
+	p := &Process{name: filepath.Base(cmd.Path), cmd: cmd, exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = &p.out, &p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", p.name, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		if !p.Exited() {
+			_ = cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	deadline := time.Now().Add(timeout)
+	for {
+		err := ready()
+		if err == nil {
+			return p
+		}
+		if p.Exited() {
+			t.Fatalf("%s exited (%v) before it was ready: %v\n%s", p.name, p.err, err, p.Output())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready within %v: %v\n%s", p.name, timeout, err, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Output returns what the process has written so far.
+func (p *Process) Output() string { return p.out.String() }
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("sending %v to %s: %v", sig, p.name, err)
+	}
+}
+
+// WaitExit waits up to timeout for the process to exit and fails the test
+// unless it exited with code 0.
+func (p *Process) WaitExit(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %v\n%s", p.name, timeout, p.Output())
+	}
+	if p.err != nil {
+		t.Fatalf("%s: %v\n%s", p.name, p.err, p.Output())
+	}
+}
+
+// Terminate sends SIGTERM and expects a clean exit (code 0) within timeout.
+func (p *Process) Terminate(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	p.Signal(t, syscall.SIGTERM)
+	p.WaitExit(t, timeout)
 }
