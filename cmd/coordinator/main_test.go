@@ -101,6 +101,9 @@ func TestSIGTERMDrainsRequestInFlight(t *testing.T) {
 	}
 	answers := bufio.NewReader(conn)
 	cont, err := http.ReadResponse(answers, nil)
+	if err == nil {
+		cont.Body.Close() // an interim answer has no body
+	}
 	if err != nil || cont.StatusCode != http.StatusContinue {
 		t.Fatalf("waiting for 100 Continue: %v %v\n%s", cont, err, p.Output())
 	}

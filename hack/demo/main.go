@@ -408,7 +408,7 @@ func verifyCoordinator(ctx context.Context, p *process, endpoint string, timeout
 			return att, nil
 		}
 		if p.exited() {
-			return nil, fmt.Errorf("the %s process exited (%v) before serving its quote", p.name, p.err)
+			return nil, fmt.Errorf("the %s process exited (%v) before serving its quote", p.name, p.err) //nolint:errorlint // the exit status is reported, not matched
 		}
 		if time.Now().After(deadline) {
 			return nil, fmt.Errorf("no quote from the Coordinator within %s: %w", timeout, err)
@@ -452,7 +452,7 @@ func waitRefusesAnonymous(ctx context.Context, p *process, addr string, root *x5
 			return err.Error(), nil
 		}
 		if p.exited() {
-			return "", fmt.Errorf("%s exited (%v) before listening on %s", p.name, p.err, addr)
+			return "", fmt.Errorf("%s exited (%v) before listening on %s", p.name, p.err, addr) //nolint:errorlint // the exit status is reported, not matched
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("%s did not listen on %s within %s", p.name, addr, timeout)
