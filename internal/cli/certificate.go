@@ -11,7 +11,7 @@ import (
 	"github.com/marblemesh/marblemesh/api"
 )
 
-func newCertificateCmd(g *globals) *cobra.Command {
+func newCertificateCmd(out *output, connect connectFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "certificate",
 		Short: "Verify the Coordinator and save its root, intermediate or chain certificate",
@@ -43,20 +43,20 @@ so clients that trust it stop trusting marbles of an older manifest.`,
 				return []*x509.Certificate{a.Intermediate, a.Root}, nil
 			}},
 	} {
-		cmd.AddCommand(newCertificateSubCmd(g, c.name, c.short, c.file, c.pick))
+		cmd.AddCommand(newCertificateSubCmd(out, connect, c.name, c.short, c.file, c.pick))
 	}
 	return cmd
 }
 
-func newCertificateSubCmd(g *globals, name, short, defaultFile string, pick func(*api.Attestation) ([]*x509.Certificate, error)) *cobra.Command {
+func newCertificateSubCmd(out *output, connect connectFunc, name, short, defaultFile string, pick func(*api.Attestation) ([]*x509.Certificate, error)) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   name + " <IP:PORT>",
 		Short: short,
 		Args:  exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[0])
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinCheck)
+			addr := args[0]
+			att, err := connect(addr).attest(cmd.Context(), addr, pinCheck)
 			if err != nil {
 				return err
 			}
@@ -64,11 +64,11 @@ func newCertificateSubCmd(g *globals, name, short, defaultFile string, pick func
 			if err != nil {
 				return err
 			}
-			var out []byte
+			var data []byte
 			for _, c := range certs {
-				out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+				data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 			}
-			if err := g.out.writeOutput(output, out, 0o644); err != nil {
+			if err := out.writeOutput(output, data, 0o644); err != nil {
 				return err
 			}
 			if format(cmd).json() {
@@ -76,12 +76,12 @@ func newCertificateSubCmd(g *globals, name, short, defaultFile string, pick func
 				for i, c := range certs {
 					fps[i] = api.Fingerprint(c)
 				}
-				return printJSON(g.out.reportWriter(output), struct {
+				return printJSON(out.reportWriter(output), struct {
 					File         string   `json:"file"`
 					Fingerprints []string `json:"fingerprints"`
 				}{output, fps})
 			}
-			fmt.Fprintf(g.out.reportWriter(output), "Certificate (%s) written to %s.\n", name, outputName(output))
+			fmt.Fprintf(out.reportWriter(output), "Certificate (%s) written to %s.\n", name, outputName(output))
 			return nil
 		},
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/install"
 )
 
-func newCheckCmd(g *globals) *cobra.Command {
+func newCheckCmd(out *output, namespace func() string) *cobra.Command {
 	var timeout uint
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -22,12 +22,12 @@ reported and skipped; it is an error when neither exists.`,
 	kf := addKubeFlags(cmd)
 	cmd.Flags().UintVar(&timeout, "timeout", 60, "seconds to wait at most")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		c := kf.cluster(g)
-		cs, err := c.Clientset(cmd.Context())
+		ns := namespace()
+		cs, err := kf.cluster(ns).Clientset(cmd.Context())
 		if err != nil {
 			return kubeError(err)
 		}
-		w := install.Waiter{Clientset: cs, Namespace: g.namespace, Out: g.out.stdout()}
+		w := install.Waiter{Clientset: cs, Namespace: ns, Out: out.stdout()}
 		if err := w.Wait(cmd.Context(), time.Duration(timeout)*time.Second); err != nil {
 			return kubeError(err)
 		}

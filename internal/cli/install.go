@@ -23,8 +23,8 @@ func addKubeFlags(cmd *cobra.Command) *kubeFlags {
 
 // cluster returns the cluster of the kubeconfig with the installation's
 // namespace (-n).
-func (f *kubeFlags) cluster(g *globals) *install.Cluster {
-	return install.NewCluster(f.kubeconfig, g.namespace)
+func (f *kubeFlags) cluster(namespace string) *install.Cluster {
+	return install.NewCluster(f.kubeconfig, namespace)
 }
 
 // kubeError turns the advice of an install error into the CLI's hint.
@@ -36,7 +36,7 @@ func kubeError(err error) error {
 	return err
 }
 
-func newInstallCmd(g *globals) *cobra.Command {
+func newInstallCmd(out *output, namespace func() string) *cobra.Command {
 	o := install.Options{}
 	var waitTimeout time.Duration
 	cmd := &cobra.Command{
@@ -76,16 +76,16 @@ The kubeconfig is --kubeconfig, $KUBECONFIG or ~/.kube/config.`,
 	fl.DurationVar(&waitTimeout, "timeout", 5*time.Minute, "how long --wait waits")
 
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		o.Progress = g.out.stdout()
+		o.Progress = out.stdout()
 		o.WaitTimeout = waitTimeout
 		if o.Simulation {
-			g.out.warnf("Warning: simulation mode: the Coordinator runs without SGX and its attestation proves nothing.")
+			out.warnf("Warning: simulation mode: the Coordinator runs without SGX and its attestation proves nothing.")
 		}
-		if err := install.Install(cmd.Context(), kf.cluster(g), o); err != nil {
+		if err := install.Install(cmd.Context(), kf.cluster(namespace()), o); err != nil {
 			return kubeError(err)
 		}
 		if !o.Wait {
-			fmt.Fprintf(g.out.stdout(), "Run 'marblerun check -n %s' to wait until it is ready.\n", g.namespace)
+			fmt.Fprintf(out.stdout(), "Run 'marblerun check -n %s' to wait until it is ready.\n", namespace())
 		}
 		return nil
 	}

@@ -14,18 +14,18 @@ import (
 	"github.com/marblemesh/marblemesh/api"
 )
 
-func newManifestCmd(g *globals) *cobra.Command {
+func newManifestCmd(out *output, connect connectFunc, rep *reporter) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "manifest",
 		Short: "Set, get, verify and update the Coordinator's manifest",
 	}
 	cmd.AddCommand(
-		newManifestSetCmd(g),
-		newManifestGetCmd(g),
-		newManifestVerifyCmd(g),
-		newManifestSignatureCmd(g),
-		newManifestLogCmd(g),
-		newManifestUpdateCmd(g),
+		newManifestSetCmd(out, connect, rep),
+		newManifestGetCmd(out, connect),
+		newManifestVerifyCmd(out, connect),
+		newManifestSignatureCmd(out),
+		newManifestLogCmd(out, connect),
+		newManifestUpdateCmd(out, connect, rep),
 	)
 	return cmd
 }
@@ -36,7 +36,7 @@ type recoveryData struct {
 	RecoverySecrets map[string][]byte
 }
 
-func newManifestSetCmd(g *globals) *cobra.Command {
+func newManifestSetCmd(out *output, connect connectFunc, rep *reporter) *cobra.Command {
 	var recoveryFile string
 	cmd := &cobra.Command{
 		Use:   "set <manifest.json|manifest.yaml> <IP:PORT>",
@@ -52,7 +52,8 @@ pinned in --coordinator-cert.`,
 		Example: "  marblerun manifest set manifest.json localhost:4433 --recoverydata recovery.json",
 		Args:    exactArgs(2, "<manifest> <IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[1])
+			addr := args[1]
+			conn := connect(addr)
 			raw, err := loadManifest(args[0])
 			if err != nil {
 				return err
@@ -61,7 +62,7 @@ pinned in --coordinator-cert.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinLater)
+			att, err := conn.attest(cmd.Context(), addr, pinLater)
 			if err != nil {
 				return err
 			}
@@ -69,13 +70,13 @@ pinned in --coordinator-cert.`,
 			if err != nil {
 				return err
 			}
-			if err := g.coordinator().pin(att); err != nil {
+			if err := conn.pin(att); err != nil {
 				return err
 			}
 			if note := m.TTLSNote(); note != "" {
-				g.out.warnf("Note: %s.", note)
+				out.warnf("Note: %s.", note)
 			}
-			return g.reporter().reportRecoveryData(format(cmd), api.ManifestFingerprint(raw), secrets, recoveryFile, "Manifest successfully set.")
+			return rep.reportRecoveryData(format(cmd), api.ManifestFingerprint(raw), secrets, recoveryFile, "Manifest successfully set.")
 		},
 	}
 	cmd.Flags().StringVarP(&recoveryFile, "recoverydata", "r", "", "file to write the recovery data to (default: print it)")
@@ -148,7 +149,7 @@ func (r *reporter) writeRecoveryData(file string, secrets map[string][]byte) err
 	return nil
 }
 
-func newManifestGetCmd(g *globals) *cobra.Command {
+func newManifestGetCmd(out *output, connect connectFunc) *cobra.Command {
 	var (
 		withSignature bool
 		displayUpdate bool
@@ -166,11 +167,12 @@ newline, so that its signature matches the Coordinator's. --signature wraps it a
 (these change the printed manifest, not the Coordinator's).`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[0])
+			addr := args[0]
+			conn := connect(addr)
 			if keepCert {
-				g.out.warnf("Flag --keep-cert is deprecated and does nothing: the Coordinator's certificates are pinned on first verification.")
+				out.warnf("Flag --keep-cert is deprecated and does nothing: the Coordinator's certificates are pinned on first verification.")
 			}
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinCheck)
+			att, err := conn.attest(cmd.Context(), addr, pinCheck)
 			if err != nil {
 				return err
 			}
@@ -178,36 +180,36 @@ newline, so that its signature matches the Coordinator's. --signature wraps it a
 			if err != nil {
 				return err
 			}
-			out := m.Raw
+			data := m.Raw
 			if displayUpdate {
 				log, err := api.UpdateLog(cmd.Context(), addr, att.Root)
 				if err != nil {
 					return err
 				}
-				if out, err = applySecurityVersionUpdates(m.Raw, log); err != nil {
+				if data, err = applySecurityVersionUpdates(m.Raw, log); err != nil {
 					return err
 				}
 			}
 			if withSignature {
-				if out, err = json.MarshalIndent(struct {
+				if data, err = json.MarshalIndent(struct {
 					ManifestSignature          string
 					ManifestSignatureRootECDSA []byte `json:",omitempty"`
 					Manifest                   json.RawMessage
-				}{m.Fingerprint, m.RootSignature, compactJSON(out)}, "", "  "); err != nil {
+				}{m.Fingerprint, m.RootSignature, compactJSON(data)}, "", "  "); err != nil {
 					return fmt.Errorf("encoding output: %w", err)
 				}
 			}
-			if (withSignature || displayUpdate) && !bytes.HasSuffix(out, []byte("\n")) {
-				out = append(out, '\n')
+			if (withSignature || displayUpdate) && !bytes.HasSuffix(data, []byte("\n")) {
+				data = append(data, '\n')
 			}
 			if output != "" {
-				if err := g.out.writeOutput(output, out, 0o644); err != nil {
+				if err := out.writeOutput(output, data, 0o644); err != nil {
 					return err
 				}
-				g.out.warnf("Manifest written to %s.", outputName(output))
+				out.warnf("Manifest written to %s.", outputName(output))
 				return nil
 			}
-			_, err = g.out.stdout().Write(out)
+			_, err = out.stdout().Write(data)
 			return err
 		},
 	}
@@ -316,7 +318,7 @@ func memberCI(obj map[string]any, key string) any {
 	return nil
 }
 
-func newManifestVerifyCmd(g *globals) *cobra.Command {
+func newManifestVerifyCmd(out *output, connect connectFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify <manifest-file|manifest-signature> <IP:PORT>",
 		Short: "Verify the Coordinator and that it runs the given manifest, then pin it",
@@ -326,12 +328,13 @@ Coordinator's certificates are pinned in --coordinator-cert, replacing any
 pinned before: this is how a re-installed Coordinator is trusted again.`,
 		Args: exactArgs(2, "<manifest-file|manifest-signature> <IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[1])
+			addr := args[1]
+			conn := connect(addr)
 			want, err := expectedSignature(args[0])
 			if err != nil {
 				return err
 			}
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinLater)
+			att, err := conn.attest(cmd.Context(), addr, pinLater)
 			if err != nil {
 				return err
 			}
@@ -343,17 +346,17 @@ pinned before: this is how a re-installed Coordinator is trusted again.`,
 				return withHint(fmt.Errorf("the Coordinator at %s runs manifest %s, not %s", addr, m.Fingerprint, want),
 					"Nothing was pinned. Check that you have the manifest the Coordinator should run ('marblerun manifest signature <file>' prints a file's signature).")
 			}
-			if err := g.coordinator().pin(att); err != nil {
+			if err := conn.pin(att); err != nil {
 				return err
 			}
 			if format(cmd).json() {
-				return printJSON(g.out.stdout(), struct {
+				return printJSON(out.stdout(), struct {
 					OK                bool   `json:"ok"`
 					ManifestSignature string `json:"manifestSignature"`
 					RootFingerprint   string `json:"rootFingerprint"`
 				}{true, m.Fingerprint, api.Fingerprint(att.Root)})
 			}
-			fmt.Fprintln(g.out.stdout(), "OK")
+			fmt.Fprintln(out.stdout(), "OK")
 			return nil
 		},
 	}
@@ -374,7 +377,7 @@ func expectedSignature(arg string) (string, error) {
 	return "", err
 }
 
-func newManifestSignatureCmd(g *globals) *cobra.Command {
+func newManifestSignatureCmd(out *output) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "signature <manifest.json|manifest.yaml>",
 		Short: "Print a manifest's signature (hex SHA-256), offline",
@@ -388,11 +391,11 @@ A YAML manifest is converted to JSON first, as "manifest set" does.`,
 			}
 			sig := api.ManifestFingerprint(raw)
 			if format(cmd).json() {
-				return printJSON(g.out.stdout(), struct {
+				return printJSON(out.stdout(), struct {
 					ManifestSignature string `json:"manifestSignature"`
 				}{sig})
 			}
-			fmt.Fprintln(g.out.stdout(), sig)
+			fmt.Fprintln(out.stdout(), sig)
 			return nil
 		},
 	}
@@ -400,7 +403,7 @@ A YAML manifest is converted to JSON first, as "manifest set" does.`,
 	return cmd
 }
 
-func newManifestLogCmd(g *globals) *cobra.Command {
+func newManifestLogCmd(out *output, connect connectFunc) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "log <IP:PORT>",
@@ -410,8 +413,8 @@ updates, and secrets set by users. Trusts the pinned certificate without
 verifying a quote. --output writes the log (one JSON object per line).`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[0])
-			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
+			addr := args[0]
+			root, err := connect(addr).trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -425,10 +428,10 @@ verifying a quote. --output writes the log (one JSON object per line).`,
 					b.WriteString(l)
 					b.WriteByte('\n')
 				}
-				if err := g.out.writeOutput(output, []byte(b.String()), 0o644); err != nil {
+				if err := out.writeOutput(output, []byte(b.String()), 0o644); err != nil {
 					return err
 				}
-				g.out.warnf("Update log written to %s.", outputName(output))
+				out.warnf("Update log written to %s.", outputName(output))
 				return nil
 			}
 			if format(cmd).json() {
@@ -439,11 +442,11 @@ verifying a quote. --output writes the log (one JSON object per line).`,
 					}
 					entries = append(entries, json.RawMessage(l))
 				}
-				return printJSON(g.out.stdout(), struct {
+				return printJSON(out.stdout(), struct {
 					UpdateLog []json.RawMessage `json:"updateLog"`
 				}{entries})
 			}
-			w := g.out.stdout()
+			w := out.stdout()
 			fmt.Fprintln(w, "Update log:")
 			for _, l := range log {
 				fmt.Fprintln(w, l)

@@ -168,7 +168,7 @@ func enclaveInDir(dir string) (string, error) {
 	return "", fmt.Errorf("%s has several .sig files (%s): name the one you mean", dir, strings.Join(sigs, ", "))
 }
 
-func newPackageInfoCmd(g *globals) *cobra.Command {
+func newPackageInfoCmd(out *output) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "package-info <enclave-file-or-folder>",
 		Short: "Print an enclave's identity (MRENCLAVE, MRSIGNER, ISVPRODID, ISVSVN), offline",
@@ -186,9 +186,9 @@ Occlum's build/lib/libocclum-libos.signed.so or a single .sig file.`,
 				return err
 			}
 			if format(cmd).json() {
-				return printJSON(g.out.stdout(), info)
+				return printJSON(out.stdout(), info)
 			}
-			w := g.out.stdout()
+			w := out.stdout()
 			fmt.Fprintf(w, "Package properties of %s (%s):\n", file, kind)
 			fmt.Fprintf(w, "  UniqueID (MRENCLAVE):     %s\n", info.UniqueID)
 			fmt.Fprintf(w, "  SignerID (MRSIGNER):      %s\n", info.SignerID)

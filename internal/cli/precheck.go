@@ -9,7 +9,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/install"
 )
 
-func newPrecheckCmd(g *globals) *cobra.Command {
+func newPrecheckCmd(out *output, namespace func() string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "precheck",
 		Short: "Check whether the cluster's nodes offer SGX",
@@ -22,7 +22,7 @@ sgx.intel.com/epc, /enclave and /provision), Azure's
 	kf := addKubeFlags(cmd)
 	ff := addFormatFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cs, err := kf.cluster(g).Clientset(cmd.Context())
+		cs, err := kf.cluster(namespace()).Clientset(cmd.Context())
 		if err != nil {
 			return kubeError(err)
 		}
@@ -36,18 +36,18 @@ sgx.intel.com/epc, /enclave and /provision), Azure's
 			key = install.DetectResourceKey(nodes.Items)
 		}
 		if ff.json() {
-			return printJSON(g.out.stdout(), struct {
+			return printJSON(out.stdout(), struct {
 				Nodes       int    `json:"nodes"`
 				SGXNodes    int    `json:"sgxNodes"`
 				ResourceKey string `json:"resourceKey"`
 			}{len(nodes.Items), sgx, key})
 		}
 		if sgx == 0 {
-			fmt.Fprintf(g.out.stdout(), "No node of the cluster (%d in all) offers SGX.\n"+
+			fmt.Fprintf(out.stdout(), "No node of the cluster (%d in all) offers SGX.\n"+
 				"Install MarbleRun in simulation mode, without SGX's protection, with:\n\tmarblerun install --simulation\n", len(nodes.Items))
 			return nil
 		}
-		fmt.Fprintf(g.out.stdout(), "%d of %d nodes offer SGX (resource key %s).\nInstall MarbleRun with:\n\tmarblerun install\n", sgx, len(nodes.Items), key)
+		fmt.Fprintf(out.stdout(), "%d of %d nodes offer SGX (resource key %s).\nInstall MarbleRun with:\n\tmarblerun install\n", sgx, len(nodes.Items), key)
 		return nil
 	}
 	return cmd

@@ -14,7 +14,7 @@ import (
 	"github.com/marblemesh/marblemesh/api"
 )
 
-func newRecoverCmd(g *globals) *cobra.Command {
+func newRecoverCmd(connect connectFunc, rep *reporter) *cobra.Command {
 	var keyFile string
 	cmd := &cobra.Command{
 		Use:   "recover <recovery-secret-file> <IP:PORT>",
@@ -30,7 +30,8 @@ recovery mode the Coordinator serves a temporary root until it is recovered.`,
 		Example: "  marblerun recover recovery_key_decrypted localhost:4433 --key private.pem",
 		Args:    exactArgs(2, "<recovery-secret-file> <IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[1])
+			addr := args[1]
+			conn := connect(addr)
 			key, err := loadRecoveryKey(keyFile)
 			if err != nil {
 				return err
@@ -39,7 +40,7 @@ recovery mode the Coordinator serves a temporary root until it is recovered.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinIgnore)
+			att, err := conn.attest(cmd.Context(), addr, pinIgnore)
 			if err != nil {
 				return err
 			}
@@ -47,7 +48,7 @@ recovery mode the Coordinator serves a temporary root until it is recovered.`,
 			if err != nil {
 				return err
 			}
-			return g.reporter().reportRecovery(cmd, res)
+			return rep.reportRecovery(cmd, res)
 		},
 	}
 	cmd.Flags().StringVarP(&keyFile, "key", "k", "", "PEM RSA private key of your recovery key (required)")
@@ -71,7 +72,7 @@ func (r *reporter) reportRecovery(cmd *cobra.Command, res *api.RecoveryResult) e
 	return nil
 }
 
-func newRecoverWithSignatureCmd(g *globals) *cobra.Command {
+func newRecoverWithSignatureCmd(out *output, connect connectFunc, rep *reporter) *cobra.Command {
 	var sigFile string
 	cmd := &cobra.Command{
 		Use:   "recover-with-signature <recovery-secret-file> <IP:PORT>",
@@ -88,7 +89,8 @@ The Coordinator's quote is verified first; the pinned certificate is neither
 checked nor replaced.`,
 		Args: exactArgs(2, "<recovery-secret-file> <IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[1])
+			addr := args[1]
+			conn := connect(addr)
 			secret, err := readFile("recovery secret", args[0])
 			if err != nil {
 				return err
@@ -97,7 +99,7 @@ checked nor replaced.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinIgnore)
+			att, err := conn.attest(cmd.Context(), addr, pinIgnore)
 			if err != nil {
 				return err
 			}
@@ -105,17 +107,17 @@ checked nor replaced.`,
 			if err != nil {
 				return err
 			}
-			return g.reporter().reportRecovery(cmd, res)
+			return rep.reportRecovery(cmd, res)
 		},
 	}
 	cmd.Flags().StringVarP(&sigFile, "signature", "s", "", "file with the signature of the plain recovery secret (required)")
 	_ = cmd.MarkFlagRequired("signature")
 	addFormatFlag(cmd)
-	cmd.AddCommand(newRecoveryPublicKeyCmd(g), newEncryptSecretCmd(g), newSignSecretCmd(g))
+	cmd.AddCommand(newRecoveryPublicKeyCmd(out, connect), newEncryptSecretCmd(out), newSignSecretCmd(out))
 	return cmd
 }
 
-func newRecoveryPublicKeyCmd(g *globals) *cobra.Command {
+func newRecoveryPublicKeyCmd(out *output, connect connectFunc) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "public-key <IP:PORT>",
@@ -125,8 +127,8 @@ recovery, to encrypt recovery secrets for it (PEM, written to --output or
 printed).`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[0])
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinIgnore)
+			addr := args[0]
+			att, err := connect(addr).attest(cmd.Context(), addr, pinIgnore)
 			if err != nil {
 				return err
 			}
@@ -138,15 +140,15 @@ printed).`,
 			if err != nil {
 				return fmt.Errorf("encoding the public key: %w", err)
 			}
-			out := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+			data := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 			if output == "" {
-				_, err := g.out.stdout().Write(out)
+				_, err := out.stdout().Write(data)
 				return err
 			}
-			if err := g.out.writeOutput(output, out, 0o644); err != nil {
+			if err := out.writeOutput(output, data, 0o644); err != nil {
 				return err
 			}
-			g.out.warnf("Public key written to %s.", outputName(output))
+			out.warnf("Public key written to %s.", outputName(output))
 			return nil
 		},
 	}
@@ -154,7 +156,7 @@ printed).`,
 	return cmd
 }
 
-func newEncryptSecretCmd(g *globals) *cobra.Command {
+func newEncryptSecretCmd(out *output) *cobra.Command {
 	var keyFile, pubFile, output string
 	cmd := &cobra.Command{
 		Use:   "encrypt-secret <recovery-secret-file>",
@@ -177,10 +179,10 @@ func newEncryptSecretCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := g.out.writeOutput(output, enc, 0o600); err != nil {
+			if err := out.writeOutput(output, enc, 0o600); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out.reportWriter(output), "Encrypted recovery secret written to %s.\n", outputName(output))
+			fmt.Fprintf(out.reportWriter(output), "Encrypted recovery secret written to %s.\n", outputName(output))
 			return nil
 		},
 	}
@@ -193,7 +195,7 @@ func newEncryptSecretCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newSignSecretCmd(g *globals) *cobra.Command {
+func newSignSecretCmd(out *output) *cobra.Command {
 	var keyFile, output string
 	cmd := &cobra.Command{
 		Use:   "sign-secret <recovery-secret-file>",
@@ -212,10 +214,10 @@ func newSignSecretCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := g.out.writeOutput(output, sig, 0o644); err != nil {
+			if err := out.writeOutput(output, sig, 0o644); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.out.reportWriter(output), "Signature written to %s.\n", outputName(output))
+			fmt.Fprintf(out.reportWriter(output), "Signature written to %s.\n", outputName(output))
 			return nil
 		},
 	}

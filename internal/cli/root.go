@@ -26,8 +26,8 @@ type Options struct {
 }
 
 // globals holds the persistent flags and the state of one invocation, and
-// builds from them the helpers the commands use: out (output), coordinator
-// (coordinatorConn) and reporter.
+// builds from them what the command builders take: the output, the
+// coordinatorConn (connect) and the namespace.
 type globals struct {
 	out      *output
 	verifier api.Verifier
@@ -109,16 +109,17 @@ refused until "marblerun manifest verify" re-verifies it.`,
 	pf.StringVar(&g.nonce, "nonce", "", "ask the Coordinator for a fresh quote that binds this nonce (needs a v2 Coordinator)")
 	pf.StringVar(&g.saveQuote, "save-sgx-quote", "", "write the Coordinator's quote to this file")
 
+	rep := &reporter{out: g.out}
 	root.AddCommand(
-		newManifestCmd(g),
-		newStatusCmd(g),
-		newCertificateCmd(g),
-		newSecretCmd(g),
-		newRecoverCmd(g),
-		newRecoverWithSignatureCmd(g),
-		newPackageInfoCmd(g),
-		newVersionCmd(g),
-		newInstallCmd(g), newUninstallCmd(g), newCheckCmd(g), newPrecheckCmd(g),
+		newManifestCmd(g.out, g.connect, rep),
+		newStatusCmd(g.out, g.connect),
+		newCertificateCmd(g.out, g.connect),
+		newSecretCmd(g.out, g.connect),
+		newRecoverCmd(g.connect, rep),
+		newRecoverWithSignatureCmd(g.out, g.connect, rep),
+		newPackageInfoCmd(g.out),
+		newVersionCmd(g.out, g.ns),
+		newInstallCmd(g.out, g.ns), newUninstallCmd(g.out, g.ns), newCheckCmd(g.out, g.ns), newPrecheckCmd(g.out, g.ns),
 	)
 	return root, g
 }
@@ -139,16 +140,18 @@ func Execute(ctx context.Context, args []string, o Options) int {
 	return 1
 }
 
-// setAddr records the Coordinator address of the running command for
-// error hints, and returns it.
-func (g *globals) setAddr(addr string) string {
-	g.addr = addr
-	return addr
+// recordFlagChanges notes which list flags the user set, so that they
+// override the era config.
+func (g *globals) recordFlagChanges(cmd *cobra.Command) {
+	g.tcbStatusesChanged = cmd.Flags().Changed("accepted-tcb-statuses")
+	g.advisoriesChanged = cmd.Flags().Changed("accepted-advisories")
 }
 
-// coordinator returns the connection settings of the running command:
-// the flags that say how the Coordinator is verified and pinned.
-func (g *globals) coordinator() *coordinatorConn {
+// connect is the connectFunc of the commands: it records addr, the
+// Coordinator address of the running command, for error hints and returns
+// the connection settings the flags say.
+func (g *globals) connect(addr string) *coordinatorConn {
+	g.addr = addr
 	return &coordinatorConn{
 		certFile:           g.certFile,
 		eraConfig:          g.eraConfig,
@@ -164,8 +167,8 @@ func (g *globals) coordinator() *coordinatorConn {
 	}
 }
 
-// reporter returns the reporter of update and recovery outcomes.
-func (g *globals) reporter() *reporter { return &reporter{out: g.out} }
+// ns returns the Kubernetes namespace of the installation (-n).
+func (g *globals) ns() string { return g.namespace }
 
 // exactArgs requires n arguments and names them in the error.
 func exactArgs(n int, names string) cobra.PositionalArgs {

@@ -17,7 +17,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/manifest"
 )
 
-func newSecretCmd(g *globals) *cobra.Command {
+func newSecretCmd(out *output, connect connectFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "secret",
 		Short: "Read and write secrets as a user of the manifest",
@@ -26,11 +26,11 @@ func newSecretCmd(g *globals) *cobra.Command {
 pins its certificates; later ones refuse a Coordinator whose root changed.`,
 	}
 	auth := addUserAuthFlags(cmd, true)
-	cmd.AddCommand(newSecretGetCmd(g, auth), newSecretSetCmd(g, auth))
+	cmd.AddCommand(newSecretGetCmd(out, connect, auth), newSecretSetCmd(out, connect, auth))
 	return cmd
 }
 
-func newSecretGetCmd(g *globals, auth *userAuth) *cobra.Command {
+func newSecretGetCmd(out *output, connect connectFunc, auth *userAuth) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use:   "get <SECRETNAME>... <IP:PORT>",
@@ -41,13 +41,14 @@ only written to the file named with --output (JSON, MarbleRun's format, mode
 		Example: "  marblerun secret get apiKey webCert localhost:4433 -c admin.crt -k admin.key -o secrets.json",
 		Args:    minArgs(2, "<SECRETNAME>... <IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[len(args)-1])
+			addr := args[len(args)-1]
+			conn := connect(addr)
 			names := args[:len(args)-1]
 			cert, err := auth.load()
 			if err != nil {
 				return err
 			}
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinCheck)
+			att, err := conn.attest(cmd.Context(), addr, pinCheck)
 			if err != nil {
 				return err
 			}
@@ -56,18 +57,18 @@ only written to the file named with --output (JSON, MarbleRun's format, mode
 				return err
 			}
 			if output != "" {
-				out, err := json.MarshalIndent(secrets, "", "  ")
+				data, err := json.MarshalIndent(secrets, "", "  ")
 				if err != nil {
 					return fmt.Errorf("encoding secrets: %w", err)
 				}
-				if err := g.out.writeOutput(output, append(out, '\n'), 0o600); err != nil {
+				if err := out.writeOutput(output, append(data, '\n'), 0o600); err != nil {
 					return err
 				}
 			}
 			if format(cmd).json() {
-				return printJSON(g.out.reportWriter(output), publicSecrets(secrets))
+				return printJSON(out.reportWriter(output), publicSecrets(secrets))
 			}
-			printSecrets(g.out.reportWriter(output), secrets, output)
+			printSecrets(out.reportWriter(output), secrets, output)
 			return nil
 		},
 	}
@@ -163,7 +164,7 @@ func indent(text, prefix string) string {
 	return b.String()
 }
 
-func newSecretSetCmd(g *globals, auth *userAuth) *cobra.Command {
+func newSecretSetCmd(out *output, connect connectFunc, auth *userAuth) *cobra.Command {
 	var fromPEM string
 	cmd := &cobra.Command{
 		Use:   "set <secret-file> <IP:PORT>",
@@ -179,7 +180,8 @@ NAME; the key must belong to the certificate.`,
 			"  marblerun secret set web.pem localhost:4433 --from-pem webCert -c admin.crt -k admin.key",
 		Args: exactArgs(2, "<secret-file> <IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[1])
+			addr := args[1]
+			conn := connect(addr)
 			data, err := readFile("secret file", args[0])
 			if err != nil {
 				return err
@@ -198,7 +200,7 @@ NAME; the key must belong to the certificate.`,
 			if err != nil {
 				return err
 			}
-			att, err := g.coordinator().attest(cmd.Context(), addr, pinCheck)
+			att, err := conn.attest(cmd.Context(), addr, pinCheck)
 			if err != nil {
 				return err
 			}
@@ -211,11 +213,11 @@ NAME; the key must belong to the certificate.`,
 			}
 			sort.Strings(names)
 			if format(cmd).json() {
-				return printJSON(g.out.stdout(), struct {
+				return printJSON(out.stdout(), struct {
 					Set []string `json:"set"`
 				}{names})
 			}
-			fmt.Fprintf(g.out.stdout(), "Secret(s) successfully set: %s\n", strings.Join(names, ", "))
+			fmt.Fprintf(out.stdout(), "Secret(s) successfully set: %s\n", strings.Join(names, ", "))
 			return nil
 		},
 	}

@@ -8,7 +8,7 @@ import (
 	"github.com/marblemesh/marblemesh/api"
 )
 
-func newStatusCmd(g *globals) *cobra.Command {
+func newStatusCmd(out *output, connect connectFunc) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status <IP:PORT>",
 		Short: "Print the Coordinator's state (uses the pinned certificate)",
@@ -23,8 +23,8 @@ opened: upload recovery secrets or set a new manifest), 2 waiting for a
 manifest, 3 running and accepting marbles.`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[0])
-			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
+			addr := args[0]
+			root, err := connect(addr).trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -33,15 +33,15 @@ manifest, 3 running and accepting marbles.`,
 				return err
 			}
 			if st.Code == api.StateRecovery {
-				g.out.warnf("%s", recoveringRootNote(addr))
+				out.warnf("%s", recoveringRootNote(addr))
 			}
 			if format(cmd).json() {
-				return printJSON(g.out.stdout(), struct {
+				return printJSON(out.stdout(), struct {
 					Code    int    `json:"code"`
 					Message string `json:"message"`
 				}{st.Code, st.Message})
 			}
-			fmt.Fprintf(g.out.stdout(), "%d: %s\n", st.Code, st.Message)
+			fmt.Fprintf(out.stdout(), "%d: %s\n", st.Code, st.Message)
 			return nil
 		},
 	}

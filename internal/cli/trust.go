@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/spf13/cobra"
-
 	"github.com/marblemesh/marblemesh/api"
 )
 
@@ -35,7 +33,7 @@ const (
 )
 
 // coordinatorConn verifies and pins the Coordinator as the persistent
-// flags say. globals.coordinator builds it once the flags are parsed.
+// flags say.
 type coordinatorConn struct {
 	certFile    string
 	eraConfig   string
@@ -52,6 +50,11 @@ type coordinatorConn struct {
 	verifier api.Verifier
 	out      *output
 }
+
+// connectFunc returns the coordinatorConn for the Coordinator at addr. The
+// persistent flags it is built from are parsed only when a command runs, so
+// commands call it in RunE; it also notes addr for the error hints.
+type connectFunc func(addr string) *coordinatorConn
 
 // errRootChanged is wrapped when a verified Coordinator's root differs from
 // the pinned one.
@@ -281,11 +284,4 @@ func (c *coordinatorConn) writePin(root, intermediate *x509.Certificate) error {
 		return fmt.Errorf("pinning the Coordinator certificate: %w", err)
 	}
 	return nil
-}
-
-// recordFlagChanges notes which list flags the user set, so that they
-// override the era config.
-func (g *globals) recordFlagChanges(cmd *cobra.Command) {
-	g.tcbStatusesChanged = cmd.Flags().Changed("accepted-tcb-statuses")
-	g.advisoriesChanged = cmd.Flags().Changed("accepted-advisories")
 }

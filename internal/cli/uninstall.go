@@ -8,7 +8,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/install"
 )
 
-func newUninstallCmd(g *globals) *cobra.Command {
+func newUninstallCmd(out *output, namespace func() string) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove MarbleRun from a Kubernetes cluster",
@@ -21,15 +21,15 @@ PersistentVolumeClaim.`,
 	}
 	kf := addKubeFlags(cmd)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		had, err := install.Uninstall(cmd.Context(), kf.cluster(g), g.out.stdout())
+		had, err := install.Uninstall(cmd.Context(), kf.cluster(namespace()), out.stdout())
 		if err != nil {
 			return kubeError(err)
 		}
 		if !had {
-			fmt.Fprintf(g.out.stdout(), "MarbleRun was not installed in namespace %s; removed its webhook Secrets if there were any\n", g.namespace)
+			fmt.Fprintf(out.stdout(), "MarbleRun was not installed in namespace %s; removed its webhook Secrets if there were any\n", namespace())
 			return nil
 		}
-		fmt.Fprintln(g.out.stdout(), "MarbleRun uninstalled successfully")
+		fmt.Fprintln(out.stdout(), "MarbleRun uninstalled successfully")
 		return nil
 	}
 	return cmd

@@ -11,7 +11,7 @@ import (
 	"github.com/marblemesh/marblemesh/api"
 )
 
-func newManifestUpdateCmd(g *globals) *cobra.Command {
+func newManifestUpdateCmd(out *output, connect connectFunc, rep *reporter) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "update",
 		Short: "Apply, acknowledge, cancel and show manifest updates (use the pinned certificate)",
@@ -24,10 +24,10 @@ These commands trust the pinned certificate (--coordinator-cert) without
 verifying a quote.`,
 	}
 	cmd.AddCommand(
-		newUpdateApplyCmd(g),
-		newUpdateAcknowledgeCmd(g),
-		newUpdateCancelCmd(g),
-		newUpdateGetCmd(g),
+		newUpdateApplyCmd(connect, rep),
+		newUpdateAcknowledgeCmd(connect, rep),
+		newUpdateCancelCmd(out, connect),
+		newUpdateGetCmd(out, connect),
 	)
 	return cmd
 }
@@ -74,7 +74,7 @@ func (u *userAuth) load() (*tls.Certificate, error) {
 	return &pair, nil
 }
 
-func newUpdateApplyCmd(g *globals) *cobra.Command {
+func newUpdateApplyCmd(connect connectFunc, rep *reporter) *cobra.Command {
 	var auth *userAuth
 	var recoveryFile string
 	cmd := &cobra.Command{
@@ -82,7 +82,8 @@ func newUpdateApplyCmd(g *globals) *cobra.Command {
 		Short: "Upload an update manifest as a user",
 		Args:  exactArgs(2, "<manifest> <IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[1])
+			addr := args[1]
+			conn := connect(addr)
 			raw, err := loadManifest(args[0])
 			if err != nil {
 				return err
@@ -94,7 +95,7 @@ func newUpdateApplyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
+			root, err := conn.trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -102,7 +103,7 @@ func newUpdateApplyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.reporter().reportUpdate(cmd, res, recoveryFile, "Update manifest set successfully.")
+			return rep.reportUpdate(cmd, res, recoveryFile, "Update manifest set successfully.")
 		},
 	}
 	cmd.Flags().StringVarP(&recoveryFile, "recoverydata", "r", "", "file to write new recovery data to, if the update returns any (default: print it)")
@@ -111,7 +112,7 @@ func newUpdateApplyCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newUpdateAcknowledgeCmd(g *globals) *cobra.Command {
+func newUpdateAcknowledgeCmd(connect connectFunc, rep *reporter) *cobra.Command {
 	var auth *userAuth
 	var recoveryFile string
 	cmd := &cobra.Command{
@@ -119,7 +120,8 @@ func newUpdateAcknowledgeCmd(g *globals) *cobra.Command {
 		Short: "Acknowledge the pending update by uploading the same manifest as a user",
 		Args:  exactArgs(2, "<manifest> <IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[1])
+			addr := args[1]
+			conn := connect(addr)
 			raw, err := loadManifest(args[0])
 			if err != nil {
 				return err
@@ -128,7 +130,7 @@ func newUpdateAcknowledgeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
+			root, err := conn.trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -136,7 +138,7 @@ func newUpdateAcknowledgeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return g.reporter().reportUpdate(cmd, res, recoveryFile, "Acknowledgement successful.")
+			return rep.reportUpdate(cmd, res, recoveryFile, "Acknowledgement successful.")
 		},
 	}
 	cmd.Flags().StringVarP(&recoveryFile, "recoverydata", "r", "", "file to write new recovery data to, if the update returns any (default: print it)")
@@ -204,19 +206,20 @@ func (r *reporter) reportUpdate(cmd *cobra.Command, res *api.UpdateResult, recov
 	return nil
 }
 
-func newUpdateCancelCmd(g *globals) *cobra.Command {
+func newUpdateCancelCmd(out *output, connect connectFunc) *cobra.Command {
 	var auth *userAuth
 	cmd := &cobra.Command{
 		Use:   "cancel <IP:PORT>",
 		Short: "Cancel the pending update as a user",
 		Args:  exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[0])
+			addr := args[0]
+			conn := connect(addr)
 			cert, err := auth.load()
 			if err != nil {
 				return err
 			}
-			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
+			root, err := conn.trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -226,11 +229,11 @@ func newUpdateCancelCmd(g *globals) *cobra.Command {
 			}
 			msg = firstNonEmpty(msg, "Update cancelled.")
 			if format(cmd).json() {
-				return printJSON(g.out.stdout(), struct {
+				return printJSON(out.stdout(), struct {
 					Message string `json:"message"`
 				}{msg})
 			}
-			fmt.Fprintln(g.out.stdout(), msg)
+			fmt.Fprintln(out.stdout(), msg)
 			return nil
 		},
 	}
@@ -239,7 +242,7 @@ func newUpdateCancelCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-func newUpdateGetCmd(g *globals) *cobra.Command {
+func newUpdateGetCmd(out *output, connect connectFunc) *cobra.Command {
 	var (
 		output  string
 		missing bool
@@ -252,8 +255,8 @@ need to acknowledge it. When none is pending it says so on stderr and exits
 with code 1 (with --format json, {"pending": false} is printed first).`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			addr := g.setAddr(args[0])
-			root, err := g.coordinator().trustedRoot(cmd.Context(), addr)
+			addr := args[0]
+			root, err := connect(addr).trustedRoot(cmd.Context(), addr)
 			if err != nil {
 				return err
 			}
@@ -262,7 +265,7 @@ with code 1 (with --format json, {"pending": false} is printed first).`,
 			if errors.Is(err, api.ErrNoPendingUpdate) {
 				// Exit code 1, as MarbleRun's CLI: scripts test for it.
 				if jsonOut {
-					if perr := printJSON(g.out.stdout(), struct {
+					if perr := printJSON(out.stdout(), struct {
 						Pending bool `json:"pending"`
 					}{false}); perr != nil {
 						return perr
@@ -275,13 +278,13 @@ with code 1 (with --format json, {"pending": false} is printed first).`,
 			}
 			if missing {
 				if jsonOut {
-					return printJSON(g.out.stdout(), struct {
+					return printJSON(out.stdout(), struct {
 						Pending      bool     `json:"pending"`
 						Message      string   `json:"message"`
 						MissingUsers []string `json:"missingUsers"`
 					}{true, u.Message, nonNilStrings(u.MissingUsers)})
 				}
-				w := g.out.stdout()
+				w := out.stdout()
 				if u.Message != "" {
 					fmt.Fprintln(w, u.Message)
 				}
@@ -290,15 +293,14 @@ with code 1 (with --format json, {"pending": false} is printed first).`,
 				}
 				return nil
 			}
-			out := u.Manifest
 			if output != "" {
-				if err := g.out.writeOutput(output, out, 0o644); err != nil {
+				if err := out.writeOutput(output, u.Manifest, 0o644); err != nil {
 					return err
 				}
-				g.out.warnf("Pending update manifest written to %s.", outputName(output))
+				out.warnf("Pending update manifest written to %s.", outputName(output))
 				return nil
 			}
-			_, err = g.out.stdout().Write(out)
+			_, err = out.stdout().Write(u.Manifest)
 			return err
 		},
 	}

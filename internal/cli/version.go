@@ -16,7 +16,7 @@ import (
 // that names the Coordinator's version.
 const coordinatorVersionLabel = "app.kubernetes.io/version"
 
-func newVersionCmd(g *globals) *cobra.Command {
+func newVersionCmd(out *output, namespace func() string) *cobra.Command {
 	var withCoordinator bool
 	cmd := &cobra.Command{
 		Use:   "version",
@@ -29,38 +29,39 @@ app.kubernetes.io/version of its Deployment (this needs the cluster).`,
 	kf := addKubeFlags(cmd)
 	cmd.Flags().BoolVar(&withCoordinator, "coordinator", false, "also print the version of the Coordinator installed on the cluster")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		ns := namespace()
 		coord, found := "", false
 		if withCoordinator {
-			cs, err := kf.cluster(g).Clientset(cmd.Context())
+			cs, err := kf.cluster(ns).Clientset(cmd.Context())
 			if err != nil {
 				return kubeError(err)
 			}
-			d, err := cs.AppsV1().Deployments(g.namespace).Get(cmd.Context(), install.CoordinatorDeployment, metav1.GetOptions{})
+			d, err := cs.AppsV1().Deployments(ns).Get(cmd.Context(), install.CoordinatorDeployment, metav1.GetOptions{})
 			switch {
 			case err == nil:
 				coord, found = d.Labels[coordinatorVersionLabel], true
 			case !apierrors.IsNotFound(err):
-				return withHint(fmt.Errorf("reading Deployment %s/%s: %w", g.namespace, install.CoordinatorDeployment, err),
+				return withHint(fmt.Errorf("reading Deployment %s/%s: %w", ns, install.CoordinatorDeployment, err),
 					"Use a kubeconfig whose user may read Deployments in that namespace.")
 			}
 		}
 		if format(cmd).json() {
-			return printJSON(g.out.stdout(), struct {
+			return printJSON(out.stdout(), struct {
 				Version            string `json:"version"`
 				Commit             string `json:"commit"`
 				GoVersion          string `json:"goVersion"`
 				CoordinatorVersion string `json:"coordinatorVersion,omitempty"`
 			}{version.Version, version.Commit, runtime.Version(), coord})
 		}
-		fmt.Fprintf(g.out.stdout(), "CLI version: %s\nCommit: %s\n", version.Version, version.Commit)
+		fmt.Fprintf(out.stdout(), "CLI version: %s\nCommit: %s\n", version.Version, version.Commit)
 		switch {
 		case !withCoordinator:
 		case !found:
-			fmt.Fprintf(g.out.stdout(), "Coordinator version: no MarbleRun Coordinator in namespace %s\n", g.namespace)
+			fmt.Fprintf(out.stdout(), "Coordinator version: no MarbleRun Coordinator in namespace %s\n", ns)
 		case coord == "":
-			fmt.Fprintf(g.out.stdout(), "Coordinator version: unknown (Deployment %s has no label %s)\n", install.CoordinatorDeployment, coordinatorVersionLabel)
+			fmt.Fprintf(out.stdout(), "Coordinator version: unknown (Deployment %s has no label %s)\n", install.CoordinatorDeployment, coordinatorVersionLabel)
 		default:
-			fmt.Fprintf(g.out.stdout(), "Coordinator version: %s\n", coord)
+			fmt.Fprintf(out.stdout(), "Coordinator version: %s\n", coord)
 		}
 		return nil
 	}
