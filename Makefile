@@ -28,8 +28,8 @@ $(CMDS):
 demo:
 	$(GO) run ./hack/demo
 
-## test: everything CI runs: formatting, vet, the Kubernetes test binaries, and all tests with the race detector.
-test: fmt-check vet kube-bins
+## test: everything CI runs: formatting, vet, golangci-lint, the Kubernetes test binaries, and all tests with the race detector.
+test: fmt-check vet lint kube-bins
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
 
 ## test-short: the tests that need no Kubernetes API server, without the race detector.
@@ -64,7 +64,7 @@ bench: kube-bins
 	   echo "Measured $$(date -u '+%Y-%m-%d %H:%M UTC') on $$(nproc) cores ($$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $$(awk '/MemTotal/ {printf "%.0f GiB", $$2/1048576}' /proc/meminfo), $$($(GO) version | cut -d' ' -f3), load average before the run: $$(cut -d' ' -f1-3 /proc/loadavg)."; \
 	   echo "The load generators run on the same machine."; echo; \
 	   echo "## Coordinator"; echo; $(GO) run ./hack/bench/coordinator; \
-	   echo "## marble-injector"; echo; $(GO) run ./hack/bench/injector; \
+	   echo "## marble-injector"; echo; echo "The hand-written AdmissionReview decoder and the library decoder that replaced it are compared in injector-decoding.md."; echo; $(GO) run ./hack/bench/injector; \
 	   echo "## SGX quote verification"; echo; echo "One goroutine, $(GO) test -run '^\$$' -bench Verify -benchmem ./attestation/sgx/. Cached: the verifier checked the collateral and the PCK chain before, as in a running Coordinator; each quote still gets its QE report, attestation-key binding and quote signatures checked and its TCB evaluated. Cold: a new verifier per quote, everything checked. Phala is the recorded real quote (absent without ../shared/attestation-fixtures), Synthetic a quote of the test PKI. Target: at most 1 ms per quote with collateral cached."; echo; echo "| benchmark | ms/quote | bytes/quote | allocations/quote |"; echo "|---|---:|---:|---:|"; $(GO) test -run '^$$' -bench Verify -benchmem ./attestation/sgx/ | awk '$$1 ~ /^Benchmark/ && $$4 == "ns/op" { sub(/-[0-9]+$$/, "", $$1); printf "| %s | %.3f | %s | %s |\n", $$1, $$3 / 1e6, $$5, $$7 }'; echo; \
 	   echo "## Kubernetes: install to ready"; echo; echo "$(GO) test -run '^\$$' -bench InstallToReady -benchtime 5x ./test/e2e: \`marblerun install --simulation\` until \`marblerun check\` reports the Coordinator and the injector ready, on the local kube-apiserver, controller manager and scheduler, with the test node agent running the Pods (probes every 250 ms, initial delays honoured). Uninstall between runs, untimed. Target: under 15 s."; echo; echo "| runs | install command s | install to ready s |"; echo "|---:|---:|---:|"; $(GO) test -run '^$$' -bench InstallToReady -benchtime 5x ./test/e2e 2>/dev/null | awk '/ s\/ready/ { for (i = 2; i < NF; i++) { if ($$(i+1) == "ns/op") runs = $$(i-1); if ($$(i+1) == "s/install") inst = $$i; if ($$(i+1) == "s/ready") ready = $$i }; printf "| %s | %.2f | %.2f |\n", runs, inst, ready }'; echo; \
 	 } > docs/benchmarks.md.tmp && mv docs/benchmarks.md.tmp docs/benchmarks.md

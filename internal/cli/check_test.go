@@ -51,3 +51,10 @@ func TestCheck(t *testing.T) {
 		append([]string{"check", "--timeout", "1"}, kc...)...)
 	e.golden("check-not-ready", r.stdout)
 }
+
+// TestCheckTimeoutBound refuses a --timeout that would overflow a duration,
+// before it talks to any cluster.
+func TestCheckTimeoutBound(t *testing.T) {
+	e := newEnv(t)
+	e.fail([]string{"--timeout 18446744073709551615: at most 604800 seconds"}, "check", "--timeout", "18446744073709551615", "--kubeconfig", "/nonexistent")
+}

@@ -373,14 +373,6 @@ func pinnedIntermediate(t *testing.T, e *env) *x509.Certificate {
 	return inter
 }
 
-func xorBytes(a, b []byte) []byte {
-	out := make([]byte, len(a))
-	for i := range a {
-		out[i] = a[i] ^ b[i]
-	}
-	return out
-}
-
 // breakSealedKey removes the sealed data key, as a move to another machine
 // would make it unreadable: the Coordinator restarts in recovery.
 func breakSealedKey(t *testing.T, dir string) {

@@ -89,7 +89,7 @@ func (e *env) read(path string) []byte {
 }
 
 // mask replaces old by new in golden comparisons.
-func (e *env) mask(old, new string) { e.masks = append(e.masks, mask{old, new}) }
+func (e *env) mask(old, replacement string) { e.masks = append(e.masks, mask{old, replacement}) }
 
 type result struct {
 	stdout, stderr string

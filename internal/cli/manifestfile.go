@@ -40,7 +40,7 @@ func normalizeManifest(path string, raw []byte) ([]byte, error) {
 		err := json.Unmarshal(raw, &v)
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
-			return nil, fmt.Errorf("manifest %s is not valid JSON: %v (at byte %d)", path, se, se.Offset)
+			return nil, fmt.Errorf("manifest %s is not valid JSON: %w (at byte %d)", path, se, se.Offset)
 		}
 		return nil, fmt.Errorf("manifest %s is not valid JSON: %w", path, err)
 	}

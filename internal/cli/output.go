@@ -162,7 +162,7 @@ func writeInPlace(path string, data []byte, fi os.FileInfo, perm os.FileMode) er
 	if regular {
 		flags |= os.O_TRUNC
 	}
-	f, err := os.OpenFile(path, flags, 0)
+	f, err := os.OpenFile(path, flags, 0) //nolint:gosec // G304: the -o file the user named
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
@@ -221,7 +221,7 @@ func replaceFile(path string, data []byte, perm os.FileMode) error {
 // readFile reads a file named on the command line, saying which argument
 // it was for.
 func readFile(what, path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) //nolint:gosec // G304: a file the user named
 	if err != nil {
 		return nil, fmt.Errorf("reading the %s: %w", what, err)
 	}

@@ -90,7 +90,7 @@ func readPackageInfo(path string) (packageInfo, string, string, error) {
 			return packageInfo{}, "", "", err
 		}
 	}
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) //nolint:gosec // G304: the enclave the user named
 	if err != nil {
 		return packageInfo{}, "", "", fmt.Errorf("reading the enclave: %w", err)
 	}

@@ -162,7 +162,7 @@ func newEncryptSecretCmd(out *output) *cobra.Command {
 		Use:   "encrypt-secret <recovery-secret-file>",
 		Short: "Re-encrypt your recovery secret for the Coordinator's ephemeral key, offline",
 		Args:  exactArgs(1, "<recovery-secret-file>"),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(_ *cobra.Command, args []string) error {
 			key, err := loadRecoveryKey(keyFile)
 			if err != nil {
 				return err
@@ -201,7 +201,7 @@ func newSignSecretCmd(out *output) *cobra.Command {
 		Use:   "sign-secret <recovery-secret-file>",
 		Short: "Sign your plain recovery secret with your recovery key, offline",
 		Args:  exactArgs(1, "<recovery-secret-file>"),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: func(_ *cobra.Command, args []string) error {
 			key, err := loadRecoveryKey(keyFile)
 			if err != nil {
 				return err

@@ -206,7 +206,7 @@ func (c *coordinatorConn) verifyOptions() (api.VerifyOptions, error) {
 	if path == "" {
 		path = defaultEraConfig
 	}
-	data, err := os.ReadFile(path)
+	data, err := os.ReadFile(path) //nolint:gosec // G304: the era config the user named
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) && c.eraConfig == "" {
 			return api.VerifyOptions{}, withHint(errors.New("no era config: the Coordinator's expected identity is unknown"),
@@ -277,7 +277,7 @@ func (c *coordinatorConn) writePin(root, intermediate *x509.Certificate) error {
 		b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: intermediate.Raw}))
 	}
 	b.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw}))
-	if err := os.MkdirAll(filepath.Dir(c.certFile), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(c.certFile), 0o755); err != nil { //nolint:gosec // G301: the folder of public certificates the user named
 		return fmt.Errorf("pinning the Coordinator certificate: %w", err)
 	}
 	if err := writeFile(c.certFile, []byte(b.String()), 0o644); err != nil {
