@@ -309,8 +309,14 @@ func (c *containerRun) probe(ctx context.Context) {
 		} else {
 			pr = c.spec.ReadinessProbe
 		}
-		// Before its initial delay, a probe counts as neither success nor failure.
-		if pr != nil && time.Since(start) >= time.Duration(pr.InitialDelaySeconds)*time.Second {
+		switch {
+		case pr == nil:
+			if started {
+				return
+			}
+		case time.Since(start) < time.Duration(pr.InitialDelaySeconds)*time.Second:
+			// Before its initial delay, a probe counts as neither success nor failure.
+		default:
 			ok := c.p.a.runProbe(ctx, c.p, c.spec, pr)
 			c.mu.Lock()
 			changed := false
@@ -328,8 +334,6 @@ func (c *containerRun) probe(ctx context.Context) {
 				c.p.a.cfg.Timeline.Addf("node agent: container %s of %s/%s ready=%v", c.spec.Name, c.p.namespace, c.p.name, ready)
 				c.p.requestStatus()
 			}
-		} else if started {
-			return
 		}
 		select {
 		case <-ctx.Done():
