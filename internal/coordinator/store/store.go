@@ -123,6 +123,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -138,26 +139,31 @@ var ErrNoState = errors.New("no stored state")
 var ErrUnseal = errors.New("stored state cannot be unsealed")
 
 // Store is the Coordinator's persistence.
+//
+// Methods that read or write stored data take a context, which bounds the
+// I/O of stores kept behind a network (the Kubernetes API); the local
+// stores ignore it. A write whose context ends may or may not have been
+// stored: the error says so only where the store can tell.
 type Store interface {
 	// Load opens the stored state and returns all of it. It returns
 	// ErrNoState if there is none, and an error wrapping ErrUnseal if there
 	// is some that cannot be opened; stored files are never modified by a
 	// failed Load.
-	Load() (map[string][]byte, error)
+	Load(ctx context.Context) (map[string][]byte, error)
 	// Commit durably applies changes: a nil value deletes its key. When
 	// Commit returns nil the change survives a crash; when it returns an
 	// error the stored state is the one before the call.
-	Commit(changes map[string][]byte) error
+	Commit(ctx context.Context, changes map[string][]byte) error
 	// Reset replaces everything stored with state, encrypted under a new
 	// random data key which it returns, sealed in the default seal mode and
 	// without recovery data. Earlier stored data that could not be opened
 	// is kept aside, never deleted.
-	Reset(state map[string][]byte) (dataKey []byte, err error)
+	Reset(ctx context.Context, state map[string][]byte) (dataKey []byte, err error)
 	// ResetWith is Reset with a seal mode and the recovery data computed
 	// from the new data key, stored together as one atomic step: a crash
 	// leaves either the earlier state or the new one with its recovery
 	// data. Nothing is stored if opts.RecoveryData fails.
-	ResetWith(state map[string][]byte, opts ResetOptions) (dataKey []byte, err error)
+	ResetWith(ctx context.Context, state map[string][]byte, opts ResetOptions) (dataKey []byte, err error)
 	// SealMode returns the seal mode of the stored state (also after a
 	// Load that could not unseal it), or the default mode when nothing is
 	// stored.
@@ -168,11 +174,11 @@ type Store interface {
 	// SetSealMode durably seals the open state's data key in mode, which
 	// stays the same key; Disabled removes the sealed key, so that the
 	// next Load reports ErrUnseal. It does nothing if mode is in force.
-	SetSealMode(mode seal.Mode) error
+	SetSealMode(ctx context.Context, mode seal.Mode) error
 	// Unlock opens state that Load could not unseal, using a data key
 	// supplied by the owners (recovery), seals that key for this machine
 	// and returns the state.
-	Unlock(dataKey []byte) (map[string][]byte, error)
+	Unlock(ctx context.Context, dataKey []byte) (map[string][]byte, error)
 	// RecoveryData returns a copy of the unencrypted recovery data stored
 	// beside the state, nil if none. It is readable after a Load that
 	// could not unseal the state, so that recovery can be prepared.
@@ -180,7 +186,7 @@ type Store interface {
 	// SetRecoveryData durably replaces the recovery data of the open
 	// state; Reset clears it. The data is stored unencrypted but is
 	// authenticated together with the state.
-	SetRecoveryData(data []byte) error
+	SetRecoveryData(ctx context.Context, data []byte) error
 	// Close releases resources.
 	Close() error
 }
