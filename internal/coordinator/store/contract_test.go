@@ -64,6 +64,7 @@ func impls() []impl {
 				return openFile(t, f.dir, other)
 			},
 		},
+		kubeImpl(),
 	}
 }
 
