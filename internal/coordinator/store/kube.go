@@ -87,9 +87,10 @@ type KubeStore struct {
 	broken error // a write of unknown outcome: Load first
 	stale  bool  // a write lost a race: Load first
 
-	// headKnown tells whether rv is the head's resourceVersion as last read
-	// or written ("" when there was no head).
+	// headKnown tells whether exists and rv are what the head was when
+	// last read or written: whether there was one, and its resourceVersion.
 	headKnown bool
+	exists    bool
 	rv        string
 	headRaw   []byte   // the head's data as last read, for keeping it aside
 	head      kubeHead // the head last read (if parsed) or written
@@ -193,7 +194,7 @@ func (s *KubeStore) Load(ctx context.Context) (map[string][]byte, error) {
 			break
 		}
 	}
-	s.headKnown, s.rv, s.headRaw = d.headKnown, d.rv, d.raw
+	s.headKnown, s.exists, s.rv, s.headRaw = d.headKnown, d.exists, d.rv, d.raw
 	if d.headOK {
 		s.head, s.headOK, s.recovery, s.mode = d.head, true, d.recovery, d.head.mode
 	}
@@ -214,7 +215,7 @@ func (s *KubeStore) Load(ctx context.Context) (map[string][]byte, error) {
 // forget drops the open state, keeping the highest generation seen.
 func (s *KubeStore) forget() {
 	s.phase, s.broken, s.stale = phaseUnloaded, nil, false
-	s.headKnown, s.rv, s.headRaw, s.head, s.headOK = false, "", nil, kubeHead{}, false
+	s.headKnown, s.exists, s.rv, s.headRaw, s.head, s.headOK = false, false, "", nil, kubeHead{}, false
 	s.key, s.aead, s.state, s.recovery, s.mode, s.sealed = nil, nil, nil, nil, s.defaultMode, nil
 }
 
@@ -227,6 +228,7 @@ func (s *KubeStore) adopt(d kubeRead) {
 // kubeRead is what read found.
 type kubeRead struct {
 	headKnown bool
+	exists    bool
 	rv        string
 	raw       []byte
 	headOK    bool
@@ -250,7 +252,7 @@ func (s *KubeStore) read(ctx context.Context, dataKey []byte) (kubeRead, error) 
 	if err != nil {
 		return d, fmt.Errorf("read head: %w", err)
 	}
-	d.headKnown, d.rv = true, sec.ResourceVersion
+	d.headKnown, d.exists, d.rv = true, true, sec.ResourceVersion
 	raw := sec.Data[headDataKey]
 	if len(raw) > maxHeadSize {
 		return d, corrupt("head of %d bytes exceeds the limit %d", len(raw), maxHeadSize)
@@ -533,13 +535,13 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 		Data:       map[string][]byte{headDataKey: data},
 	}
 	var out *corev1.Secret
-	if s.rv == "" {
+	if !s.exists {
 		out, err = s.secrets().Create(ctx, sec, metav1.CreateOptions{})
 	} else {
 		out, err = s.secrets().Update(ctx, sec, metav1.UpdateOptions{})
 	}
 	switch {
-	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || (s.rv != "" && apierrors.IsNotFound(err)):
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || (s.exists && apierrors.IsNotFound(err)):
 		s.deleteChunks(ctx, created)
 		s.stale = true
 		return fmt.Errorf("%w: %s/%s moved since generation %d was read", ErrConflict, s.ns, s.name, s.head.generation)
@@ -551,7 +553,7 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 	}
 	old := s.head
 	oldOK := s.headOK
-	s.rv, s.head, s.headOK, s.headRaw = out.ResourceVersion, h, true, data
+	s.exists, s.rv, s.head, s.headOK, s.headRaw = true, out.ResourceVersion, h, true, data
 	s.maxGen = max(s.maxGen, h.generation)
 	if err := s.at("head-written"); err != nil {
 		return err
@@ -742,7 +744,7 @@ func (s *KubeStore) ResetWith(ctx context.Context, state map[string][]byte, opts
 			return nil, fmt.Errorf("store: reset: %w", err)
 		}
 	}
-	if !opened && s.rv != "" {
+	if !opened && s.exists {
 		if err := s.discard(ctx); err != nil {
 			return nil, fmt.Errorf("store: reset: %w", err)
 		}
@@ -762,12 +764,12 @@ func (s *KubeStore) reread(ctx context.Context) error {
 	sec, err := s.secrets().Get(ctx, s.name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		s.headKnown, s.rv, s.headRaw, s.headOK = true, "", nil, false
+		s.headKnown, s.exists, s.rv, s.headRaw, s.headOK = true, false, "", nil, false
 		return nil
 	case err != nil:
 		return fmt.Errorf("read head: %w", err)
 	}
-	s.headKnown, s.rv, s.headRaw = true, sec.ResourceVersion, sec.Data[headDataKey]
+	s.headKnown, s.exists, s.rv, s.headRaw = true, true, sec.ResourceVersion, sec.Data[headDataKey]
 	if h, _, _, err := parseHead(s.headRaw); err == nil {
 		s.head, s.headOK = h, true
 	}
@@ -815,7 +817,7 @@ func (s *KubeStore) Unlock(ctx context.Context, dataKey []byte) (map[string][]by
 		return nil, fmt.Errorf("store: unlock %s/%s: %w", s.ns, s.name, err)
 	}
 	s.broken, s.stale = nil, false
-	s.headKnown, s.rv, s.headRaw, s.head, s.headOK = true, d.rv, d.raw, d.head, true
+	s.headKnown, s.exists, s.rv, s.headRaw, s.head, s.headOK = true, true, d.rv, d.raw, d.head, true
 	s.key, s.aead, s.recovery, s.mode, s.sealed = d.key, d.aead, d.recovery, d.head.mode, nil
 	entry, err := s.sealFor(d.key, d.head.keyCheck, d.head.mode)
 	if err != nil {

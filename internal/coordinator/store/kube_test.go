@@ -16,9 +16,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
@@ -471,4 +475,123 @@ func TestKubeOpenOptions(t *testing.T) {
 			t.Errorf("object %s has labels %v", name, o.Labels)
 		}
 	}
+}
+
+// TestKubeResetKeepsUnopenedStateAside: a Reset of state this store could
+// not open copies the head aside and keeps its chunks, also from sweeps;
+// a crash after the copy leaves the state in place.
+func TestKubeResetKeepsUnopenedStateAside(t *testing.T) {
+	ns := kubeEnv(t).Namespace(t)
+	sealer, other := sealerWith(t, 1), sealerWith(t, 2)
+	a := openKube(t, ns, sealer)
+	key, err := a.Reset(t.Context(), kv("old", "1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(t.Context(), kv("old", "2")); err != nil {
+		t.Fatal(err)
+	}
+	oldHead := listObjects(t, ns)[DefaultKubeStateName].Data[headDataKey]
+	oldChunks := a.head.chunks()
+
+	b := openKube(t, ns, other)
+	_, err = b.Load(t.Context())
+	requireErrIs(t, err, ErrUnseal)
+	b.hook = func(p string) error {
+		if p == "discarded" {
+			return kubeCrash
+		}
+		return nil
+	}
+	_, err = b.Reset(t.Context(), kv("new", "1"))
+	requireErrIs(t, err, kubeCrash)
+	requireState(t, loadOK(t, openKube(t, ns, sealer)), kv("old", "2"))
+
+	b = openKube(t, ns, other)
+	if _, err := b.Load(t.Context()); !errors.Is(err, ErrUnseal) {
+		t.Fatalf("Load: %v", err)
+	}
+	if _, err := b.Reset(t.Context(), kv("new", "1")); err != nil {
+		t.Fatal(err)
+	}
+	requireState(t, loadOK(t, openKube(t, ns, other)), kv("new", "1"))
+	// Another Reset with compaction's sweep leaves the old state alone.
+	if _, err := b.Reset(t.Context(), kv("newer", "1")); err != nil {
+		t.Fatal(err)
+	}
+	objects := listObjects(t, ns)
+	var discarded int
+	for name, o := range objects {
+		if o.Labels[LabelObject] == objectDiscarded {
+			discarded++
+			if !bytes.Equal(o.Data[headDataKey], oldHead) {
+				t.Errorf("%s differs from the head it keeps aside", name)
+			}
+		}
+	}
+	if discarded != 2 {
+		t.Fatalf("%d heads kept aside, want 2 (one per Reset of unopened state)", discarded)
+	}
+	for name := range oldChunks {
+		if _, ok := objects[name]; !ok {
+			t.Fatalf("chunk %s of the state kept aside was deleted", name)
+		}
+	}
+	// The state kept aside can still be opened with its data key.
+	rewrite(t, ns, DefaultKubeStateName, func(d map[string][]byte) { d[headDataKey] = oldHead })
+	got, err := openKube(t, ns, other).Unlock(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireState(t, got, kv("old", "2"))
+}
+
+// TestKubeHeadWriteErrors: with the fake clientset, a refused head update
+// deletes the commit's chunks and reports ErrConflict; an update that
+// failed in an unknown way keeps them and reports ErrBroken until Load.
+func TestKubeHeadWriteErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		err        error
+		want       error
+		keepChunks bool
+	}{
+		{"conflict", apierrors.NewConflict(corev1.Resource("secrets"), DefaultKubeStateName, errors.New("changed")), ErrConflict, false},
+		{"unknown", apierrors.NewInternalError(errors.New("etcd timed out")), ErrBroken, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset()
+			s, err := OpenKube(KubeOptions{Client: client, Namespace: "ns", Sealers: kubeSealers(sealerWith(t, 1))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Reset(t.Context(), kv("a", "1")); err != nil {
+				t.Fatal(err)
+			}
+			chunksBefore := countChunks(t, client)
+			client.PrependReactor("update", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, tc.err
+			})
+			requireErrIs(t, s.Commit(t.Context(), kv("b", "2")), tc.want)
+			if got := countChunks(t, client); (got > chunksBefore) != tc.keepChunks {
+				t.Fatalf("%d chunks after the failed commit, %d before", got, chunksBefore)
+			}
+			requireErrIs(t, s.Commit(t.Context(), kv("c", "3")), tc.want)
+			client.ReactionChain = client.ReactionChain[1:]
+			requireState(t, loadOK(t, s), kv("a", "1"))
+			if err := s.Commit(t.Context(), kv("c", "3")); err != nil {
+				t.Fatal(err)
+			}
+			requireState(t, loadOK(t, s), kv("a", "1", "c", "3"))
+		})
+	}
+}
+
+func countChunks(t testing.TB, c kubernetes.Interface) int {
+	t.Helper()
+	list, err := c.CoreV1().Secrets("ns").List(t.Context(), metav1.ListOptions{LabelSelector: LabelObject + "=" + objectChunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(list.Items)
 }
