@@ -448,7 +448,7 @@ func (s *KubeStore) commit(ctx context.Context, changes map[string][]byte) error
 	}
 	if len(s.head.segments)+1 > maxHeadSegments || s.head.chunkCount()+len(pieces) > maxHeadChunks {
 		// No room for another delta: write the new state as a base.
-		state := applied0(s.state, changes)
+		state := withChanges(s.state, changes)
 		return s.writeState(ctx, s.key, s.mode, s.recovery, state, true)
 	}
 	refs, err := s.putChunks(ctx, gen, pieces)
@@ -466,7 +466,8 @@ func (s *KubeStore) commit(ctx context.Context, changes map[string][]byte) error
 	return nil
 }
 
-func applied0(state, changes map[string][]byte) map[string][]byte {
+// withChanges returns a shallow copy of state with changes applied.
+func withChanges(state, changes map[string][]byte) map[string][]byte {
 	out := maps.Clone(state)
 	applyChanges(out, changes)
 	return out
