@@ -128,7 +128,7 @@ func (c *Core) Activate(ctx context.Context, req ActivationRequest) (*Parameters
 	}
 
 	if marble.MaxActivations > 0 {
-		if err := c.countActivation(dep, req.MarbleType, marble.MaxActivations); err != nil {
+		if err := c.countActivation(ctx, dep, req.MarbleType, marble.MaxActivations); err != nil {
 			return nil, err
 		}
 	}
@@ -187,7 +187,7 @@ func (c *Core) templateData(dep *deployment, compiled *manifest.Compiled, id uui
 }
 
 // countActivation enforces MaxActivations and persists the new count.
-func (c *Core) countActivation(dep *deployment, marbleType string, limit uint) error {
+func (c *Core) countActivation(ctx context.Context, dep *deployment, marbleType string, limit uint) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v := c.view.Load(); v.state != StateAcceptingMarbles || !v.dep.sameActivationBasis(dep) {
@@ -198,7 +198,7 @@ func (c *Core) countActivation(dep *deployment, marbleType string, limit uint) e
 		return newError(KindResourceExhausted, nil, "marble type %q reached its limit of %d activations", marbleType, limit)
 	}
 	key := prefixActivations + marbleType
-	if err := c.cfg.Store.Commit(map[string][]byte{key: []byte(strconv.FormatUint(n+1, 10))}); err != nil {
+	if err := c.cfg.Store.Commit(ctx, map[string][]byte{key: []byte(strconv.FormatUint(n+1, 10))}); err != nil {
 		return fmt.Errorf("storing activation count: %w", err)
 	}
 	c.activations[marbleType] = n + 1

@@ -190,18 +190,18 @@ func New(cfg Config) (*Core, error) {
 	c.metrics.setSimulation(cfg.Simulation)
 	c.metrics.setTEE(cfg.TEE)
 	c.view.Store(&view{state: StateUninitialized})
-	if err := c.boot(); err != nil {
+	if err := c.boot(context.Background()); err != nil {
 		return nil, err
 	}
 	c.noteSealMode()
 	return c, nil
 }
 
-func (c *Core) boot() error {
-	stored, err := c.cfg.Store.Load()
+func (c *Core) boot(ctx context.Context) error {
+	stored, err := c.cfg.Store.Load(ctx)
 	switch {
 	case errors.Is(err, store.ErrNoState):
-		return c.bootFresh()
+		return c.bootFresh(ctx)
 	case errors.Is(err, store.ErrUnseal):
 		c.unsealErr = err
 		c.noteSealMode()
@@ -228,7 +228,7 @@ func (c *Core) boot() error {
 		state = StateAcceptingMarbles
 		c.checkRecoveryData(st.dep.manifest)
 	}
-	c.enforceSealMode(st.dep.manifest)
+	c.enforceSealMode(ctx, st.dep.manifest)
 	c.log.Info("resumed from stored state", "state", state.String(), "sealMode", string(c.cfg.Store.SealMode()))
 	return c.publish(state, st.dep)
 }
@@ -243,12 +243,12 @@ func (c *Core) adopt(st *storedState) {
 	c.pending = st.pending
 }
 
-func (c *Core) bootFresh() error {
+func (c *Core) bootFresh(ctx context.Context) error {
 	dep, err := c.newCA()
 	if err != nil {
 		return err
 	}
-	if _, err := c.cfg.Store.ResetWith(encodeCA(dep), store.ResetOptions{Mode: c.cfg.DefaultSealMode}); err != nil {
+	if _, err := c.cfg.Store.ResetWith(ctx, encodeCA(dep), store.ResetOptions{Mode: c.cfg.DefaultSealMode}); err != nil {
 		return fmt.Errorf("storing new certificate authority: %w", err)
 	}
 	c.noteSealMode()
@@ -383,9 +383,9 @@ func (c *Core) checkSealMode(m *manifest.Manifest) error {
 // and re-sealing, or for a state of the older format). A failure is logged:
 // the state stays sealed as it was, and status reports that mode. c.mu
 // must be held or c unshared.
-func (c *Core) enforceSealMode(m *manifest.Manifest) {
+func (c *Core) enforceSealMode(ctx context.Context, m *manifest.Manifest) {
 	want := c.sealModeOf(m)
-	if err := c.cfg.Store.SetSealMode(want); err != nil {
+	if err := c.cfg.Store.SetSealMode(ctx, want); err != nil {
 		c.log.Error("the data key cannot be sealed in the manifest's seal mode; it stays sealed as before", "want", string(want), "inForce", string(c.cfg.Store.SealMode()), "error", err)
 	}
 	c.noteSealMode()

@@ -45,11 +45,11 @@ type countingStore struct {
 	commits int
 }
 
-func (s *countingStore) Commit(changes map[string][]byte) error {
+func (s *countingStore) Commit(ctx context.Context, changes map[string][]byte) error {
 	s.mu.Lock()
 	s.commits++
 	s.mu.Unlock()
-	return s.Store.Commit(changes)
+	return s.Store.Commit(ctx, changes)
 }
 
 func (s *countingStore) count() int {
@@ -61,7 +61,7 @@ func (s *countingStore) count() int {
 // unsealableStore fails to load like a store whose key cannot be unsealed.
 type unsealableStore struct{ store.Store }
 
-func (unsealableStore) Load() (map[string][]byte, error) {
+func (unsealableStore) Load(context.Context) (map[string][]byte, error) {
 	return nil, errors.Join(store.ErrUnseal, errors.New("sealed key does not match this platform"))
 }
 

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -186,9 +187,9 @@ func (s *recoverySession) combine() ([]byte, error) {
 // earlier state or the new one with its recovery data. It returns each
 // owner's share of the new data key encrypted with the owner's key. c.mu
 // must be held.
-func (c *Core) resetWithRecovery(encoded map[string][]byte, m *manifest.Manifest) (map[string][]byte, error) {
+func (c *Core) resetWithRecovery(ctx context.Context, encoded map[string][]byte, m *manifest.Manifest) (map[string][]byte, error) {
 	var secrets map[string][]byte
-	_, err := c.cfg.Store.ResetWith(encoded, store.ResetOptions{
+	_, err := c.cfg.Store.ResetWith(ctx, encoded, store.ResetOptions{
 		Mode: c.sealModeOf(m),
 		RecoveryData: func(dataKey []byte) ([]byte, error) {
 			defer clear(dataKey)
@@ -402,7 +403,7 @@ func (c *Core) Recover(secret, signature []byte) (int, error) {
 		return 0, fmt.Errorf("combining recovery secrets: %w", err)
 	}
 	defer clear(dataKey)
-	stored, err := c.cfg.Store.Unlock(dataKey)
+	stored, err := c.cfg.Store.Unlock(context.Background(), dataKey)
 	switch {
 	case errors.Is(err, store.ErrWrongDataKey):
 		// The shares matched the recovery data, so the recovery data does
@@ -429,7 +430,7 @@ func (c *Core) Recover(secret, signature []byte) (int, error) {
 	c.adopt(st)
 	c.unsealErr = nil
 	c.endRecovery()
-	c.enforceSealMode(st.dep.manifest)
+	c.enforceSealMode(context.Background(), st.dep.manifest)
 	state := StateAcceptingManifest
 	if st.dep.manifest != nil {
 		state = StateAcceptingMarbles

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -273,39 +274,39 @@ func (s *killedStore) write() error {
 	return nil
 }
 
-func (s *killedStore) Commit(ch map[string][]byte) error {
+func (s *killedStore) Commit(ctx context.Context, ch map[string][]byte) error {
 	if err := s.write(); err != nil {
 		return err
 	}
-	return s.Memory.Commit(ch)
+	return s.Memory.Commit(ctx, ch)
 }
 
-func (s *killedStore) Reset(st map[string][]byte) ([]byte, error) {
+func (s *killedStore) Reset(ctx context.Context, st map[string][]byte) ([]byte, error) {
 	if err := s.write(); err != nil {
 		return nil, err
 	}
-	return s.Memory.Reset(st)
+	return s.Memory.Reset(ctx, st)
 }
 
-func (s *killedStore) ResetWith(st map[string][]byte, opts store.ResetOptions) ([]byte, error) {
+func (s *killedStore) ResetWith(ctx context.Context, st map[string][]byte, opts store.ResetOptions) ([]byte, error) {
 	if err := s.write(); err != nil {
 		return nil, err
 	}
-	return s.Memory.ResetWith(st, opts)
+	return s.Memory.ResetWith(ctx, st, opts)
 }
 
-func (s *killedStore) SetRecoveryData(b []byte) error {
+func (s *killedStore) SetRecoveryData(ctx context.Context, b []byte) error {
 	if err := s.write(); err != nil {
 		return err
 	}
-	return s.Memory.SetRecoveryData(b)
+	return s.Memory.SetRecoveryData(ctx, b)
 }
 
-func (s *killedStore) SetSealMode(m seal.Mode) error {
+func (s *killedStore) SetSealMode(ctx context.Context, m seal.Mode) error {
 	if err := s.write(); err != nil {
 		return err
 	}
-	return s.Memory.SetSealMode(m)
+	return s.Memory.SetSealMode(ctx, m)
 }
 
 // requireRecoverable restarts a Coordinator on mem and fails unless the

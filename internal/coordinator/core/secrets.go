@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -141,7 +142,7 @@ func (c *Core) WriteSecrets(userCert *x509.Certificate, values map[string]UserSe
 	}
 	nd := *dep
 	nd.secrets = secrets
-	if err := c.commitWithLog(changes, entries...); err != nil {
+	if err := c.commitWithLog(context.Background(), changes, entries...); err != nil {
 		return err
 	}
 	if err := c.publish(StateAcceptingMarbles, &nd); err != nil {

@@ -75,7 +75,7 @@ func (c *Core) SetMonotonicCounter(marbleCert *x509.Certificate, name string, va
 	key := counterKey(id, name)
 	prev := c.counters[key]
 	if value > prev {
-		if err := c.cfg.Store.Commit(map[string][]byte{prefixCounter + key: []byte(strconv.FormatUint(value, 10))}); err != nil {
+		if err := c.cfg.Store.Commit(context.Background(), map[string][]byte{prefixCounter + key: []byte(strconv.FormatUint(value, 10))}); err != nil {
 			return 0, fmt.Errorf("storing monotonic counter: %w", err)
 		}
 		c.counters[key] = value

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
@@ -87,7 +88,7 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 	}
 	// The deployment and its recovery data are stored in one step, under a
 	// new data key sealed in the manifest's seal mode.
-	secrets, err := c.resetWithRecovery(encoded, m)
+	secrets, err := c.resetWithRecovery(context.Background(), encoded, m)
 	if err != nil {
 		return nil, fmt.Errorf("storing the new deployment: %w", err)
 	}

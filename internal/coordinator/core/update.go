@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
@@ -213,7 +214,7 @@ func (c *Core) updatePackages(dep *deployment, user string, upd *manifest.Manife
 	if err != nil {
 		return nil, err
 	}
-	if err := c.commitWithLog(diffState(oldEnc, newEnc), entries...); err != nil {
+	if err := c.commitWithLog(context.Background(), diffState(oldEnc, newEnc), entries...); err != nil {
 		return nil, err
 	}
 	if err := c.publish(StateAcceptingMarbles, &nd); err != nil {
@@ -286,7 +287,7 @@ func (c *Core) advanceUpdate(dep *deployment, p *pendingUpdate, user, message st
 	if err != nil {
 		return nil, fmt.Errorf("encoding pending update: %w", err)
 	}
-	if err := c.commitWithLog(map[string][]byte{keyPendingUpdate: raw}, entry); err != nil {
+	if err := c.commitWithLog(context.Background(), map[string][]byte{keyPendingUpdate: raw}, entry); err != nil {
 		return nil, err
 	}
 	c.pending = p
@@ -340,14 +341,14 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 		if c.pending != nil {
 			changes[keyPendingUpdate] = nil
 		}
-		if err := c.commitWithLog(changes, logEntries...); err != nil {
+		if err := c.commitWithLog(context.Background(), changes, logEntries...); err != nil {
 			return nil, err
 		}
 		c.activations = activations
 		c.pending = nil
 		// A new seal mode re-seals the same data key; a crash before it is
 		// made good at the next start.
-		c.enforceSealMode(upd)
+		c.enforceSealMode(context.Background(), upd)
 		if err := c.publish(StateAcceptingMarbles, nd); err != nil {
 			return nil, err
 		}
@@ -368,7 +369,7 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 	if err != nil {
 		return nil, err
 	}
-	secrets, err := c.resetWithRecovery(encoded, upd)
+	secrets, err := c.resetWithRecovery(context.Background(), encoded, upd)
 	if err != nil {
 		return nil, fmt.Errorf("storing the updated deployment under a new data key: %w", err)
 	}
@@ -621,7 +622,7 @@ func (c *Core) CancelUpdate(userCert *x509.Certificate) error {
 	if err != nil {
 		return err
 	}
-	if err := c.commitWithLog(map[string][]byte{keyPendingUpdate: nil}, entry); err != nil {
+	if err := c.commitWithLog(context.Background(), map[string][]byte{keyPendingUpdate: nil}, entry); err != nil {
 		return err
 	}
 	c.pending = nil

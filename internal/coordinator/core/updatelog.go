@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -39,7 +40,7 @@ func updateLogEntry(now time.Time, message string, fields map[string]any) (strin
 // commitWithLog durably applies changes together with new update log
 // entries, and only then appends the entries to the in-memory log. c.mu
 // must be held.
-func (c *Core) commitWithLog(changes map[string][]byte, entries ...string) error {
+func (c *Core) commitWithLog(ctx context.Context, changes map[string][]byte, entries ...string) error {
 	if changes == nil {
 		changes = make(map[string][]byte, len(entries))
 	}
@@ -48,7 +49,7 @@ func (c *Core) commitWithLog(changes map[string][]byte, entries ...string) error
 		seq++
 		changes[updateLogKey(seq)] = []byte(e)
 	}
-	if err := c.cfg.Store.Commit(changes); err != nil {
+	if err := c.cfg.Store.Commit(ctx, changes); err != nil {
 		return fmt.Errorf("storing the change: %w", err)
 	}
 	c.updateSeq = seq

@@ -12,7 +12,7 @@ func benchStore(b *testing.B) (*FileStore, string) {
 	b.Helper()
 	dir := b.TempDir()
 	s := openFile(b, dir, sealerWith(b, 1))
-	if _, err := s.Reset(bigState(5000, 1024)); err != nil {
+	if _, err := s.Reset(b.Context(), bigState(5000, 1024)); err != nil {
 		b.Fatal(err)
 	}
 	return s, dir
@@ -39,7 +39,7 @@ func BenchmarkCommitSmall(b *testing.B) {
 	for b.Loop() {
 		n++
 		ch["activations/web"] = strconv.AppendInt(nil, n, 10)
-		if err := s.Commit(ch); err != nil {
+		if err := s.Commit(b.Context(), ch); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -58,7 +58,7 @@ func BenchmarkCommitSmallParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := n.Add(1)
-			if err := s.Commit(kv("activations/"+strconv.FormatInt(i%64, 10), strconv.FormatInt(i, 10))); err != nil {
+			if err := s.Commit(b.Context(), kv("activations/"+strconv.FormatInt(i%64, 10), strconv.FormatInt(i, 10))); err != nil {
 				b.Error(err)
 				return
 			}

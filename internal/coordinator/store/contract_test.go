@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -63,6 +64,7 @@ func impls() []impl {
 				return openFile(t, f.dir, other)
 			},
 		},
+		kubeImpl(),
 	}
 }
 
@@ -70,21 +72,21 @@ func TestContractLifecycle(t *testing.T) {
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.fresh(t)
-			requireErrIs(t, s.Commit(kv("a", "1")), ErrNotOpen)
-			if _, err := s.Load(); !errors.Is(err, ErrNoState) {
+			requireErrIs(t, s.Commit(t.Context(), kv("a", "1")), ErrNotOpen)
+			if _, err := s.Load(t.Context()); !errors.Is(err, ErrNoState) {
 				t.Fatalf("Load on a fresh store: err = %v, want ErrNoState", err)
 			}
-			if _, err := s.Unlock(bytes.Repeat([]byte{1}, 32)); !errors.Is(err, ErrNoState) {
+			if _, err := s.Unlock(t.Context(), bytes.Repeat([]byte{1}, 32)); !errors.Is(err, ErrNoState) {
 				t.Fatalf("Unlock on a fresh store: err = %v, want ErrNoState", err)
 			}
 			// After ErrNoState the first commit creates the state.
-			if err := s.Commit(kv("ca/root/cert", "pem")); err != nil {
+			if err := s.Commit(t.Context(), kv("ca/root/cert", "pem")); err != nil {
 				t.Fatalf("first Commit: %v", err)
 			}
 			s = im.restart(t, s)
 			requireState(t, loadOK(t, s), kv("ca/root/cert", "pem"))
 
-			key, err := s.Reset(kv("manifest/raw", "{}", "dropped", "<nil>"))
+			key, err := s.Reset(t.Context(), kv("manifest/raw", "{}", "dropped", "<nil>"))
 			if err != nil {
 				t.Fatalf("Reset: %v", err)
 			}
@@ -92,14 +94,14 @@ func TestContractLifecycle(t *testing.T) {
 				t.Fatalf("Reset returned a %d-byte key, want 32", len(key))
 			}
 			want := kv("manifest/raw", "{}")
-			if err := s.Commit(kv("activations/web", "1")); err != nil {
+			if err := s.Commit(t.Context(), kv("activations/web", "1")); err != nil {
 				t.Fatal(err)
 			}
 			want = applied(want, kv("activations/web", "1"))
 			s = im.restart(t, s)
 			requireState(t, loadOK(t, s), want)
 
-			key2, err := s.Reset(kv("x", "y"))
+			key2, err := s.Reset(t.Context(), kv("x", "y"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -111,12 +113,12 @@ func TestContractLifecycle(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			requireErrIs(t, s.Commit(kv("a", "1")), ErrClosed)
-			_, err = s.Load()
+			requireErrIs(t, s.Commit(t.Context(), kv("a", "1")), ErrClosed)
+			_, err = s.Load(t.Context())
 			requireErrIs(t, err, ErrClosed)
-			_, err = s.Reset(nil)
+			_, err = s.Reset(t.Context(), nil)
 			requireErrIs(t, err, ErrClosed)
-			_, err = s.Unlock(key2)
+			_, err = s.Unlock(t.Context(), key2)
 			requireErrIs(t, err, ErrClosed)
 		})
 	}
@@ -126,7 +128,7 @@ func TestContractDeletesAndEmptyValues(t *testing.T) {
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.fresh(t)
-			if _, err := s.Reset(kv("a", "1", "b", "2", "c", "3")); err != nil {
+			if _, err := s.Reset(t.Context(), kv("a", "1", "b", "2", "c", "3")); err != nil {
 				t.Fatal(err)
 			}
 			steps := []map[string][]byte{
@@ -137,7 +139,7 @@ func TestContractDeletesAndEmptyValues(t *testing.T) {
 			}
 			want := kv("a", "1", "b", "2", "c", "3")
 			for _, ch := range steps {
-				if err := s.Commit(ch); err != nil {
+				if err := s.Commit(t.Context(), ch); err != nil {
 					t.Fatalf("Commit(%s): %v", describe(ch), err)
 				}
 				want = applied(want, ch)
@@ -160,13 +162,13 @@ func TestContractCopies(t *testing.T) {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.fresh(t)
 			state := kv("a", "1111", "b", "2222")
-			if _, err := s.Reset(state); err != nil {
+			if _, err := s.Reset(t.Context(), state); err != nil {
 				t.Fatal(err)
 			}
 			state["a"][0] = 'X'
 			state["c"] = []byte("new")
 			changes := kv("b", "3333")
-			if err := s.Commit(changes); err != nil {
+			if err := s.Commit(t.Context(), changes); err != nil {
 				t.Fatal(err)
 			}
 			changes["b"][0] = 'X'
@@ -186,33 +188,33 @@ func TestContractSealedState(t *testing.T) {
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.fresh(t)
-			key, err := s.Reset(kv("manifest/raw", "{}"))
+			key, err := s.Reset(t.Context(), kv("manifest/raw", "{}"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Commit(kv("secret/a", "s")); err != nil {
+			if err := s.Commit(t.Context(), kv("secret/a", "s")); err != nil {
 				t.Fatal(err)
 			}
 			want := kv("manifest/raw", "{}", "secret/a", "s")
 			s = im.move(t, s)
-			_, err = s.Load()
+			_, err = s.Load(t.Context())
 			requireErrIs(t, err, ErrUnseal)
-			requireErrIs(t, s.Commit(kv("x", "1")), ErrNotOpen, ErrUnseal)
+			requireErrIs(t, s.Commit(t.Context(), kv("x", "1")), ErrNotOpen, ErrUnseal)
 
 			wrong := bytes.Clone(key)
 			wrong[5] ^= 1
 			for _, k := range [][]byte{wrong, key[:16], nil} {
-				_, err := s.Unlock(k)
+				_, err := s.Unlock(t.Context(), k)
 				requireErrIs(t, err, ErrWrongDataKey)
 			}
-			requireErrIs(t, s.Commit(kv("x", "1")), ErrNotOpen)
+			requireErrIs(t, s.Commit(t.Context(), kv("x", "1")), ErrNotOpen)
 
-			got, err := s.Unlock(key)
+			got, err := s.Unlock(t.Context(), key)
 			if err != nil {
 				t.Fatalf("Unlock with the right key: %v", err)
 			}
 			requireState(t, got, want)
-			if err := s.Commit(kv("x", "1")); err != nil {
+			if err := s.Commit(t.Context(), kv("x", "1")); err != nil {
 				t.Fatalf("Commit after Unlock: %v", err)
 			}
 			s = im.restart(t, s)
@@ -220,10 +222,10 @@ func TestContractSealedState(t *testing.T) {
 
 			// Reset is the other way out of the sealed state.
 			s = im.move(t, s)
-			if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+			if _, err := s.Load(t.Context()); !errors.Is(err, ErrUnseal) {
 				t.Fatalf("Load after moving again: err = %v, want ErrUnseal", err)
 			}
-			if _, err := s.Reset(kv("fresh", "1")); err != nil {
+			if _, err := s.Reset(t.Context(), kv("fresh", "1")); err != nil {
 				t.Fatal(err)
 			}
 			s = im.restart(t, s)
@@ -238,10 +240,10 @@ func TestContractRecoveryData(t *testing.T) {
 			s := im.fresh(t)
 			type recoveryStore interface {
 				RecoveryData() []byte
-				SetRecoveryData([]byte) error
+				SetRecoveryData(context.Context, []byte) error
 			}
-			requireErrIs(t, s.(recoveryStore).SetRecoveryData([]byte("r")), ErrNotOpen)
-			key, err := s.Reset(kv("a", "1"))
+			requireErrIs(t, s.(recoveryStore).SetRecoveryData(t.Context(), []byte("r")), ErrNotOpen)
+			key, err := s.Reset(t.Context(), kv("a", "1"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -249,18 +251,18 @@ func TestContractRecoveryData(t *testing.T) {
 				t.Fatalf("RecoveryData after Reset = %q, want nil", got)
 			}
 			blob := []byte(`{"hash":true}`)
-			if err := s.(recoveryStore).SetRecoveryData(blob); err != nil {
+			if err := s.(recoveryStore).SetRecoveryData(t.Context(), blob); err != nil {
 				t.Fatal(err)
 			}
 			blob[0] = 'X'
 			s = im.move(t, s)
-			if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+			if _, err := s.Load(t.Context()); !errors.Is(err, ErrUnseal) {
 				t.Fatalf("Load: err = %v, want ErrUnseal", err)
 			}
 			if got := s.(recoveryStore).RecoveryData(); string(got) != `{"hash":true}` {
 				t.Fatalf("RecoveryData in the sealed state = %q", got)
 			}
-			if _, err := s.Unlock(key); err != nil {
+			if _, err := s.Unlock(t.Context(), key); err != nil {
 				t.Fatal(err)
 			}
 			s = im.restart(t, s)
@@ -268,7 +270,7 @@ func TestContractRecoveryData(t *testing.T) {
 			if got := s.(recoveryStore).RecoveryData(); string(got) != `{"hash":true}` {
 				t.Fatalf("RecoveryData after Unlock and restart = %q", got)
 			}
-			if _, err := s.Reset(kv("b", "2")); err != nil {
+			if _, err := s.Reset(t.Context(), kv("b", "2")); err != nil {
 				t.Fatal(err)
 			}
 			if got := s.(recoveryStore).RecoveryData(); got != nil {
@@ -282,18 +284,18 @@ func TestContractResetWith(t *testing.T) {
 	for _, im := range impls() {
 		t.Run(im.name, func(t *testing.T) {
 			s := im.fresh(t)
-			if _, err := s.Reset(kv("old", "1")); err != nil {
+			if _, err := s.Reset(t.Context(), kv("old", "1")); err != nil {
 				t.Fatal(err)
 			}
 			// A failing recovery data function stores nothing.
 			failure := errors.New("no recovery keys")
-			_, err := s.ResetWith(kv("new", "1"), ResetOptions{RecoveryData: func([]byte) ([]byte, error) { return nil, failure }})
+			_, err := s.ResetWith(t.Context(), kv("new", "1"), ResetOptions{RecoveryData: func([]byte) ([]byte, error) { return nil, failure }})
 			requireErrIs(t, err, failure)
-			_, err = s.ResetWith(kv("new", "1"), ResetOptions{Mode: "Sealed"})
+			_, err = s.ResetWith(t.Context(), kv("new", "1"), ResetOptions{Mode: "Sealed"})
 			if err == nil || !strings.Contains(err.Error(), "unknown seal mode") {
 				t.Fatalf("ResetWith with an unknown mode: %v", err)
 			}
-			_, err = s.ResetWith(kv("new", "1"), ResetOptions{RecoveryData: func([]byte) ([]byte, error) { return make([]byte, maxRecoveryDataSize+1), nil }})
+			_, err = s.ResetWith(t.Context(), kv("new", "1"), ResetOptions{RecoveryData: func([]byte) ([]byte, error) { return make([]byte, maxRecoveryDataSize+1), nil }})
 			if err == nil {
 				t.Fatal("ResetWith stored oversized recovery data")
 			}
@@ -301,7 +303,7 @@ func TestContractResetWith(t *testing.T) {
 			requireState(t, loadOK(t, s), kv("old", "1"))
 
 			var seen []byte
-			key, err := s.ResetWith(kv("new", "1"), ResetOptions{Mode: seal.ModeUniqueKey, RecoveryData: func(k []byte) ([]byte, error) {
+			key, err := s.ResetWith(t.Context(), kv("new", "1"), ResetOptions{Mode: seal.ModeUniqueKey, RecoveryData: func(k []byte) ([]byte, error) {
 				seen = bytes.Clone(k)
 				k[0] ^= 1 // the callback's copy is its own
 				return []byte("recovery for the new key"), nil
@@ -324,12 +326,12 @@ func TestContractResetWith(t *testing.T) {
 				t.Fatalf("SealMode after a restart = %s, want UniqueKey", got)
 			}
 			s = im.move(t, s)
-			_, err = s.Load()
+			_, err = s.Load(t.Context())
 			requireErrIs(t, err, ErrUnseal)
 			if got := s.RecoveryData(); string(got) != "recovery for the new key" {
 				t.Fatalf("RecoveryData in the sealed state = %q", got)
 			}
-			if got, err := s.Unlock(key); err != nil || !equalStates(got, kv("new", "1")) {
+			if got, err := s.Unlock(t.Context(), key); err != nil || !equalStates(got, kv("new", "1")) {
 				t.Fatalf("Unlock with the key given to RecoveryData: %v", err)
 			}
 		})
@@ -343,39 +345,39 @@ func TestContractSealModes(t *testing.T) {
 			if got := s.SealMode(); got != seal.ModeProductKey {
 				t.Fatalf("SealMode of a fresh store = %s, want the default ProductKey", got)
 			}
-			requireErrIs(t, s.SetSealMode(seal.ModeUniqueKey), ErrNotOpen)
-			key, err := s.Reset(kv("a", "1"))
+			requireErrIs(t, s.SetSealMode(t.Context(), seal.ModeUniqueKey), ErrNotOpen)
+			key, err := s.Reset(t.Context(), kv("a", "1"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.SetSealMode("Sealed"); err == nil {
+			if err := s.SetSealMode(t.Context(), "Sealed"); err == nil {
 				t.Fatal("SetSealMode accepted an unknown mode")
 			}
 			steps := []seal.Mode{seal.ModeUniqueKey, seal.ModeUniqueKey, seal.ModeProductKey, seal.ModeDisabled, seal.ModeDisabled, seal.ModeUniqueKey}
 			for _, mode := range steps {
-				if err := s.SetSealMode(mode); err != nil {
+				if err := s.SetSealMode(t.Context(), mode); err != nil {
 					t.Fatalf("SetSealMode(%s): %v", mode, err)
 				}
-				if err := s.Commit(kv("mode", string(mode))); err != nil {
+				if err := s.Commit(t.Context(), kv("mode", string(mode))); err != nil {
 					t.Fatal(err)
 				}
 				want := kv("a", "1", "mode", string(mode))
 				s = im.restart(t, s)
-				got, err := s.Load()
+				got, err := s.Load(t.Context())
 				if s.SealMode() != mode {
 					t.Fatalf("after SetSealMode(%s) and a restart: SealMode = %s", mode, s.SealMode())
 				}
 				if !mode.Seals() {
 					// Nothing is sealed: every start needs the data key.
 					requireErrIs(t, err, ErrUnseal)
-					if got, err = s.Unlock(key); err != nil {
+					if got, err = s.Unlock(t.Context(), key); err != nil {
 						t.Fatalf("Unlock in %s: %v", mode, err)
 					}
 					requireState(t, got, want)
 					s = im.restart(t, s)
-					_, err = s.Load()
+					_, err = s.Load(t.Context())
 					requireErrIs(t, err, ErrUnseal)
-					if got, err = s.Unlock(key); err != nil {
+					if got, err = s.Unlock(t.Context(), key); err != nil {
 						t.Fatal(err)
 					}
 				} else if err != nil {

@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -72,12 +73,12 @@ func TestFileCrashPoints(t *testing.T) {
 	var key1 []byte
 	opened := func(t *testing.T, dir string) *FileStore {
 		s := openFile(t, dir, sealer1)
-		key, err := s.Reset(base)
+		key, err := s.Reset(t.Context(), base)
 		if err != nil {
 			t.Fatal(err)
 		}
 		key1 = key
-		if err := s.Commit(c1); err != nil {
+		if err := s.Commit(t.Context(), c1); err != nil {
 			t.Fatal(err)
 		}
 		return s
@@ -87,17 +88,17 @@ func TestFileCrashPoints(t *testing.T) {
 	var sealedKey []byte
 	movedAway := func(t *testing.T, dir string) (*FileStore, seal.Sealer) {
 		s := openFile(t, dir, sealer1)
-		key, err := s.Reset(base)
+		key, err := s.Reset(t.Context(), base)
 		if err != nil {
 			t.Fatal(err)
 		}
 		sealedKey = key
-		if err := s.Commit(c1); err != nil {
+		if err := s.Commit(t.Context(), c1); err != nil {
 			t.Fatal(err)
 		}
 		s.Close()
 		s = openFile(t, dir, sealer2)
-		if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+		if _, err := s.Load(t.Context()); !errors.Is(err, ErrUnseal) {
 			t.Fatalf("Load on the other machine: err = %v, want ErrUnseal", err)
 		}
 		return s, sealer2
@@ -111,7 +112,7 @@ func TestFileCrashPoints(t *testing.T) {
 				return s, sealer1
 			},
 			op: func(t *testing.T, s *FileStore) {
-				if err := s.Commit(c2); err != nil {
+				if err := s.Commit(t.Context(), c2); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -127,7 +128,7 @@ func TestFileCrashPoints(t *testing.T) {
 			name:  "reset",
 			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) { return opened(t, dir), sealer1 },
 			op: func(t *testing.T, s *FileStore) {
-				if _, err := s.Reset(newState); err != nil {
+				if _, err := s.Reset(t.Context(), newState); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -148,7 +149,7 @@ func TestFileCrashPoints(t *testing.T) {
 			name:  "reset with recovery data",
 			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) { return opened(t, dir), sealer1 },
 			op: func(t *testing.T, s *FileStore) {
-				_, err := s.ResetWith(newState, ResetOptions{Mode: seal.ModeUniqueKey, RecoveryData: func(key []byte) ([]byte, error) {
+				_, err := s.ResetWith(t.Context(), newState, ResetOptions{Mode: seal.ModeUniqueKey, RecoveryData: func(key []byte) ([]byte, error) {
 					kc := keyCheckOf(key)
 					return append([]byte("rd:"), kc[:4]...), nil
 				}})
@@ -171,7 +172,7 @@ func TestFileCrashPoints(t *testing.T) {
 			name:  "seal mode changed to UniqueKey",
 			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) { return opened(t, dir), sealer1 },
 			op: func(t *testing.T, s *FileStore) {
-				if err := s.SetSealMode(seal.ModeUniqueKey); err != nil {
+				if err := s.SetSealMode(t.Context(), seal.ModeUniqueKey); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -190,7 +191,7 @@ func TestFileCrashPoints(t *testing.T) {
 			name:  "seal mode changed to Disabled",
 			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) { return opened(t, dir), sealer1 },
 			op: func(t *testing.T, s *FileStore) {
-				if err := s.SetSealMode(seal.ModeDisabled); err != nil {
+				if err := s.SetSealMode(t.Context(), seal.ModeDisabled); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -206,13 +207,13 @@ func TestFileCrashPoints(t *testing.T) {
 			name: "seal mode changed from Disabled to ProductKey",
 			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) {
 				s := opened(t, dir)
-				if err := s.SetSealMode(seal.ModeDisabled); err != nil {
+				if err := s.SetSealMode(t.Context(), seal.ModeDisabled); err != nil {
 					t.Fatal(err)
 				}
 				return s, sealer1
 			},
 			op: func(t *testing.T, s *FileStore) {
-				if err := s.SetSealMode(seal.ModeProductKey); err != nil {
+				if err := s.SetSealMode(t.Context(), seal.ModeProductKey); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -229,18 +230,18 @@ func TestFileCrashPoints(t *testing.T) {
 			name: "unlock in seal mode Disabled",
 			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) {
 				s := opened(t, dir)
-				if err := s.SetSealMode(seal.ModeDisabled); err != nil {
+				if err := s.SetSealMode(t.Context(), seal.ModeDisabled); err != nil {
 					t.Fatal(err)
 				}
 				s.Close()
 				s = openFile(t, dir, sealer1)
-				if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+				if _, err := s.Load(t.Context()); !errors.Is(err, ErrUnseal) {
 					t.Fatalf("Load in seal mode Disabled: err = %v, want ErrUnseal", err)
 				}
 				return s, sealer1
 			},
 			op: func(t *testing.T, s *FileStore) {
-				if _, err := s.Unlock(key1); err != nil {
+				if _, err := s.Unlock(t.Context(), key1); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -255,13 +256,13 @@ func TestFileCrashPoints(t *testing.T) {
 			name: "first commit creates the state",
 			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) {
 				s := openFile(t, dir, sealer1)
-				if _, err := s.Load(); !errors.Is(err, ErrNoState) {
+				if _, err := s.Load(t.Context()); !errors.Is(err, ErrNoState) {
 					t.Fatal(err)
 				}
 				return s, sealer1
 			},
 			op: func(t *testing.T, s *FileStore) {
-				if err := s.Commit(base); err != nil {
+				if err := s.Commit(t.Context(), base); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -278,7 +279,7 @@ func TestFileCrashPoints(t *testing.T) {
 			name:  "unlock on another machine",
 			setup: movedAway,
 			op: func(t *testing.T, s *FileStore) {
-				if _, err := s.Unlock(sealedKey); err != nil {
+				if _, err := s.Unlock(t.Context(), sealedKey); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -297,7 +298,7 @@ func TestFileCrashPoints(t *testing.T) {
 			setup:          movedAway,
 			keepsOriginals: true,
 			op: func(t *testing.T, s *FileStore) {
-				if _, err := s.Reset(newState); err != nil {
+				if _, err := s.Reset(t.Context(), newState); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -317,13 +318,13 @@ func TestFileCrashPoints(t *testing.T) {
 			name: "set recovery data",
 			setup: func(t *testing.T, dir string) (*FileStore, seal.Sealer) {
 				s := opened(t, dir)
-				if err := s.SetRecoveryData([]byte("old")); err != nil {
+				if err := s.SetRecoveryData(t.Context(), []byte("old")); err != nil {
 					t.Fatal(err)
 				}
 				return s, sealer1
 			},
 			op: func(t *testing.T, s *FileStore) {
-				if err := s.SetRecoveryData([]byte("new")); err != nil {
+				if err := s.SetRecoveryData(t.Context(), []byte("new")); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -400,7 +401,7 @@ func checkImage(t *testing.T, im image, sealer seal.Sealer, want outcome) {
 	t.Helper()
 	dir := writeFiles(t, im.files)
 	s := openFile(t, dir, sealer)
-	got, err := s.Load()
+	got, err := s.Load(t.Context())
 	if want.err != nil {
 		if !errors.Is(err, want.err) {
 			t.Fatalf("at %s: Load: err = %v, want %v", im.point, err, want.err)
@@ -410,13 +411,13 @@ func checkImage(t *testing.T, im image, sealer seal.Sealer, want outcome) {
 			t.Fatalf("at %s: SealMode = %s, want %s", im.point, s.SealMode(), want.mode)
 		}
 		if want.unlocks != nil {
-			got, err := s.Unlock(want.unlocks)
+			got, err := s.Unlock(t.Context(), want.unlocks)
 			if err != nil {
 				t.Fatalf("at %s: Unlock: %v", im.point, err)
 			}
 			requireState(t, got, want.state)
 		}
-		if _, err := s.Reset(kv("probe", "1")); err != nil {
+		if _, err := s.Reset(t.Context(), kv("probe", "1")); err != nil {
 			t.Fatalf("at %s: Reset: %v", im.point, err)
 		}
 		s.Close()
@@ -434,7 +435,7 @@ func checkImage(t *testing.T, im image, sealer seal.Sealer, want outcome) {
 		t.Fatalf("at %s: SealMode = %s, want %s", im.point, s.SealMode(), want.mode)
 	}
 	requireFiles(t, dir, im.files)
-	if err := s.Commit(kv("probe", "1")); err != nil {
+	if err := s.Commit(t.Context(), kv("probe", "1")); err != nil {
 		t.Fatalf("at %s: Commit: %v", im.point, err)
 	}
 	s.Close()
@@ -485,7 +486,7 @@ func runCrashChild(dir string) {
 	}
 	s.compactMin = 2 << 10
 	var next uint64 = 1
-	state, err := s.Load()
+	state, err := s.Load(context.Background())
 	switch {
 	case errors.Is(err, ErrNoState):
 	case err != nil:
@@ -499,7 +500,7 @@ func runCrashChild(dir string) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for i := next; time.Now().Before(deadline); i++ {
-		if err := s.Commit(crashChanges(i)); err != nil {
+		if err := s.Commit(context.Background(), crashChanges(i)); err != nil {
 			fail("commit %d: %v", i, err)
 		}
 		if _, err := fmt.Fprintln(os.Stdout, i); err != nil {
@@ -522,7 +523,7 @@ func TestFileCrashSubprocess(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		state, err := s.Load()
+		state, err := s.Load(t.Context())
 		if err != nil {
 			t.Fatalf("round %d: Load after kill: %v", round, err)
 		}

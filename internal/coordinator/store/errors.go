@@ -24,3 +24,14 @@ var (
 	// disk could not be undone or confirmed; Load, Unlock or Reset clear it.
 	ErrBroken = errors.New("an earlier write failed and could not be undone")
 )
+
+// Errors of the stores that share their state with other Coordinators.
+var (
+	// ErrConflict is returned by a write that lost a race: another writer
+	// changed the stored state since this store last read or wrote it.
+	// Nothing of the write is stored; Load, check and retry.
+	ErrConflict = errors.New("the stored state was changed by another writer")
+	// ErrRollback is returned by Load when the stored state is older than
+	// state this store has already read or written: it was rolled back.
+	ErrRollback = errors.New("the stored state is older than state seen before")
+)

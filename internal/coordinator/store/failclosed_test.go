@@ -124,19 +124,19 @@ func TestFileFailClosed(t *testing.T) {
 				sl = sealer
 			}
 			s := openFile(t, dir, sl)
-			_, err := s.Load()
+			_, err := s.Load(t.Context())
 			requireErrIs(t, err, ErrUnseal)
 			requireFiles(t, dir, files)
-			requireErrIs(t, s.Commit(kv("x", "1")), ErrNotOpen, ErrUnseal)
+			requireErrIs(t, s.Commit(t.Context(), kv("x", "1")), ErrNotOpen, ErrUnseal)
 			requireFiles(t, dir, files)
 
-			_, err = s.Unlock(bytes.Repeat([]byte{7}, dataKeySize))
+			_, err = s.Unlock(t.Context(), bytes.Repeat([]byte{7}, dataKeySize))
 			if err == nil {
 				t.Fatal("Unlock with a wrong key succeeded")
 			}
 			requireFiles(t, dir, files)
 
-			got, err := s.Unlock(f.dataKey)
+			got, err := s.Unlock(t.Context(), f.dataKey)
 			if tt.unlock == nil {
 				if err != nil {
 					t.Fatalf("Unlock with the right key: %v", err)
@@ -149,7 +149,7 @@ func TestFileFailClosed(t *testing.T) {
 			requireErrIs(t, err, tt.unlock)
 			requireFiles(t, dir, files)
 
-			if _, err := s.Reset(kv("new", "1")); err != nil {
+			if _, err := s.Reset(t.Context(), kv("new", "1")); err != nil {
 				t.Fatalf("Reset: %v", err)
 			}
 			s.Close()
@@ -189,18 +189,18 @@ func TestFileUnlockOnNewMachine(t *testing.T) {
 	dir := t.TempDir()
 	oldSealer, newSealer := sealerWith(t, 1), sealerWith(t, 2)
 	s := openFile(t, dir, oldSealer)
-	key, err := s.Reset(kv("manifest/raw", "{}"))
+	key, err := s.Reset(t.Context(), kv("manifest/raw", "{}"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Commit(kv("secret/a", "s")); err != nil {
+	if err := s.Commit(t.Context(), kv("secret/a", "s")); err != nil {
 		t.Fatal(err)
 	}
 	want := kv("manifest/raw", "{}", "secret/a", "s")
 	s.Close()
 
 	s = openFile(t, dir, newSealer)
-	_, err = s.Load()
+	_, err = s.Load(t.Context())
 	requireErrIs(t, err, ErrUnseal)
 	if errors.Is(err, ErrCorrupt) {
 		t.Fatalf("Load with another sealer reports corruption: %v", err)
@@ -209,11 +209,11 @@ func TestFileUnlockOnNewMachine(t *testing.T) {
 	wrong := bytes.Clone(key)
 	wrong[31] ^= 0x80
 	for _, k := range [][]byte{wrong, key[:31], append(bytes.Clone(key), 0)} {
-		_, err := s.Unlock(k)
+		_, err := s.Unlock(t.Context(), k)
 		requireErrIs(t, err, ErrWrongDataKey)
 		requireFiles(t, dir, files)
 	}
-	got, err := s.Unlock(key)
+	got, err := s.Unlock(t.Context(), key)
 	if err != nil {
 		t.Fatalf("Unlock: %v", err)
 	}
@@ -221,7 +221,7 @@ func TestFileUnlockOnNewMachine(t *testing.T) {
 	if g := snapshotGeneration(t, dir); g != 2 {
 		t.Fatalf("Unlock wrote generation %d, want 2", g)
 	}
-	if err := s.Commit(kv("secret/b", "t")); err != nil {
+	if err := s.Commit(t.Context(), kv("secret/b", "t")); err != nil {
 		t.Fatal(err)
 	}
 	want = applied(want, kv("secret/b", "t"))
@@ -230,6 +230,6 @@ func TestFileUnlockOnNewMachine(t *testing.T) {
 	s = openFile(t, dir, newSealer)
 	requireState(t, loadOK(t, s), want)
 	s.Close()
-	_, err = openFile(t, dir, oldSealer).Load()
+	_, err = openFile(t, dir, oldSealer).Load(t.Context())
 	requireErrIs(t, err, ErrUnseal)
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"crypto/cipher"
 	"errors"
 	"fmt"
@@ -175,7 +176,7 @@ func (s *FileStore) at(point string) {
 // Load reads the snapshot, unseals its data key, replays the journal and
 // returns a copy of the state. It never modifies files. A torn last journal
 // record is left out (and cut off by the next write).
-func (s *FileStore) Load() (map[string][]byte, error) {
+func (s *FileStore) Load(context.Context) (map[string][]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.phase == phaseClosed {
@@ -202,7 +203,7 @@ func (s *FileStore) Load() (map[string][]byte, error) {
 
 // Commit appends changes to the journal and fsyncs it. Commits that arrive
 // while another is being written are merged into the next record.
-func (s *FileStore) Commit(changes map[string][]byte) error {
+func (s *FileStore) Commit(_ context.Context, changes map[string][]byte) error {
 	req := &commitReq{changes: cloneChanges(changes)}
 	s.qmu.Lock()
 	s.queue = append(s.queue, req)
@@ -579,8 +580,8 @@ func (s *FileStore) maybeCompact() {
 
 // Reset stores state under a new data key, sealed in the default mode,
 // as a new generation without recovery data; see ResetWith.
-func (s *FileStore) Reset(state map[string][]byte) ([]byte, error) {
-	return s.ResetWith(state, ResetOptions{})
+func (s *FileStore) Reset(ctx context.Context, state map[string][]byte) ([]byte, error) {
+	return s.ResetWith(ctx, state, ResetOptions{})
 }
 
 // ResetWith stores state under a new data key, sealed in opts.Mode,
@@ -592,7 +593,7 @@ func (s *FileStore) Reset(state map[string][]byte) ([]byte, error) {
 // reports ErrNoState); a crash between moving the snapshot and the
 // journal leaves a journal without a snapshot (ErrUnseal), which the next
 // Reset moves aside as well.
-func (s *FileStore) ResetWith(state map[string][]byte, opts ResetOptions) ([]byte, error) {
+func (s *FileStore) ResetWith(_ context.Context, state map[string][]byte, opts ResetOptions) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.phase == phaseClosed {
@@ -688,7 +689,7 @@ func (s *FileStore) makeDiscardDir() (string, error) {
 // seals that key for this machine in the state's seal mode (nothing is
 // sealed in Disabled) and writes the state as a new generation. A wrong key (ErrWrongDataKey) or unreadable files change
 // nothing.
-func (s *FileStore) Unlock(dataKey []byte) (map[string][]byte, error) {
+func (s *FileStore) Unlock(_ context.Context, dataKey []byte) (map[string][]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.phase == phaseClosed {
@@ -722,7 +723,7 @@ func (s *FileStore) RecoveryData() []byte {
 
 // SetRecoveryData stores data (at most 1 MiB) unencrypted beside the
 // state, by writing a new generation. Reset clears it.
-func (s *FileStore) SetRecoveryData(data []byte) error {
+func (s *FileStore) SetRecoveryData(_ context.Context, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.phase != phaseOpen {
@@ -761,7 +762,7 @@ func (s *FileStore) SealMode() seal.Mode {
 // new generation: sealed_key gets the key sealed in mode, or is removed
 // for Disabled. It also rewrites a snapshot of the legacy format. When
 // nothing would change it writes nothing.
-func (s *FileStore) SetSealMode(mode seal.Mode) error {
+func (s *FileStore) SetSealMode(_ context.Context, mode seal.Mode) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, err := mode.Code(); err != nil {

@@ -63,19 +63,19 @@ func TestFileRoundTrip(t *testing.T) {
 			dir := t.TempDir()
 			sealer := sealerWith(t, 1)
 			s := openFile(t, dir, sealer)
-			if _, err := s.Load(); !errors.Is(err, ErrNoState) {
+			if _, err := s.Load(t.Context()); !errors.Is(err, ErrNoState) {
 				t.Fatalf("Load: err = %v, want ErrNoState", err)
 			}
 			var want map[string][]byte
 			for i, st := range tt.steps {
 				switch {
 				case st.reset != nil:
-					if _, err := s.Reset(st.reset); err != nil {
+					if _, err := s.Reset(t.Context(), st.reset); err != nil {
 						t.Fatalf("step %d: Reset: %v", i, err)
 					}
 					want = cloneState(st.reset)
 				case st.commit != nil:
-					if err := s.Commit(st.commit); err != nil {
+					if err := s.Commit(t.Context(), st.commit); err != nil {
 						t.Fatalf("step %d: Commit: %v", i, err)
 					}
 					want = applied(want, st.commit)
@@ -99,7 +99,7 @@ func TestFileConcurrentCommits(t *testing.T) {
 	dir := t.TempDir()
 	sealer := sealerWith(t, 1)
 	s := openFile(t, dir, sealer)
-	if _, err := s.Reset(kv("manifest/raw", "{}")); err != nil {
+	if _, err := s.Reset(t.Context(), kv("manifest/raw", "{}")); err != nil {
 		t.Fatal(err)
 	}
 	s.compactMin = 4 << 10 // a few compactions happen among the commits
@@ -114,7 +114,7 @@ func TestFileConcurrentCommits(t *testing.T) {
 				if i > 0 {
 					ch[fmt.Sprintf("activations/%d/%d", w, i-1)] = nil
 				}
-				if err := s.Commit(ch); err != nil {
+				if err := s.Commit(t.Context(), ch); err != nil {
 					errs <- err
 				}
 			}
@@ -185,19 +185,19 @@ func newTornFixture(t *testing.T, sealer seal.Sealer) tornFixture {
 	dir := t.TempDir()
 	s := openFile(t, dir, sealer)
 	state := kv("manifest/raw", "{}", "ca/root/cert", "pem")
-	key, err := s.Reset(state)
+	key, err := s.Reset(t.Context(), state)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, ch := range []map[string][]byte{kv("a", "1"), kv("b", "2", "manifest/raw", "<nil>"), kv("c", "")} {
-		if err := s.Commit(ch); err != nil {
+		if err := s.Commit(t.Context(), ch); err != nil {
 			t.Fatal(err)
 		}
 		state = applied(state, ch)
 	}
 	f := tornFixture{before: dirFiles(t, dir), stateBefore: state, dataKey: key}
 	last := kv("activations/web", "2", "a", "<nil>")
-	if err := s.Commit(last); err != nil {
+	if err := s.Commit(t.Context(), last); err != nil {
 		t.Fatal(err)
 	}
 	f.after, f.stateAfter = dirFiles(t, dir), applied(state, last)
@@ -216,7 +216,7 @@ func TestFileTornLastRecord(t *testing.T) {
 		files := map[string][]byte{snapshotName: f.after[snapshotName], sealedKeyName: f.after[sealedKeyName], journalName: journal[:cut]}
 		dir := writeFiles(t, files)
 		s := openFile(t, dir, sealer)
-		got, err := s.Load()
+		got, err := s.Load(t.Context())
 		if err != nil {
 			t.Fatalf("cut at %d: Load: %v", cut, err)
 		}
@@ -225,7 +225,7 @@ func TestFileTornLastRecord(t *testing.T) {
 
 		// The next commit cuts the torn tail off and appends after the
 		// last valid record.
-		if err := s.Commit(kv("next", "1")); err != nil {
+		if err := s.Commit(t.Context(), kv("next", "1")); err != nil {
 			t.Fatalf("cut at %d: Commit: %v", cut, err)
 		}
 		if n, want := fileSize(t, filepath.Join(dir, journalName)), int64(f.lastRecord)+recordSize(kv("next", "1")); n != want {
@@ -267,7 +267,7 @@ func TestFileBadTail(t *testing.T) {
 			s := openFile(t, dir, sealer)
 			requireState(t, loadOK(t, s), tt.want)
 			requireFiles(t, dir, files)
-			if err := s.Commit(kv("next", "1")); err != nil {
+			if err := s.Commit(t.Context(), kv("next", "1")); err != nil {
 				t.Fatal(err)
 			}
 			if n, want := fileSize(t, filepath.Join(dir, journalName)), int64(tt.valid)+recordSize(kv("next", "1")); n != want {
@@ -296,7 +296,7 @@ func TestFileLeftoverTempFiles(t *testing.T) {
 	requireFiles(t, dir, files)
 
 	s.compactMin, s.snapSize = -1<<40, 0
-	if err := s.Commit(kv("next", "1")); err != nil {
+	if err := s.Commit(t.Context(), kv("next", "1")); err != nil {
 		t.Fatal(err)
 	}
 	if snapshotGeneration(t, dir) != 2 || journalGeneration(t, dir) != 2 {
@@ -315,14 +315,14 @@ func TestFileCompactionBoundsJournal(t *testing.T) {
 	dir := t.TempDir()
 	sealer := sealerWith(t, 1)
 	s := openFile(t, dir, sealer)
-	if _, err := s.Reset(kv("manifest/raw", "{}")); err != nil {
+	if _, err := s.Reset(t.Context(), kv("manifest/raw", "{}")); err != nil {
 		t.Fatal(err)
 	}
 	s.compactMin = 2 << 10
 	want := kv("manifest/raw", "{}")
 	for i := range 60 {
 		ch := kv(fmt.Sprintf("k%d", i%10), strings.Repeat("x", 100+i))
-		if err := s.Commit(ch); err != nil {
+		if err := s.Commit(t.Context(), ch); err != nil {
 			t.Fatal(err)
 		}
 		want = applied(want, ch)
@@ -346,7 +346,7 @@ func TestFileCommitCostIsProportionalToChange(t *testing.T) {
 	sealer := sealerWith(t, 1)
 	s := openFile(t, dir, sealer)
 	state := bigState(2000, 1024)
-	if _, err := s.Reset(state); err != nil {
+	if _, err := s.Reset(t.Context(), state); err != nil {
 		t.Fatal(err)
 	}
 	snapshot := dirFiles(t, dir)[snapshotName]
@@ -357,7 +357,7 @@ func TestFileCommitCostIsProportionalToChange(t *testing.T) {
 	for i := range 10 {
 		before := fileSize(t, jpath)
 		ch := kv("activations/web", fmt.Sprint(i))
-		if err := s.Commit(ch); err != nil {
+		if err := s.Commit(t.Context(), ch); err != nil {
 			t.Fatal(err)
 		}
 		growth := fileSize(t, jpath) - before
@@ -382,10 +382,10 @@ func TestFileFailedAppendIsUndone(t *testing.T) {
 	dir := t.TempDir()
 	sealer := sealerWith(t, 1)
 	s := openFile(t, dir, sealer)
-	if _, err := s.Reset(kv("a", "1")); err != nil {
+	if _, err := s.Reset(t.Context(), kv("a", "1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Commit(kv("b", "2")); err != nil {
+	if err := s.Commit(t.Context(), kv("b", "2")); err != nil {
 		t.Fatal(err)
 	}
 	files := dirFiles(t, dir)
@@ -398,12 +398,12 @@ func TestFileFailedAppendIsUndone(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.journal = f
-	if err := s.Commit(kv("c", "3")); err == nil || errors.Is(err, ErrBroken) {
+	if err := s.Commit(t.Context(), kv("c", "3")); err == nil || errors.Is(err, ErrBroken) {
 		t.Fatalf("Commit with a failing write: err = %v, want a plain error", err)
 	}
 	requireFiles(t, dir, files)
 	s.closeJournal()
-	if err := s.Commit(kv("d", "4")); err != nil {
+	if err := s.Commit(t.Context(), kv("d", "4")); err != nil {
 		t.Fatalf("Commit after an undone failure: %v", err)
 	}
 
@@ -415,11 +415,11 @@ func TestFileFailedAppendIsUndone(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.journal = f
-	requireErrIs(t, s.Commit(kv("e", "5")), ErrBroken)
-	requireErrIs(t, s.Commit(kv("f", "6")), ErrBroken)
+	requireErrIs(t, s.Commit(t.Context(), kv("e", "5")), ErrBroken)
+	requireErrIs(t, s.Commit(t.Context(), kv("f", "6")), ErrBroken)
 	requireFiles(t, dir, files)
 	requireState(t, loadOK(t, s), kv("a", "1", "b", "2", "d", "4"))
-	if err := s.Commit(kv("g", "7")); err != nil {
+	if err := s.Commit(t.Context(), kv("g", "7")); err != nil {
 		t.Fatalf("Commit after Load: %v", err)
 	}
 	s.Close()
@@ -436,7 +436,7 @@ func TestFileRefusesOversizedFiles(t *testing.T) {
 			if err := os.Truncate(filepath.Join(dir, name), maxFileSize+1); err != nil {
 				t.Fatal(err)
 			}
-			_, err := openFile(t, dir, sealer).Load()
+			_, err := openFile(t, dir, sealer).Load(t.Context())
 			requireErrIs(t, err, ErrUnseal, ErrCorrupt)
 		})
 	}
@@ -463,14 +463,14 @@ func TestFileStaleJournalIgnored(t *testing.T) {
 	dir := t.TempDir()
 	sealer := sealerWith(t, 1)
 	s := openFile(t, dir, sealer)
-	if _, err := s.Reset(kv("a", "0")); err != nil {
+	if _, err := s.Reset(t.Context(), kv("a", "0")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Commit(kv("a", "1")); err != nil {
+	if err := s.Commit(t.Context(), kv("a", "1")); err != nil {
 		t.Fatal(err)
 	}
 	stale := dirFiles(t, dir)[journalName]
-	if err := s.Commit(kv("a", "2")); err != nil {
+	if err := s.Commit(t.Context(), kv("a", "2")); err != nil {
 		t.Fatal(err)
 	}
 	forceCompaction(t, s)
@@ -480,7 +480,7 @@ func TestFileStaleJournalIgnored(t *testing.T) {
 	dir = writeFiles(t, files)
 	s = openFile(t, dir, sealer)
 	requireState(t, loadOK(t, s), kv("a", "2"))
-	if err := s.Commit(kv("b", "1")); err != nil {
+	if err := s.Commit(t.Context(), kv("b", "1")); err != nil {
 		t.Fatal(err)
 	}
 	if g := journalGeneration(t, dir); g != 2 {
@@ -498,13 +498,13 @@ func TestFileKeepsNoReferences(t *testing.T) {
 	sealer := sealerWith(t, 1)
 	s := openFile(t, dir, sealer)
 	state := kv("a", "1111")
-	key, err := s.Reset(state)
+	key, err := s.Reset(t.Context(), state)
 	if err != nil {
 		t.Fatal(err)
 	}
 	state["a"][0] = 'X'
 	changes := kv("b", "2222")
-	if err := s.Commit(changes); err != nil {
+	if err := s.Commit(t.Context(), changes); err != nil {
 		t.Fatal(err)
 	}
 	changes["b"][0] = 'X'
@@ -514,7 +514,7 @@ func TestFileKeepsNoReferences(t *testing.T) {
 	got["b"][1] = 'Y'
 	delete(got, "a")
 	forceCompaction(t, s)
-	unlocked, err := s.Unlock(key)
+	unlocked, err := s.Unlock(t.Context(), key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,13 +535,13 @@ func TestFileLogs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		key, err := s.Reset(kv("a", "1"))
+		key, err := s.Reset(t.Context(), kv("a", "1"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		s.compactMin = 64
 		for i := range 10 {
-			if err := s.Commit(kv("k", strings.Repeat("v", 20+i))); err != nil {
+			if err := s.Commit(t.Context(), kv("k", strings.Repeat("v", 20+i))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -552,10 +552,10 @@ func TestFileLogs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+		if _, err := s.Load(t.Context()); !errors.Is(err, ErrUnseal) {
 			t.Fatal(err)
 		}
-		if _, err := s.Unlock(key); err != nil {
+		if _, err := s.Unlock(t.Context(), key); err != nil {
 			t.Fatal(err)
 		}
 		s.Close()
@@ -563,10 +563,10 @@ func TestFileLogs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Load(); !errors.Is(err, ErrUnseal) {
+		if _, err := s.Load(t.Context()); !errors.Is(err, ErrUnseal) {
 			t.Fatal(err)
 		}
-		key2, err := s.Reset(kv("b", "2"))
+		key2, err := s.Reset(t.Context(), kv("b", "2"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -597,18 +597,18 @@ func TestFileRecordsOfAnotherGenerationNotApplied(t *testing.T) {
 	dir := t.TempDir()
 	sealer := sealerWith(t, 1)
 	s := openFile(t, dir, sealer)
-	if _, err := s.Reset(kv("a", "0")); err != nil {
+	if _, err := s.Reset(t.Context(), kv("a", "0")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Commit(kv("a", "1", "old", "x")); err != nil {
+	if err := s.Commit(t.Context(), kv("a", "1", "old", "x")); err != nil {
 		t.Fatal(err)
 	}
 	oldJournal := dirFiles(t, dir)[journalName]
-	if err := s.Commit(kv("old", "<nil>")); err != nil {
+	if err := s.Commit(t.Context(), kv("old", "<nil>")); err != nil {
 		t.Fatal(err)
 	}
 	forceCompaction(t, s)
-	if err := s.Commit(kv("a", "2")); err != nil {
+	if err := s.Commit(t.Context(), kv("a", "2")); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()

@@ -3,8 +3,10 @@ package store
 import (
 	"bytes"
 	"crypto/cipher"
+	"crypto/sha256"
 	"errors"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
@@ -180,4 +182,103 @@ func FuzzSealedKey(f *testing.F) {
 			}
 		})
 	})
+}
+
+// kubeFuzzHead returns an authentic head listing a base, a delta and
+// recovery data.
+func kubeFuzzHead(t testing.TB, aead cipher.AEAD, kc [keyCheckSize]byte) []byte {
+	t.Helper()
+	ref := func(name string, size uint32) chunkRef {
+		return chunkRef{name: name, size: size, sum: sha256.Sum256([]byte(name))}
+	}
+	h := kubeHead{
+		keyCheck: kc, generation: 7, mode: seal.ModeUniqueKey,
+		entries:      []sealedEntry{{mode: seal.ModeUniqueKey, keyCheck: kc, sealed: []byte("sealed key")}},
+		recoverySize: 10, recovery: []chunkRef{ref("s-7-r-0", 10)},
+		segments: []segment{
+			{kind: segBase, id: 3, pieces: []chunkRef{ref("s-3-a-0", 100), ref("s-3-b-1", 20)}},
+			{kind: segDelta, id: 7, pieces: []chunkRef{ref("s-7-c-0", 40)}},
+		},
+	}
+	b, err := encodeHead(h, aead, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func FuzzKubeHead(f *testing.F) {
+	aead, kc := fuzzAEAD(f)
+	f.Add(kubeFuzzHead(f, aead, kc))
+	disabled, err := encodeHead(kubeHead{keyCheck: kc, generation: 1, mode: seal.ModeDisabled,
+		segments: []segment{{kind: segBase, id: 1, pieces: []chunkRef{{name: "x", size: 1}}}}}, aead, "s")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(disabled)
+	f.Add([]byte(headMagic))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		boundedAllocs(t, len(b), func() {
+			h, body, tag, err := parseHead(b)
+			if err != nil {
+				return
+			}
+			if len(body)+len(tag) != len(b) || h.chunkCount() > maxHeadChunks || len(h.entries) > maxHeadEntries || len(h.segments) > maxHeadSegments {
+				t.Fatalf("parseHead accepted a head beyond its limits")
+			}
+			if verifyHead(aead, "s", body, tag) != nil {
+				return
+			}
+			// An authentic head re-encodes to one that parses the same.
+			again, err := encodeHead(h, aead, "s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			h2, _, _, err := parseHead(again)
+			if err != nil || h2.generation != h.generation || h2.chunkCount() != h.chunkCount() || h2.mode != h.mode {
+				t.Fatalf("re-encoded head differs: %v", err)
+			}
+		})
+	})
+}
+
+func FuzzKubeSegment(f *testing.F) {
+	aead, kc := fuzzAEAD(f)
+	for _, st := range []map[string][]byte{{}, kv("a", "1", "b", "<nil>"), bigState(8, 20)} {
+		pieces, err := sealSegment(aead, "s", kc, segDelta, 4, encodeEntries(st), 64)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(bytes.Join(pieces, nil), byte(segDelta))
+	}
+	f.Add([]byte{}, byte(segBase))
+	f.Fuzz(func(t *testing.T, b []byte, kind byte) {
+		boundedAllocs(t, len(b), func() {
+			m, err := openSegment(aead, "s", kc, segment{kind: kind, id: 4}, b)
+			if err != nil {
+				return
+			}
+			if kind != segDelta {
+				t.Fatal("a delta opened as another kind")
+			}
+			if err := checkPiece(chunkRef{name: "p", size: uint32(len(b)), sum: sha256.Sum256(b)}, b); err != nil { //nolint:gosec // G115: test input
+				t.Fatal(err)
+			}
+			_ = m
+		})
+	})
+}
+
+// TestKubeHeadRefusesChunkNames checks that a head is never written with a
+// chunk name that its one-byte length field or parseHead could not carry.
+func TestKubeHeadRefusesChunkNames(t *testing.T) {
+	aead, kc := fuzzAEAD(t)
+	for _, name := range []string{"", strings.Repeat("a", maxChunkName+1), "Upper", "a/b"} {
+		h := kubeHead{keyCheck: kc, generation: 1, mode: seal.ModeDisabled,
+			segments: []segment{{kind: segBase, id: 1, pieces: []chunkRef{{name: name, size: 1}}}}}
+		if _, err := encodeHead(h, aead, "s"); err == nil || !strings.Contains(err.Error(), "chunk name") {
+			t.Errorf("chunk name %q: expected a refusal, found %v", name, err)
+		}
+	}
 }

@@ -52,7 +52,7 @@ func openFile(t testing.TB, dir string, sealer seal.Sealer) *FileStore {
 // loadOK loads and fails the test on error.
 func loadOK(t testing.TB, s Store) map[string][]byte {
 	t.Helper()
-	got, err := s.Load()
+	got, err := s.Load(t.Context())
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}

@@ -54,7 +54,7 @@ func TestFileLoadsLegacyFormat(t *testing.T) {
 		t.Fatalf("SealMode = %s, want the default ProductKey", got)
 	}
 	// Commits go on in the old generation.
-	if err := s.Commit(kv("x", "1")); err != nil {
+	if err := s.Commit(t.Context(), kv("x", "1")); err != nil {
 		t.Fatal(err)
 	}
 	if v := snapshotVersionOf(t, dir); v != legacySnapshotVersion {
@@ -62,7 +62,7 @@ func TestFileLoadsLegacyFormat(t *testing.T) {
 	}
 	// The next generation is written in the current format, with
 	// sealed_key beside it; SetSealMode of the mode in force makes one.
-	if err := s.SetSealMode(seal.ModeProductKey); err != nil {
+	if err := s.SetSealMode(t.Context(), seal.ModeProductKey); err != nil {
 		t.Fatal(err)
 	}
 	if v := snapshotVersionOf(t, dir); v != snapshotVersion {
@@ -85,7 +85,7 @@ func TestFileLoadsLegacyFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = openFile(t, dir, sealerWith(t, 0x11))
-	_, err := s.Load()
+	_, err := s.Load(t.Context())
 	requireErrIs(t, err, ErrUnseal)
 }
 
@@ -106,12 +106,12 @@ func TestFileLegacyFormatUsesTheDefaultModesSealer(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer s.Close()
-			got, err := s.Load()
+			got, err := s.Load(t.Context())
 			if !tc.opens {
 				requireErrIs(t, err, ErrUnseal)
 				// The owners' key still opens it, and the state moves to the
 				// current format.
-				if got, err = s.Unlock(key); err != nil {
+				if got, err = s.Unlock(t.Context(), key); err != nil {
 					t.Fatal(err)
 				}
 				if v := snapshotVersionOf(t, dir); v != snapshotVersion {
@@ -154,14 +154,14 @@ func TestOpenOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Reset(kv("a", "1")); err != nil {
+	if _, err := s.Reset(t.Context(), kv("a", "1")); err != nil {
 		t.Fatal(err)
 	}
 	files := dirFiles(t, dir)
-	if err := s.SetSealMode(seal.ModeUniqueKey); err == nil {
+	if err := s.SetSealMode(t.Context(), seal.ModeUniqueKey); err == nil {
 		t.Fatal("SetSealMode switched to a mode without a sealer")
 	}
-	if _, err := s.ResetWith(kv("b", "1"), ResetOptions{Mode: seal.ModeUniqueKey}); err == nil {
+	if _, err := s.ResetWith(t.Context(), kv("b", "1"), ResetOptions{Mode: seal.ModeUniqueKey}); err == nil {
 		t.Fatal("ResetWith used a mode without a sealer")
 	}
 	requireFiles(t, dir, files)

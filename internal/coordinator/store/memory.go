@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/subtle"
 	"fmt"
 	"sync"
@@ -65,7 +66,7 @@ func NewMemory() *Memory {
 }
 
 // Load returns a copy of the stored state.
-func (m *Memory) Load() (map[string][]byte, error) {
+func (m *Memory) Load(context.Context) (map[string][]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -86,7 +87,7 @@ func (m *Memory) Load() (map[string][]byte, error) {
 }
 
 // Commit applies a copy of changes; nil values delete.
-func (m *Memory) Commit(changes map[string][]byte) error {
+func (m *Memory) Commit(_ context.Context, changes map[string][]byte) error {
 	changes = cloneChanges(changes)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -110,12 +111,12 @@ func (m *Memory) Commit(changes map[string][]byte) error {
 // Reset replaces the stored state with a copy of state under a new data
 // key, which it returns, in seal mode ProductKey. Nil values in state are
 // left out.
-func (m *Memory) Reset(state map[string][]byte) ([]byte, error) {
-	return m.ResetWith(state, ResetOptions{})
+func (m *Memory) Reset(ctx context.Context, state map[string][]byte) ([]byte, error) {
+	return m.ResetWith(ctx, state, ResetOptions{})
 }
 
 // ResetWith is Reset with a seal mode and recovery data.
-func (m *Memory) ResetWith(state map[string][]byte, opts ResetOptions) ([]byte, error) {
+func (m *Memory) ResetWith(_ context.Context, state map[string][]byte, opts ResetOptions) ([]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.phase == phaseClosed {
@@ -149,7 +150,7 @@ func (m *Memory) SealMode() seal.Mode {
 
 // SetSealMode records mode as the open state's seal mode; in Disabled,
 // Load reports ErrUnseal.
-func (m *Memory) SetSealMode(mode seal.Mode) error {
+func (m *Memory) SetSealMode(_ context.Context, mode seal.Mode) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, err := mode.Code(); err != nil {
@@ -166,7 +167,7 @@ func (m *Memory) SetSealMode(mode seal.Mode) error {
 }
 
 // Unlock opens the stored state with dataKey.
-func (m *Memory) Unlock(dataKey []byte) (map[string][]byte, error) {
+func (m *Memory) Unlock(_ context.Context, dataKey []byte) (map[string][]byte, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
@@ -209,7 +210,7 @@ func (m *Memory) RecoveryData() []byte {
 
 // SetRecoveryData stores a copy of data as the recovery data; Reset clears
 // it.
-func (m *Memory) SetRecoveryData(data []byte) error {
+func (m *Memory) SetRecoveryData(_ context.Context, data []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.phase != phaseOpen {

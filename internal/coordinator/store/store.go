@@ -5,8 +5,9 @@
 // only what changed, so a commit costs in proportion to the change, not to
 // the whole state.
 //
-// Two implementations: Memory for tests, and FileStore, the default, kept
-// in the seal directory.
+// Three implementations: Memory for tests; FileStore, the default, kept
+// in the seal directory; and KubeStore, kept in Secrets through the
+// Kubernetes API, which several Coordinators can share.
 //
 // # FileStore layout
 //
@@ -117,12 +118,70 @@
 // checked against limits and the bytes present before anything is
 // allocated for them.
 //
+// # KubeStore layout
+//
+// All objects are Secrets in the Coordinator's namespace, labelled
+// app.kubernetes.io/managed-by=marblemesh, marblemesh.io/state=<name> and
+// marblemesh.io/object=head, chunk or discarded:
+//
+//	<name>                      the head (default marblerun-state), data "head"
+//	<name>-<gen>-<sha>-<i>      immutable chunks, data "chunk" (at most
+//	                            512 KiB), labelled marblemesh.io/generation=<gen>:
+//	                            the generation of the head written to list them
+//	<name>-discarded-<time>     a head that Reset replaced without opening it
+//
+// The head is
+//
+//	magic "mmkhead\0" (8) | version u16 = 1 | flags u16 = 0 |
+//	key check (16) | generation u64 | seal mode u8 |
+//	count u16 | per sealed key: seal mode u8 | key check (16) | len u32 |
+//	            Sealer.Seal(data key, AAD as in sealed_key) |
+//	recovery data size u32 | chunk list of the recovery data |
+//	count u16 | per segment: kind u8 (1 base, 2 delta) | id u64 | chunk list |
+//	nonce (12) | AES-256-GCM tag (data key, empty plaintext,
+//	             AAD = "mmkhead\0" ‖ len u16 ‖ name ‖ every byte before the nonce)
+//
+// with chunk list = count u16, then per chunk: len u8 | name | size u32 |
+// SHA-256 of its data. The first segment is the base (the whole state
+// when it was written), each further one a delta (the changes of one
+// commit); applied in order they give the state. A segment is nonce (12) ‖
+// AES-256-GCM(data key, encoded entries, AAD = "mmkseg\0\0" ‖ len u16 ‖
+// name ‖ key check ‖ kind ‖ id), cut into chunks. Recovery data is stored
+// unencrypted, like the file store's. The head lists at most 256 segments
+// and 1024 chunks and is at most 768 KiB; sizes are checked against these
+// limits and against the head's list before anything is decoded.
+//
+// The head's resourceVersion is the compare-and-swap point: a commit
+// creates its delta's chunks, then updates the head from the
+// resourceVersion it last read or wrote to one listing the delta and one
+// generation higher. If the head moved meanwhile, the update is refused,
+// the commit deletes its chunks and fails with ErrConflict; the store
+// writes nothing more until Load. A failed update whose outcome is
+// unknown makes later writes fail with ErrBroken until Load. Once the
+// deltas are larger than max(1 MiB, the base) or more than 64, the state
+// is written as a new base (compaction). After the head moved, the chunks
+// the previous head listed and the new one does not are deleted; after a
+// new base, chunks no head lists (a discarded one included) and written
+// for a generation the head has reached are deleted too: leftovers of
+// crashed or lost writes, whose own head update can no longer succeed.
+// Chunks written for a later generation may belong to a write in progress
+// and are kept.
+//
+// Load reads the head, checks it, unseals the data key, authenticates the
+// head, then reads every chunk (in parallel), checks its size and digest
+// against the head and decrypts the segments. If a chunk is missing
+// because the head moved meanwhile, Load starts over. Anything that fails
+// its checks is refused with ErrUnseal and ErrCorrupt, never repaired. A
+// head whose authenticated generation is lower than the highest this
+// store has read or written is refused with ErrRollback.
+//
 // The sealed data key is the only protection of the state: with
 // seal.SimulationSealer the state is readable by anyone who can read the
 // directory.
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -138,26 +197,31 @@ var ErrNoState = errors.New("no stored state")
 var ErrUnseal = errors.New("stored state cannot be unsealed")
 
 // Store is the Coordinator's persistence.
+//
+// Methods that read or write stored data take a context, which bounds the
+// I/O of stores kept behind a network (the Kubernetes API); the local
+// stores ignore it. A write whose context ends may or may not have been
+// stored: the error says so only where the store can tell.
 type Store interface {
 	// Load opens the stored state and returns all of it. It returns
 	// ErrNoState if there is none, and an error wrapping ErrUnseal if there
 	// is some that cannot be opened; stored files are never modified by a
 	// failed Load.
-	Load() (map[string][]byte, error)
+	Load(ctx context.Context) (map[string][]byte, error)
 	// Commit durably applies changes: a nil value deletes its key. When
 	// Commit returns nil the change survives a crash; when it returns an
 	// error the stored state is the one before the call.
-	Commit(changes map[string][]byte) error
+	Commit(ctx context.Context, changes map[string][]byte) error
 	// Reset replaces everything stored with state, encrypted under a new
 	// random data key which it returns, sealed in the default seal mode and
 	// without recovery data. Earlier stored data that could not be opened
 	// is kept aside, never deleted.
-	Reset(state map[string][]byte) (dataKey []byte, err error)
+	Reset(ctx context.Context, state map[string][]byte) (dataKey []byte, err error)
 	// ResetWith is Reset with a seal mode and the recovery data computed
 	// from the new data key, stored together as one atomic step: a crash
 	// leaves either the earlier state or the new one with its recovery
 	// data. Nothing is stored if opts.RecoveryData fails.
-	ResetWith(state map[string][]byte, opts ResetOptions) (dataKey []byte, err error)
+	ResetWith(ctx context.Context, state map[string][]byte, opts ResetOptions) (dataKey []byte, err error)
 	// SealMode returns the seal mode of the stored state (also after a
 	// Load that could not unseal it), or the default mode when nothing is
 	// stored.
@@ -168,11 +232,11 @@ type Store interface {
 	// SetSealMode durably seals the open state's data key in mode, which
 	// stays the same key; Disabled removes the sealed key, so that the
 	// next Load reports ErrUnseal. It does nothing if mode is in force.
-	SetSealMode(mode seal.Mode) error
+	SetSealMode(ctx context.Context, mode seal.Mode) error
 	// Unlock opens state that Load could not unseal, using a data key
 	// supplied by the owners (recovery), seals that key for this machine
 	// and returns the state.
-	Unlock(dataKey []byte) (map[string][]byte, error)
+	Unlock(ctx context.Context, dataKey []byte) (map[string][]byte, error)
 	// RecoveryData returns a copy of the unencrypted recovery data stored
 	// beside the state, nil if none. It is readable after a Load that
 	// could not unseal the state, so that recovery can be prepared.
@@ -180,7 +244,7 @@ type Store interface {
 	// SetRecoveryData durably replaces the recovery data of the open
 	// state; Reset clears it. The data is stored unencrypted but is
 	// authenticated together with the state.
-	SetRecoveryData(data []byte) error
+	SetRecoveryData(ctx context.Context, data []byte) error
 	// Close releases resources.
 	Close() error
 }

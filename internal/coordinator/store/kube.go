@@ -1,0 +1,933 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/cipher"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+)
+
+// DefaultKubeStateName is the default name of the head object of a
+// KubeStore, the name MarbleRun gives its state Secret.
+const DefaultKubeStateName = "marblerun-state"
+
+// Labels of every object a KubeStore writes, so that they can be listed
+// and removed together.
+const (
+	LabelManagedBy   = "app.kubernetes.io/managed-by"
+	ManagedByValue   = "marblemesh"
+	LabelState       = "marblemesh.io/state"
+	LabelObject      = "marblemesh.io/object"
+	LabelGeneration  = "marblemesh.io/generation"
+	objectHead       = "head"
+	objectChunk      = "chunk"
+	objectDiscarded  = "discarded"
+	headDataKey      = "head"
+	chunkDataKey     = "chunk"
+	maxKubeNameLen   = 63
+	kubeReadParallel = 8
+	// maxLoadAttempts bounds how often Load starts over when the head
+	// moves while it reads the chunks.
+	maxLoadAttempts = 4
+	// defaultMaxDeltas is the number of deltas after which a commit is
+	// followed by a compaction.
+	defaultMaxDeltas = 64
+)
+
+// errHeadMoved: a chunk went missing because the head moved during a read.
+var errHeadMoved = errors.New("the head moved while its chunks were read")
+
+// KubeOptions configure a KubeStore.
+type KubeOptions struct {
+	// Client reaches the Kubernetes API. Required.
+	Client kubernetes.Interface
+	// Namespace holds the state's objects. Required.
+	Namespace string
+	// Name is the head object's name, a DNS label; empty means
+	// DefaultKubeStateName. Chunk objects are named after it.
+	Name string
+	// Sealers, DefaultMode and Logger are as in Options.
+	Sealers     map[seal.Mode]seal.Sealer
+	DefaultMode seal.Mode
+	Logger      *slog.Logger
+}
+
+// KubeStore is the Store kept in Secrets of one namespace through the
+// Kubernetes API (see the package documentation for the layout). Several
+// KubeStores, in several processes, may share one state: every write is a
+// compare-and-swap on the head's resourceVersion, and a write that lost a
+// race fails with ErrConflict. All methods are safe for concurrent use.
+type KubeStore struct {
+	client      kubernetes.Interface
+	ns, name    string
+	sealers     map[seal.Mode]seal.Sealer
+	defaultMode seal.Mode
+	log         *slog.Logger
+
+	mu     sync.Mutex
+	phase  phase
+	broken error // a write of unknown outcome: Load first
+	stale  bool  // a write lost a race: Load first
+
+	// headKnown tells whether exists and rv are what the head was when
+	// last read or written: whether there was one, and its resourceVersion.
+	headKnown bool
+	exists    bool
+	rv        string
+	headRaw   []byte   // the head's data as last read, for keeping it aside
+	head      kubeHead // the head last read (if parsed) or written
+	headOK    bool     // head was parsed
+	// maxGen is the highest authenticated generation seen: Load refuses
+	// anything older.
+	maxGen uint64
+
+	key      []byte
+	aead     cipher.AEAD
+	state    map[string][]byte
+	recovery []byte
+	mode     seal.Mode
+	sealed   *sealedEntry // the open state's sealed key, nil in Disabled
+
+	pieceSize  int
+	compactMin int64
+	maxDeltas  int
+	// hook, when set, is called at the named points of every write; a
+	// non-nil result stops the write there, as a crash would.
+	hook func(point string) error
+}
+
+var _ Store = (*KubeStore)(nil)
+
+// OpenKube returns a store for the state in opts.Namespace. It reads
+// nothing yet: call Load.
+func OpenKube(opts KubeOptions) (*KubeStore, error) {
+	if opts.Client == nil || opts.Namespace == "" {
+		return nil, errors.New("store: open: a Kubernetes client and a namespace are required")
+	}
+	name := opts.Name
+	if name == "" {
+		name = DefaultKubeStateName
+	}
+	if errs := validation.IsDNS1123Label(name); len(errs) > 0 || len(name) > maxKubeNameLen-20 {
+		return nil, fmt.Errorf("store: open: state name %q: must be a DNS label of at most %d characters", name, maxKubeNameLen-20)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	mode := opts.DefaultMode
+	if mode == "" {
+		mode = seal.ModeProductKey
+	}
+	if _, err := mode.Code(); err != nil || !mode.Seals() || opts.Sealers[mode] == nil {
+		return nil, fmt.Errorf("store: open: no sealer for the default seal mode %q", mode)
+	}
+	sealers := make(map[seal.Mode]seal.Sealer, len(opts.Sealers))
+	for m, sl := range opts.Sealers {
+		if _, err := m.Code(); err != nil || !m.Seals() || sl == nil {
+			return nil, fmt.Errorf("store: open: a sealer for seal mode %q", m)
+		}
+		sealers[m] = sl
+		if sl.Insecure() {
+			logger.Warn("store: the sealer offers no protection (simulation); stored state is not confidential", "namespace", opts.Namespace)
+		}
+	}
+	return &KubeStore{
+		client: opts.Client, ns: opts.Namespace, name: name,
+		sealers: sealers, defaultMode: mode, log: logger, mode: mode,
+		pieceSize: defaultPieceSize, compactMin: defaultCompactMin, maxDeltas: defaultMaxDeltas,
+	}, nil
+}
+
+func (s *KubeStore) at(point string) error {
+	if s.hook != nil {
+		return s.hook(point)
+	}
+	return nil
+}
+
+func (s *KubeStore) secrets() typedcorev1.SecretInterface {
+	return s.client.CoreV1().Secrets(s.ns)
+}
+
+func (s *KubeStore) labels(object string, gen uint64) map[string]string {
+	l := map[string]string{LabelManagedBy: ManagedByValue, LabelState: s.name, LabelObject: object}
+	if gen != 0 {
+		l[LabelGeneration] = strconv.FormatUint(gen, 10)
+	}
+	return l
+}
+
+// Load reads the head, unseals its data key, reads and checks every chunk
+// and returns a copy of the state. It never writes. It starts over when
+// the head moves while it reads.
+func (s *KubeStore) Load(ctx context.Context) (map[string][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase == phaseClosed {
+		return nil, fmt.Errorf("store: load: %w", ErrClosed)
+	}
+	s.forget()
+	var d kubeRead
+	var err error
+	for range maxLoadAttempts {
+		d, err = s.read(ctx, nil)
+		if !errors.Is(err, errHeadMoved) {
+			break
+		}
+	}
+	s.headKnown, s.exists, s.rv, s.headRaw = d.headKnown, d.exists, d.rv, d.raw
+	if d.headOK {
+		s.head, s.headOK, s.recovery, s.mode = d.head, true, d.recovery, d.head.mode
+	}
+	switch {
+	case err == nil:
+		s.adopt(d)
+		return cloneState(s.state), nil
+	case errors.Is(err, ErrNoState):
+		s.phase = phaseEmpty
+	case errors.Is(err, ErrUnseal):
+		s.phase = phaseSealed
+	default:
+		s.phase = phaseUnloaded
+	}
+	return nil, fmt.Errorf("store: load %s/%s: %w", s.ns, s.name, err)
+}
+
+// forget drops the open state, keeping the highest generation seen.
+func (s *KubeStore) forget() {
+	s.phase, s.broken, s.stale = phaseUnloaded, nil, false
+	s.headKnown, s.exists, s.rv, s.headRaw, s.head, s.headOK = false, false, "", nil, kubeHead{}, false
+	s.key, s.aead, s.state, s.recovery, s.mode, s.sealed = nil, nil, nil, nil, s.defaultMode, nil
+}
+
+func (s *KubeStore) adopt(d kubeRead) {
+	s.phase = phaseOpen
+	s.key, s.aead, s.state, s.sealed = d.key, d.aead, d.state, d.sealed
+	s.maxGen = max(s.maxGen, d.head.generation)
+}
+
+// kubeRead is what read found.
+type kubeRead struct {
+	headKnown bool
+	exists    bool
+	rv        string
+	raw       []byte
+	headOK    bool
+	head      kubeHead
+	recovery  []byte
+	key       []byte
+	aead      cipher.AEAD
+	sealed    *sealedEntry
+	state     map[string][]byte
+}
+
+// read reads the head and its chunks without writing. With a nil dataKey
+// the key is unsealed from the head; otherwise dataKey must match it.
+func (s *KubeStore) read(ctx context.Context, dataKey []byte) (kubeRead, error) {
+	var d kubeRead
+	sec, err := s.secrets().Get(ctx, s.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		d.headKnown = true
+		return d, ErrNoState
+	}
+	if err != nil {
+		return d, fmt.Errorf("read head: %w", err)
+	}
+	d.headKnown, d.exists, d.rv = true, true, sec.ResourceVersion
+	raw := sec.Data[headDataKey]
+	if len(raw) > maxHeadSize {
+		return d, corrupt("head of %d bytes exceeds the limit %d", len(raw), maxHeadSize)
+	}
+	d.raw = raw
+	h, body, tag, err := parseHead(raw)
+	if err != nil {
+		return d, corrupt("%v", err)
+	}
+	d.headOK, d.head = true, h
+	pieces, err := s.fetch(ctx, d.rv, h.recovery)
+	if err != nil {
+		return d, err
+	}
+	d.recovery = join(h.recovery, pieces)
+
+	if dataKey != nil {
+		if keyCheckOf(dataKey) != h.keyCheck {
+			return d, ErrWrongDataKey
+		}
+		d.key = cloneValue(dataKey)
+	} else if d.key, d.sealed, err = s.unsealKey(h); err != nil {
+		return d, err
+	}
+	if d.aead, err = newAEAD(d.key); err != nil {
+		return d, err
+	}
+	if err := verifyHead(d.aead, s.name, body, tag); err != nil {
+		return d, corrupt("%v", err)
+	}
+	if h.generation < s.maxGen {
+		return d, fmt.Errorf("%w: the head is generation %d, this store has seen generation %d", ErrRollback, h.generation, s.maxGen)
+	}
+	var refs []chunkRef
+	for _, g := range h.segments {
+		refs = append(refs, g.pieces...)
+	}
+	if pieces, err = s.fetch(ctx, d.rv, refs); err != nil {
+		return d, err
+	}
+	for i, g := range h.segments {
+		m, err := openSegment(d.aead, s.name, h.keyCheck, g, join(g.pieces, pieces))
+		if err != nil {
+			return d, corrupt("%v", err)
+		}
+		if i == 0 {
+			d.state = m
+		} else {
+			applyChanges(d.state, m)
+		}
+	}
+	return d, nil
+}
+
+func join(refs []chunkRef, pieces map[string][]byte) []byte {
+	var n int
+	for _, r := range refs {
+		n += int(r.size)
+	}
+	b := make([]byte, 0, n)
+	for _, r := range refs {
+		b = append(b, pieces[r.name]...)
+	}
+	return b
+}
+
+// fetch reads the chunks refs, in parallel, checking each against its
+// reference before it is kept. A missing chunk is errHeadMoved if the head
+// is no longer rv, corruption otherwise.
+func (s *KubeStore) fetch(ctx context.Context, rv string, refs []chunkRef) (map[string][]byte, error) {
+	out := make(map[string][]byte, len(refs))
+	var mu sync.Mutex
+	var missing bool
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(kubeReadParallel)
+	for _, r := range refs {
+		g.Go(func() error {
+			sec, err := s.secrets().Get(gctx, r.name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				mu.Lock()
+				missing = true
+				mu.Unlock()
+				return fmt.Errorf("chunk %s is missing", r.name)
+			}
+			if err != nil {
+				return fmt.Errorf("read chunk %s: %w", r.name, err)
+			}
+			data := sec.Data[chunkDataKey]
+			if err := checkPiece(r, data); err != nil {
+				return corrupt("%v", err)
+			}
+			mu.Lock()
+			out[r.name] = data
+			mu.Unlock()
+			return nil
+		})
+	}
+	err := g.Wait()
+	if err != nil && missing {
+		sec, herr := s.secrets().Get(ctx, s.name, metav1.GetOptions{})
+		switch {
+		case herr == nil && sec.ResourceVersion != rv, apierrors.IsNotFound(herr):
+			return nil, errHeadMoved
+		case herr != nil:
+			return nil, fmt.Errorf("read head: %w", herr)
+		}
+		return nil, corrupt("%v", err)
+	}
+	return out, err
+}
+
+// unsealKey unseals the data key of h with the sealer of its seal mode.
+// Every failure wraps ErrUnseal.
+func (s *KubeStore) unsealKey(h kubeHead) ([]byte, *sealedEntry, error) {
+	if !h.mode.Seals() {
+		return nil, nil, fmt.Errorf("%w: the state's seal mode is %s, so its data key is not kept across restarts: recover it with the owners' recovery keys", ErrUnseal, h.mode)
+	}
+	sealer := s.sealers[h.mode]
+	if sealer == nil {
+		return nil, nil, fmt.Errorf("%w: the state is sealed in seal mode %s, for which this Coordinator has no sealer", ErrUnseal, h.mode)
+	}
+	code, _ := h.mode.Code()
+	last := fmt.Errorf("%w: the head holds no data key of this state sealed in seal mode %s", ErrUnseal, h.mode)
+	for _, e := range h.entries {
+		if e.mode != h.mode || e.keyCheck != h.keyCheck {
+			continue
+		}
+		key, err := sealer.Unseal(e.sealed, sealedKeyAAD(code, h.keyCheck))
+		if err != nil {
+			last = fmt.Errorf("%w: unseal data key (seal mode %s): %w", ErrUnseal, h.mode, err)
+			continue
+		}
+		if len(key) != dataKeySize || keyCheckOf(key) != h.keyCheck {
+			last = fmt.Errorf("%w: an unsealed data key does not match the head's key check", ErrUnseal)
+			continue
+		}
+		e.sealed = bytes.Clone(e.sealed)
+		return key, &e, nil
+	}
+	return nil, nil, last
+}
+
+// Commit writes changes as a delta object and swaps the head to list it.
+// It fails with ErrConflict, storing nothing, when the head moved since
+// this store last read or wrote it.
+func (s *KubeStore) Commit(ctx context.Context, changes map[string][]byte) error {
+	changes = cloneChanges(changes)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.commit(ctx, changes); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+func (s *KubeStore) ready() error {
+	if err := s.phase.refuseCommit(); err != nil {
+		return err
+	}
+	if s.broken != nil {
+		return s.broken
+	}
+	if s.stale {
+		return fmt.Errorf("%w: an earlier write lost a race: Load again", ErrConflict)
+	}
+	return nil
+}
+
+func (s *KubeStore) commit(ctx context.Context, changes map[string][]byte) error {
+	if err := s.ready(); err != nil {
+		return err
+	}
+	if len(changes) == 0 {
+		return nil
+	}
+	if s.phase == phaseEmpty {
+		key, err := newDataKey()
+		if err != nil {
+			return err
+		}
+		state := make(map[string][]byte, len(changes))
+		applyChanges(state, changes)
+		if err := s.writeState(ctx, key, s.defaultMode, nil, state, false); err != nil {
+			return err
+		}
+		s.phase = phaseOpen
+		return nil
+	}
+	gen := s.nextGen()
+	pieces, err := sealSegment(s.aead, s.name, s.head.keyCheck, segDelta, gen, encodeEntries(changes), s.pieceSize)
+	if err != nil {
+		return err
+	}
+	if len(s.head.segments)+1 > maxHeadSegments || s.head.chunkCount()+len(pieces) > maxHeadChunks {
+		// No room for another delta: write the new state as a base.
+		state := withChanges(s.state, changes)
+		return s.writeState(ctx, s.key, s.mode, s.recovery, state, true)
+	}
+	refs, err := s.putChunks(ctx, gen, pieces)
+	if err != nil {
+		return err
+	}
+	h := s.head
+	h.generation = gen
+	h.segments = append(append([]segment(nil), s.head.segments...), segment{kind: segDelta, id: gen, pieces: refs})
+	if err := s.swapHead(ctx, h, s.aead, refs, true); err != nil {
+		return err
+	}
+	applyChanges(s.state, changes)
+	s.maybeCompact(ctx)
+	return nil
+}
+
+// withChanges returns a shallow copy of state with changes applied.
+func withChanges(state, changes map[string][]byte) map[string][]byte {
+	out := maps.Clone(state)
+	applyChanges(out, changes)
+	return out
+}
+
+// nextGen is the generation of the next head: above every one seen.
+func (s *KubeStore) nextGen() uint64 {
+	return max(s.head.generation, s.maxGen) + 1
+}
+
+// putChunks creates one chunk object per piece, labelled with gen, the
+// generation of the head that is to list them. On failure it deletes what
+// it created.
+func (s *KubeStore) putChunks(ctx context.Context, gen uint64, pieces [][]byte) ([]chunkRef, error) {
+	refs := make([]chunkRef, 0, len(pieces))
+	for i, p := range pieces {
+		sum := sha256.Sum256(p)
+		r := chunkRef{name: fmt.Sprintf("%s-%d-%x-%d", s.name, gen, sum[:6], i), size: uint32(len(p)), sum: sum} //nolint:gosec // G115: pieces are at most pieceSize
+		immutable := true
+		_, err := s.secrets().Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Name: r.name, Labels: s.labels(objectChunk, gen)},
+			Immutable:  &immutable,
+			Type:       corev1.SecretTypeOpaque,
+			Data:       map[string][]byte{chunkDataKey: p},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			s.deleteChunks(ctx, refs)
+			return nil, fmt.Errorf("create chunk %s: %w", r.name, err)
+		}
+		refs = append(refs, r)
+		if err := s.at("chunk-created"); err != nil {
+			return nil, err
+		}
+	}
+	return refs, nil
+}
+
+// deleteChunks deletes chunk objects, logging failures: a leftover is
+// harmless and removed by a later sweep.
+func (s *KubeStore) deleteChunks(ctx context.Context, refs []chunkRef) {
+	for _, r := range refs {
+		err := s.secrets().Delete(ctx, r.name, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			s.log.Warn("store: could not delete a chunk no longer needed; a later sweep retries", "chunk", r.name, "err", err)
+		}
+	}
+}
+
+// swapHead writes h as the new head if the head is still the one this
+// store last read or wrote (or, if there was none, still absent). created
+// lists the chunks written for h, deleted again if the swap is refused.
+// With dropOld, chunks of the previous head that h no longer lists are
+// deleted after the swap. On success the store adopts h.
+func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, created []chunkRef, dropOld bool) error {
+	if !s.headKnown {
+		return errors.New("the head was not read")
+	}
+	data, err := encodeHead(h, aead, s.name)
+	if err != nil {
+		s.deleteChunks(ctx, created)
+		return err
+	}
+	sec := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: s.name, Labels: s.labels(objectHead, 0), ResourceVersion: s.rv},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{headDataKey: data},
+	}
+	var out *corev1.Secret
+	if !s.exists {
+		out, err = s.secrets().Create(ctx, sec, metav1.CreateOptions{})
+	} else {
+		out, err = s.secrets().Update(ctx, sec, metav1.UpdateOptions{})
+	}
+	switch {
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || (s.exists && apierrors.IsNotFound(err)):
+		s.deleteChunks(ctx, created)
+		s.stale = true
+		return fmt.Errorf("%w: %s/%s moved since generation %d was read", ErrConflict, s.ns, s.name, s.head.generation)
+	case err != nil:
+		// The write may or may not have happened: keep its chunks and
+		// refuse further writes until Load tells.
+		s.broken = fmt.Errorf("%w: write head: %w", ErrBroken, err)
+		return s.broken
+	}
+	old := s.head
+	oldOK := s.headOK
+	s.exists, s.rv, s.head, s.headOK, s.headRaw = true, out.ResourceVersion, h, true, data
+	s.maxGen = max(s.maxGen, h.generation)
+	if err := s.at("head-written"); err != nil {
+		return err
+	}
+	if dropOld && oldOK {
+		keep := h.chunks()
+		var gone []chunkRef
+		for name := range old.chunks() {
+			if !keep[name] {
+				gone = append(gone, chunkRef{name: name})
+			}
+		}
+		s.deleteChunks(ctx, gone)
+	}
+	return nil
+}
+
+// writeState writes state as a new base under key, sealed in mode, with
+// recovery data, and swaps the head to it. dropOld deletes the previous
+// head's chunks afterwards; without it they are kept (state that was not
+// opened is kept aside). On success the store adopts the new state.
+func (s *KubeStore) writeState(ctx context.Context, key []byte, mode seal.Mode, recovery []byte, state map[string][]byte, dropOld bool) error {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return err
+	}
+	kc := keyCheckOf(key)
+	entry, err := s.sealFor(key, kc, mode)
+	if err != nil {
+		return err
+	}
+	gen := s.nextGen()
+	pieces, err := sealSegment(aead, s.name, kc, segBase, gen, encodeEntries(state), s.pieceSize)
+	if err != nil {
+		return err
+	}
+	h := kubeHead{keyCheck: kc, generation: gen, mode: mode, recoverySize: uint32(len(recovery))} //nolint:gosec // G115: at most maxRecoveryDataSize
+	if entry != nil {
+		h.entries = []sealedEntry{*entry}
+	}
+	var created []chunkRef
+	if len(recovery) > 0 && bytes.Equal(recovery, s.recovery) && s.headOK && s.phase == phaseOpen {
+		h.recovery = s.head.recovery
+	} else if len(recovery) > 0 {
+		if h.recovery, err = s.putChunks(ctx, gen, cut(recovery, s.pieceSize)); err != nil {
+			return err
+		}
+		created = append(created, h.recovery...)
+	}
+	refs, err := s.putChunks(ctx, gen, pieces)
+	if err != nil {
+		s.deleteChunks(ctx, created)
+		return err
+	}
+	created = append(created, refs...)
+	h.segments = []segment{{kind: segBase, id: gen, pieces: refs}}
+	if err := s.swapHead(ctx, h, aead, created, dropOld); err != nil {
+		return err
+	}
+	s.key, s.aead, s.state, s.recovery, s.mode, s.sealed = key, aead, state, recovery, mode, entry
+	return nil
+}
+
+// sealFor returns the sealed entry of key in mode, reusing the open one;
+// nil in Disabled.
+func (s *KubeStore) sealFor(key []byte, kc [keyCheckSize]byte, mode seal.Mode) (*sealedEntry, error) {
+	if !mode.Seals() {
+		return nil, nil
+	}
+	if s.sealed != nil && s.sealed.mode == mode && s.sealed.keyCheck == kc {
+		return s.sealed, nil
+	}
+	sealer := s.sealers[mode]
+	if sealer == nil {
+		return nil, fmt.Errorf("seal data key: this Coordinator has no sealer for seal mode %s", mode)
+	}
+	code, err := mode.Code()
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := sealer.Seal(key, sealedKeyAAD(code, kc))
+	if err != nil {
+		return nil, fmt.Errorf("seal data key in seal mode %s: %w", mode, err)
+	}
+	return &sealedEntry{mode: mode, keyCheck: kc, sealed: sealed}, nil
+}
+
+// maybeCompact writes the state as a new base once the deltas are larger
+// than both compactMin and the base, or too many. A failure is logged:
+// the commit before it is stored either way.
+func (s *KubeStore) maybeCompact(ctx context.Context) {
+	var deltaBytes int64
+	for _, g := range s.head.segments[1:] {
+		deltaBytes += g.size()
+	}
+	if deltaBytes <= max(s.compactMin, s.head.segments[0].size()) && len(s.head.segments)-1 < s.maxDeltas {
+		return
+	}
+	if err := s.writeState(ctx, s.key, s.mode, s.recovery, s.state, true); err != nil {
+		s.log.Warn("store: compaction failed", "generation", s.head.generation, "err", err)
+		return
+	}
+	s.log.Info("store: compacted deltas into a new base", "generation", s.head.generation, "delta_bytes", deltaBytes)
+	s.sweep(ctx)
+}
+
+// sweep deletes chunk objects of this state that no head lists, the
+// current one or one kept aside, and that were written for a generation
+// the head has reached: leftovers of crashed or lost writes. Chunks
+// written for a later generation may belong to a write in progress.
+func (s *KubeStore) sweep(ctx context.Context) {
+	keep := s.head.chunks()
+	var unlisted []corev1.Secret
+	opts := metav1.ListOptions{LabelSelector: LabelState + "=" + s.name, Limit: 64}
+	for {
+		list, err := s.secrets().List(ctx, opts)
+		if err != nil {
+			s.log.Warn("store: sweep: list objects", "err", err)
+			return
+		}
+		for _, sec := range list.Items {
+			switch sec.Labels[LabelObject] {
+			case objectDiscarded:
+				h, _, _, err := parseHead(sec.Data[headDataKey])
+				if err != nil {
+					s.log.Info("store: sweep skipped: a head kept aside cannot be read", "object", sec.Name)
+					return
+				}
+				maps.Copy(keep, h.chunks())
+			case objectChunk:
+				unlisted = append(unlisted, sec)
+			}
+		}
+		if list.Continue == "" {
+			break
+		}
+		opts.Continue = list.Continue
+	}
+	var gone []chunkRef
+	for _, sec := range unlisted {
+		gen, err := strconv.ParseUint(sec.Labels[LabelGeneration], 10, 64)
+		if keep[sec.Name] || err != nil || gen > s.head.generation {
+			continue
+		}
+		gone = append(gone, chunkRef{name: sec.Name})
+	}
+	if len(gone) > 0 {
+		s.log.Info("store: deleting chunks no head lists", "count", len(gone))
+		s.deleteChunks(ctx, gone)
+	}
+}
+
+// Reset stores state under a new data key, sealed in the default mode,
+// without recovery data; see ResetWith.
+func (s *KubeStore) Reset(ctx context.Context, state map[string][]byte) ([]byte, error) {
+	return s.ResetWith(ctx, state, ResetOptions{})
+}
+
+// ResetWith stores state under a new data key sealed in opts.Mode,
+// together with the recovery data computed from that key, by one swap of
+// the head. A head that this store has not opened is first copied aside
+// (its chunks are kept); one it has opened is replaced and its chunks
+// deleted.
+func (s *KubeStore) ResetWith(ctx context.Context, state map[string][]byte, opts ResetOptions) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase == phaseClosed {
+		return nil, fmt.Errorf("store: reset: %w", ErrClosed)
+	}
+	mode, err := opts.mode(s.defaultMode)
+	if err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
+	}
+	if mode.Seals() && s.sealers[mode] == nil {
+		return nil, fmt.Errorf("store: reset: this Coordinator has no sealer for seal mode %s", mode)
+	}
+	key, err := newDataKey()
+	if err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
+	}
+	recovery, err := opts.recoveryData(key)
+	if err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
+	}
+	opened := s.phase == phaseOpen && s.broken == nil
+	if !s.headKnown || s.broken != nil {
+		if err := s.reread(ctx); err != nil {
+			return nil, fmt.Errorf("store: reset: %w", err)
+		}
+	}
+	if !opened && s.exists {
+		if err := s.discard(ctx); err != nil {
+			return nil, fmt.Errorf("store: reset: %w", err)
+		}
+	}
+	s.broken = nil
+	if err := s.writeState(ctx, key, mode, recovery, cloneState(state), opened); err != nil {
+		return nil, fmt.Errorf("store: reset: %w", err)
+	}
+	s.phase, s.stale = phaseOpen, false
+	s.sweep(ctx)
+	return cloneValue(key), nil
+}
+
+// reread reads the head's resourceVersion and raw data, and parses it if
+// it can, for a write that replaces whatever is there.
+func (s *KubeStore) reread(ctx context.Context) error {
+	sec, err := s.secrets().Get(ctx, s.name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		s.headKnown, s.exists, s.rv, s.headRaw, s.headOK = true, false, "", nil, false
+		return nil
+	case err != nil:
+		return fmt.Errorf("read head: %w", err)
+	}
+	s.headKnown, s.exists, s.rv, s.headRaw = true, true, sec.ResourceVersion, sec.Data[headDataKey]
+	if h, _, _, err := parseHead(s.headRaw); err == nil {
+		s.head, s.headOK = h, true
+	}
+	return nil
+}
+
+// discard copies the head this store could not open aside, as an object
+// named <name>-discarded-<UTC time>, which keeps its chunks from sweeps.
+func (s *KubeStore) discard(ctx context.Context) error {
+	name := s.name + "-discarded-" + strings.ToLower(time.Now().UTC().Format("20060102t150405.000000000z"))
+	name = strings.ReplaceAll(name, ".", "-")
+	_, err := s.secrets().Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: s.labels(objectDiscarded, 0)},
+		Type:       corev1.SecretTypeOpaque,
+		Data:       map[string][]byte{headDataKey: s.headRaw},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("keep the head aside: %w", err)
+	}
+	s.log.Warn("store: kept stored state that could not be opened aside", "object", name)
+	return s.at("discarded")
+}
+
+// Unlock opens the stored state with a data key supplied by the owners,
+// seals that key for this machine in the state's seal mode and swaps the
+// head to one that lists it. A wrong key (ErrWrongDataKey) or unreadable
+// objects change nothing.
+func (s *KubeStore) Unlock(ctx context.Context, dataKey []byte) (map[string][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase == phaseClosed {
+		return nil, fmt.Errorf("store: unlock: %w", ErrClosed)
+	}
+	if len(dataKey) != dataKeySize {
+		return nil, fmt.Errorf("store: unlock: key is %d bytes, want %d: %w", len(dataKey), dataKeySize, ErrWrongDataKey)
+	}
+	var d kubeRead
+	var err error
+	for range maxLoadAttempts {
+		if d, err = s.read(ctx, dataKey); !errors.Is(err, errHeadMoved) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: unlock %s/%s: %w", s.ns, s.name, err)
+	}
+	s.broken, s.stale = nil, false
+	s.headKnown, s.exists, s.rv, s.headRaw, s.head, s.headOK = true, true, d.rv, d.raw, d.head, true
+	s.key, s.aead, s.recovery, s.mode, s.sealed = d.key, d.aead, d.recovery, d.head.mode, nil
+	entry, err := s.sealFor(d.key, d.head.keyCheck, d.head.mode)
+	if err != nil {
+		return nil, fmt.Errorf("store: unlock: %w", err)
+	}
+	h := d.head
+	h.generation = s.nextGen()
+	h.entries = nil
+	if entry != nil {
+		h.entries = []sealedEntry{*entry}
+	}
+	if err := s.swapHead(ctx, h, d.aead, nil, false); err != nil {
+		return nil, fmt.Errorf("store: unlock: %w", err)
+	}
+	s.state, s.sealed, s.phase = d.state, entry, phaseOpen
+	s.log.Info("store: unlocked stored state and sealed its data key for this machine", "generation", h.generation)
+	return cloneState(s.state), nil
+}
+
+// RecoveryData returns a copy of the recovery data of the head last read
+// or written, nil if none.
+func (s *KubeStore) RecoveryData() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return cloneValue(s.recovery)
+}
+
+// SetRecoveryData stores data (at most 1 MiB) in chunk objects and swaps
+// the head to list them.
+func (s *KubeStore) SetRecoveryData(ctx context.Context, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.ready(); err != nil {
+		return fmt.Errorf("store: set recovery data: %w", err)
+	}
+	if s.phase != phaseOpen {
+		return fmt.Errorf("store: set recovery data: %w", ErrNotOpen)
+	}
+	if len(data) > maxRecoveryDataSize {
+		return fmt.Errorf("store: set recovery data: %d bytes exceeds the limit %d", len(data), maxRecoveryDataSize)
+	}
+	gen := s.nextGen()
+	h := s.head
+	h.generation, h.recoverySize, h.recovery = gen, uint32(len(data)), nil //nolint:gosec // G115: at most maxRecoveryDataSize
+	if len(data) > 0 {
+		refs, err := s.putChunks(ctx, gen, cut(cloneValue(data), s.pieceSize))
+		if err != nil {
+			return fmt.Errorf("store: set recovery data: %w", err)
+		}
+		h.recovery = refs
+	}
+	if err := s.swapHead(ctx, h, s.aead, h.recovery, true); err != nil {
+		return fmt.Errorf("store: set recovery data: %w", err)
+	}
+	s.recovery = cloneValue(data)
+	return nil
+}
+
+// CanSeal reports whether the store has a sealer for mode.
+func (s *KubeStore) CanSeal(mode seal.Mode) bool {
+	return !mode.Seals() || s.sealers[mode] != nil
+}
+
+// SealMode returns the seal mode of the head last read or written, the
+// default mode before there is one.
+func (s *KubeStore) SealMode() seal.Mode {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mode
+}
+
+// SetSealMode swaps the head to one whose data key is sealed in mode (none
+// for Disabled). When nothing would change it writes nothing.
+func (s *KubeStore) SetSealMode(ctx context.Context, mode seal.Mode) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := mode.Code(); err != nil {
+		return fmt.Errorf("store: set seal mode: %w", err)
+	}
+	if err := s.ready(); err != nil {
+		return fmt.Errorf("store: set seal mode: %w", err)
+	}
+	if s.phase != phaseOpen {
+		return fmt.Errorf("store: set seal mode: %w", ErrNotOpen)
+	}
+	if s.mode == mode && (s.sealed != nil) == mode.Seals() {
+		return nil
+	}
+	entry, err := s.sealFor(s.key, s.head.keyCheck, mode)
+	if err != nil {
+		return fmt.Errorf("store: set seal mode %s: %w", mode, err)
+	}
+	h := s.head
+	h.generation, h.mode, h.entries = s.nextGen(), mode, nil
+	if entry != nil {
+		h.entries = []sealedEntry{*entry}
+	}
+	if err := s.swapHead(ctx, h, s.aead, nil, false); err != nil {
+		return fmt.Errorf("store: set seal mode %s: %w", mode, err)
+	}
+	s.mode, s.sealed = mode, entry
+	return nil
+}
+
+// Close makes every later call fail with ErrClosed. Stored objects stay.
+func (s *KubeStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forget()
+	s.phase = phaseClosed
+	return nil
+}

@@ -1,0 +1,430 @@
+package store
+
+import (
+	"crypto/cipher"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+)
+
+// Format of the objects of KubeStore (see the package documentation).
+const (
+	headMagic    = "mmkhead\x00"
+	segmentMagic = "mmkseg\x00\x00"
+	headVersion  = 1
+
+	// segBase holds a whole state, segDelta the changes of one commit.
+	segBase  byte = 1
+	segDelta byte = 2
+
+	// maxHeadSize bounds the head's data field, far below the 1 MiB an
+	// object may hold.
+	maxHeadSize = 768 << 10
+	// maxPieceSize bounds a chunk object's data field when read;
+	// defaultPieceSize is the size chunks are cut to when written.
+	maxPieceSize     = 768 << 10
+	defaultPieceSize = 512 << 10
+	// maxHeadEntries bounds the sealed data keys in the head.
+	maxHeadEntries = 16
+	// maxHeadSegments bounds the segments (one base and the deltas) and
+	// maxHeadChunks the chunk objects the head lists, recovery data
+	// included: at most 768 MiB of state.
+	maxHeadSegments = 256
+	maxHeadChunks   = 1024
+	// maxChunkName bounds a chunk object's name.
+	maxChunkName = 253
+	headTagSize  = nonceSize + tagSize
+)
+
+// chunkRef names a chunk object and pins its content.
+type chunkRef struct {
+	name string
+	size uint32
+	sum  [sha256.Size]byte
+}
+
+// segment is a base or delta: nonce ‖ AES-GCM ciphertext of encoded
+// entries, cut into chunk objects.
+type segment struct {
+	kind   byte
+	id     uint64 // the generation of the head that first listed it
+	pieces []chunkRef
+}
+
+func (g segment) size() int64 {
+	var n int64
+	for _, p := range g.pieces {
+		n += int64(p.size)
+	}
+	return n
+}
+
+// kubeHead is the content of the head object.
+type kubeHead struct {
+	keyCheck   [keyCheckSize]byte
+	generation uint64
+	mode       seal.Mode
+	entries    []sealedEntry
+	// recovery holds the recovery data, unencrypted, in chunk objects.
+	recoverySize uint32
+	recovery     []chunkRef
+	segments     []segment
+}
+
+// chunks returns the names of every chunk object h refers to.
+func (h *kubeHead) chunks() map[string]bool {
+	m := map[string]bool{}
+	for _, r := range h.recovery {
+		m[r.name] = true
+	}
+	for _, g := range h.segments {
+		for _, r := range g.pieces {
+			m[r.name] = true
+		}
+	}
+	return m
+}
+
+func (h *kubeHead) chunkCount() int {
+	n := len(h.recovery)
+	for _, g := range h.segments {
+		n += len(g.pieces)
+	}
+	return n
+}
+
+// headAAD is what the head's tag authenticates: the head's own name (so a
+// head cannot be passed off as another state's) and every byte before the
+// tag.
+func headAAD(name string, body []byte) []byte {
+	b := make([]byte, 0, 8+2+len(name)+len(body))
+	b = append(b, headMagic...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(name))) //nolint:gosec // G115: object names are at most 253 bytes
+	b = append(b, name...)
+	return append(b, body...)
+}
+
+// segmentAAD binds a segment's ciphertext to its state, kind and id.
+func segmentAAD(name string, keyCheck [keyCheckSize]byte, kind byte, id uint64) []byte {
+	b := make([]byte, 0, 8+2+len(name)+keyCheckSize+1+8)
+	b = append(b, segmentMagic...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(name))) //nolint:gosec // G115: as above
+	b = append(b, name...)
+	b = append(b, keyCheck[:]...)
+	b = append(b, kind)
+	return binary.LittleEndian.AppendUint64(b, id)
+}
+
+func appendRefs(b []byte, refs []chunkRef) []byte {
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(refs))) //nolint:gosec // G115: at most maxHeadChunks, checked by encodeHead
+	for _, r := range refs {
+		b = append(b, byte(len(r.name))) //nolint:gosec // G115: at most maxChunkName (253), checked by encodeHead
+		b = append(b, r.name...)
+		b = binary.LittleEndian.AppendUint32(b, r.size)
+		b = append(b, r.sum[:]...)
+	}
+	return b
+}
+
+// encodeHead returns the head object's data, authenticated under aead.
+// refLists returns every list of chunks the head names: the recovery
+// data's and each segment's.
+func (h kubeHead) refLists() [][]chunkRef {
+	lists := [][]chunkRef{h.recovery}
+	for _, g := range h.segments {
+		lists = append(lists, g.pieces)
+	}
+	return lists
+}
+
+func encodeHead(h kubeHead, aead cipher.AEAD, name string) ([]byte, error) {
+	code, err := h.mode.Code()
+	if err != nil {
+		return nil, fmt.Errorf("head: %w", err)
+	}
+	if len(h.entries) > maxHeadEntries || (len(h.entries) > 0) != h.mode.Seals() {
+		return nil, fmt.Errorf("head: %d sealed keys in seal mode %s", len(h.entries), h.mode)
+	}
+	if len(h.segments) > maxHeadSegments || h.chunkCount() > maxHeadChunks {
+		return nil, fmt.Errorf("head: %d segments in %d chunks exceed the limits %d and %d", len(h.segments), h.chunkCount(), maxHeadSegments, maxHeadChunks)
+	}
+	for _, refs := range h.refLists() {
+		for _, r := range refs {
+			if !chunkNameOK(r.name) {
+				return nil, fmt.Errorf("head: chunk name %q is not a lower-case name of at most %d characters", r.name, maxChunkName)
+			}
+		}
+	}
+	b := make([]byte, 0, 4096)
+	b = append(b, headMagic...)
+	b = binary.LittleEndian.AppendUint16(b, headVersion)
+	b = binary.LittleEndian.AppendUint16(b, 0)
+	b = append(b, h.keyCheck[:]...)
+	b = binary.LittleEndian.AppendUint64(b, h.generation)
+	b = append(b, code)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.entries))) //nolint:gosec // G115: at most maxHeadEntries, checked above
+	for _, e := range h.entries {
+		ec, err := e.mode.Code()
+		if err != nil || !e.mode.Seals() || len(e.sealed) > maxSealedKeySize {
+			return nil, fmt.Errorf("head: a sealed key of seal mode %q and %d bytes", e.mode, len(e.sealed))
+		}
+		b = append(b, ec)
+		b = append(b, e.keyCheck[:]...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.sealed))) //nolint:gosec // G115: at most maxSealedKeySize, checked above
+		b = append(b, e.sealed...)
+	}
+	b = binary.LittleEndian.AppendUint32(b, h.recoverySize)
+	b = appendRefs(b, h.recovery)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.segments))) //nolint:gosec // G115: at most maxHeadSegments, checked above
+	for _, g := range h.segments {
+		b = append(b, g.kind)
+		b = binary.LittleEndian.AppendUint64(b, g.id)
+		b = appendRefs(b, g.pieces)
+	}
+	if len(b)+headTagSize > maxHeadSize {
+		return nil, fmt.Errorf("head of %d bytes exceeds the limit %d", len(b)+headTagSize, maxHeadSize)
+	}
+	return encrypt(b, aead, nil, headAAD(name, b))
+}
+
+// headReader reads fields of a head, remembering the first error.
+type headReader struct {
+	b   []byte
+	err error
+}
+
+func (r *headReader) take(n int, what string) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n > len(r.b) {
+		r.err = fmt.Errorf("head: %s truncated", what)
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *headReader) u8(what string) byte {
+	if v := r.take(1, what); v != nil {
+		return v[0]
+	}
+	return 0
+}
+
+func (r *headReader) u16(what string) uint16 {
+	if v := r.take(2, what); v != nil {
+		return binary.LittleEndian.Uint16(v)
+	}
+	return 0
+}
+
+func (r *headReader) u32(what string) uint32 {
+	if v := r.take(4, what); v != nil {
+		return binary.LittleEndian.Uint32(v)
+	}
+	return 0
+}
+
+func (r *headReader) u64(what string) uint64 {
+	if v := r.take(8, what); v != nil {
+		return binary.LittleEndian.Uint64(v)
+	}
+	return 0
+}
+
+// refs reads a list of chunk references; total counts the chunks read so
+// far, against maxHeadChunks.
+func (r *headReader) refs(total *int) []chunkRef {
+	n := int(r.u16("chunk count"))
+	if r.err != nil {
+		return nil
+	}
+	*total += n
+	// The smallest reference is 1 + 1 + 4 + 32 bytes.
+	if *total > maxHeadChunks || n > len(r.b)/38 {
+		r.err = fmt.Errorf("head: %d chunks exceed the limit %d or the bytes present", *total, maxHeadChunks)
+		return nil
+	}
+	refs := make([]chunkRef, 0, n)
+	for range n {
+		l := int(r.u8("chunk name length"))
+		var c chunkRef
+		c.name = string(r.take(l, "chunk name"))
+		c.size = r.u32("chunk size")
+		copy(c.sum[:], r.take(sha256.Size, "chunk digest"))
+		if r.err != nil {
+			return nil
+		}
+		if !chunkNameOK(c.name) || c.size == 0 || c.size > maxPieceSize {
+			r.err = fmt.Errorf("head: chunk %q of %d bytes (limit %d)", c.name, c.size, maxPieceSize)
+			return nil
+		}
+		refs = append(refs, c)
+	}
+	return refs
+}
+
+// parseHead decodes a head without authenticating it; body is what the
+// tag authenticates (see verifyHead). Allocations are bounded by len(b).
+func parseHead(b []byte) (h kubeHead, body, tag []byte, err error) {
+	if len(b) > maxHeadSize {
+		return h, nil, nil, fmt.Errorf("head: %d bytes exceeds the limit %d", len(b), maxHeadSize)
+	}
+	if len(b) < len(headMagic)+headTagSize {
+		return h, nil, nil, fmt.Errorf("head: %d bytes is too short", len(b))
+	}
+	body, tag = b[:len(b)-headTagSize], b[len(b)-headTagSize:]
+	r := &headReader{b: body}
+	if string(r.take(8, "magic")) != headMagic {
+		return h, nil, nil, errors.New("head: bad magic (not a marblemesh state head)")
+	}
+	if v := r.u16("version"); v != headVersion {
+		return h, nil, nil, fmt.Errorf("head: format version %d, this build reads %d", v, headVersion)
+	}
+	if f := r.u16("flags"); f != 0 && r.err == nil {
+		return h, nil, nil, fmt.Errorf("head: unknown flags 0x%04x", f)
+	}
+	copy(h.keyCheck[:], r.take(keyCheckSize, "key check"))
+	h.generation = r.u64("generation")
+	code := r.u8("seal mode")
+	if r.err != nil {
+		return h, nil, nil, r.err
+	}
+	if h.mode, err = seal.ModeOfCode(code); err != nil {
+		return h, nil, nil, fmt.Errorf("head: %w", err)
+	}
+	n := int(r.u16("sealed key count"))
+	if r.err == nil && (n > maxHeadEntries || (n > 0) != h.mode.Seals()) {
+		return h, nil, nil, fmt.Errorf("head: %d sealed keys in seal mode %s", n, h.mode)
+	}
+	for i := 0; i < n && r.err == nil; i++ {
+		var e sealedEntry
+		ec := r.u8("sealed key mode")
+		copy(e.keyCheck[:], r.take(keyCheckSize, "sealed key check"))
+		l := r.u32("sealed key length")
+		if r.err == nil && l > maxSealedKeySize {
+			return h, nil, nil, fmt.Errorf("head: sealed key %d of %d bytes exceeds the limit %d", i, l, maxSealedKeySize)
+		}
+		e.sealed = r.take(int(l), "sealed key")
+		if r.err != nil {
+			break
+		}
+		if e.mode, err = seal.ModeOfCode(ec); err != nil || !e.mode.Seals() {
+			return h, nil, nil, fmt.Errorf("head: sealed key %d: seal mode code %d", i, ec)
+		}
+		h.entries = append(h.entries, e)
+	}
+	total := 0
+	h.recoverySize = r.u32("recovery data size")
+	h.recovery = r.refs(&total)
+	if r.err == nil {
+		var sum int64
+		for _, p := range h.recovery {
+			sum += int64(p.size)
+		}
+		if h.recoverySize > maxRecoveryDataSize || sum != int64(h.recoverySize) {
+			return h, nil, nil, fmt.Errorf("head: recovery data of %d bytes in chunks of %d bytes (limit %d)", h.recoverySize, sum, maxRecoveryDataSize)
+		}
+	}
+	ns := int(r.u16("segment count"))
+	if r.err == nil && ns > maxHeadSegments {
+		return h, nil, nil, fmt.Errorf("head: %d segments exceed the limit %d", ns, maxHeadSegments)
+	}
+	for i := 0; i < ns && r.err == nil; i++ {
+		var g segment
+		g.kind = r.u8("segment kind")
+		g.id = r.u64("segment id")
+		g.pieces = r.refs(&total)
+		if r.err != nil {
+			break
+		}
+		if (g.kind != segBase || i != 0) && g.kind != segDelta || len(g.pieces) == 0 || g.id > h.generation {
+			return h, nil, nil, fmt.Errorf("head: segment %d of kind %d, id %d, %d chunks", i, g.kind, g.id, len(g.pieces))
+		}
+		h.segments = append(h.segments, g)
+	}
+	if r.err != nil {
+		return h, nil, nil, r.err
+	}
+	if len(r.b) != 0 {
+		return h, nil, nil, fmt.Errorf("head: %d trailing bytes", len(r.b))
+	}
+	if len(h.segments) == 0 || h.segments[0].kind != segBase {
+		return h, nil, nil, errors.New("head: no base segment")
+	}
+	return h, body, tag, nil
+}
+
+// verifyHead checks the tag of a parsed head under aead.
+func verifyHead(aead cipher.AEAD, name string, body, tag []byte) error {
+	if _, err := decrypt(aead, tag, headAAD(name, body)); err != nil {
+		return errors.New("head: fails authentication")
+	}
+	return nil
+}
+
+// sealSegment encrypts entries as a segment and cuts it into pieces of at
+// most pieceSize bytes.
+func sealSegment(aead cipher.AEAD, name string, keyCheck [keyCheckSize]byte, kind byte, id uint64, entries []byte, pieceSize int) ([][]byte, error) {
+	sealed, err := encrypt(nil, aead, entries, segmentAAD(name, keyCheck, kind, id))
+	if err != nil {
+		return nil, err
+	}
+	return cut(sealed, pieceSize), nil
+}
+
+// cut splits b into pieces of at most size bytes; empty b gives none.
+func cut(b []byte, size int) [][]byte {
+	var pieces [][]byte
+	for len(b) > 0 {
+		n := min(size, len(b))
+		pieces = append(pieces, b[:n:n])
+		b = b[n:]
+	}
+	return pieces
+}
+
+// checkPiece verifies a chunk's data against its reference.
+func checkPiece(ref chunkRef, data []byte) error {
+	if len(data) != int(ref.size) {
+		return fmt.Errorf("chunk %s is %d bytes, the head says %d", ref.name, len(data), ref.size)
+	}
+	if sha256.Sum256(data) != ref.sum {
+		return fmt.Errorf("chunk %s does not match its digest in the head", ref.name)
+	}
+	return nil
+}
+
+// openSegment decrypts the joined, verified pieces of a segment and
+// decodes its entries (deletions only in a delta).
+func openSegment(aead cipher.AEAD, name string, keyCheck [keyCheckSize]byte, g segment, sealed []byte) (map[string][]byte, error) {
+	plain, err := decrypt(aead, sealed, segmentAAD(name, keyCheck, g.kind, g.id))
+	if err != nil {
+		return nil, fmt.Errorf("segment %d fails authentication", g.id)
+	}
+	m, err := decodeEntries(plain, g.kind == segDelta)
+	if err != nil {
+		return nil, fmt.Errorf("segment %d: %w", g.id, err)
+	}
+	return m, nil
+}
+
+// chunkNameOK reports whether name can be a chunk's: a DNS label-like
+// name of lower-case letters, digits and '-', so that it cannot address
+// anything but a Secret of the namespace.
+func chunkNameOK(name string) bool {
+	if name == "" || len(name) > maxChunkName {
+		return false
+	}
+	for _, c := range []byte(name) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
