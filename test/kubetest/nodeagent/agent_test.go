@@ -705,10 +705,9 @@ func (x *fixture) testServices(t *testing.T) {
 	waitServes(t, a, "web-a")
 	waitServes(t, b, "web-b")
 	for _, name := range []string{"web-a", "web-b"} {
-		p, err := x.cs.CoreV1().Pods(x.ns).Get(t.Context(), name, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		// A Pod can serve before the agent's status update reaches the API
+		// server: wait for Ready, then check that nothing restarted.
+		p := x.waitPod(t, name, "it is Ready", PodReady)
 		if cs, _ := containerStatus(p, "server"); cs.RestartCount != 0 || cs.State.Running == nil || !PodReady(p) {
 			t.Errorf("Pod %s: %+v, want it Ready and running without restarts", name, cs)
 		}
