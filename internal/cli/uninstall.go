@@ -23,7 +23,8 @@ PersistentVolumeClaim.
 A Coordinator installed with --distributed-deployment keeps its state in
 Secrets labelled ` + install.StateLabel + `=<state name> instead. They are kept, so
 that a later installation in the namespace continues with the same state, unless
---delete-state is given: then they are deleted and the state is gone for good.`,
+--delete-state is given: then, once no Coordinator Pod is left (it waits up to
+two minutes), they are deleted and the state is gone for good.`,
 		Example: `  marblerun uninstall
   marblerun uninstall --delete-state`,
 		Args: exactArgs(0, "none"),
