@@ -39,15 +39,22 @@ var insecureTLS = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // test
 // client API's address.
 func startCoordinator(t *testing.T) (*testsupport.Process, string) {
 	t.Helper()
+	return startCoordinatorWith(t, "EDG_COORDINATOR_SEAL_DIR="+t.TempDir())
+}
+
+// startCoordinatorWith is startCoordinator with the store settings env
+// (and any other variables) instead of a seal folder.
+func startCoordinatorWith(t *testing.T, env ...string) (*testsupport.Process, string) {
+	t.Helper()
 	clientAddr := testsupport.FreeAddr(t)
 	cmd := exec.Command(os.Args[0])
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), runMainEnv+"=1",
 		"OE_SIMULATION=1",
-		"EDG_COORDINATOR_SEAL_DIR="+t.TempDir(),
 		"EDG_COORDINATOR_CLIENT_ADDR="+clientAddr,
 		"EDG_COORDINATOR_MESH_ADDR="+testsupport.FreeAddr(t),
 	)
+	cmd.Env = append(cmd.Env, env...)
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: insecureTLS}}
 	defer c.CloseIdleConnections()
 	p := testsupport.StartProcess(t, cmd, 30*time.Second, func() error {
@@ -67,6 +74,10 @@ func TestSIGTERM(t *testing.T) {
 	p.Terminate(t, 30*time.Second)
 	if !strings.Contains(p.Output(), `"msg":"the Coordinator stopped"`) {
 		t.Errorf("logs lack the clean stop:\n%s", p.Output())
+	}
+	// The file store stays the default.
+	if !strings.Contains(p.Output(), `"msg":"Coordinator ready"`) || !strings.Contains(p.Output(), `"store":"file","sealDir":`) {
+		t.Errorf("logs do not say that the file store keeps the state:\n%s", p.Output())
 	}
 }
 

@@ -3,9 +3,12 @@ package cli
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/marblemesh/marblemesh/test/kubetest"
@@ -56,6 +59,71 @@ func TestInstallCommands(t *testing.T) {
 		t.Errorf("version --coordinator after uninstall:\n%s", r.stdout)
 	}
 	e.fail([]string{"MarbleRun is not installed in namespace " + ns, "marblerun install"}, append([]string{"check", "--timeout", "1"}, kc...)...)
+
+	t.Run("distributed", func(t *testing.T) {
+		ns := kube.Namespace(t)
+		kc := []string{"--kubeconfig", kube.Kubeconfig, "-n", ns}
+		e := e.sub(t)
+		e.ok(append([]string{"install", "--simulation", "--distributed-deployment", "--resource-key", "sgx.intel.com/epc"}, kc...)...)
+		d, err := kube.Clientset.AppsV1().Deployments(ns).Get(t.Context(), "marblerun-coordinator", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env := map[string]string{}
+		for _, v := range d.Spec.Template.Spec.Containers[0].Env {
+			env[v.Name] = v.Value
+		}
+		if env["EDG_DISTRIBUTED_COORDINATOR"] != "1" || env["EDG_K8S_STATE_NAME"] != "marblerun-state" || env["EDG_K8S_NAMESPACE"] != ns {
+			t.Errorf("the Coordinator's environment %v lacks the distributed settings", env)
+		}
+		if _, err := kube.Clientset.RbacV1().Roles(ns).Get(t.Context(), "marblerun-coordinator", metav1.GetOptions{}); err != nil {
+			t.Errorf("the Coordinator's Role: %v", err)
+		}
+		if pvcs, err := kube.Clientset.CoreV1().PersistentVolumeClaims(ns).List(t.Context(), metav1.ListOptions{}); err != nil || len(pvcs.Items) != 0 {
+			t.Errorf("claims of a distributed installation: %v %v", pvcs, err)
+		}
+		// The state a Coordinator would have written, and a Secret of
+		// someone else's.
+		for name, labels := range map[string]map[string]string{
+			"marblerun-state":         {"app.kubernetes.io/managed-by": "marblemesh", "marblemesh.io/state": "marblerun-state", "marblemesh.io/object": "head"},
+			"marblerun-state-1-abc-0": {"app.kubernetes.io/managed-by": "marblemesh", "marblemesh.io/state": "marblerun-state", "marblemesh.io/object": "chunk"},
+			"unrelated":               {"marblemesh.io/state": "marblerun-state"},
+		} {
+			_, err := kube.Clientset.CoreV1().Secrets(ns).Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := e.ok(append([]string{"uninstall"}, kc...)...)
+		for _, want := range []string{"Kept the Coordinator's state: 2 Secrets labelled marblemesh.io/state=marblerun-state",
+			"marblerun uninstall -n " + ns + " --delete-state", "MarbleRun uninstalled successfully"} {
+			if !strings.Contains(r.stdout, want) {
+				t.Errorf("uninstall output lacks %q:\n%s", want, r.stdout)
+			}
+		}
+		if _, err := kube.Clientset.RbacV1().Roles(ns).Get(t.Context(), "marblerun-coordinator", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("the Coordinator's Role after uninstall: %v", err)
+		}
+		r = e.ok(append([]string{"uninstall", "--delete-state"}, kc...)...)
+		if !strings.Contains(r.stdout, "Deleted 2 Secrets of the Coordinator's state (label marblemesh.io/state)") {
+			t.Errorf("uninstall --delete-state output:\n%s", r.stdout)
+		}
+		list, err := kube.Clientset.CoreV1().Secrets(ns).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var left []string
+		for _, s := range list.Items {
+			left = append(left, s.Name)
+		}
+		if !slices.Equal(left, []string{"unrelated"}) {
+			t.Errorf("Secrets left after uninstall --delete-state: %v, want only the unrelated one", left)
+		}
+		r = e.ok(append([]string{"uninstall"}, kc...)...)
+		if strings.Contains(r.stdout, "Kept") {
+			t.Errorf("uninstall without state:\n%s", r.stdout)
+		}
+	})
 }
 
 func TestKubeCommandsWithoutCluster(t *testing.T) {

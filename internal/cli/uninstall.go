@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -9,6 +10,7 @@ import (
 )
 
 func newUninstallCmd(out *output, namespace func() string) *cobra.Command {
+	var deleteState bool
 	cmd := &cobra.Command{
 		Use:   "uninstall",
 		Short: "Remove MarbleRun from a Kubernetes cluster",
@@ -16,20 +18,49 @@ func newUninstallCmd(out *output, namespace func() string) *cobra.Command {
 (default marblerun): the Helm release "marblerun" with all its objects, and the
 Secrets marble-injector-webhook-ca and marble-injector-webhook-certs. The
 namespace itself stays. The Coordinator's sealed state goes with its
-PersistentVolumeClaim.`,
+PersistentVolumeClaim.
+
+A Coordinator installed with --distributed-deployment keeps its state in
+Secrets labelled ` + install.StateLabel + `=<state name> instead. They are kept, so
+that a later installation in the namespace continues with the same state, unless
+--delete-state is given: then, once no Coordinator Pod is left (it waits up to
+two minutes), they are deleted and the state is gone for good.`,
+		Example: `  marblerun uninstall
+  marblerun uninstall --delete-state`,
 		Args: exactArgs(0, "none"),
 	}
 	kf := addKubeFlags(cmd)
+	cmd.Flags().BoolVar(&deleteState, "delete-state", false, "also delete the Secrets of the Coordinator's state (distributed deployment); the state is lost")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		had, err := install.Uninstall(cmd.Context(), kf.cluster(namespace()), out.stdout())
+		ns := namespace()
+		c := kf.cluster(ns)
+		had, err := install.Uninstall(cmd.Context(), c, out.stdout())
 		if err != nil {
 			return kubeError(err)
 		}
 		if !had {
-			fmt.Fprintf(out.stdout(), "MarbleRun was not installed in namespace %s; removed its webhook Secrets if there were any\n", namespace())
-			return nil
+			fmt.Fprintf(out.stdout(), "MarbleRun was not installed in namespace %s; removed its webhook Secrets if there were any\n", ns)
 		}
-		fmt.Fprintln(out.stdout(), "MarbleRun uninstalled successfully")
+		if deleteState {
+			n, err := install.DeleteState(cmd.Context(), c)
+			if err != nil {
+				return kubeError(err)
+			}
+			fmt.Fprintf(out.stdout(), "Deleted %d Secrets of the Coordinator's state (label %s)\n", n, install.StateLabel)
+		} else {
+			st, err := install.ListState(cmd.Context(), c)
+			if err != nil {
+				return kubeError(err)
+			}
+			if st.Count > 0 {
+				fmt.Fprintf(out.stdout(), "Kept the Coordinator's state: %d Secrets labelled %s=%s. A new installation with --distributed-deployment\n"+
+					"in namespace %s continues with it. To remove it, run 'marblerun uninstall -n %s --delete-state'.\n",
+					st.Count, install.StateLabel, strings.Join(st.States, ","), ns, ns)
+			}
+		}
+		if had {
+			fmt.Fprintln(out.stdout(), "MarbleRun uninstalled successfully")
+		}
 		return nil
 	}
 	return cmd

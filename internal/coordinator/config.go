@@ -4,14 +4,18 @@ package coordinator
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/attestation/issuer"
 	"github.com/marblemesh/marblemesh/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 )
 
 // Environment variables the Coordinator reads, with MarbleRun's names.
@@ -31,7 +35,28 @@ const (
 	EnvAttestationDir = "EDG_COORDINATOR_ATTESTATION_DIR"
 	EnvSealMode       = "EDG_COORDINATOR_SEAL_MODE"
 	EnvQCNLConf       = "EDG_COORDINATOR_QCNL_CONF"
+
+	// Settings of a Coordinator whose state lives in the Kubernetes API.
+	EnvDistributed  = "EDG_DISTRIBUTED_COORDINATOR"
+	EnvStoreBackend = "EDG_STORE_BACKEND"
+	EnvK8sStateName = "EDG_K8S_STATE_NAME"
+	EnvK8sNamespace = "EDG_K8S_NAMESPACE"
+	// EnvKubeconfig, in distributed mode, names a kubeconfig file that
+	// replaces the in-cluster configuration (outside a cluster, in tests).
+	EnvKubeconfig = "KUBECONFIG"
 )
+
+// Store backends.
+const (
+	// StoreFile keeps the sealed state in SealDir (the default).
+	StoreFile = "file"
+	// StoreK8sSecret keeps the sealed state in Secrets of one namespace
+	// (distributed mode only).
+	StoreK8sSecret = "k8s-secret"
+)
+
+// serviceAccountNamespaceFile holds the Pod's namespace in a cluster.
+const serviceAccountNamespaceFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 // Config is the Coordinator's process configuration.
 type Config struct {
@@ -43,8 +68,17 @@ type Config struct {
 	PrometheusAddr string
 	// DNSNames are written into the CA certificates; IPs become IP SANs.
 	DNSNames []string
-	// SealDir holds the sealed state.
+	// SealDir holds the sealed state of the file store.
 	SealDir string
+	// Store is the store backend: StoreFile (also when empty) or
+	// StoreK8sSecret, which keeps the state in Secrets named after
+	// KubeStateName in KubeNamespace and reaches the Kubernetes API with
+	// the kubeconfig file Kubeconfig, or the in-cluster configuration
+	// when that is empty.
+	Store         string
+	KubeStateName string
+	KubeNamespace string
+	Kubeconfig    string
 	// StartupManifest, if set, is a manifest file applied at boot.
 	StartupManifest string
 	// Simulation admits marbles without attestation (insecure).
@@ -129,6 +163,17 @@ func Describe() string {
 		EnvHTTPErrorLogLevel + "          level of HTTP server errors: debug, info, warn or error (default \"error\")",
 		EnvSimulation + "                     \"1\" runs in simulation mode: no attestation, INSECURE",
 		"",
+		"By default the sealed state is kept in " + EnvSealDir + ". In distributed mode it lives in the Kubernetes API:",
+		EnvDistributed + "       \"1\" keeps the sealed state in Secrets of one namespace instead of a folder (one replica",
+		"                                  for now); " + EnvSealDir + " must then be unset",
+		EnvStoreBackend + "                 store of the distributed mode: only \"" + StoreK8sSecret + "\" (the default); refused",
+		"                                  without " + EnvDistributed + "=1",
+		EnvK8sStateName + "                name of the head Secret; further Secrets are named after it and labelled",
+		"                                  " + store.LabelState + "=<name> (default \"" + store.DefaultKubeStateName + "\")",
+		EnvK8sNamespace + "                 namespace of the Secrets (default: the Pod's, from " + serviceAccountNamespaceFile + ")",
+		EnvKubeconfig + "                        kubeconfig file to reach the Kubernetes API (default: the in-cluster service account);",
+		"                                  read in distributed mode only",
+		"",
 		"Outside simulation the Coordinator runs under Gramine (gramine-sgx with sgx.remote_attestation = \"dcap\"),",
 		"detected by <attestation folder>/quote and <attestation folder>/keys/:",
 		EnvAttestationDir + "   Gramine's attestation folder (default \"" + issuer.GramineDir + "\")",
@@ -149,6 +194,11 @@ func Describe() string {
 // ConfigFromEnv reads the configuration from the environment. cwd is the
 // working directory, used for the default seal folder.
 func ConfigFromEnv(getenv func(string) string, cwd string) (Config, error) {
+	return configFromEnv(getenv, cwd, os.ReadFile)
+}
+
+// configFromEnv is ConfigFromEnv reading files with readFile.
+func configFromEnv(getenv func(string) string, cwd string, readFile func(string) ([]byte, error)) (Config, error) {
 	cfg := Config{
 		MeshAddr:          orDefault(getenv(EnvMeshAddr), ":2001"),
 		ClientAddr:        orDefault(getenv(EnvClientAddr), ":4433"),
@@ -167,8 +217,10 @@ func ConfigFromEnv(getenv func(string) string, cwd string) (Config, error) {
 	if dir := getenv(EnvCWD); dir != "" {
 		cwd = dir
 	}
-	cfg.SealDir = orDefault(getenv(EnvSealDir), filepath.Join(cwd, "marblerun-coordinator-data"))
 	var err error
+	if err := storeFromEnv(&cfg, getenv, cwd, readFile); err != nil {
+		return Config{}, err
+	}
 	if cfg.Simulation, err = parseFlag(EnvSimulation, getenv(EnvSimulation)); err != nil {
 		return Config{}, err
 	}
@@ -186,6 +238,55 @@ func ConfigFromEnv(getenv func(string) string, cwd string) (Config, error) {
 		return Config{}, fmt.Errorf("%s=%q: want debug, info, warn or error", EnvHTTPErrorLogLevel, cfg.HTTPErrorLogLevel)
 	}
 	return cfg, nil
+}
+
+// storeFromEnv chooses the store backend. Every setting of the other
+// backend is refused rather than ignored.
+func storeFromEnv(cfg *Config, getenv func(string) string, cwd string, readFile func(string) ([]byte, error)) error {
+	distributed, err := parseFlag(EnvDistributed, getenv(EnvDistributed))
+	if err != nil {
+		return err
+	}
+	backend := strings.TrimSpace(getenv(EnvStoreBackend))
+	if !distributed {
+		if backend != "" {
+			return fmt.Errorf("%s=%q needs %s=1 (without it the state is kept in %s)", EnvStoreBackend, backend, EnvDistributed, EnvSealDir)
+		}
+		for _, name := range []string{EnvK8sStateName, EnvK8sNamespace} {
+			if getenv(name) != "" {
+				return fmt.Errorf("%s is set, but only the distributed mode (%s=1) keeps the state in Secrets", name, EnvDistributed)
+			}
+		}
+		cfg.Store = StoreFile
+		cfg.SealDir = orDefault(getenv(EnvSealDir), filepath.Join(cwd, "marblerun-coordinator-data"))
+		return nil
+	}
+	switch backend {
+	case "", StoreK8sSecret:
+	default:
+		return fmt.Errorf("%s=%q: the distributed mode supports only %q", EnvStoreBackend, backend, StoreK8sSecret)
+	}
+	if getenv(EnvSealDir) != "" {
+		return fmt.Errorf("%s is set, but with %s=1 the state is kept in Secrets, not in a folder; unset it", EnvSealDir, EnvDistributed)
+	}
+	cfg.Store = StoreK8sSecret
+	cfg.KubeStateName = orDefault(getenv(EnvK8sStateName), store.DefaultKubeStateName)
+	if err := store.CheckKubeStateName(cfg.KubeStateName); err != nil {
+		return fmt.Errorf("%s: %w", EnvK8sStateName, err)
+	}
+	cfg.KubeNamespace = strings.TrimSpace(getenv(EnvK8sNamespace))
+	if cfg.KubeNamespace == "" {
+		raw, err := readFile(serviceAccountNamespaceFile)
+		if err != nil {
+			return fmt.Errorf("%s is not set and the Pod's namespace cannot be read (%w): set it to the namespace of the state's Secrets", EnvK8sNamespace, err)
+		}
+		cfg.KubeNamespace = strings.TrimSpace(string(raw))
+	}
+	if errs := validation.IsDNS1123Label(cfg.KubeNamespace); len(errs) > 0 {
+		return fmt.Errorf("%s=%q is not a namespace name: %s", EnvK8sNamespace, cfg.KubeNamespace, strings.Join(errs, "; "))
+	}
+	cfg.Kubeconfig = getenv(EnvKubeconfig)
+	return nil
 }
 
 func parseFlag(name, v string) (bool, error) {

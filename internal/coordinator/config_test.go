@@ -2,6 +2,9 @@ package coordinator
 
 import (
 	"bytes"
+	"io/fs"
+	"os"
+	"reflect"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -126,6 +129,7 @@ func TestMainHelp(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	for _, want := range []string{EnvMeshAddr, EnvClientAddr, EnvSealDir, EnvSimulation, "--simulation",
+		EnvDistributed, EnvStoreBackend, EnvK8sStateName, EnvK8sNamespace, EnvKubeconfig, "k8s-secret", "marblerun-state", "marblemesh.io/state",
 		EnvAttestationDir, EnvSealMode, EnvQCNLConf, "ProductKey", "UniqueKey", "_sgx_mrsigner", "_sgx_mrenclave", "HKDF-SHA256", "pccs_url", "use_secure_cert"} {
 		if !strings.Contains(errOut.String(), strings.TrimPrefix(want, "-")) {
 			t.Errorf("help lacks %s", want)
@@ -145,5 +149,98 @@ func TestTuneGC(t *testing.T) {
 	debug.SetGCPercent(150)
 	if got := tuneGC(envFrom(map[string]string{"GOGC": "150"})); got != 150 || debug.SetGCPercent(150) != 150 {
 		t.Fatalf("with GOGC=150: %d", got)
+	}
+}
+
+// TestConfigStore covers every combination of the store settings: the file
+// store by default, the k8s-secret store in distributed mode, and each
+// setting that does not fit the mode refused.
+func TestConfigStore(t *testing.T) {
+	const nsFile = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+	inPod := func(name string) ([]byte, error) {
+		if name != nsFile {
+			return nil, fs.ErrNotExist
+		}
+		return []byte("pod-ns\n"), nil
+	}
+	outside := func(string) ([]byte, error) { return nil, fs.ErrNotExist }
+	file := Config{Store: StoreFile, SealDir: "/srv/app/marblerun-coordinator-data"}
+	kube := func(ns, name, kubeconfig string) Config {
+		return Config{Store: StoreK8sSecret, KubeNamespace: ns, KubeStateName: name, Kubeconfig: kubeconfig}
+	}
+	tests := []struct {
+		name     string
+		env      map[string]string
+		readFile func(string) ([]byte, error)
+		want     Config
+		wantErr  string
+	}{
+		{"file store by default", nil, inPod, file, ""},
+		{"file store in a folder", map[string]string{EnvSealDir: "/seal"}, inPod, Config{Store: StoreFile, SealDir: "/seal"}, ""},
+		{"distributed 0 is the file store", map[string]string{EnvDistributed: "0"}, inPod, file, ""},
+		{"KUBECONFIG is not the file store's", map[string]string{EnvKubeconfig: "/kube/config"}, inPod, file, ""},
+		{"distributed, defaults in a Pod", map[string]string{EnvDistributed: "1"}, inPod, kube("pod-ns", "marblerun-state", ""), ""},
+		{"distributed, every setting", map[string]string{
+			EnvDistributed: "true", EnvStoreBackend: "k8s-secret", EnvK8sStateName: "my-state", EnvK8sNamespace: "mr", EnvKubeconfig: "/kube/config",
+		}, outside, kube("mr", "my-state", "/kube/config"), ""},
+		{"distributed, namespace set outside a Pod", map[string]string{EnvDistributed: "1", EnvK8sNamespace: "mr"}, outside, kube("mr", "marblerun-state", ""), ""},
+		{"distributed, namespace set wins over the Pod's", map[string]string{EnvDistributed: "1", EnvK8sNamespace: "other"}, inPod, kube("other", "marblerun-state", ""), ""},
+
+		{"backend without distributed mode", map[string]string{EnvStoreBackend: "k8s-secret"}, inPod, Config{}, EnvStoreBackend + `="k8s-secret" needs ` + EnvDistributed + "=1"},
+		{"backend with distributed 0", map[string]string{EnvDistributed: "0", EnvStoreBackend: "k8s-secret"}, inPod, Config{}, "needs " + EnvDistributed + "=1"},
+		{"state name without distributed mode", map[string]string{EnvK8sStateName: "s"}, inPod, Config{}, EnvK8sStateName + " is set, but only the distributed mode"},
+		{"namespace without distributed mode", map[string]string{EnvK8sNamespace: "mr"}, inPod, Config{}, EnvK8sNamespace + " is set, but only the distributed mode"},
+		{"unknown backend", map[string]string{EnvDistributed: "1", EnvStoreBackend: "etcd"}, inPod, Config{}, EnvStoreBackend + `="etcd": the distributed mode supports only "k8s-secret"`},
+		{"file backend in distributed mode", map[string]string{EnvDistributed: "1", EnvStoreBackend: "file"}, inPod, Config{}, "supports only"},
+		{"seal dir in distributed mode", map[string]string{EnvDistributed: "1", EnvSealDir: "/seal"}, inPod, Config{}, EnvSealDir + " is set, but with " + EnvDistributed + "=1"},
+		{"bad distributed value", map[string]string{EnvDistributed: "maybe"}, inPod, Config{}, EnvDistributed + `="maybe"`},
+		{"no namespace outside a Pod", map[string]string{EnvDistributed: "1"}, outside, Config{}, EnvK8sNamespace + " is not set and the Pod's namespace cannot be read"},
+		{"bad namespace", map[string]string{EnvDistributed: "1", EnvK8sNamespace: "My_NS"}, inPod, Config{}, EnvK8sNamespace + `="My_NS" is not a namespace name`},
+		{"bad state name", map[string]string{EnvDistributed: "1", EnvK8sStateName: "State!"}, inPod, Config{}, EnvK8sStateName + `: state name "State!"`},
+		{"state name too long", map[string]string{EnvDistributed: "1", EnvK8sStateName: strings.Repeat("s", 44)}, inPod, Config{}, "at most 43 characters"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := configFromEnv(envFrom(tc.env), "/srv/app", tc.readFile)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error with %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := Config{Store: c.Store, SealDir: c.SealDir, KubeNamespace: c.KubeNamespace, KubeStateName: c.KubeStateName, Kubeconfig: c.Kubeconfig}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Fatalf("store settings %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestMainRefusesStoreSettings: a refused store setting stops the
+// Coordinator before it opens anything, with the configuration's exit code.
+func TestMainRefusesStoreSettings(t *testing.T) {
+	var out, errOut bytes.Buffer
+	code := Main(t.Context(), nil, envFrom(map[string]string{EnvSimulation: "1", EnvStoreBackend: "k8s-secret"}), &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), EnvStoreBackend) || !strings.Contains(errOut.String(), EnvDistributed) {
+		t.Fatalf("exit code %d, stderr %q", code, errOut.String())
+	}
+}
+
+// TestMainDistributedWithoutCluster: in distributed mode without a
+// kubeconfig and outside a cluster, the Coordinator says it cannot reach
+// the Kubernetes API and does not fall back to a folder.
+func TestMainDistributedWithoutCluster(t *testing.T) {
+	if os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		t.Skip("running in a Kubernetes Pod: the in-cluster configuration exists")
+	}
+	var out, errOut bytes.Buffer
+	code := Main(t.Context(), nil, envFrom(map[string]string{
+		EnvSimulation: "1", EnvDistributed: "1", EnvK8sNamespace: "mr", EnvMeshAddr: "127.0.0.1:0", EnvClientAddr: "127.0.0.1:0",
+	}), &out, &errOut)
+	if code != 1 || !strings.Contains(errOut.String(), "in-cluster Kubernetes configuration") || !strings.Contains(errOut.String(), EnvKubeconfig) {
+		t.Fatalf("exit code %d, stderr %q", code, errOut.String())
 	}
 }

@@ -25,7 +25,8 @@ func Main(ctx context.Context, args []string, getenv func(string) string, stdout
 
 The Coordinator of a confidential service mesh. It waits for a manifest on its
 client API (HTTPS), then attests marbles on its mesh API (gRPC) and gives them
-certificates, secrets and configuration. Its state is sealed in a folder.
+certificates, secrets and configuration. Its state is sealed in a folder or,
+in distributed mode, in Secrets of its Kubernetes namespace.
 
 Configuration comes from the environment:
 %s

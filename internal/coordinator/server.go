@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/clientapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
@@ -59,10 +63,12 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(cfg.SealDir, store.Options{Sealers: p.sealers, DefaultMode: mode, Logger: logger})
+	st, where, err := openStore(cfg, store.Options{Sealers: p.sealers, DefaultMode: mode, Logger: logger})
 	if err != nil {
-		return nil, fmt.Errorf("opening sealed state in %s: %w", cfg.SealDir, err)
+		return nil, err
 	}
+	where = append([]any{"store", cfg.storeBackend()}, where...)
+	logger.Info("sealed state store opened", where...)
 	s := &Server{cfg: cfg, log: logger, store: st}
 	defer func() {
 		if err != nil {
@@ -73,6 +79,12 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	storeInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "coordinator_store_info",
+		Help: "The store backend that keeps the sealed state (always 1): file or k8s-secret.",
+	}, []string{"backend"})
+	storeInfo.WithLabelValues(cfg.storeBackend()).Set(1)
+	reg.MustRegister(storeInfo)
 	s.core, err = core.New(core.Config{
 		DNSNames:   cfg.DNSNames,
 		Simulation: cfg.Simulation,
@@ -129,9 +141,76 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	state, _ := s.core.Status()
-	logger.Info("Coordinator ready", "state", int(state), "status", state.String(), "simulation", cfg.Simulation, "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
-		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String(), "sealDir", cfg.SealDir)
+	logger.Info("Coordinator ready", append([]any{"state", int(state), "status", state.String(), "simulation", cfg.Simulation, "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
+		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String()}, where...)...)
 	return s, nil
+}
+
+// storeBackend names the configured store backend.
+func (c Config) storeBackend() string {
+	if c.Store == "" {
+		return StoreFile
+	}
+	return c.Store
+}
+
+// kubeTimeout bounds each request of the k8s-secret store to the
+// Kubernetes API.
+const kubeTimeout = 30 * time.Second
+
+// openStore opens the configured store. It also returns log attributes
+// that say where the state is kept.
+func openStore(cfg Config, opts store.Options) (store.Store, []any, error) {
+	switch cfg.storeBackend() {
+	case StoreFile:
+		st, err := store.Open(cfg.SealDir, opts)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening sealed state in %s: %w", cfg.SealDir, err)
+		}
+		return st, []any{"sealDir", cfg.SealDir}, nil
+	case StoreK8sSecret:
+		rc, source, err := kubeRESTConfig(cfg.Kubeconfig)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store %s: %w", StoreK8sSecret, err)
+		}
+		rc.UserAgent = "marblemesh-coordinator"
+		rc.Timeout = kubeTimeout
+		// A KubeStore reads up to 8 chunks in parallel.
+		rc.QPS, rc.Burst = 50, 100
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store %s: a Kubernetes client: %w", StoreK8sSecret, err)
+		}
+		st, err := store.OpenKube(store.KubeOptions{
+			Client: cs, Namespace: cfg.KubeNamespace, Name: cfg.KubeStateName,
+			Sealers: opts.Sealers, DefaultMode: opts.DefaultMode, Logger: opts.Logger,
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening sealed state in Secret %s/%s: %w", cfg.KubeNamespace, cfg.KubeStateName, err)
+		}
+		return st, []any{"namespace", cfg.KubeNamespace, "stateSecret", cfg.KubeStateName, "kubernetesAPI", rc.Host, "kubeconfig", source}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown store backend %q", cfg.Store)
+}
+
+// kubeRESTConfig returns the configuration that reaches the Kubernetes
+// API: from the kubeconfig files listed in kubeconfig, else in-cluster.
+// It also names where it came from.
+func kubeRESTConfig(kubeconfig string) (*rest.Config, string, error) {
+	if kubeconfig == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, "", fmt.Errorf("the in-cluster Kubernetes configuration (set %s outside a cluster): %w", EnvKubeconfig, err)
+		}
+		return rc, "in-cluster", nil
+	}
+	loader := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{Precedence: filepath.SplitList(kubeconfig)}, &clientcmd.ConfigOverrides{})
+	rc, err := loader.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("the Kubernetes configuration in %s=%s: %w", EnvKubeconfig, kubeconfig, err)
+	}
+	return rc, kubeconfig, nil
 }
 
 // Core returns the Coordinator's core.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"helm.sh/helm/v3/pkg/lint/support"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -130,7 +132,19 @@ dcap: {qcnlConfig: '{"pccs_url": "https://pccs.internal/"}'}`),
 		"cli-cert-manager": cliValues(t, certManager),
 		"cli-ports": cliValues(t, Settings{Simulation: true, MeshServerPort: 3001, ClientServerPort: 5443,
 			Domains: []string{"a.example.com", "b.example.com"}}),
+		// The state in Secrets: marblerun install --distributed-deployment
+		// and the Helm values with a state name of one's own.
+		"cli-distributed": cliValues(t, Settings{Simulation: true, MeshServerPort: 2001, ClientServerPort: 4433, Distributed: true}),
+		"helm-distributed": parseValues(t, `
+coordinator: {distributedDeployment: true, stateSecretName: my-state, replicas: 1}`),
 	}
+}
+
+// distributed reports whether vals ask for the state in Secrets.
+func distributed(vals map[string]any) bool {
+	coord, _ := vals["coordinator"].(map[string]any)
+	d, _ := coord["distributedDeployment"].(bool)
+	return d
 }
 
 func TestChartGolden(t *testing.T) {
@@ -276,8 +290,11 @@ func TestChartObjects(t *testing.T) {
 					sealed = true
 				}
 			}
-			if !sealed {
+			if !sealed && !distributed(vals) {
 				t.Errorf("the seal dir %q is not the volume's mount point: %+v", env["EDG_COORDINATOR_SEAL_DIR"], c.VolumeMounts)
+			}
+			if token := pod.AutomountServiceAccountToken; token == nil || *token != distributed(vals) {
+				t.Errorf("automountServiceAccountToken %v: want it only in distributed mode", token)
 			}
 			dns := strings.Split(env["EDG_COORDINATOR_DNS_NAMES"], ",")
 			for _, want := range []string{"localhost", "coordinator-client-api.mr", "coordinator-mesh-api.mr.svc.cluster.local"} {
@@ -425,6 +442,10 @@ func TestChartSchemaRejects(t *testing.T) {
 		"empty resource key":      `marbleInjector: {resourceKey: ""}`,
 		"ca bundle not base64":    `marbleInjector: {CABundle: "-----BEGIN"}`,
 		"bad toleration":          `tolerations: [{key: a, operator: Maybe}]`,
+		"other store backend":     `coordinator: {distributedDeployment: true, storeBackend: etcd}`,
+		"bad state name":          `coordinator: {stateSecretName: My_State}`,
+		"long state name":         `coordinator: {stateSecretName: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}`,
+		"distributed as text":     `coordinator: {distributedDeployment: "yes"}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := render(t, "marblerun", parseValues(t, vals))
@@ -468,8 +489,9 @@ func TestChartLint(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, vals := range map[string]map[string]any{
-		"default": nil,
-		"sgx":     cliValues(t, sgxSettings(sgxresource.AzureEPC)),
+		"default":     nil,
+		"sgx":         cliValues(t, sgxSettings(sgxresource.AzureEPC)),
+		"distributed": parseValues(t, `coordinator: {distributedDeployment: true}`),
 	} {
 		t.Run(name, func(t *testing.T) {
 			l := action.NewLint()
@@ -513,5 +535,115 @@ func TestChartEmbedded(t *testing.T) {
 	}
 	if ch.Metadata.Name != "marblerun" || ch.Metadata.KubeVersion != ">=1.13.0-0" || ch.Metadata.APIVersion != chart.APIVersionV2 || ch.Schema == nil {
 		t.Errorf("chart metadata %+v, schema %d bytes", ch.Metadata, len(ch.Schema))
+	}
+}
+
+// TestChartDistributed checks the objects of a distributed deployment: the
+// Coordinator's environment, no claim or seal volume, and a Role limited
+// to what the Secrets store does, bound to the Coordinator's
+// ServiceAccount; and that the default deployment has none of it.
+func TestChartDistributed(t *testing.T) {
+	cases := chartCases(t)
+	for name, stateName := range map[string]string{"cli-distributed": "marblerun-state", "helm-distributed": "my-state", "default": "", "cli-simulation": ""} {
+		t.Run(name, func(t *testing.T) {
+			got, err := render(t, "mr", cases[name])
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, _ := decodeAll(t, got)
+			c := coordinatorDeployment(t, objs).Spec.Template.Spec.Containers[0]
+			env := envOf(c)
+			var roles []*rbacv1.Role
+			var bindings []*rbacv1.RoleBinding
+			pvc := false
+			for _, o := range objs {
+				switch o := o.(type) {
+				case *rbacv1.Role:
+					roles = append(roles, o)
+				case *rbacv1.RoleBinding:
+					bindings = append(bindings, o)
+				case *corev1.PersistentVolumeClaim:
+					pvc = true
+				}
+			}
+			for _, o := range objs {
+				if _, ok := o.(*rbacv1.ClusterRole); ok {
+					t.Error("the chart makes a ClusterRole")
+				}
+			}
+			if stateName == "" {
+				if len(roles)+len(bindings) != 0 || !pvc || env["EDG_COORDINATOR_SEAL_DIR"] == "" {
+					t.Errorf("file store: %d Roles, %d RoleBindings, claim %v, seal dir %q", len(roles), len(bindings), pvc, env["EDG_COORDINATOR_SEAL_DIR"])
+				}
+				for _, k := range []string{"EDG_DISTRIBUTED_COORDINATOR", "EDG_STORE_BACKEND", "EDG_K8S_STATE_NAME", "EDG_K8S_NAMESPACE"} {
+					if _, ok := env[k]; ok {
+						t.Errorf("file store with %s", k)
+					}
+				}
+				return
+			}
+			wantEnv := map[string]string{"EDG_DISTRIBUTED_COORDINATOR": "1", "EDG_STORE_BACKEND": "k8s-secret", "EDG_K8S_STATE_NAME": stateName, "EDG_K8S_NAMESPACE": "mr"}
+			for k, v := range wantEnv {
+				if env[k] != v {
+					t.Errorf("%s=%q, want %q", k, env[k], v)
+				}
+			}
+			if _, ok := env["EDG_COORDINATOR_SEAL_DIR"]; ok {
+				t.Error("EDG_COORDINATOR_SEAL_DIR is set in distributed mode")
+			}
+			if pvc {
+				t.Error("a PersistentVolumeClaim in distributed mode")
+			}
+			for _, m := range c.VolumeMounts {
+				if m.Name == "coordinator-pv-storage" {
+					t.Errorf("the seal volume is mounted in distributed mode: %+v", m)
+				}
+			}
+			if len(roles) != 1 || len(bindings) != 1 {
+				t.Fatalf("%d Roles and %d RoleBindings, want one of each", len(roles), len(bindings))
+			}
+			r := roles[0]
+			if r.Name != "marblerun-coordinator" || r.Namespace != "mr" {
+				t.Errorf("Role %s/%s", r.Namespace, r.Name)
+			}
+			// What KubeStore does: create chunks and kept-aside heads of
+			// generated names, get and delete them, list them by label;
+			// update the head only.
+			wantRules := []rbacv1.PolicyRule{
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "get", "list", "delete"}},
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{stateName}, Verbs: []string{"update"}},
+			}
+			if !reflect.DeepEqual(r.Rules, wantRules) {
+				t.Errorf("Role rules %+v, want %+v", r.Rules, wantRules)
+			}
+			b := bindings[0]
+			wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "marblerun-coordinator", Namespace: "mr"}}
+			if b.Name != "marblerun-coordinator" || b.Namespace != "mr" || b.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "marblerun-coordinator"}) ||
+				!reflect.DeepEqual(b.Subjects, wantSubjects) {
+				t.Errorf("RoleBinding %s/%s to %+v for %+v", b.Namespace, b.Name, b.RoleRef, b.Subjects)
+			}
+		})
+	}
+}
+
+// TestChartRefusesSettings: the chart fails with a clear message on
+// settings that would be ignored or unsafe.
+func TestChartRefusesSettings(t *testing.T) {
+	for name, c := range map[string]struct{ vals, want string }{
+		"two replicas":              {`coordinator: {replicas: 2}`, "several Coordinator replicas are not supported yet"},
+		"three distributed":         {`coordinator: {replicas: 3, distributedDeployment: true}`, "coordinator.replicas is 3"},
+		"claim in distributed mode": {`coordinator: {distributedDeployment: true, pvcName: my-claim}`, "coordinator.pvcName is set"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := render(t, "marblerun", parseValues(t, c.vals))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("values %s: got %v, want an error with %q", c.vals, err, c.want)
+			}
+		})
+	}
+	for _, vals := range []string{`coordinator: {replicas: 0}`, `coordinator: {replicas: 1, distributedDeployment: true}`} {
+		if _, err := render(t, "marblerun", parseValues(t, vals)); err != nil {
+			t.Errorf("values %s: %v", vals, err)
+		}
 	}
 }

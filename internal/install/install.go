@@ -39,6 +39,9 @@ type Options struct {
 	DCAPQPL, DCAPPCCSURL, DCAPSecureCert string
 	// DisableAutoInjection leaves out the marble-injector webhook.
 	DisableAutoInjection bool
+	// DistributedDeployment keeps the Coordinator's state in Secrets of
+	// the namespace instead of on a PersistentVolumeClaim.
+	DistributedDeployment bool
 	// MeshServerPort and ClientServerPort are the Coordinator's ports.
 	MeshServerPort, ClientServerPort int
 	// Wait waits until the Deployments are ready, up to WaitTimeout.
@@ -128,6 +131,7 @@ func Install(ctx context.Context, c *Cluster, o Options) error {
 		MeshServerPort:   o.MeshServerPort,
 		ClientServerPort: o.ClientServerPort,
 		Injector:         !o.DisableAutoInjection,
+		Distributed:      o.DistributedDeployment,
 	}
 	if s.ResourceKey == "" {
 		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})

@@ -31,6 +31,10 @@ type Settings struct {
 	// CABundle is the PEM of the CA that signed the webhook's certificate,
 	// when cert-manager does not.
 	CABundle []byte
+	// Distributed keeps the Coordinator's state in Secrets of the
+	// namespace (coordinator.distributedDeployment) instead of on a
+	// PersistentVolumeClaim.
+	Distributed bool
 }
 
 // Values returns the chart values of s. defaults are the chart's own
@@ -60,6 +64,9 @@ func Values(s Settings, defaults map[string]any) (map[string]any, error) {
 		"meshServerPort":   s.MeshServerPort,
 		"clientServerPort": s.ClientServerPort,
 		"hostname":         strings.Join(hosts, ","),
+	}
+	if s.Distributed {
+		coord["distributedDeployment"] = true
 	}
 	vals := map[string]any{"coordinator": coord}
 

@@ -31,6 +31,18 @@ func WithSealDir(dir string) Option {
 	return func(c *coordinator.Config) { c.SealDir = dir }
 }
 
+// WithKubeStore keeps the state in Secrets named after stateName in
+// namespace ns, reached through the kubeconfig file kubeconfig (the
+// distributed mode's k8s-secret store), instead of a seal folder. A
+// Coordinator started again with the same settings finds the same state.
+func WithKubeStore(kubeconfig, ns, stateName string) Option {
+	return func(c *coordinator.Config) {
+		c.SealDir = ""
+		c.Store = coordinator.StoreK8sSecret
+		c.Kubeconfig, c.KubeNamespace, c.KubeStateName = kubeconfig, ns, stateName
+	}
+}
+
 // WithPrometheus serves metrics on a loopback port.
 func WithPrometheus() Option {
 	return func(c *coordinator.Config) { c.PrometheusAddr = "127.0.0.1:0" }

@@ -126,8 +126,8 @@ func OpenKube(opts KubeOptions) (*KubeStore, error) {
 	if name == "" {
 		name = DefaultKubeStateName
 	}
-	if errs := validation.IsDNS1123Label(name); len(errs) > 0 || len(name) > maxKubeNameLen-20 {
-		return nil, fmt.Errorf("store: open: state name %q: must be a DNS label of at most %d characters", name, maxKubeNameLen-20)
+	if err := CheckKubeStateName(name); err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -155,6 +155,15 @@ func OpenKube(opts KubeOptions) (*KubeStore, error) {
 		sealers: sealers, defaultMode: mode, log: logger, mode: mode,
 		pieceSize: defaultPieceSize, compactMin: defaultCompactMin, maxDeltas: defaultMaxDeltas,
 	}, nil
+}
+
+// CheckKubeStateName tells whether name can name a KubeStore's head: a DNS
+// label short enough to leave room for the chunks' suffixes.
+func CheckKubeStateName(name string) error {
+	if errs := validation.IsDNS1123Label(name); len(errs) > 0 || len(name) > maxKubeNameLen-20 {
+		return fmt.Errorf("state name %q: must be a DNS label of at most %d characters", name, maxKubeNameLen-20)
+	}
+	return nil
 }
 
 func (s *KubeStore) at(point string) error {

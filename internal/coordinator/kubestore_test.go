@@ -1,0 +1,87 @@
+package coordinator_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/kubetest"
+)
+
+// TestRestartKeepsStateInSecrets is TestRestartKeepsState with the state
+// in Secrets of a real kube-apiserver: the manifest, the root, per-marble
+// keys and activation counts survive a restart, and the metrics name the
+// store.
+func TestRestartKeepsStateInSecrets(t *testing.T) {
+	env := kubetest.Start(t)
+	ns := env.Namespace(t)
+	kube := coordtest.WithKubeStore(env.Kubeconfig, ns, "coord-state")
+
+	c := coordtest.Start(t, kube, coordtest.WithPrometheus())
+	c.SetManifest(t, readManifest(t))
+	root := c.RootCertificate()
+	before, err := activate(t, c, "backend", uuidA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := activate(t, c, "frontend", uuidA); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.Get("http://" + c.Server.PrometheusAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(text), `coordinator_store_info{backend="k8s-secret"} 1`) {
+		t.Errorf("metrics do not name the store:\n%s", text)
+	}
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	head, err := env.Clientset.CoreV1().Secrets(ns).Get(t.Context(), "coord-state", metav1.GetOptions{})
+	if err != nil || head.Labels["marblemesh.io/state"] != "coord-state" {
+		t.Fatalf("the state's head Secret: %v %v", head, err)
+	}
+
+	c2 := coordtest.Start(t, kube)
+	if got := statusCode(t, c2); got != 3 {
+		t.Fatalf("status after restart = %d", got)
+	}
+	if !c2.RootCertificate().Equal(root) {
+		t.Fatal("root certificate changed across restart")
+	}
+	after, err := activate(t, c2, "backend", uuidA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before["/etc/backend/own.hex"], after["/etc/backend/own.hex"]) {
+		t.Fatal("per-marble key changed across restart for the same UUID")
+	}
+	if _, err := activate(t, c2, "frontend", uuidA); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("activation count lost across restart: %v", err)
+	}
+}
+
+// TestFileStoreMetric: the file store stays the default and says so.
+func TestFileStoreMetric(t *testing.T) {
+	c := coordtest.Start(t, coordtest.WithPrometheus())
+	resp, err := http.Get("http://" + c.Server.PrometheusAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(text), `coordinator_store_info{backend="file"} 1`) {
+		t.Errorf("metrics do not name the file store:\n%s", text)
+	}
+}
