@@ -359,7 +359,7 @@ func (c *Core) decryptShare(ct []byte) ([]byte, error) {
 // data key is put together, the state is unlocked and sealed again for
 // this machine, and the Coordinator resumes (state 3). It returns how many
 // secrets are still missing.
-func (c *Core) Recover(secret, signature []byte) (int, error) {
+func (c *Core) Recover(ctx context.Context, secret, signature []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.view.Load()
@@ -403,7 +403,7 @@ func (c *Core) Recover(secret, signature []byte) (int, error) {
 		return 0, fmt.Errorf("combining recovery secrets: %w", err)
 	}
 	defer clear(dataKey)
-	stored, err := c.cfg.Store.Unlock(context.Background(), dataKey)
+	stored, err := c.cfg.Store.Unlock(ctx, dataKey)
 	switch {
 	case errors.Is(err, store.ErrWrongDataKey):
 		// The shares matched the recovery data, so the recovery data does
@@ -430,7 +430,7 @@ func (c *Core) Recover(secret, signature []byte) (int, error) {
 	c.adopt(st)
 	c.unsealErr = nil
 	c.endRecovery()
-	c.enforceSealMode(context.Background(), st.dep.manifest)
+	c.enforceSealMode(ctx, st.dep.manifest)
 	state := StateAcceptingManifest
 	if st.dep.manifest != nil {
 		state = StateAcceptingMarbles

@@ -77,7 +77,7 @@ func (c *Core) ReadSecrets(userCert *x509.Certificate, names []string) (map[stri
 // WriteSecret on every one of them; every value must match its definition
 // and fit the templates that use it. Marbles that activate afterwards
 // receive the new values. Either all secrets are stored or none.
-func (c *Core) WriteSecrets(userCert *x509.Certificate, values map[string]UserSecret) error {
+func (c *Core) WriteSecrets(ctx context.Context, userCert *x509.Certificate, values map[string]UserSecret) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.view.Load()
@@ -142,7 +142,7 @@ func (c *Core) WriteSecrets(userCert *x509.Certificate, values map[string]UserSe
 	}
 	nd := *dep
 	nd.secrets = secrets
-	if err := c.commitWithLog(context.Background(), changes, entries...); err != nil {
+	if err := c.commitWithLog(ctx, changes, entries...); err != nil {
 		return err
 	}
 	if err := c.publish(StateAcceptingMarbles, &nd); err != nil {

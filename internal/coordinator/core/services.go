@@ -55,7 +55,7 @@ func counterKey(id marbleIdentity, name string) string {
 // and are stored before the answer. The manifest must enable the
 // MonotonicCounter feature gate and the caller must present its marble
 // certificate.
-func (c *Core) SetMonotonicCounter(marbleCert *x509.Certificate, name string, value uint64) (uint64, error) {
+func (c *Core) SetMonotonicCounter(ctx context.Context, marbleCert *x509.Certificate, name string, value uint64) (uint64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.view.Load()
@@ -75,7 +75,7 @@ func (c *Core) SetMonotonicCounter(marbleCert *x509.Certificate, name string, va
 	key := counterKey(id, name)
 	prev := c.counters[key]
 	if value > prev {
-		if err := c.cfg.Store.Commit(context.Background(), map[string][]byte{prefixCounter + key: []byte(strconv.FormatUint(value, 10))}); err != nil {
+		if err := c.cfg.Store.Commit(ctx, map[string][]byte{prefixCounter + key: []byte(strconv.FormatUint(value, 10))}); err != nil {
 			return 0, fmt.Errorf("storing monotonic counter: %w", err)
 		}
 		c.counters[key] = value

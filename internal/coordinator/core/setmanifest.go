@@ -17,7 +17,7 @@ const MaxManifestSize = 16 << 20
 // SetManifest sets the first manifest (state 2), or replaces state that
 // cannot be unsealed (state 1, discarding it). It returns the owners'
 // encrypted recovery secrets, by recovery key name.
-func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
+func (c *Core) SetManifest(ctx context.Context, raw []byte) (map[string][]byte, error) {
 	if len(raw) == 0 {
 		return nil, newError(KindInvalidArgument, nil, "the manifest is empty")
 	}
@@ -88,7 +88,7 @@ func (c *Core) SetManifest(raw []byte) (map[string][]byte, error) {
 	}
 	// The deployment and its recovery data are stored in one step, under a
 	// new data key sealed in the manifest's seal mode.
-	secrets, err := c.resetWithRecovery(context.Background(), encoded, m)
+	secrets, err := c.resetWithRecovery(ctx, encoded, m)
 	if err != nil {
 		return nil, fmt.Errorf("storing the new deployment: %w", err)
 	}
