@@ -115,24 +115,24 @@ func (c *Core) UpdateManifest(ctx context.Context, userCert *x509.Certificate, r
 			return nil, newError(KindInvalidArgument, err, "invalid manifest templates")
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if upd.IsPackageUpdate() {
-		if v.state != StateAcceptingMarbles {
-			return nil, newError(KindFailedPrecondition, nil, "updates need a manifest to update (state: %s)", v.state)
+	return writeResult(ctx, c, "updating the manifest", func() (*UpdateResult, error) {
+		v := c.view.Load()
+		if upd.IsPackageUpdate() {
+			if v.state != StateAcceptingMarbles {
+				return nil, newError(KindFailedPrecondition, nil, "updates need a manifest to update (state: %s)", v.state)
+			}
+			user, err := authenticateUser(v.dep, userCert)
+			if err != nil {
+				return nil, err
+			}
+			return c.updatePackages(ctx, v.dep, user, upd)
 		}
-		user, err := authenticateUser(v.dep, userCert)
+		user, err := c.updater(v, userCert)
 		if err != nil {
 			return nil, err
 		}
-		return c.updatePackages(ctx, v.dep, user, upd)
-	}
-	user, err := c.updater(v, userCert)
-	if err != nil {
-		return nil, err
-	}
-	return c.initiateUpdate(ctx, v.dep, user, upd, raw, compiled)
+		return c.initiateUpdate(ctx, v.dep, user, upd, raw, compiled)
+	})
 }
 
 // updater returns the user of userCert if it may start a full update in
@@ -560,72 +560,72 @@ func (c *Core) PendingUpdate() (*PendingUpdate, error) {
 // whose manifest raw must be byte for byte. The last acknowledgement
 // applies the update.
 func (c *Core) AcknowledgeUpdate(ctx context.Context, userCert *x509.Certificate, raw []byte) (*UpdateResult, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if v.state != StateAcceptingMarbles {
-		return nil, newError(KindNotFound, nil, "no manifest update is pending (state: %s)", v.state)
-	}
-	user, err := authenticateUser(v.dep, userCert)
-	if err != nil {
-		return nil, err
-	}
-	p := c.pending
-	if p == nil {
-		return nil, newError(KindNotFound, nil, "no manifest update is pending")
-	}
-	if err := authorize(v.dep, user, manifest.ActionUpdateManifest, manifest.ResourceManifest); err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(raw, p.Manifest) {
-		sum := sha256.Sum256(raw)
-		return nil, newError(KindInvalidArgument, nil, "the manifest differs from the pending update (fingerprint %s, uploaded %s); acknowledge by uploading exactly the same bytes", p.fingerprint(), hex.EncodeToString(sum[:]))
-	}
-	if slices.Contains(p.Acknowledged, user) {
-		return nil, newError(KindInvalidArgument, nil, "user %q has already acknowledged the pending update", user)
-	}
-	upd, err := manifest.Parse(p.Manifest)
-	if err != nil {
-		return nil, fmt.Errorf("pending update: %w", err)
-	}
-	compiled, err := upd.Compile()
-	if err != nil {
-		return nil, fmt.Errorf("pending update: %w", err)
-	}
-	np := *p
-	np.Acknowledged = append(slices.Clone(p.Acknowledged), user)
-	sort.Strings(np.Acknowledged)
-	return c.advanceUpdate(ctx, v.dep, &np, user, logUpdateAcknowledge, upd, compiled)
+	return writeResult(ctx, c, "acknowledging the manifest update", func() (*UpdateResult, error) {
+		v := c.view.Load()
+		if v.state != StateAcceptingMarbles {
+			return nil, newError(KindNotFound, nil, "no manifest update is pending (state: %s)", v.state)
+		}
+		user, err := authenticateUser(v.dep, userCert)
+		if err != nil {
+			return nil, err
+		}
+		p := c.pending
+		if p == nil {
+			return nil, newError(KindNotFound, nil, "no manifest update is pending")
+		}
+		if err := authorize(v.dep, user, manifest.ActionUpdateManifest, manifest.ResourceManifest); err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(raw, p.Manifest) {
+			sum := sha256.Sum256(raw)
+			return nil, newError(KindInvalidArgument, nil, "the manifest differs from the pending update (fingerprint %s, uploaded %s); acknowledge by uploading exactly the same bytes", p.fingerprint(), hex.EncodeToString(sum[:]))
+		}
+		if slices.Contains(p.Acknowledged, user) {
+			return nil, newError(KindInvalidArgument, nil, "user %q has already acknowledged the pending update", user)
+		}
+		upd, err := manifest.Parse(p.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("pending update: %w", err)
+		}
+		compiled, err := upd.Compile()
+		if err != nil {
+			return nil, fmt.Errorf("pending update: %w", err)
+		}
+		np := *p
+		np.Acknowledged = append(slices.Clone(p.Acknowledged), user)
+		sort.Strings(np.Acknowledged)
+		return c.advanceUpdate(ctx, v.dep, &np, user, logUpdateAcknowledge, upd, compiled)
+	})
 }
 
 // CancelUpdate drops the pending update; any user allowed to UpdateManifest
 // may.
 func (c *Core) CancelUpdate(ctx context.Context, userCert *x509.Certificate) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if v.state != StateAcceptingMarbles {
-		return newError(KindNotFound, nil, "no manifest update is pending (state: %s)", v.state)
-	}
-	user, err := authenticateUser(v.dep, userCert)
-	if err != nil {
-		return err
-	}
-	p := c.pending
-	if p == nil {
-		return newError(KindNotFound, nil, "no manifest update is pending")
-	}
-	if err := authorize(v.dep, user, manifest.ActionUpdateManifest, manifest.ResourceManifest); err != nil {
-		return err
-	}
-	entry, err := updateLogEntry(c.cfg.Now(), logUpdateCancelled, map[string]any{"user": user, "manifestFingerprint": p.fingerprint()})
-	if err != nil {
-		return err
-	}
-	if err := c.commitWithLog(ctx, map[string][]byte{keyPendingUpdate: nil}, entry); err != nil {
-		return err
-	}
-	c.pending = nil
-	c.log.Info("manifest update cancelled", "user", user, "fingerprint", p.fingerprint())
-	return nil
+	return c.write(ctx, "cancelling the manifest update", func() error {
+		v := c.view.Load()
+		if v.state != StateAcceptingMarbles {
+			return newError(KindNotFound, nil, "no manifest update is pending (state: %s)", v.state)
+		}
+		user, err := authenticateUser(v.dep, userCert)
+		if err != nil {
+			return err
+		}
+		p := c.pending
+		if p == nil {
+			return newError(KindNotFound, nil, "no manifest update is pending")
+		}
+		if err := authorize(v.dep, user, manifest.ActionUpdateManifest, manifest.ResourceManifest); err != nil {
+			return err
+		}
+		entry, err := updateLogEntry(c.cfg.Now(), logUpdateCancelled, map[string]any{"user": user, "manifestFingerprint": p.fingerprint()})
+		if err != nil {
+			return err
+		}
+		if err := c.commitWithLog(ctx, map[string][]byte{keyPendingUpdate: nil}, entry); err != nil {
+			return err
+		}
+		c.pending = nil
+		c.log.Info("manifest update cancelled", "user", user, "fingerprint", p.fingerprint())
+		return nil
+	})
 }
