@@ -11,6 +11,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // casState is one stored state shared by several casStores, with a
@@ -337,5 +338,45 @@ func TestBootRace(t *testing.T) {
 	chainB, _, _ := b.Quote(context.Background(), nil)
 	if string(chainA) != string(chainB) {
 		t.Fatal("the cores serve different certificate chains")
+	}
+}
+
+// TestConflictRecoveryByTwoCores recovers the state through one core
+// while another, also in recovery, receives the same secret: the second
+// is told that recovery is over and serves the recovered state.
+func TestConflictRecoveryByTwoCores(t *testing.T) {
+	u := newGovUsers(t)
+	owner := testsupport.NewRecoveryKey(t)
+	shared := newCASState()
+	first := newSimCore(t, shared.open())
+	encrypted, err := first.SetManifest(context.Background(), encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"owner": owner})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	share := owner.Decrypt(t, encrypted["owner"])
+	shared.mem.LoseSealKey()
+	a, b := newSimCore(t, shared.open()), newSimCore(t, shared.open())
+	for _, c := range []*Core{a, b} {
+		if s, _ := c.Status(); s != StateRecovery {
+			t.Fatalf("state after losing the seal key: %v", s)
+		}
+	}
+	if left, err := a.Recover(context.Background(), share, owner.Sign(t, share)); err != nil || left != 0 {
+		t.Fatalf("Recover on a: %d, %v", left, err)
+	}
+	if _, err := b.Recover(context.Background(), share, owner.Sign(t, share)); KindOf(err) != KindFailedPrecondition {
+		t.Fatalf("Recover on b after a recovered: %v (kind %v), want FailedPrecondition", err, KindOf(err))
+	}
+	if s, _ := b.Status(); s != StateAcceptingMarbles {
+		t.Fatalf("b is in state %v after a recovered", s)
+	}
+	ra, _ := a.RootCertificate()
+	rb, _ := b.RootCertificate()
+	rf, _ := first.RootCertificate()
+	if !ra.Equal(rf) || !rb.Equal(rf) {
+		t.Fatal("the cores do not serve the recovered certificate authority")
+	}
+	if _, err := b.RecoveryPublicKey(); KindOf(err) != KindFailedPrecondition {
+		t.Fatalf("recovery key on b after recovery: %v", err)
 	}
 }

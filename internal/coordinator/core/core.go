@@ -42,7 +42,10 @@ type Config struct {
 	// the coordinator_tee_info metric; empty means "unknown". In
 	// simulation the name is always TEESimulation.
 	TEE string
-	// Store persists the state. Required.
+	// Store persists the state. Required. It may be shared with other
+	// Coordinators (store.KubeStore): a write that loses a race to one of
+	// them is checked and tried again against the state it stored, and
+	// what they wrote is served here after such a write or Core.Reload.
 	Store store.Store
 	// DefaultSealMode is the seal mode before a manifest is set and when
 	// the manifest leaves Config.SealMode empty; empty means ProductKey.
