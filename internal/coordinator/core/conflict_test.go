@@ -380,3 +380,24 @@ func TestConflictRecoveryByTwoCores(t *testing.T) {
 		t.Fatalf("recovery key on b after recovery: %v", err)
 	}
 }
+
+// TestConflictRequestEnded stops retrying once the request's context has
+// ended.
+func TestConflictRequestEnded(t *testing.T) {
+	u := newGovUsers(t)
+	st := newCASState().open()
+	c := newSimCore(t, st)
+	if _, err := c.SetManifest(context.Background(), encodeManifest(t, govManifest(u, nil))); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st.loseNext(maxWriteAttempts, cancel)
+	err := c.WriteSecrets(ctx, u.alice.Cert, validUserSecrets(t))
+	if KindOf(err) != KindUnavailable || !errors.Is(err, context.Canceled) {
+		t.Fatalf("write whose request ended: %v (kind %v), want Unavailable wrapping context.Canceled", err, KindOf(err))
+	}
+	if _, refused := st.counts(); refused != 1 {
+		t.Fatalf("%d attempts, want 1", refused)
+	}
+}

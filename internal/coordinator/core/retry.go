@@ -63,7 +63,7 @@ func (c *Core) Reload(ctx context.Context) error {
 var errNoStoredState = errors.New("nothing is stored yet")
 
 // load reads the stored state and serves it: the path both of the start
-// (boot set) and of a reload after another Coordinator wrote. The
+// (boot true) and of a reload after another Coordinator wrote. The
 // one-time work of the start (checking the recovery data against the
 // manifest, sealing the data key in the manifest's seal mode) is done at
 // boot only; a reload only takes over what is stored, the seal mode
