@@ -401,3 +401,37 @@ func TestConflictRequestEnded(t *testing.T) {
 		t.Fatalf("%d attempts, want 1", refused)
 	}
 }
+
+// TestReloadInRecoveryKeepsShares reads the state again in recovery: the
+// secrets uploaded so far stay while the recovery data is the same.
+func TestReloadInRecoveryKeepsShares(t *testing.T) {
+	u := newGovUsers(t)
+	owners := map[string]*testsupport.RecoveryKey{"owner0": testsupport.NewRecoveryKey(t), "owner1": testsupport.NewRecoveryKey(t)}
+	shared := newCASState()
+	first := newSimCore(t, shared.open())
+	encrypted, err := first.SetManifest(context.Background(), encodeManifest(t, govManifest(u, owners)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared.mem.LoseSealKey()
+	c := newSimCore(t, shared.open())
+	upload := func(name string) (int, error) {
+		share := owners[name].Decrypt(t, encrypted[name])
+		return c.Recover(context.Background(), share, owners[name].Sign(t, share))
+	}
+	if left, err := upload("owner0"); err != nil || left != 1 {
+		t.Fatalf("first secret: %d, %v", left, err)
+	}
+	if err := c.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := c.Status(); s != StateRecovery {
+		t.Fatalf("state after a reload in recovery: %v", s)
+	}
+	if left, err := upload("owner1"); err != nil || left != 0 {
+		t.Fatalf("second secret after a reload: %d, %v", left, err)
+	}
+	if s, _ := c.Status(); s != StateAcceptingMarbles {
+		t.Fatalf("state after recovery: %v", s)
+	}
+}
