@@ -103,7 +103,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("starting the Coordinator core: %w", err)
 	}
 	if cfg.StartupManifest != "" {
-		if err := s.applyStartupManifest(cfg.StartupManifest); err != nil {
+		if err := s.applyStartupManifest(context.Background(), cfg.StartupManifest); err != nil {
 			return nil, err
 		}
 	}
@@ -306,7 +306,7 @@ func (s *Server) closeListeners() {
 // applyStartupManifest sets the manifest file at boot. A Coordinator that
 // already runs the same manifest carries on; a different one is an error,
 // since changes go through manifest updates.
-func (s *Server) applyStartupManifest(path string) error {
+func (s *Server) applyStartupManifest(ctx context.Context, path string) error {
 	raw, err := os.ReadFile(path) //nolint:gosec // G304: the operator's EDG_STARTUP_MANIFEST
 	if err != nil {
 		return fmt.Errorf("reading startup manifest: %w", err)
@@ -318,7 +318,7 @@ func (s *Server) applyStartupManifest(path string) error {
 		}
 		return fmt.Errorf("startup manifest %s differs from the manifest already set; change it with a manifest update", path)
 	}
-	secrets, err := s.core.SetManifest(raw)
+	secrets, err := s.core.SetManifest(ctx, raw)
 	if err != nil {
 		return fmt.Errorf("setting startup manifest %s: %w", path, err)
 	}

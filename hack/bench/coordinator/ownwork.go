@@ -34,7 +34,7 @@ func ownWork(marbleType string) (testing.BenchmarkResult, error) {
 	if err != nil {
 		return testing.BenchmarkResult{}, err
 	}
-	if _, err := c.SetManifest(benchManifest(marbleType)); err != nil {
+	if _, err := c.SetManifest(context.Background(), benchManifest(marbleType)); err != nil {
 		return testing.BenchmarkResult{}, fmt.Errorf("setting the benchmark manifest: %w", err)
 	}
 	id, err := coordtest.NewMarbleIdentity(elliptic.P256(), marbleType)

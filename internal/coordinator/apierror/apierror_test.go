@@ -38,7 +38,9 @@ type failingCore struct {
 func (f failingCore) Activate(context.Context, core.ActivationRequest) (*core.Parameters, error) {
 	return nil, f.err
 }
-func (f failingCore) SetManifest([]byte) (map[string][]byte, error) { return nil, f.err }
+func (f failingCore) SetManifest(context.Context, []byte) (map[string][]byte, error) {
+	return nil, f.err
+}
 
 type outcome struct {
 	grpc        codes.Code

@@ -27,19 +27,19 @@ type Core interface {
 	Status() (core.State, string)
 	Quote(ctx context.Context, nonce []byte) (chainPEM, quote []byte, err error)
 	ManifestInfo() (raw, signature []byte, ok bool)
-	SetManifest(raw []byte) (map[string][]byte, error)
+	SetManifest(ctx context.Context, raw []byte) (map[string][]byte, error)
 	UpdateLog() ([]string, error)
 
-	UpdateManifest(user *x509.Certificate, raw []byte) (*core.UpdateResult, error)
+	UpdateManifest(ctx context.Context, user *x509.Certificate, raw []byte) (*core.UpdateResult, error)
 	PendingUpdate() (*core.PendingUpdate, error)
-	AcknowledgeUpdate(user *x509.Certificate, raw []byte) (*core.UpdateResult, error)
-	CancelUpdate(user *x509.Certificate) error
+	AcknowledgeUpdate(ctx context.Context, user *x509.Certificate, raw []byte) (*core.UpdateResult, error)
+	CancelUpdate(ctx context.Context, user *x509.Certificate) error
 	ReadSecrets(user *x509.Certificate, names []string) (map[string]manifest.Secret, error)
-	WriteSecrets(user *x509.Certificate, secrets map[string]core.UserSecret) error
-	Recover(secret, signature []byte) (remaining int, err error)
+	WriteSecrets(ctx context.Context, user *x509.Certificate, secrets map[string]core.UserSecret) error
+	Recover(ctx context.Context, secret, signature []byte) (remaining int, err error)
 	RecoveryPublicKey() ([]byte, error)
 	SignQuote(ctx context.Context, quote []byte) (signature []byte, tcbStatus string, err error)
-	SetMonotonicCounter(marble *x509.Certificate, name string, value uint64) (previous uint64, err error)
+	SetMonotonicCounter(ctx context.Context, marble *x509.Certificate, name string, value uint64) (previous uint64, err error)
 }
 
 // Limits on request bodies.

@@ -24,9 +24,11 @@ func (fakeCore) Status() (core.State, string) { return core.StateAcceptingManife
 func (fakeCore) Quote(context.Context, []byte) ([]byte, []byte, error) {
 	return nil, nil, errors.New("unused")
 }
-func (fakeCore) ManifestInfo() ([]byte, []byte, bool)            { return nil, nil, false }
-func (f fakeCore) SetManifest([]byte) (map[string][]byte, error) { return nil, f.setErr }
-func (fakeCore) UpdateLog() ([]string, error)                    { return nil, nil }
+func (fakeCore) ManifestInfo() ([]byte, []byte, bool) { return nil, nil, false }
+func (f fakeCore) SetManifest(context.Context, []byte) (map[string][]byte, error) {
+	return nil, f.setErr
+}
+func (fakeCore) UpdateLog() ([]string, error) { return nil, nil }
 
 func TestErrorMapping(t *testing.T) {
 	tests := []struct {

@@ -78,8 +78,8 @@ func (a *API) addGovernance() {
 	manifestReaders := per(asUser(readManifestV2), asUser(readManifestV1))
 	register(a, "update", http.MethodPost, op[userRequest[[]byte], *core.UpdateResult]{
 		read: manifestReaders,
-		call: func(_ *http.Request, req userRequest[[]byte]) (*core.UpdateResult, error) {
-			return a.core.UpdateManifest(req.user, req.in)
+		call: func(r *http.Request, req userRequest[[]byte]) (*core.UpdateResult, error) {
+			return a.core.UpdateManifest(r.Context(), req.user, req.in)
 		},
 		write: per(
 			func(w http.ResponseWriter, res *core.UpdateResult) {
@@ -99,8 +99,8 @@ func (a *API) addGovernance() {
 	})
 	register(a, "update-manifest", http.MethodPost, op[userRequest[[]byte], *core.UpdateResult]{
 		read: manifestReaders,
-		call: func(_ *http.Request, req userRequest[[]byte]) (*core.UpdateResult, error) {
-			return a.core.AcknowledgeUpdate(req.user, req.in)
+		call: func(r *http.Request, req userRequest[[]byte]) (*core.UpdateResult, error) {
+			return a.core.AcknowledgeUpdate(r.Context(), req.user, req.in)
 		},
 		write: per(
 			func(w http.ResponseWriter, res *core.UpdateResult) {
@@ -115,8 +115,8 @@ func (a *API) addGovernance() {
 	})
 	register(a, "update-cancel", http.MethodPost, op[userRequest[struct{}], struct{}]{
 		read: both(asUser(noInput)),
-		call: func(_ *http.Request, req userRequest[struct{}]) (struct{}, error) {
-			return struct{}{}, a.core.CancelUpdate(req.user)
+		call: func(r *http.Request, req userRequest[struct{}]) (struct{}, error) {
+			return struct{}{}, a.core.CancelUpdate(r.Context(), req.user)
 		},
 		write: per(
 			func(w http.ResponseWriter, _ struct{}) { writeSuccess(w, wire.Message{Message: cancelMessage}) },
@@ -149,8 +149,8 @@ func (a *API) addGovernance() {
 				}
 				return userSecrets(w, req)
 			})),
-		call: func(_ *http.Request, req userRequest[map[string]core.UserSecret]) (struct{}, error) {
-			return struct{}{}, a.core.WriteSecrets(req.user, req.in)
+		call: func(r *http.Request, req userRequest[map[string]core.UserSecret]) (struct{}, error) {
+			return struct{}{}, a.core.WriteSecrets(r.Context(), req.user, req.in)
 		},
 		write: both(func(w http.ResponseWriter, _ struct{}) { writeSuccess(w, nil) }),
 	})
@@ -166,8 +166,8 @@ func (a *API) addGovernance() {
 			}
 			return req, true
 		}),
-		call: func(_ *http.Request, req wire.RecoverRequest) (int, error) {
-			return a.core.Recover(req.Secret, req.Signature)
+		call: func(r *http.Request, req wire.RecoverRequest) (int, error) {
+			return a.core.Recover(r.Context(), req.Secret, req.Signature)
 		},
 		write: only(v2, func(w http.ResponseWriter, remaining int) {
 			msg := "Recovery successful."
@@ -213,8 +213,8 @@ func (a *API) addGovernance() {
 			}
 			return req, true
 		})),
-		call: func(_ *http.Request, req userRequest[wire.CounterRequest]) (uint64, error) {
-			return a.core.SetMonotonicCounter(req.user, req.in.Name, *req.in.Value)
+		call: func(r *http.Request, req userRequest[wire.CounterRequest]) (uint64, error) {
+			return a.core.SetMonotonicCounter(r.Context(), req.user, req.in.Name, *req.in.Value)
 		},
 		write: only(v2, func(w http.ResponseWriter, prev uint64) { writeSuccess(w, wire.Counter{Value: prev}) }),
 	})

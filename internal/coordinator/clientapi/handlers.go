@@ -97,7 +97,9 @@ func (a *API) addBasic() {
 			func(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 				return readBody(w, r, maxManifestBody)
 			}),
-		call: func(_ *http.Request, raw []byte) (map[string][]byte, error) { return a.core.SetManifest(raw) },
+		call: func(r *http.Request, raw []byte) (map[string][]byte, error) {
+			return a.core.SetManifest(r.Context(), raw)
+		},
 		write: both(func(w http.ResponseWriter, secrets map[string][]byte) {
 			writeSuccess(w, wire.RecoverySecrets{RecoverySecrets: secrets})
 		}),

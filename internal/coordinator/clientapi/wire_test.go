@@ -50,7 +50,7 @@ func (c wireCore) ManifestInfo() ([]byte, []byte, bool) {
 	return []byte(`{"Packages":{}}`), []byte("signature"), true
 }
 
-func (c wireCore) SetManifest([]byte) (map[string][]byte, error) {
+func (c wireCore) SetManifest(context.Context, []byte) (map[string][]byte, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
@@ -67,7 +67,7 @@ func (c wireCore) UpdateLog() ([]string, error) {
 	return []string{`{"time":"2026-01-02T03:04:05Z","msg":"initial manifest set"}`, `{"time":"2026-01-02T03:04:06Z","msg":"secret set"}`}, nil
 }
 
-func (c wireCore) UpdateManifest(*x509.Certificate, []byte) (*core.UpdateResult, error) {
+func (c wireCore) UpdateManifest(context.Context, *x509.Certificate, []byte) (*core.UpdateResult, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
@@ -81,14 +81,14 @@ func (c wireCore) PendingUpdate() (*core.PendingUpdate, error) {
 	return &core.PendingUpdate{Manifest: []byte(`{"Packages":{}}`), Initiator: "alice", MissingAcknowledgments: 1, MissingUsers: []string{"bob"}}, nil
 }
 
-func (c wireCore) AcknowledgeUpdate(*x509.Certificate, []byte) (*core.UpdateResult, error) {
+func (c wireCore) AcknowledgeUpdate(context.Context, *x509.Certificate, []byte) (*core.UpdateResult, error) {
 	if c.err != nil {
 		return nil, c.err
 	}
 	return &core.UpdateResult{Applied: true, MissingUsers: nil, RecoverySecrets: map[string][]byte{"owner": []byte("new secret")}}, nil
 }
 
-func (c wireCore) CancelUpdate(*x509.Certificate) error { return c.err }
+func (c wireCore) CancelUpdate(context.Context, *x509.Certificate) error { return c.err }
 
 func (c wireCore) ReadSecrets(*x509.Certificate, []string) (map[string]manifest.Secret, error) {
 	if c.err != nil {
@@ -100,9 +100,11 @@ func (c wireCore) ReadSecrets(*x509.Certificate, []string) (map[string]manifest.
 	}, nil
 }
 
-func (c wireCore) WriteSecrets(*x509.Certificate, map[string]core.UserSecret) error { return c.err }
+func (c wireCore) WriteSecrets(context.Context, *x509.Certificate, map[string]core.UserSecret) error {
+	return c.err
+}
 
-func (c wireCore) Recover([]byte, []byte) (int, error) {
+func (c wireCore) Recover(context.Context, []byte, []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
@@ -126,7 +128,7 @@ func (c wireCore) SignQuote(context.Context, []byte) ([]byte, string, error) {
 	return []byte("signature"), "UpToDate", nil
 }
 
-func (c wireCore) SetMonotonicCounter(*x509.Certificate, string, uint64) (uint64, error) {
+func (c wireCore) SetMonotonicCounter(context.Context, *x509.Certificate, string, uint64) (uint64, error) {
 	if c.err != nil {
 		return 0, c.err
 	}

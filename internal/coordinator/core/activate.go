@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 
@@ -186,23 +187,24 @@ func (c *Core) templateData(dep *deployment, compiled *manifest.Compiled, id uui
 	return data, nil
 }
 
-// countActivation enforces MaxActivations and persists the new count.
+// countActivation enforces MaxActivations and persists the new count,
+// against the count stored by every Coordinator sharing the store.
 func (c *Core) countActivation(ctx context.Context, dep *deployment, marbleType string, limit uint) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if v := c.view.Load(); v.state != StateAcceptingMarbles || !v.dep.sameActivationBasis(dep) {
-		return newError(KindFailedPrecondition, nil, "the manifest changed during activation; try again")
-	}
-	n := c.activations[marbleType]
-	if n >= uint64(limit) {
-		return newError(KindResourceExhausted, nil, "marble type %q reached its limit of %d activations", marbleType, limit)
-	}
-	key := prefixActivations + marbleType
-	if err := c.cfg.Store.Commit(ctx, map[string][]byte{key: []byte(strconv.FormatUint(n+1, 10))}); err != nil {
-		return fmt.Errorf("storing activation count: %w", err)
-	}
-	c.activations[marbleType] = n + 1
-	return nil
+	return c.write(ctx, "counting the activation", func() error {
+		if v := c.view.Load(); v.state != StateAcceptingMarbles || !v.dep.sameActivationBasis(dep) {
+			return newError(KindFailedPrecondition, nil, "the manifest changed during activation; try again")
+		}
+		n := c.activations[marbleType]
+		if n >= uint64(limit) {
+			return newError(KindResourceExhausted, nil, "marble type %q reached its limit of %d activations", marbleType, limit)
+		}
+		key := prefixActivations + marbleType
+		if err := c.cfg.Store.Commit(ctx, map[string][]byte{key: []byte(strconv.FormatUint(n+1, 10))}); err != nil {
+			return fmt.Errorf("storing activation count: %w", err)
+		}
+		c.activations[marbleType] = n + 1
+		return nil
+	})
 }
 
 // sameActivationBasis reports whether an activation prepared with prepared
@@ -210,15 +212,18 @@ func (c *Core) countActivation(ctx context.Context, dep *deployment, marbleType 
 // package updates), CA and root secrets. A write of user-defined secrets
 // replaces the deployment but keeps all of these, so an activation that
 // rendered the previous values stays valid: it is the activation that ran
-// just before the write.
+// just before the write. They are compared by content, since the same
+// deployment read again from the store (after a write of another
+// Coordinator) is a new object.
 func (cur *deployment) sameActivationBasis(prepared *deployment) bool {
 	if cur == prepared {
 		return true
 	}
-	return cur.manifest == prepared.manifest &&
-		cur.root.Cert == prepared.root.Cert &&
-		cur.intermediate.Cert == prepared.intermediate.Cert &&
-		cur.marbleRoot == prepared.marbleRoot &&
+	return (cur.manifest == prepared.manifest ||
+		bytes.Equal(cur.manifestRaw, prepared.manifestRaw) && maps.Equal(cur.packageSVN, prepared.packageSVN)) &&
+		cur.root.Cert.Equal(prepared.root.Cert) &&
+		cur.intermediate.Cert.Equal(prepared.intermediate.Cert) &&
+		cur.marbleRoot.Equal(prepared.marbleRoot) &&
 		bytes.Equal(cur.rootSecret, prepared.rootSecret) &&
 		bytes.Equal(cur.previousRootSecret, prepared.previousRootSecret)
 }

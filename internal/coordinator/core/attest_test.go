@@ -102,7 +102,7 @@ func TestActivationVerifiesEvidence(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.SetManifest(testManifest(t)); err != nil {
+	if _, err := c.SetManifest(context.Background(), testManifest(t)); err != nil {
 		t.Fatal(err)
 	}
 	id := newMarbleID(t)

@@ -42,7 +42,10 @@ type Config struct {
 	// the coordinator_tee_info metric; empty means "unknown". In
 	// simulation the name is always TEESimulation.
 	TEE string
-	// Store persists the state. Required.
+	// Store persists the state. Required. It may be shared with other
+	// Coordinators (store.KubeStore): a write that loses a race to one of
+	// them is checked and tried again against the state it stored, and
+	// what they wrote is served here after such a write or Core.Reload.
 	Store store.Store
 	// DefaultSealMode is the seal mode before a manifest is set and when
 	// the manifest leaves Config.SealMode empty; empty means ProductKey.
@@ -197,40 +200,23 @@ func New(cfg Config) (*Core, error) {
 	return c, nil
 }
 
+// boot serves the stored state, or creates and stores a new certificate
+// authority when nothing is stored. Several Coordinators that share a
+// store and start together create one: those that lose the race serve
+// the winner's.
 func (c *Core) boot(ctx context.Context) error {
-	stored, err := c.cfg.Store.Load(ctx)
-	switch {
-	case errors.Is(err, store.ErrNoState):
+	err := c.load(ctx, true)
+	if !errors.Is(err, errNoStoredState) {
+		return err
+	}
+	return c.write(ctx, "storing a new certificate authority", func() error {
+		if c.view.Load().state != StateUninitialized {
+			// Another Coordinator stored its state first, which load
+			// has taken over.
+			return nil
+		}
 		return c.bootFresh(ctx)
-	case errors.Is(err, store.ErrUnseal):
-		c.unsealErr = err
-		c.noteSealMode()
-		c.log.Warn("stored state cannot be unsealed; entering recovery mode", "error", err, "sealMode", string(c.cfg.Store.SealMode()))
-		c.recovery = newRecoverySession(c.cfg.Store.RecoveryData())
-		if c.recovery.dataErr != nil {
-			c.log.Error("the stored recovery data is unusable; the state cannot be recovered, only replaced by a new manifest", "error", c.recovery.dataErr)
-		}
-		dep, derr := c.newCA()
-		if derr != nil {
-			return derr
-		}
-		return c.publish(StateRecovery, dep)
-	case err != nil:
-		return fmt.Errorf("loading stored state: %w", err)
-	}
-	st, err := restore(stored)
-	if err != nil {
-		return fmt.Errorf("stored state is inconsistent, refusing to start: %w", err)
-	}
-	c.adopt(st)
-	state := StateAcceptingManifest
-	if st.dep.manifest != nil {
-		state = StateAcceptingMarbles
-		c.checkRecoveryData(st.dep.manifest)
-	}
-	c.enforceSealMode(ctx, st.dep.manifest)
-	c.log.Info("resumed from stored state", "state", state.String(), "sealMode", string(c.cfg.Store.SealMode()))
-	return c.publish(state, st.dep)
+	})
 }
 
 // adopt takes over the counters, log and pending update of restored state;
@@ -308,7 +294,7 @@ func (c *Core) publish(state State, dep *deployment) error {
 		return fmt.Errorf("state may not move from %s to %s", old.state, state)
 	}
 	quote := old.quote
-	if old.dep == nil || old.dep.root.Cert != dep.root.Cert {
+	if old.dep == nil || !old.dep.root.Cert.Equal(dep.root.Cert) {
 		q, err := c.cfg.Issuer.Issue(context.Background(), attestation.BindHash(dep.root.Cert.Raw))
 		if err != nil {
 			return fmt.Errorf("issuing evidence over the root certificate: %w", err)

@@ -146,7 +146,7 @@ func TestBootSetManifestRestart(t *testing.T) {
 	}
 
 	raw := testManifest(t)
-	if _, err := c.SetManifest(raw); err != nil {
+	if _, err := c.SetManifest(context.Background(), raw); err != nil {
 		t.Fatalf("SetManifest: %v", err)
 	}
 	if s, msg := c.Status(); s != StateAcceptingMarbles || !strings.Contains(msg, "accept marbles") {
@@ -169,7 +169,7 @@ func TestBootSetManifestRestart(t *testing.T) {
 	}
 
 	t.Run("second manifest refused", func(t *testing.T) {
-		_, err := c.SetManifest(raw)
+		_, err := c.SetManifest(context.Background(), raw)
 		if KindOf(err) != KindFailedPrecondition {
 			t.Fatalf("got %v", err)
 		}
@@ -220,7 +220,7 @@ func TestSetManifestBadInput(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			st := &countingStore{Store: store.NewMemory()}
 			c := newSimCore(t, st)
-			_, err := c.SetManifest([]byte(tc.raw))
+			_, err := c.SetManifest(context.Background(), []byte(tc.raw))
 			if KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want invalid argument containing %q", err, tc.want)
 			}
@@ -234,7 +234,7 @@ func TestSetManifestBadInput(t *testing.T) {
 	}
 	t.Run("oversized", func(t *testing.T) {
 		c := newSimCore(t, store.NewMemory())
-		_, err := c.SetManifest(make([]byte, MaxManifestSize+1))
+		_, err := c.SetManifest(context.Background(), make([]byte, MaxManifestSize+1))
 		if KindOf(err) != KindInvalidArgument {
 			t.Fatalf("got %v", err)
 		}
@@ -261,7 +261,7 @@ func TestActivation(t *testing.T) {
 	if _, err := activate(c, newMarbleID(t), "backend", uuid1, nil); KindOf(err) != KindFailedPrecondition {
 		t.Fatalf("activation before manifest: %v", err)
 	}
-	if _, err := c.SetManifest(testManifest(t)); err != nil {
+	if _, err := c.SetManifest(context.Background(), testManifest(t)); err != nil {
 		t.Fatal(err)
 	}
 	marbleRoot, _ := c.MarbleRoot()

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -119,11 +120,11 @@ func govCore(t *testing.T, u govUsers, m map[string]any) (*Core, *store.Memory, 
 	t.Helper()
 	st := store.NewMemory()
 	c := newSimCore(t, st)
-	secrets, err := c.SetManifest(encodeManifest(t, m))
+	secrets, err := c.SetManifest(context.Background(), encodeManifest(t, m))
 	if err != nil {
 		t.Fatalf("SetManifest: %v", err)
 	}
-	if err := c.WriteSecrets(u.alice.Cert, validUserSecrets(t)); err != nil {
+	if err := c.WriteSecrets(context.Background(), u.alice.Cert, validUserSecrets(t)); err != nil {
 		t.Fatalf("WriteSecrets: %v", err)
 	}
 	return c, st, secrets

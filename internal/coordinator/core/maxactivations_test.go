@@ -48,7 +48,7 @@ func TestMaxActivationsWhileSecretsAreWritten(t *testing.T) {
 					default:
 					}
 					key := []byte(fmt.Sprintf("w%d-%013d", w, i))
-					if err := c.WriteSecrets(u.alice.Cert, map[string]UserSecret{"userKey": {Key: key}, "userPlain": {Key: key}}); err != nil {
+					if err := c.WriteSecrets(context.Background(), u.alice.Cert, map[string]UserSecret{"userKey": {Key: key}, "userPlain": {Key: key}}); err != nil {
 						t.Errorf("WriteSecrets: %v", err)
 						return
 					}

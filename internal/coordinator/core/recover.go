@@ -125,6 +125,8 @@ func parseRecoveryData(blob []byte) (*recoveryData, map[string]*rsa.PublicKey, e
 // kept in memory only: after a restart the owners upload their secrets
 // again.
 type recoverySession struct {
+	// blob is the recovery data the session was made from.
+	blob    []byte
 	data    *recoveryData
 	pubs    map[string]*rsa.PublicKey
 	dataErr error
@@ -134,7 +136,13 @@ type recoverySession struct {
 
 func newRecoverySession(blob []byte) *recoverySession {
 	rd, pubs, err := parseRecoveryData(blob)
-	return &recoverySession{data: rd, pubs: pubs, dataErr: err, shares: map[string][]byte{}}
+	return &recoverySession{blob: bytes.Clone(blob), data: rd, pubs: pubs, dataErr: err, shares: map[string][]byte{}}
+}
+
+// sameData reports whether the session was made from the recovery data
+// blob.
+func (s *recoverySession) sameData(blob []byte) bool {
+	return bytes.Equal(s.blob, blob)
 }
 
 // usable explains why recovery is impossible, or returns nil. s may be nil.
@@ -359,85 +367,85 @@ func (c *Core) decryptShare(ct []byte) ([]byte, error) {
 // data key is put together, the state is unlocked and sealed again for
 // this machine, and the Coordinator resumes (state 3). It returns how many
 // secrets are still missing.
-func (c *Core) Recover(secret, signature []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if v.state != StateRecovery {
-		return 0, newError(KindFailedPrecondition, nil, "the Coordinator is not in recovery mode (state: %s)", v.state)
-	}
-	rs := c.recovery
-	if err := rs.usable(); err != nil {
-		return 0, err
-	}
-	if len(secret) == 0 {
-		return 0, newError(KindInvalidArgument, nil, "the recovery secret is empty")
-	}
-	share := secret
-	if !isPlainShareSize(len(secret)) {
-		var err error
-		if share, err = c.decryptShare(secret); err != nil {
+func (c *Core) Recover(ctx context.Context, secret, signature []byte) (int, error) {
+	return writeResult(ctx, c, "recovering the stored state", func() (int, error) {
+		v := c.view.Load()
+		if v.state != StateRecovery {
+			return 0, newError(KindFailedPrecondition, nil, "the Coordinator is not in recovery mode (state: %s)", v.state)
+		}
+		rs := c.recovery
+		if err := rs.usable(); err != nil {
 			return 0, err
 		}
-	}
-	name, ok := rs.owner(share)
-	if !ok {
-		return 0, newError(KindInvalidArgument, nil, "the recovery secret does not belong to any recovery key of the stored state")
-	}
-	digest := sha256.Sum256(share)
-	if err := rsa.VerifyPKCS1v15(rs.pubs[name], crypto.SHA256, digest[:], signature); err != nil {
-		return 0, newError(KindUnauthenticated, nil, "the signature does not verify with recovery key %q (want PKCS#1 v1.5 with SHA-256 over the plaintext secret)", name)
-	}
-	if _, dup := rs.shares[name]; dup {
-		return 0, newError(KindInvalidArgument, nil, "the recovery secret of key %q has already been uploaded", name)
-	}
-	rs.shares[name] = slices.Clone(share)
-	if missing := rs.data.Threshold - len(rs.shares); missing > 0 {
-		c.log.Info("recovery secret accepted", "recoveryKey", name, "missing", missing)
-		return missing, nil
-	}
-
-	dataKey, err := rs.combine()
-	if err != nil {
-		delete(rs.shares, name)
-		return 0, fmt.Errorf("combining recovery secrets: %w", err)
-	}
-	defer clear(dataKey)
-	stored, err := c.cfg.Store.Unlock(context.Background(), dataKey)
-	switch {
-	case errors.Is(err, store.ErrWrongDataKey):
-		// The shares matched the recovery data, so the recovery data does
-		// not belong to the state: start over.
-		rs.shares = map[string][]byte{}
-		return 0, newError(KindFailedPrecondition, nil, "the recovery secrets do not open the stored state (the recovery data beside it does not match it); all uploaded secrets were discarded")
-	case errors.Is(err, store.ErrCorrupt):
-		rs.shares = map[string][]byte{}
-		c.log.Error("the recovery secrets open the data key, but the stored state is damaged", "error", err)
-		return 0, newError(KindDataLoss, nil, "the recovery secrets are right, but the stored state is damaged and cannot be opened with any key; set a new manifest to start over")
-	case err != nil:
-		delete(rs.shares, name)
-		return 0, fmt.Errorf("unlocking the stored state: %w", err)
-	}
-	st, err := restore(stored)
-	if err != nil {
-		return 0, fmt.Errorf("the recovered state is inconsistent: %w", err)
-	}
-	if st.dep.manifest != nil {
-		if err := recoveryDataMatches(rs.data, rs.pubs, st.dep.manifest); err != nil {
-			c.log.Error("the recovery data does not match the recovered manifest", "error", err)
+		if len(secret) == 0 {
+			return 0, newError(KindInvalidArgument, nil, "the recovery secret is empty")
 		}
-	}
-	c.adopt(st)
-	c.unsealErr = nil
-	c.endRecovery()
-	c.enforceSealMode(context.Background(), st.dep.manifest)
-	state := StateAcceptingManifest
-	if st.dep.manifest != nil {
-		state = StateAcceptingMarbles
-	}
-	if err := c.publish(state, st.dep); err != nil {
-		return 0, fmt.Errorf("the state is unlocked and sealed for this machine, but cannot be served; restart the Coordinator: %w", err)
-	}
-	c.log.Info("recovered the stored state with the owners' recovery secrets", "state", state.String())
-	return 0, nil
+		share := secret
+		if !isPlainShareSize(len(secret)) {
+			var err error
+			if share, err = c.decryptShare(secret); err != nil {
+				return 0, err
+			}
+		}
+		name, ok := rs.owner(share)
+		if !ok {
+			return 0, newError(KindInvalidArgument, nil, "the recovery secret does not belong to any recovery key of the stored state")
+		}
+		digest := sha256.Sum256(share)
+		if err := rsa.VerifyPKCS1v15(rs.pubs[name], crypto.SHA256, digest[:], signature); err != nil {
+			return 0, newError(KindUnauthenticated, nil, "the signature does not verify with recovery key %q (want PKCS#1 v1.5 with SHA-256 over the plaintext secret)", name)
+		}
+		if _, dup := rs.shares[name]; dup {
+			return 0, newError(KindInvalidArgument, nil, "the recovery secret of key %q has already been uploaded", name)
+		}
+		rs.shares[name] = slices.Clone(share)
+		if missing := rs.data.Threshold - len(rs.shares); missing > 0 {
+			c.log.Info("recovery secret accepted", "recoveryKey", name, "missing", missing)
+			return missing, nil
+		}
+
+		dataKey, err := rs.combine()
+		if err != nil {
+			delete(rs.shares, name)
+			return 0, fmt.Errorf("combining recovery secrets: %w", err)
+		}
+		defer clear(dataKey)
+		stored, err := c.cfg.Store.Unlock(ctx, dataKey)
+		switch {
+		case errors.Is(err, store.ErrWrongDataKey):
+			// The shares matched the recovery data, so the recovery data does
+			// not belong to the state: start over.
+			rs.shares = map[string][]byte{}
+			return 0, newError(KindFailedPrecondition, nil, "the recovery secrets do not open the stored state (the recovery data beside it does not match it); all uploaded secrets were discarded")
+		case errors.Is(err, store.ErrCorrupt):
+			rs.shares = map[string][]byte{}
+			c.log.Error("the recovery secrets open the data key, but the stored state is damaged", "error", err)
+			return 0, newError(KindDataLoss, nil, "the recovery secrets are right, but the stored state is damaged and cannot be opened with any key; set a new manifest to start over")
+		case err != nil:
+			delete(rs.shares, name)
+			return 0, fmt.Errorf("unlocking the stored state: %w", err)
+		}
+		st, err := restore(stored)
+		if err != nil {
+			return 0, fmt.Errorf("the recovered state is inconsistent: %w", err)
+		}
+		if st.dep.manifest != nil {
+			if err := recoveryDataMatches(rs.data, rs.pubs, st.dep.manifest); err != nil {
+				c.log.Error("the recovery data does not match the recovered manifest", "error", err)
+			}
+		}
+		c.adopt(st)
+		c.unsealErr = nil
+		c.endRecovery()
+		c.enforceSealMode(ctx, st.dep.manifest)
+		state := StateAcceptingManifest
+		if st.dep.manifest != nil {
+			state = StateAcceptingMarbles
+		}
+		if err := c.publish(state, st.dep); err != nil {
+			return 0, fmt.Errorf("the state is unlocked and sealed for this machine, but cannot be served; restart the Coordinator: %w", err)
+		}
+		c.log.Info("recovered the stored state with the owners' recovery secrets", "state", state.String())
+		return 0, nil
+	})
 }

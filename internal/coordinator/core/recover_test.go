@@ -58,7 +58,7 @@ func TestRecoveryLayouts(t *testing.T) {
 			root, _ := c.RootCertificate()
 			raw, _, _ := c.ManifestInfo()
 			files := backendFiles(t, c, uuid1)
-			if _, err := c.Recover(shares["owner0"], owners["owner0"].Sign(t, shares["owner0"])); KindOf(err) != KindFailedPrecondition {
+			if _, err := c.Recover(context.Background(), shares["owner0"], owners["owner0"].Sign(t, shares["owner0"])); KindOf(err) != KindFailedPrecondition {
 				t.Fatalf("recover outside recovery mode: %v", err)
 			}
 			if _, err := c.RecoveryPublicKey(); KindOf(err) != KindFailedPrecondition {
@@ -71,7 +71,7 @@ func TestRecoveryLayouts(t *testing.T) {
 				t.Fatalf("state after losing the seal key: %v", s)
 			}
 			upload := func(name string, secret []byte, key *testsupport.RecoveryKey) (int, error) {
-				return c.Recover(secret, key.Sign(t, shares[name]))
+				return c.Recover(context.Background(), secret, key.Sign(t, shares[name]))
 			}
 			fails := []struct {
 				what   string
@@ -87,7 +87,7 @@ func TestRecoveryLayouts(t *testing.T) {
 				{"encrypted before any ephemeral key", make([]byte, 256), []byte("x"), KindInvalidArgument, "recover/public-key"},
 			}
 			for _, f := range fails {
-				if _, err := c.Recover(f.secret, f.sig); KindOf(err) != f.kind || !strings.Contains(err.Error(), f.want) {
+				if _, err := c.Recover(context.Background(), f.secret, f.sig); KindOf(err) != f.kind || !strings.Contains(err.Error(), f.want) {
 					t.Fatalf("%s: got %v, want kind %v with %q", f.what, err, f.kind, f.want)
 				}
 			}
@@ -128,7 +128,7 @@ func TestRecoveryLayouts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.Recover(append(bytes.Clone(ct[:len(ct)-1]), ct[len(ct)-1]^1), owners[last].Sign(t, shares[last])); KindOf(err) != KindInvalidArgument {
+			if _, err := c.Recover(context.Background(), append(bytes.Clone(ct[:len(ct)-1]), ct[len(ct)-1]^1), owners[last].Sign(t, shares[last])); KindOf(err) != KindInvalidArgument {
 				t.Fatalf("damaged encrypted share: %v", err)
 			}
 			for i := 1; i < tc.needed-1; i++ {
@@ -156,7 +156,7 @@ func TestRecoveryLayouts(t *testing.T) {
 			if _, err := c.RecoveryPublicKey(); KindOf(err) != KindFailedPrecondition {
 				t.Fatalf("ephemeral key after recovery: %v", err)
 			}
-			if _, err := c.Recover(shares[last], owners[last].Sign(t, shares[last])); KindOf(err) != KindFailedPrecondition {
+			if _, err := c.Recover(context.Background(), shares[last], owners[last].Sign(t, shares[last])); KindOf(err) != KindFailedPrecondition {
 				t.Fatalf("recover after recovery: %v", err)
 			}
 			// The state is sealed for this machine again.
@@ -171,12 +171,12 @@ func TestRecoveryWithoutRecoveryData(t *testing.T) {
 	u := newGovUsers(t)
 	st := store.NewMemory()
 	c := newSimCore(t, st)
-	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, nil))); err != nil {
+	if _, err := c.SetManifest(context.Background(), encodeManifest(t, govManifest(u, nil))); err != nil {
 		t.Fatal(err)
 	}
 	st.LoseSealKey()
 	c = newSimCore(t, st)
-	_, err := c.Recover(make([]byte, 32), []byte("sig"))
+	_, err := c.Recover(context.Background(), make([]byte, 32), []byte("sig"))
 	if KindOf(err) != KindFailedPrecondition || !errors.Is(err, errNoRecoveryData) || !strings.Contains(err.Error(), "set a new manifest") {
 		t.Fatalf("recover without recovery keys: %v", err)
 	}
@@ -184,7 +184,7 @@ func TestRecoveryWithoutRecoveryData(t *testing.T) {
 		t.Fatalf("recovery key without recovery keys: %v", err)
 	}
 	// Setting a new manifest in recovery starts over.
-	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, nil))); err != nil {
+	if _, err := c.SetManifest(context.Background(), encodeManifest(t, govManifest(u, nil))); err != nil {
 		t.Fatal(err)
 	}
 	if s, _ := c.Status(); s != StateAcceptingMarbles {
@@ -197,7 +197,7 @@ func TestRecoveryDataFormat(t *testing.T) {
 	st := store.NewMemory()
 	c := newSimCore(t, st)
 	u := newGovUsers(t)
-	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"a": k1, "b": k2}))); err != nil {
+	if _, err := c.SetManifest(context.Background(), encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"a": k1, "b": k2}))); err != nil {
 		t.Fatal(err)
 	}
 	blob := st.RecoveryData()
@@ -238,7 +238,7 @@ func TestMissingRecoveryDataIsReported(t *testing.T) {
 	mem := store.NewMemory()
 	c := newSimCore(t, mem)
 	raw := encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"k": testsupport.NewRecoveryKey(t)}))
-	if _, err := c.SetManifest(raw); err != nil {
+	if _, err := c.SetManifest(context.Background(), raw); err != nil {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
@@ -343,7 +343,7 @@ func TestManifestAndRecoveryDataStoredTogether(t *testing.T) {
 		st := &killedStore{Memory: mem, budget: -1}
 		c := newSimCore(t, st)
 		st.budget = budget
-		_, err := c.SetManifest(first)
+		_, err := c.SetManifest(context.Background(), first)
 		requireRecoverable(t, mem, fmt.Sprintf("manifest set killed after %d writes", budget))
 		if err == nil {
 			t.Logf("a manifest set takes %d store writes", budget)
@@ -357,14 +357,14 @@ func TestManifestAndRecoveryDataStoredTogether(t *testing.T) {
 		mem := store.NewMemory()
 		st := &killedStore{Memory: mem, budget: -1}
 		c := newSimCore(t, st)
-		if _, err := c.SetManifest(first); err != nil {
+		if _, err := c.SetManifest(context.Background(), first); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.UpdateManifest(u.alice.Cert, second); err != nil {
+		if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, second); err != nil {
 			t.Fatal(err)
 		}
 		st.budget = budget
-		res, err := c.AcknowledgeUpdate(u.bob.Cert, second)
+		res, err := c.AcknowledgeUpdate(context.Background(), u.bob.Cert, second)
 		requireRecoverable(t, mem, fmt.Sprintf("recovery key change killed after %d writes", budget))
 		if err == nil {
 			if !res.Applied || len(res.RecoverySecrets) != 2 {

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -28,10 +29,10 @@ func TestManifestSealModeRules(t *testing.T) {
 	if _, msg := c.Status(); !strings.Contains(msg, "Seal mode: ProductKey.") {
 		t.Fatalf("status before a manifest: %q", msg)
 	}
-	if _, err := c.SetManifest(withMode("Disabled", nil)); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "RecoveryKeys") {
+	if _, err := c.SetManifest(context.Background(), withMode("Disabled", nil)); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "RecoveryKeys") {
 		t.Fatalf("Disabled without recovery keys: %v", err)
 	}
-	if _, err := c.SetManifest(withMode("uniquekey", keys)); err != nil {
+	if _, err := c.SetManifest(context.Background(), withMode("uniquekey", keys)); err != nil {
 		t.Fatal(err)
 	}
 	if got := mem.SealMode(); got != seal.ModeUniqueKey {
@@ -43,10 +44,10 @@ func TestManifestSealModeRules(t *testing.T) {
 
 	update := func(raw []byte) {
 		t.Helper()
-		if _, err := c.UpdateManifest(u.alice.Cert, raw); err != nil {
+		if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, raw); err != nil {
 			t.Fatal(err)
 		}
-		res, err := c.AcknowledgeUpdate(u.bob.Cert, raw)
+		res, err := c.AcknowledgeUpdate(context.Background(), u.bob.Cert, raw)
 		if err != nil || !res.Applied || res.RecoverySecrets != nil {
 			t.Fatalf("acknowledging: %+v %v", res, err)
 		}
@@ -56,7 +57,7 @@ func TestManifestSealModeRules(t *testing.T) {
 	if got := mem.SealMode(); got != seal.ModeProductKey {
 		t.Fatalf("stored seal mode %s after an update to the default", got)
 	}
-	if _, err := c.UpdateManifest(u.alice.Cert, withMode("Disabled", nil)); KindOf(err) != KindInvalidArgument {
+	if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, withMode("Disabled", nil)); KindOf(err) != KindInvalidArgument {
 		t.Fatalf("update to Disabled without recovery keys: %v", err)
 	}
 	update(withMode("Disabled", keys))
@@ -94,7 +95,7 @@ func TestDefaultSealMode(t *testing.T) {
 	if got := mem.SealMode(); got != seal.ModeUniqueKey {
 		t.Fatalf("fresh state sealed in %s, want the default UniqueKey", got)
 	}
-	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, nil))); err != nil {
+	if _, err := c.SetManifest(context.Background(), encodeManifest(t, govManifest(u, nil))); err != nil {
 		t.Fatal(err)
 	}
 	if got := mem.SealMode(); got != seal.ModeUniqueKey {
@@ -127,16 +128,16 @@ func TestSealModeWithoutItsKeyIsRefused(t *testing.T) {
 	}
 	mem := store.NewMemory()
 	c := newSimCore(t, noUniqueKeyStore{mem})
-	if _, err := c.SetManifest(withMode("UniqueKey")); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "Config.SealMode UniqueKey cannot be used on this machine") {
+	if _, err := c.SetManifest(context.Background(), withMode("UniqueKey")); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "Config.SealMode UniqueKey cannot be used on this machine") {
 		t.Fatalf("manifest asking for UniqueKey: %v", err)
 	}
 	if s, _ := c.Status(); s != StateAcceptingManifest {
 		t.Fatalf("state after the refused manifest: %v", s)
 	}
-	if _, err := c.SetManifest(withMode("ProductKey")); err != nil {
+	if _, err := c.SetManifest(context.Background(), withMode("ProductKey")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.UpdateManifest(u.alice.Cert, withMode("UniqueKey")); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "cannot be used on this machine") {
+	if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, withMode("UniqueKey")); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "cannot be used on this machine") {
 		t.Fatalf("update asking for UniqueKey: %v", err)
 	}
 	if got := mem.SealMode(); got != seal.ModeProductKey {

@@ -77,79 +77,79 @@ func (c *Core) ReadSecrets(userCert *x509.Certificate, names []string) (map[stri
 // WriteSecret on every one of them; every value must match its definition
 // and fit the templates that use it. Marbles that activate afterwards
 // receive the new values. Either all secrets are stored or none.
-func (c *Core) WriteSecrets(userCert *x509.Certificate, values map[string]UserSecret) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if v.state != StateAcceptingMarbles {
-		return newError(KindFailedPrecondition, nil, "secrets can only be set once a manifest is set (state: %s)", v.state)
-	}
-	dep := v.dep
-	user, err := authenticateUser(dep, userCert)
-	if err != nil {
-		return err
-	}
-	if len(values) == 0 {
-		return newError(KindInvalidArgument, nil, "no secrets given")
-	}
-	names := make([]string, 0, len(values))
-	for n := range values {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		def, ok := dep.manifest.Secrets[n]
-		switch {
-		case n == "":
-			return newError(KindInvalidArgument, nil, "a secret name is empty")
-		case !ok:
-			return newError(KindInvalidArgument, nil, "secret %q is not defined in the manifest", n)
-		case !def.UserDefined:
-			return newError(KindInvalidArgument, nil, "secret %q is not user-defined: the Coordinator generates its value", n)
+func (c *Core) WriteSecrets(ctx context.Context, userCert *x509.Certificate, values map[string]UserSecret) error {
+	return c.write(ctx, "writing secrets", func() error {
+		v := c.view.Load()
+		if v.state != StateAcceptingMarbles {
+			return newError(KindFailedPrecondition, nil, "secrets can only be set once a manifest is set (state: %s)", v.state)
 		}
-	}
-	if err := authorize(dep, user, manifest.ActionWriteSecret, manifest.ResourceSecrets, names...); err != nil {
-		return err
-	}
-	parsed := make(map[string]manifest.Secret, len(values))
-	for _, n := range names {
-		s, err := userSecretValue(dep.manifest.Secrets[n], values[n])
-		if err != nil {
-			return newError(KindInvalidArgument, err, "secret %q", n)
-		}
-		parsed[n] = s
-	}
-	secrets := maps.Clone(dep.secrets)
-	maps.Copy(secrets, parsed)
-	if err := dep.manifest.CheckWithValues(userDefinedValues(dep.manifest, secrets)); err != nil {
-		return newError(KindInvalidArgument, err, "the secrets do not fit the manifest's templates")
-	}
-
-	changes := make(map[string][]byte, 2*len(parsed))
-	var entries []string
-	now := c.cfg.Now()
-	for _, n := range names {
-		raw, err := json.Marshal(parsed[n])
-		if err != nil {
-			return fmt.Errorf("encoding secret %q: %w", n, err)
-		}
-		changes[prefixSecret+n] = raw
-		entry, err := updateLogEntry(now, logSecretSet, map[string]any{"user": user, "secret": n, "type": parsed[n].Type})
+		dep := v.dep
+		user, err := authenticateUser(dep, userCert)
 		if err != nil {
 			return err
 		}
-		entries = append(entries, entry)
-	}
-	nd := *dep
-	nd.secrets = secrets
-	if err := c.commitWithLog(context.Background(), changes, entries...); err != nil {
-		return err
-	}
-	if err := c.publish(StateAcceptingMarbles, &nd); err != nil {
-		return err
-	}
-	c.log.Info("user-defined secrets set", "user", user, "secrets", names)
-	return nil
+		if len(values) == 0 {
+			return newError(KindInvalidArgument, nil, "no secrets given")
+		}
+		names := make([]string, 0, len(values))
+		for n := range values {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			def, ok := dep.manifest.Secrets[n]
+			switch {
+			case n == "":
+				return newError(KindInvalidArgument, nil, "a secret name is empty")
+			case !ok:
+				return newError(KindInvalidArgument, nil, "secret %q is not defined in the manifest", n)
+			case !def.UserDefined:
+				return newError(KindInvalidArgument, nil, "secret %q is not user-defined: the Coordinator generates its value", n)
+			}
+		}
+		if err := authorize(dep, user, manifest.ActionWriteSecret, manifest.ResourceSecrets, names...); err != nil {
+			return err
+		}
+		parsed := make(map[string]manifest.Secret, len(values))
+		for _, n := range names {
+			s, err := userSecretValue(dep.manifest.Secrets[n], values[n])
+			if err != nil {
+				return newError(KindInvalidArgument, err, "secret %q", n)
+			}
+			parsed[n] = s
+		}
+		secrets := maps.Clone(dep.secrets)
+		maps.Copy(secrets, parsed)
+		if err := dep.manifest.CheckWithValues(userDefinedValues(dep.manifest, secrets)); err != nil {
+			return newError(KindInvalidArgument, err, "the secrets do not fit the manifest's templates")
+		}
+
+		changes := make(map[string][]byte, 2*len(parsed))
+		var entries []string
+		now := c.cfg.Now()
+		for _, n := range names {
+			raw, err := json.Marshal(parsed[n])
+			if err != nil {
+				return fmt.Errorf("encoding secret %q: %w", n, err)
+			}
+			changes[prefixSecret+n] = raw
+			entry, err := updateLogEntry(now, logSecretSet, map[string]any{"user": user, "secret": n, "type": parsed[n].Type})
+			if err != nil {
+				return err
+			}
+			entries = append(entries, entry)
+		}
+		nd := *dep
+		nd.secrets = secrets
+		if err := c.commitWithLog(ctx, changes, entries...); err != nil {
+			return err
+		}
+		if err := c.publish(StateAcceptingMarbles, &nd); err != nil {
+			return err
+		}
+		c.log.Info("user-defined secrets set", "user", user, "secrets", names)
+		return nil
+	})
 }
 
 // userDefinedValues returns the values among secrets of the manifest's

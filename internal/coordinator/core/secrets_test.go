@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,10 +23,10 @@ func TestUserDefinedSecrets(t *testing.T) {
 	st := &countingStore{Store: store.NewMemory()}
 	c := newSimCore(t, st)
 	stranger := testsupport.NewUser(t, "stranger")
-	if err := c.WriteSecrets(u.alice.Cert, validUserSecrets(t)); KindOf(err) != KindFailedPrecondition {
+	if err := c.WriteSecrets(context.Background(), u.alice.Cert, validUserSecrets(t)); KindOf(err) != KindFailedPrecondition {
 		t.Fatalf("secrets before the manifest: %v", err)
 	}
-	if _, err := c.SetManifest(encodeManifest(t, govManifest(u, nil))); err != nil {
+	if _, err := c.SetManifest(context.Background(), encodeManifest(t, govManifest(u, nil))); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := activate(c, newMarbleID(t), "userapp", uuid1, nil); err == nil {
@@ -70,7 +71,7 @@ func TestUserDefinedSecrets(t *testing.T) {
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
 			commits := st.count()
-			err := c.WriteSecrets(tc.user, tc.secrets)
+			err := c.WriteSecrets(context.Background(), tc.user, tc.secrets)
 			if KindOf(err) != tc.kind || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v (kind %v), want kind %v with %q", err, KindOf(err), tc.kind, tc.want)
 			}
@@ -83,7 +84,7 @@ func TestUserDefinedSecrets(t *testing.T) {
 		})
 	}
 
-	if err := c.WriteSecrets(u.alice.Cert, valid); err != nil {
+	if err := c.WriteSecrets(context.Background(), u.alice.Cert, valid); err != nil {
 		t.Fatalf("valid secrets: %v", err)
 	}
 	msgs, entries := logMessages(t, c)
@@ -172,7 +173,7 @@ func TestUserDefinedSecrets(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := c.WriteSecrets(u.alice.Cert, map[string]UserSecret{
+		if err := c.WriteSecrets(context.Background(), u.alice.Cert, map[string]UserSecret{
 			"userKey":  {Key: []byte("fedcba9876543210")},
 			"userCert": {Cert: certDER, Private: pkcs8},
 		}); err != nil {

@@ -55,30 +55,35 @@ func counterKey(id marbleIdentity, name string) string {
 // and are stored before the answer. The manifest must enable the
 // MonotonicCounter feature gate and the caller must present its marble
 // certificate.
-func (c *Core) SetMonotonicCounter(marbleCert *x509.Certificate, name string, value uint64) (uint64, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if v.dep.manifest == nil || !v.dep.manifest.Config.FeatureEnabled(manifest.FeatureMonotonicCounter) {
-		return 0, newError(KindPermissionDenied, nil, "monotonic counters are not enabled: the manifest's Config.FeatureGates does not list %s", manifest.FeatureMonotonicCounter)
-	}
-	id, err := authenticateMarble(v.dep, marbleCert)
+func (c *Core) SetMonotonicCounter(ctx context.Context, marbleCert *x509.Certificate, name string, value uint64) (uint64, error) {
+	var prev uint64
+	err := c.write(ctx, "setting a monotonic counter", func() error {
+		v := c.view.Load()
+		if v.dep.manifest == nil || !v.dep.manifest.Config.FeatureEnabled(manifest.FeatureMonotonicCounter) {
+			return newError(KindPermissionDenied, nil, "monotonic counters are not enabled: the manifest's Config.FeatureGates does not list %s", manifest.FeatureMonotonicCounter)
+		}
+		id, err := authenticateMarble(v.dep, marbleCert)
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			return newError(KindInvalidArgument, nil, "the counter name is empty")
+		}
+		if len(name) > MaxCounterNameSize {
+			return newError(KindInvalidArgument, nil, "the counter name is %d bytes, more than %d", len(name), MaxCounterNameSize)
+		}
+		key := counterKey(id, name)
+		prev = c.counters[key]
+		if value > prev {
+			if err := c.cfg.Store.Commit(ctx, map[string][]byte{prefixCounter + key: []byte(strconv.FormatUint(value, 10))}); err != nil {
+				return fmt.Errorf("storing monotonic counter: %w", err)
+			}
+			c.counters[key] = value
+		}
+		return nil
+	})
 	if err != nil {
 		return 0, err
-	}
-	if name == "" {
-		return 0, newError(KindInvalidArgument, nil, "the counter name is empty")
-	}
-	if len(name) > MaxCounterNameSize {
-		return 0, newError(KindInvalidArgument, nil, "the counter name is %d bytes, more than %d", len(name), MaxCounterNameSize)
-	}
-	key := counterKey(id, name)
-	prev := c.counters[key]
-	if value > prev {
-		if err := c.cfg.Store.Commit(context.Background(), map[string][]byte{prefixCounter + key: []byte(strconv.FormatUint(value, 10))}); err != nil {
-			return 0, fmt.Errorf("storing monotonic counter: %w", err)
-		}
-		c.counters[key] = value
 	}
 	return prev, nil
 }

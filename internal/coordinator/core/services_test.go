@@ -60,7 +60,7 @@ func TestMonotonicCounter(t *testing.T) {
 		{"other marble", m2, "c", 2, 0, -1},
 	}
 	for _, s := range steps {
-		prev, err := c.SetMonotonicCounter(s.cert, s.counter, s.value)
+		prev, err := c.SetMonotonicCounter(context.Background(), s.cert, s.counter, s.value)
 		if s.kind >= 0 {
 			if KindOf(err) != s.kind {
 				t.Fatalf("%s: got %v, want kind %v", s.name, err, s.kind)
@@ -72,19 +72,19 @@ func TestMonotonicCounter(t *testing.T) {
 		}
 	}
 	c = newSimCore(t, st)
-	if prev, err := c.SetMonotonicCounter(m1, "c", 8); err != nil || prev != 7 {
+	if prev, err := c.SetMonotonicCounter(context.Background(), m1, "c", 8); err != nil || prev != 7 {
 		t.Fatalf("after restart: %d %v", prev, err)
 	}
 	// After an update the marble must activate again: its certificate no
 	// longer chains to the marble root.
-	if _, err := c.UpdateManifest(u.alice.Cert, []byte(`{"Packages": {"backend": {"SecurityVersion": 3}}}`)); err != nil {
+	if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, []byte(`{"Packages": {"backend": {"SecurityVersion": 3}}}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.SetMonotonicCounter(m1, "c", 9); KindOf(err) != KindUnauthenticated {
+	if _, err := c.SetMonotonicCounter(context.Background(), m1, "c", 9); KindOf(err) != KindUnauthenticated {
 		t.Fatalf("certificate of the old marble root: %v", err)
 	}
 	fresh := marbleCert(t, c, "backend", uuid1)
-	if prev, err := c.SetMonotonicCounter(fresh, "c", 9); err != nil || prev != 8 {
+	if prev, err := c.SetMonotonicCounter(context.Background(), fresh, "c", 9); err != nil || prev != 8 {
 		t.Fatalf("after reactivation: %d %v", prev, err)
 	}
 
@@ -92,10 +92,10 @@ func TestMonotonicCounter(t *testing.T) {
 		m := govManifest(u, nil)
 		section(m, "Config")["FeatureGates"] = []string{}
 		c, _, _ := govCore(t, u, m)
-		if _, err := c.SetMonotonicCounter(marbleCert(t, c, "backend", uuid1), "c", 1); KindOf(err) != KindPermissionDenied {
+		if _, err := c.SetMonotonicCounter(context.Background(), marbleCert(t, c, "backend", uuid1), "c", 1); KindOf(err) != KindPermissionDenied {
 			t.Fatalf("without the feature gate: %v", err)
 		}
-		if _, err := newSimCore(t, store.NewMemory()).SetMonotonicCounter(nil, "c", 1); KindOf(err) != KindPermissionDenied {
+		if _, err := newSimCore(t, store.NewMemory()).SetMonotonicCounter(context.Background(), nil, "c", 1); KindOf(err) != KindPermissionDenied {
 			t.Fatalf("without a manifest: %v", err)
 		}
 	})
@@ -120,7 +120,7 @@ func TestSignQuote(t *testing.T) {
 	if _, _, err := c.SignQuote(context.Background(), []byte("{}")); KindOf(err) != KindPermissionDenied {
 		t.Fatalf("before a manifest: %v", err)
 	}
-	if _, err := c.SetManifest(encodeManifest(t, m)); err != nil {
+	if _, err := c.SetManifest(context.Background(), encodeManifest(t, m)); err != nil {
 		t.Fatal(err)
 	}
 	quote, _ := json.Marshal(attestation.Claims{TCBStatus: "SWHardeningNeeded"})
@@ -145,7 +145,7 @@ func TestSignQuote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c2.SetManifest(encodeManifest(t, gateOff)); err != nil {
+	if _, err := c2.SetManifest(context.Background(), encodeManifest(t, gateOff)); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := c2.SignQuote(context.Background(), quote); KindOf(err) != KindPermissionDenied {
@@ -190,7 +190,7 @@ func TestConcurrentGovernance(t *testing.T) {
 	})
 	wg.Go(func() {
 		for i := 0; i < 8; i++ {
-			if err := c.WriteSecrets(u.alice.Cert, map[string]UserSecret{"userPlain": {Key: []byte{byte('a' + i)}}}); err != nil {
+			if err := c.WriteSecrets(context.Background(), u.alice.Cert, map[string]UserSecret{"userPlain": {Key: []byte{byte('a' + i)}}}); err != nil {
 				errs <- err
 			}
 			if _, err := c.ReadSecrets(u.bob.Cert, []string{"sharedKey"}); err != nil {
@@ -200,13 +200,13 @@ func TestConcurrentGovernance(t *testing.T) {
 	})
 	wg.Go(func() {
 		for i := uint64(1); i <= 8; i++ {
-			if _, err := c.SetMonotonicCounter(mc, "n", i); err != nil && KindOf(err) != KindUnauthenticated {
+			if _, err := c.SetMonotonicCounter(context.Background(), mc, "n", i); err != nil && KindOf(err) != KindUnauthenticated {
 				errs <- err
 			}
 		}
 	})
 	wg.Go(func() {
-		if _, err := c.UpdateManifest(u.alice.Cert, nextRaw); err != nil {
+		if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, nextRaw); err != nil {
 			errs <- err
 		}
 		for i := 0; i < 8; i++ {

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"log/slog"
 	"strings"
@@ -43,7 +44,7 @@ func TestSetManifestNotesTransparentTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := c.SetManifest(tc.manifest); err != nil {
+			if _, err := c.SetManifest(context.Background(), tc.manifest); err != nil {
 				t.Fatal(err)
 			}
 			var line string

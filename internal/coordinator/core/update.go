@@ -83,7 +83,7 @@ type PendingUpdate struct {
 // listed package). Any other manifest is a full update (the user needs
 // UpdateManifest): it becomes the pending update, acknowledged by its
 // uploader, and takes effect once enough users have acknowledged it.
-func (c *Core) UpdateManifest(userCert *x509.Certificate, raw []byte) (*UpdateResult, error) {
+func (c *Core) UpdateManifest(ctx context.Context, userCert *x509.Certificate, raw []byte) (*UpdateResult, error) {
 	if len(raw) == 0 {
 		return nil, newError(KindInvalidArgument, nil, "the manifest is empty")
 	}
@@ -115,24 +115,24 @@ func (c *Core) UpdateManifest(userCert *x509.Certificate, raw []byte) (*UpdateRe
 			return nil, newError(KindInvalidArgument, err, "invalid manifest templates")
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if upd.IsPackageUpdate() {
-		if v.state != StateAcceptingMarbles {
-			return nil, newError(KindFailedPrecondition, nil, "updates need a manifest to update (state: %s)", v.state)
+	return writeResult(ctx, c, "updating the manifest", func() (*UpdateResult, error) {
+		v := c.view.Load()
+		if upd.IsPackageUpdate() {
+			if v.state != StateAcceptingMarbles {
+				return nil, newError(KindFailedPrecondition, nil, "updates need a manifest to update (state: %s)", v.state)
+			}
+			user, err := authenticateUser(v.dep, userCert)
+			if err != nil {
+				return nil, err
+			}
+			return c.updatePackages(ctx, v.dep, user, upd)
 		}
-		user, err := authenticateUser(v.dep, userCert)
+		user, err := c.updater(v, userCert)
 		if err != nil {
 			return nil, err
 		}
-		return c.updatePackages(v.dep, user, upd)
-	}
-	user, err := c.updater(v, userCert)
-	if err != nil {
-		return nil, err
-	}
-	return c.initiateUpdate(v.dep, user, upd, raw, compiled)
+		return c.initiateUpdate(ctx, v.dep, user, upd, raw, compiled)
+	})
 }
 
 // updater returns the user of userCert if it may start a full update in
@@ -152,7 +152,7 @@ func (c *Core) updater(v *view, userCert *x509.Certificate) (string, error) {
 }
 
 // updatePackages applies a package update. c.mu must be held.
-func (c *Core) updatePackages(dep *deployment, user string, upd *manifest.Manifest) (*UpdateResult, error) {
+func (c *Core) updatePackages(ctx context.Context, dep *deployment, user string, upd *manifest.Manifest) (*UpdateResult, error) {
 	names := make([]string, 0, len(upd.Packages))
 	for n := range upd.Packages {
 		if _, ok := dep.manifest.Packages[n]; !ok {
@@ -214,7 +214,7 @@ func (c *Core) updatePackages(dep *deployment, user string, upd *manifest.Manife
 	if err != nil {
 		return nil, err
 	}
-	if err := c.commitWithLog(context.Background(), diffState(oldEnc, newEnc), entries...); err != nil {
+	if err := c.commitWithLog(ctx, diffState(oldEnc, newEnc), entries...); err != nil {
 		return nil, err
 	}
 	if err := c.publish(StateAcceptingMarbles, &nd); err != nil {
@@ -243,7 +243,7 @@ func requiredAcknowledgements(m *manifest.Manifest) int {
 
 // initiateUpdate starts a full update of the checked manifest upd. c.mu
 // must be held.
-func (c *Core) initiateUpdate(dep *deployment, user string, upd *manifest.Manifest, raw []byte, compiled map[string]*manifest.Compiled) (*UpdateResult, error) {
+func (c *Core) initiateUpdate(ctx context.Context, dep *deployment, user string, upd *manifest.Manifest, raw []byte, compiled map[string]*manifest.Compiled) (*UpdateResult, error) {
 	if c.pending != nil {
 		return nil, newError(KindFailedPrecondition, nil, "a manifest update is already pending (initiated by %q, fingerprint %s); acknowledge or cancel it first", c.pending.Initiator, c.pending.fingerprint())
 	}
@@ -263,13 +263,13 @@ func (c *Core) initiateUpdate(dep *deployment, user string, upd *manifest.Manife
 		Required:     requiredAcknowledgements(dep.manifest),
 		Started:      c.cfg.Now().UTC(),
 	}
-	return c.advanceUpdate(dep, p, user, logUpdateInitiated, upd, compiled)
+	return c.advanceUpdate(ctx, dep, p, user, logUpdateInitiated, upd, compiled)
 }
 
 // advanceUpdate records an acknowledgement of p, the new pending update,
 // and applies p once it has enough. c.mu must be held; c.pending changes
 // only when the store has the change.
-func (c *Core) advanceUpdate(dep *deployment, p *pendingUpdate, user, message string, upd *manifest.Manifest, compiled map[string]*manifest.Compiled) (*UpdateResult, error) {
+func (c *Core) advanceUpdate(ctx context.Context, dep *deployment, p *pendingUpdate, user, message string, upd *manifest.Manifest, compiled map[string]*manifest.Compiled) (*UpdateResult, error) {
 	missingUsers := p.missingUsers(dep.manifest)
 	entry, err := updateLogEntry(c.cfg.Now(), message, map[string]any{
 		"user":                   user,
@@ -281,13 +281,13 @@ func (c *Core) advanceUpdate(dep *deployment, p *pendingUpdate, user, message st
 		return nil, err
 	}
 	if p.missing() == 0 {
-		return c.applyUpdate(dep, p, user, entry, upd, compiled)
+		return c.applyUpdate(ctx, dep, p, user, entry, upd, compiled)
 	}
 	raw, err := json.Marshal(p)
 	if err != nil {
 		return nil, fmt.Errorf("encoding pending update: %w", err)
 	}
-	if err := c.commitWithLog(context.Background(), map[string][]byte{keyPendingUpdate: raw}, entry); err != nil {
+	if err := c.commitWithLog(ctx, map[string][]byte{keyPendingUpdate: raw}, entry); err != nil {
 		return nil, err
 	}
 	c.pending = p
@@ -297,7 +297,7 @@ func (c *Core) advanceUpdate(dep *deployment, p *pendingUpdate, user, message st
 
 // applyUpdate makes the update p the deployment, logging the last
 // acknowledgement (ackEntry) and the update together. c.mu must be held.
-func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry string, upd *manifest.Manifest, compiled map[string]*manifest.Compiled) (*UpdateResult, error) {
+func (c *Core) applyUpdate(ctx context.Context, dep *deployment, p *pendingUpdate, user, ackEntry string, upd *manifest.Manifest, compiled map[string]*manifest.Compiled) (*UpdateResult, error) {
 	now := c.cfg.Now()
 	nd, err := c.updatedDeployment(dep, upd, p.Manifest, compiled, now)
 	if err != nil {
@@ -341,14 +341,14 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 		if c.pending != nil {
 			changes[keyPendingUpdate] = nil
 		}
-		if err := c.commitWithLog(context.Background(), changes, logEntries...); err != nil {
+		if err := c.commitWithLog(ctx, changes, logEntries...); err != nil {
 			return nil, err
 		}
 		c.activations = activations
 		c.pending = nil
 		// A new seal mode re-seals the same data key; a crash before it is
 		// made good at the next start.
-		c.enforceSealMode(context.Background(), upd)
+		c.enforceSealMode(ctx, upd)
 		if err := c.publish(StateAcceptingMarbles, nd); err != nil {
 			return nil, err
 		}
@@ -369,7 +369,7 @@ func (c *Core) applyUpdate(dep *deployment, p *pendingUpdate, user, ackEntry str
 	if err != nil {
 		return nil, err
 	}
-	secrets, err := c.resetWithRecovery(context.Background(), encoded, upd)
+	secrets, err := c.resetWithRecovery(ctx, encoded, upd)
 	if err != nil {
 		return nil, fmt.Errorf("storing the updated deployment under a new data key: %w", err)
 	}
@@ -559,73 +559,73 @@ func (c *Core) PendingUpdate() (*PendingUpdate, error) {
 // AcknowledgeUpdate records the user's agreement to the pending update,
 // whose manifest raw must be byte for byte. The last acknowledgement
 // applies the update.
-func (c *Core) AcknowledgeUpdate(userCert *x509.Certificate, raw []byte) (*UpdateResult, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if v.state != StateAcceptingMarbles {
-		return nil, newError(KindNotFound, nil, "no manifest update is pending (state: %s)", v.state)
-	}
-	user, err := authenticateUser(v.dep, userCert)
-	if err != nil {
-		return nil, err
-	}
-	p := c.pending
-	if p == nil {
-		return nil, newError(KindNotFound, nil, "no manifest update is pending")
-	}
-	if err := authorize(v.dep, user, manifest.ActionUpdateManifest, manifest.ResourceManifest); err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(raw, p.Manifest) {
-		sum := sha256.Sum256(raw)
-		return nil, newError(KindInvalidArgument, nil, "the manifest differs from the pending update (fingerprint %s, uploaded %s); acknowledge by uploading exactly the same bytes", p.fingerprint(), hex.EncodeToString(sum[:]))
-	}
-	if slices.Contains(p.Acknowledged, user) {
-		return nil, newError(KindInvalidArgument, nil, "user %q has already acknowledged the pending update", user)
-	}
-	upd, err := manifest.Parse(p.Manifest)
-	if err != nil {
-		return nil, fmt.Errorf("pending update: %w", err)
-	}
-	compiled, err := upd.Compile()
-	if err != nil {
-		return nil, fmt.Errorf("pending update: %w", err)
-	}
-	np := *p
-	np.Acknowledged = append(slices.Clone(p.Acknowledged), user)
-	sort.Strings(np.Acknowledged)
-	return c.advanceUpdate(v.dep, &np, user, logUpdateAcknowledge, upd, compiled)
+func (c *Core) AcknowledgeUpdate(ctx context.Context, userCert *x509.Certificate, raw []byte) (*UpdateResult, error) {
+	return writeResult(ctx, c, "acknowledging the manifest update", func() (*UpdateResult, error) {
+		v := c.view.Load()
+		if v.state != StateAcceptingMarbles {
+			return nil, newError(KindNotFound, nil, "no manifest update is pending (state: %s)", v.state)
+		}
+		user, err := authenticateUser(v.dep, userCert)
+		if err != nil {
+			return nil, err
+		}
+		p := c.pending
+		if p == nil {
+			return nil, newError(KindNotFound, nil, "no manifest update is pending")
+		}
+		if err := authorize(v.dep, user, manifest.ActionUpdateManifest, manifest.ResourceManifest); err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(raw, p.Manifest) {
+			sum := sha256.Sum256(raw)
+			return nil, newError(KindInvalidArgument, nil, "the manifest differs from the pending update (fingerprint %s, uploaded %s); acknowledge by uploading exactly the same bytes", p.fingerprint(), hex.EncodeToString(sum[:]))
+		}
+		if slices.Contains(p.Acknowledged, user) {
+			return nil, newError(KindInvalidArgument, nil, "user %q has already acknowledged the pending update", user)
+		}
+		upd, err := manifest.Parse(p.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("pending update: %w", err)
+		}
+		compiled, err := upd.Compile()
+		if err != nil {
+			return nil, fmt.Errorf("pending update: %w", err)
+		}
+		np := *p
+		np.Acknowledged = append(slices.Clone(p.Acknowledged), user)
+		sort.Strings(np.Acknowledged)
+		return c.advanceUpdate(ctx, v.dep, &np, user, logUpdateAcknowledge, upd, compiled)
+	})
 }
 
 // CancelUpdate drops the pending update; any user allowed to UpdateManifest
 // may.
-func (c *Core) CancelUpdate(userCert *x509.Certificate) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	v := c.view.Load()
-	if v.state != StateAcceptingMarbles {
-		return newError(KindNotFound, nil, "no manifest update is pending (state: %s)", v.state)
-	}
-	user, err := authenticateUser(v.dep, userCert)
-	if err != nil {
-		return err
-	}
-	p := c.pending
-	if p == nil {
-		return newError(KindNotFound, nil, "no manifest update is pending")
-	}
-	if err := authorize(v.dep, user, manifest.ActionUpdateManifest, manifest.ResourceManifest); err != nil {
-		return err
-	}
-	entry, err := updateLogEntry(c.cfg.Now(), logUpdateCancelled, map[string]any{"user": user, "manifestFingerprint": p.fingerprint()})
-	if err != nil {
-		return err
-	}
-	if err := c.commitWithLog(context.Background(), map[string][]byte{keyPendingUpdate: nil}, entry); err != nil {
-		return err
-	}
-	c.pending = nil
-	c.log.Info("manifest update cancelled", "user", user, "fingerprint", p.fingerprint())
-	return nil
+func (c *Core) CancelUpdate(ctx context.Context, userCert *x509.Certificate) error {
+	return c.write(ctx, "cancelling the manifest update", func() error {
+		v := c.view.Load()
+		if v.state != StateAcceptingMarbles {
+			return newError(KindNotFound, nil, "no manifest update is pending (state: %s)", v.state)
+		}
+		user, err := authenticateUser(v.dep, userCert)
+		if err != nil {
+			return err
+		}
+		p := c.pending
+		if p == nil {
+			return newError(KindNotFound, nil, "no manifest update is pending")
+		}
+		if err := authorize(v.dep, user, manifest.ActionUpdateManifest, manifest.ResourceManifest); err != nil {
+			return err
+		}
+		entry, err := updateLogEntry(c.cfg.Now(), logUpdateCancelled, map[string]any{"user": user, "manifestFingerprint": p.fingerprint()})
+		if err != nil {
+			return err
+		}
+		if err := c.commitWithLog(ctx, map[string][]byte{keyPendingUpdate: nil}, entry); err != nil {
+			return err
+		}
+		c.pending = nil
+		c.log.Info("manifest update cancelled", "user", user, "fingerprint", p.fingerprint())
+		return nil
+	})
 }

@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"slices"
@@ -60,7 +61,7 @@ func TestPackageUpdate(t *testing.T) {
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := c.UpdateManifest(tc.user.Cert, tc.raw)
+			_, err := c.UpdateManifest(context.Background(), tc.user.Cert, tc.raw)
 			if KindOf(err) != tc.kind || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v (kind %v), want %v with %q", err, KindOf(err), tc.kind, tc.want)
 			}
@@ -70,7 +71,7 @@ func TestPackageUpdate(t *testing.T) {
 		})
 	}
 
-	res, err := c.UpdateManifest(u.alice.Cert, pkgUpdate(5, "backend"))
+	res, err := c.UpdateManifest(context.Background(), u.alice.Cert, pkgUpdate(5, "backend"))
 	if err != nil || !res.Applied || res.MissingAcknowledgments != 0 {
 		t.Fatalf("raising the security version: %+v %v", res, err)
 	}
@@ -108,10 +109,10 @@ func TestPackageUpdate(t *testing.T) {
 	if msgs[len(msgs)-1] != "SecurityVersion increased" || last["user"] != "alice" || last["package"] != "backend" || last["new version"] != float64(5) {
 		t.Fatalf("log = %v", entries)
 	}
-	if _, err := c.UpdateManifest(u.alice.Cert, pkgUpdate(5, "backend")); err != nil {
+	if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, pkgUpdate(5, "backend")); err != nil {
 		t.Fatalf("repeating the same version: %v", err)
 	}
-	if _, err := c.UpdateManifest(u.alice.Cert, pkgUpdate(4, "backend")); KindOf(err) != KindInvalidArgument {
+	if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, pkgUpdate(4, "backend")); KindOf(err) != KindInvalidArgument {
 		t.Fatalf("lowering below the updated version: %v", err)
 	}
 
@@ -147,17 +148,17 @@ func TestFullUpdateMultiParty(t *testing.T) {
 	if _, err := c.PendingUpdate(); KindOf(err) != KindNotFound {
 		t.Fatalf("pending update before any: %v", err)
 	}
-	if _, err := c.UpdateManifest(u.dave.Cert, newRaw); KindOf(err) != KindPermissionDenied {
+	if _, err := c.UpdateManifest(context.Background(), u.dave.Cert, newRaw); KindOf(err) != KindPermissionDenied {
 		t.Fatalf("update by a user without UpdateManifest: %v", err)
 	}
 	invalid := govManifest(u, nil)
 	delete(invalid, "Packages")
 	invalid["Marbles"] = map[string]any{"x": map[string]any{"Package": "nope"}}
-	if _, err := c.UpdateManifest(u.alice.Cert, encodeManifest(t, invalid)); KindOf(err) != KindInvalidArgument {
+	if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, encodeManifest(t, invalid)); KindOf(err) != KindInvalidArgument {
 		t.Fatalf("invalid update: %v", err)
 	}
 
-	res, err := c.UpdateManifest(u.alice.Cert, newRaw)
+	res, err := c.UpdateManifest(context.Background(), u.alice.Cert, newRaw)
 	if err != nil || res.Applied || res.MissingAcknowledgments != 1 || !slices.Equal(res.MissingUsers, []string{"bob", "carol"}) {
 		t.Fatalf("initiating: %+v %v", res, err)
 	}
@@ -171,10 +172,10 @@ func TestFullUpdateMultiParty(t *testing.T) {
 
 	competing := govManifest(u, nil)
 	section(competing, "Config")["UpdateThreshold"] = 3
-	if _, err := c.UpdateManifest(u.bob.Cert, encodeManifest(t, competing)); KindOf(err) != KindFailedPrecondition || !strings.Contains(err.Error(), "already pending") {
+	if _, err := c.UpdateManifest(context.Background(), u.bob.Cert, encodeManifest(t, competing)); KindOf(err) != KindFailedPrecondition || !strings.Contains(err.Error(), "already pending") {
 		t.Fatalf("competing update: %v", err)
 	}
-	if _, err := c.UpdateManifest(u.alice.Cert, encodeManifest(t, map[string]any{"Packages": map[string]any{"backend": map[string]any{"SecurityVersion": 9}}})); KindOf(err) != KindFailedPrecondition {
+	if _, err := c.UpdateManifest(context.Background(), u.alice.Cert, encodeManifest(t, map[string]any{"Packages": map[string]any{"backend": map[string]any{"SecurityVersion": 9}}})); KindOf(err) != KindFailedPrecondition {
 		t.Fatalf("package update while a full update is pending: %v", err)
 	}
 	ackErrs := []struct {
@@ -191,9 +192,9 @@ func TestFullUpdateMultiParty(t *testing.T) {
 	for _, tc := range ackErrs {
 		var err error
 		if tc.user == nil {
-			_, err = c.AcknowledgeUpdate(nil, tc.raw)
+			_, err = c.AcknowledgeUpdate(context.Background(), nil, tc.raw)
 		} else {
-			_, err = c.AcknowledgeUpdate(tc.user.Cert, tc.raw)
+			_, err = c.AcknowledgeUpdate(context.Background(), tc.user.Cert, tc.raw)
 		}
 		if KindOf(err) != tc.kind {
 			t.Errorf("acknowledge %s: got %v, want kind %v", tc.name, err, tc.kind)
@@ -210,7 +211,7 @@ func TestFullUpdateMultiParty(t *testing.T) {
 		t.Fatalf("pending after restart: %+v %v", p, err)
 	}
 
-	res, err = c.AcknowledgeUpdate(u.carol.Cert, newRaw)
+	res, err = c.AcknowledgeUpdate(context.Background(), u.carol.Cert, newRaw)
 	if err != nil || !res.Applied || res.MissingAcknowledgments != 0 || res.RecoverySecrets != nil {
 		t.Fatalf("last acknowledgement: %+v %v", res, err)
 	}
@@ -260,10 +261,10 @@ func TestFullUpdateMultiParty(t *testing.T) {
 		rot := govManifest(u, nil)
 		section(rot, "Config")["RotateRootSecret"] = true
 		rotRaw := encodeManifest(t, rot)
-		if _, err := c.UpdateManifest(u.bob.Cert, rotRaw); err != nil {
+		if _, err := c.UpdateManifest(context.Background(), u.bob.Cert, rotRaw); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.AcknowledgeUpdate(u.alice.Cert, rotRaw); err != nil {
+		if _, err := c.AcknowledgeUpdate(context.Background(), u.alice.Cert, rotRaw); err != nil {
 			t.Fatal(err)
 		}
 		rotated := backendFiles(t, c, uuid1)
@@ -284,23 +285,23 @@ func TestFullUpdateMultiParty(t *testing.T) {
 	})
 
 	t.Run("cancel", func(t *testing.T) {
-		res, err := c.UpdateManifest(u.carol.Cert, newRaw)
+		res, err := c.UpdateManifest(context.Background(), u.carol.Cert, newRaw)
 		if err != nil || res.Applied {
 			t.Fatalf("initiating: %+v %v", res, err)
 		}
-		if err := c.CancelUpdate(u.dave.Cert); KindOf(err) != KindPermissionDenied {
+		if err := c.CancelUpdate(context.Background(), u.dave.Cert); KindOf(err) != KindPermissionDenied {
 			t.Fatalf("cancel without role: %v", err)
 		}
-		if err := c.CancelUpdate(nil); KindOf(err) != KindUnauthenticated {
+		if err := c.CancelUpdate(context.Background(), nil); KindOf(err) != KindUnauthenticated {
 			t.Fatalf("cancel without certificate: %v", err)
 		}
-		if err := c.CancelUpdate(u.bob.Cert); err != nil {
+		if err := c.CancelUpdate(context.Background(), u.bob.Cert); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.CancelUpdate(u.bob.Cert); KindOf(err) != KindNotFound {
+		if err := c.CancelUpdate(context.Background(), u.bob.Cert); KindOf(err) != KindNotFound {
 			t.Fatalf("second cancel: %v", err)
 		}
-		if _, err := c.AcknowledgeUpdate(u.alice.Cert, newRaw); KindOf(err) != KindNotFound {
+		if _, err := c.AcknowledgeUpdate(context.Background(), u.alice.Cert, newRaw); KindOf(err) != KindNotFound {
 			t.Fatalf("acknowledging a cancelled update: %v", err)
 		}
 		msgs, entries := logMessages(t, c)
@@ -329,9 +330,9 @@ func TestUpdateThresholdAll(t *testing.T) {
 		var res *UpdateResult
 		var err error
 		if i == 0 {
-			res, err = c.UpdateManifest(s.user.Cert, raw)
+			res, err = c.UpdateManifest(context.Background(), s.user.Cert, raw)
 		} else {
-			res, err = c.AcknowledgeUpdate(s.user.Cert, raw)
+			res, err = c.AcknowledgeUpdate(context.Background(), s.user.Cert, raw)
 		}
 		if err != nil || res.MissingAcknowledgments != s.missing || res.Applied != (s.missing == 0) {
 			t.Fatalf("step %d (%s): %+v %v", i, s.user.Name, res, err)
@@ -341,7 +342,7 @@ func TestUpdateThresholdAll(t *testing.T) {
 	last := govManifest(u, nil)
 	section(last, "Config")["UpdateThreshold"] = 1
 	section(last, "Config")["FeatureGates"] = []string{}
-	res, err := c.UpdateManifest(u.carol.Cert, encodeManifest(t, last))
+	res, err := c.UpdateManifest(context.Background(), u.carol.Cert, encodeManifest(t, last))
 	if err != nil || !res.Applied {
 		t.Fatalf("threshold 1: %+v %v", res, err)
 	}
@@ -364,14 +365,14 @@ func TestUpdateChangesRecoveryKeys(t *testing.T) {
 	same := govManifest(u, map[string]*testsupport.RecoveryKey{"one": k1})
 	section(same, "Config")["UpdateThreshold"] = 1
 	section(same, "Config")["FeatureGates"] = []string{}
-	res, err := c.UpdateManifest(u.alice.Cert, encodeManifest(t, same))
+	res, err := c.UpdateManifest(context.Background(), u.alice.Cert, encodeManifest(t, same))
 	if err != nil || !res.Applied || res.RecoverySecrets != nil {
 		t.Fatalf("update keeping the recovery keys: %+v %v", res, err)
 	}
 
 	next := govManifest(u, map[string]*testsupport.RecoveryKey{"one": k1, "two": k2})
 	section(next, "Config")["UpdateThreshold"] = 1
-	res, err = c.UpdateManifest(u.alice.Cert, encodeManifest(t, next))
+	res, err = c.UpdateManifest(context.Background(), u.alice.Cert, encodeManifest(t, next))
 	if err != nil || !res.Applied || len(res.RecoverySecrets) != 2 {
 		t.Fatalf("update with a new recovery key: %+v %v", res, err)
 	}
@@ -383,13 +384,13 @@ func TestUpdateChangesRecoveryKeys(t *testing.T) {
 	if s, _ := c.Status(); s != StateRecovery {
 		t.Fatalf("state %v", s)
 	}
-	if _, err := c.Recover(oldShare, k1.Sign(t, oldShare)); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "does not belong") {
+	if _, err := c.Recover(context.Background(), oldShare, k1.Sign(t, oldShare)); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "does not belong") {
 		t.Fatalf("a share of the old data key: %v", err)
 	}
-	if n, err := c.Recover(s1, k1.Sign(t, s1)); err != nil || n != 1 {
+	if n, err := c.Recover(context.Background(), s1, k1.Sign(t, s1)); err != nil || n != 1 {
 		t.Fatalf("first new share: %d %v", n, err)
 	}
-	if n, err := c.Recover(s2, k2.Sign(t, s2)); err != nil || n != 0 {
+	if n, err := c.Recover(context.Background(), s2, k2.Sign(t, s2)); err != nil || n != 0 {
 		t.Fatalf("second new share: %d %v", n, err)
 	}
 	if msgs, _ := logMessages(t, c); !slices.Equal(msgs, msgsBefore) {

@@ -1,0 +1,161 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+)
+
+// maxWriteAttempts bounds how often one operation runs when its store
+// write keeps losing races to other Coordinators sharing the store.
+const maxWriteAttempts = 8
+
+// write runs op with c.mu held. When op fails because its store write lost
+// a race (store.ErrConflict: another Coordinator sharing the store wrote
+// first), the stored state is read again, becomes c's state and view, and
+// op runs again from the start, so that it checks the request against the
+// newer state: a request that is no longer valid fails as it would have,
+// had it arrived after the other write. After maxWriteAttempts lost races
+// write gives up with an error of KindUnavailable.
+//
+// op must read everything it checks from c on every call and change
+// nothing in c when it fails.
+func (c *Core) write(ctx context.Context, what string, op func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for attempt := 1; ; attempt++ {
+		err := op()
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		if attempt == maxWriteAttempts {
+			c.log.Warn("a write lost every race with other Coordinators; giving up", "operation", what, "attempts", attempt)
+			return newError(KindUnavailable, err, "%s: the stored state was changed by other Coordinators during each of %d attempts; try again", what, attempt)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return newError(KindUnavailable, cerr, "%s: the stored state was changed by another Coordinator, and the request ended before it could be tried again", what)
+		}
+		c.log.Info("a write lost a race with another Coordinator; reading the stored state again", "operation", what, "attempt", attempt)
+		if rerr := c.load(ctx, false); rerr != nil {
+			return newError(KindUnavailable, rerr, "%s: the stored state was changed by another Coordinator and cannot be read again; try again", what)
+		}
+	}
+}
+
+// Reload reads the stored state again and serves it: what other
+// Coordinators sharing the store wrote becomes visible here. A Coordinator
+// whose stored state cannot be unsealed stays in recovery; one that has
+// opened the state does not go back to recovery or to an empty state, and
+// keeps serving what it had when the stored state cannot be read.
+func (c *Core) Reload(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.load(ctx, false); err != nil {
+		return newError(KindUnavailable, err, "reading the stored state again")
+	}
+	return nil
+}
+
+// errNoStoredState is returned by load at boot when there is nothing
+// stored yet.
+var errNoStoredState = errors.New("nothing is stored yet")
+
+// load reads the stored state and serves it: the path both of the start
+// (boot true) and of a reload after another Coordinator wrote. The
+// one-time work of the start (checking the recovery data against the
+// manifest, sealing the data key in the manifest's seal mode) is done at
+// boot only; a reload only takes over what is stored, the seal mode
+// included. c.mu must be held or c unshared.
+func (c *Core) load(ctx context.Context, boot bool) error {
+	stored, err := c.cfg.Store.Load(ctx)
+	switch {
+	case errors.Is(err, store.ErrNoState):
+		if boot || c.view.Load().state == StateUninitialized {
+			return errNoStoredState
+		}
+		return fmt.Errorf("the stored state has disappeared: %w", err)
+	case errors.Is(err, store.ErrUnseal):
+		return c.loadSealed(err)
+	case err != nil:
+		return fmt.Errorf("loading stored state: %w", err)
+	}
+	st, err := restore(stored)
+	if err != nil {
+		return fmt.Errorf("stored state is inconsistent: %w", err)
+	}
+	state := StateAcceptingManifest
+	if st.dep.manifest != nil {
+		state = StateAcceptingMarbles
+	}
+	if boot {
+		if st.dep.manifest != nil {
+			c.checkRecoveryData(st.dep.manifest)
+		}
+		c.enforceSealMode(ctx, st.dep.manifest)
+	}
+	if err := c.publish(state, st.dep); err != nil {
+		return err
+	}
+	c.adopt(st)
+	c.noteSealMode()
+	if c.unsealErr != nil || c.recovery != nil {
+		c.unsealErr = nil
+		c.endRecovery()
+	}
+	if boot {
+		c.log.Info("resumed from stored state", "state", state.String(), "sealMode", string(c.cfg.Store.SealMode()))
+	} else {
+		c.log.Info("took over the stored state written by another Coordinator", "state", state.String(), "sealMode", string(c.cfg.Store.SealMode()))
+	}
+	return nil
+}
+
+// loadSealed handles stored state that cannot be unsealed (err): a
+// Coordinator that is starting, or already in recovery, is in recovery
+// with the stored recovery data; one that serves opened state refuses to
+// go back.
+func (c *Core) loadSealed(err error) error {
+	v := c.view.Load()
+	if v.state != StateUninitialized && v.state != StateRecovery {
+		c.noteSealMode()
+		return fmt.Errorf("the stored state was changed by another Coordinator and cannot be unsealed here: %w", err)
+	}
+	c.unsealErr = err
+	c.noteSealMode()
+	blob := c.cfg.Store.RecoveryData()
+	if c.recovery == nil || !c.recovery.sameData(blob) {
+		if c.recovery != nil {
+			c.log.Warn("the stored recovery data changed; recovery secrets uploaded before are discarded")
+		}
+		c.recovery = newRecoverySession(blob)
+		if c.recovery.dataErr != nil {
+			c.log.Error("the stored recovery data is unusable; the state cannot be recovered, only replaced by a new manifest", "error", c.recovery.dataErr)
+		}
+	}
+	if v.state == StateRecovery {
+		return nil
+	}
+	c.log.Warn("stored state cannot be unsealed; entering recovery mode", "error", err, "sealMode", string(c.cfg.Store.SealMode()))
+	dep, derr := c.newCA()
+	if derr != nil {
+		return derr
+	}
+	return c.publish(StateRecovery, dep)
+}
+
+// writeResult is write for an operation with a result.
+func writeResult[T any](ctx context.Context, c *Core, what string, op func() (T, error)) (T, error) {
+	var out T
+	err := c.write(ctx, what, func() error {
+		var err error
+		out, err = op()
+		return err
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return out, nil
+}
