@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -83,5 +85,58 @@ func TestFileStoreMetric(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(text), `coordinator_store_info{backend="file"} 1`) {
 		t.Errorf("metrics do not name the file store:\n%s", text)
+	}
+}
+
+// TestStartupManifestRaceOnSharedState starts three Coordinators at once on
+// one state in Secrets, each with the same startup manifest: whichever sets
+// it first, every one starts and serves it with the same root. A different
+// startup manifest is still refused.
+func TestStartupManifestRaceOnSharedState(t *testing.T) {
+	env := kubetest.Start(t)
+	kube := coordtest.WithKubeStore(env.Kubeconfig, env.Namespace(t), "shared-state")
+	path := filepath.Join(t.TempDir(), "manifest.json")
+	if err := os.WriteFile(path, readManifest(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3
+	started := make(chan *coordtest.Coordinator, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			c, err := coordtest.TryStart(t, kube, coordtest.WithStartupManifest(path))
+			if err != nil {
+				errs <- err
+				return
+			}
+			started <- c
+		}()
+	}
+	var cs []*coordtest.Coordinator
+	for range n {
+		select {
+		case err := <-errs:
+			t.Errorf("a Coordinator did not start: %v", err)
+		case c := <-started:
+			cs = append(cs, c)
+		}
+	}
+	if t.Failed() {
+		return
+	}
+	for i, c := range cs {
+		if got := statusCode(t, c); got != 3 {
+			t.Errorf("Coordinator %d: status %d, expected 3", i, got)
+		}
+		if !c.RootCertificate().Equal(cs[0].RootCertificate()) {
+			t.Errorf("Coordinator %d serves another root", i)
+		}
+	}
+	other := bytes.Replace(readManifest(t), []byte(`"--serve"`), []byte(`"--other"`), 1)
+	if err := os.WriteFile(path, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := coordtest.TryStart(t, kube, coordtest.WithStartupManifest(path)); err == nil || !strings.Contains(err.Error(), "differs") {
+		t.Fatalf("a different startup manifest: expected a refusal, found %v", err)
 	}
 }

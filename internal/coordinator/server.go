@@ -311,15 +311,30 @@ func (s *Server) applyStartupManifest(ctx context.Context, path string) error {
 	if err != nil {
 		return fmt.Errorf("reading startup manifest: %w", err)
 	}
-	if current, _, ok := s.core.ManifestInfo(); ok {
-		if bytes.Equal(current, raw) {
-			s.log.Info("startup manifest is already set", "path", path)
-			return nil
+	// alreadySet decides when a manifest is set: the same one is fine
+	// (a restart, or another Coordinator sharing the state set it first),
+	// another one is refused.
+	alreadySet := func() (bool, error) {
+		current, _, ok := s.core.ManifestInfo()
+		if !ok {
+			return false, nil
 		}
-		return fmt.Errorf("startup manifest %s differs from the manifest already set; change it with a manifest update", path)
+		if !bytes.Equal(current, raw) {
+			return true, fmt.Errorf("startup manifest %s differs from the manifest already set; change it with a manifest update", path)
+		}
+		s.log.Info("startup manifest is already set", "path", path)
+		return true, nil
+	}
+	if set, err := alreadySet(); set {
+		return err
 	}
 	secrets, err := s.core.SetManifest(ctx, raw)
 	if err != nil {
+		// SetManifest re-reads the stored state when another Coordinator
+		// wrote first; it may have set this very manifest.
+		if set, serr := alreadySet(); set {
+			return serr
+		}
 		return fmt.Errorf("setting startup manifest %s: %w", path, err)
 	}
 	if len(secrets) > 0 {
