@@ -40,11 +40,25 @@ type casStore struct {
 	lose    int
 	before  func()
 	refused int
+	// breakNext makes the next writes fail with an unknown outcome
+	// (store.ErrBroken), applied or not as applyBroken says; broken
+	// refuses writes until Load.
+	breakNext   int
+	applyBroken bool
+	broken      bool
 }
 
 var _ store.Store = (*casStore)(nil)
 
 func (s *casState) open() *casStore { return &casStore{shared: s} }
+
+// breakNextWrite makes the next write fail with an unknown outcome; it
+// happens when applied is true.
+func (s *casStore) breakNextWrite(applied bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.breakNext, s.applyBroken = 1, applied
+}
 
 // loseNext makes the next n writes lose a race to before.
 func (s *casStore) loseNext(n int, before func()) {
@@ -76,6 +90,20 @@ func (s *casStore) writing(w func(*store.Memory) error) error {
 	defer s.mu.Unlock()
 	s.shared.mu.Lock()
 	defer s.shared.mu.Unlock()
+	if s.broken {
+		return fmt.Errorf("cas store: %w", store.ErrBroken)
+	}
+	if s.breakNext > 0 {
+		s.breakNext--
+		s.broken = true
+		if s.applyBroken && s.seen == s.shared.version && !s.stale {
+			if err := w(s.shared.mem); err != nil {
+				return err
+			}
+			s.shared.version++
+		}
+		return fmt.Errorf("cas store: %w (injected)", store.ErrBroken)
+	}
 	if s.stale || s.seen != s.shared.version {
 		s.stale = true
 		s.refused++
@@ -95,7 +123,7 @@ func (s *casStore) Load(ctx context.Context) (map[string][]byte, error) {
 	s.shared.mu.Lock()
 	defer s.shared.mu.Unlock()
 	s.loads++
-	s.seen, s.stale = s.shared.version, false
+	s.seen, s.stale, s.broken = s.shared.version, false, false
 	return s.shared.mem.Load(ctx)
 }
 
@@ -433,5 +461,40 @@ func TestReloadInRecoveryKeepsShares(t *testing.T) {
 	}
 	if s, _ := c.Status(); s != StateAcceptingMarbles {
 		t.Fatalf("state after recovery: %v", s)
+	}
+}
+
+// TestUnknownWriteOutcome: a write whose outcome the store cannot tell
+// (store.ErrBroken) is answered with a retryable error and the stored
+// state is read again, whether the write happened or not, so that the core
+// serves what is stored and writes again instead of staying refused.
+func TestUnknownWriteOutcome(t *testing.T) {
+	for _, applied := range []bool{false, true} {
+		t.Run(fmt.Sprintf("applied=%v", applied), func(t *testing.T) {
+			u := newGovUsers(t)
+			st := newCASState().open()
+			c := newSimCore(t, st)
+			if _, err := c.SetManifest(context.Background(), encodeManifest(t, govManifest(u, nil))); err != nil {
+				t.Fatal(err)
+			}
+			cert := marbleCert(t, c, "backend", uuid.NewString())
+			loads, _ := st.counts()
+			st.breakNextWrite(applied)
+			_, err := c.SetMonotonicCounter(context.Background(), cert, "n", 5)
+			if KindOf(err) != KindUnavailable || !errors.Is(err, store.ErrBroken) {
+				t.Fatalf("write of unknown outcome: %v (kind %v), want Unavailable wrapping ErrBroken", err, KindOf(err))
+			}
+			if after, _ := st.counts(); after != loads+1 {
+				t.Fatalf("the stored state was read %d times after the failed write, want once", after-loads)
+			}
+			want := uint64(0)
+			if applied {
+				want = 5
+			}
+			prev, err := c.SetMonotonicCounter(context.Background(), cert, "n", 7)
+			if err != nil || prev != want {
+				t.Fatalf("the next write: previous value %d, %v; want %d (the write %s)", prev, err, want, map[bool]string{true: "happened", false: "did not happen"}[applied])
+			}
+		})
 	}
 }

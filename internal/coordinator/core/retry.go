@@ -12,7 +12,8 @@ import (
 // write keeps losing races to other Coordinators sharing the store.
 const maxWriteAttempts = 8
 
-// write runs op with c.mu held. When op fails because its store write lost
+// write runs op with c.mu held. A write whose outcome the store cannot
+// tell is not run again (see unknownOutcome). When op fails because its store write lost
 // a race (store.ErrConflict: another Coordinator sharing the store wrote
 // first), the stored state is read again, becomes c's state and view, and
 // op runs again from the start, so that it checks the request against the
@@ -27,6 +28,9 @@ func (c *Core) write(ctx context.Context, what string, op func() error) error {
 	defer c.mu.Unlock()
 	for attempt := 1; ; attempt++ {
 		err := op()
+		if errors.Is(err, store.ErrBroken) {
+			return c.unknownOutcome(ctx, what, err)
+		}
 		if !errors.Is(err, store.ErrConflict) {
 			return err
 		}
@@ -42,6 +46,21 @@ func (c *Core) write(ctx context.Context, what string, op func() error) error {
 			return newError(KindUnavailable, rerr, "%s: the stored state was changed by another Coordinator and cannot be read again; try again", what)
 		}
 	}
+}
+
+// unknownOutcome answers a write whose effect the store cannot tell (err
+// wraps store.ErrBroken: it failed after it may have reached the store).
+// Running it again could apply it twice, so the caller gets a retryable
+// error; the stored state is read again, which tells what happened and
+// lets the store take writes again. While it cannot be read, writes stay
+// refused and each one tries again.
+func (c *Core) unknownOutcome(ctx context.Context, what string, err error) error {
+	if rerr := c.load(ctx, false); rerr != nil {
+		c.log.Warn("a write's outcome is unknown and the stored state cannot be read again; writes are refused until it can", "operation", what, "error", err, "readError", rerr)
+	} else {
+		c.log.Warn("a write's outcome is unknown; the stored state was read again", "operation", what, "error", err)
+	}
+	return newError(KindUnavailable, err, "%s: the store did not confirm the write, which may or may not have happened; check and try again", what)
 }
 
 // Reload reads the stored state again and serves it: what other
