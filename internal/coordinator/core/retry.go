@@ -12,14 +12,15 @@ import (
 // write keeps losing races to other Coordinators sharing the store.
 const maxWriteAttempts = 8
 
-// write runs op with c.mu held. A write whose outcome the store cannot
-// tell is not run again (see unknownOutcome). When op fails because its store write lost
-// a race (store.ErrConflict: another Coordinator sharing the store wrote
-// first), the stored state is read again, becomes c's state and view, and
-// op runs again from the start, so that it checks the request against the
-// newer state: a request that is no longer valid fails as it would have,
-// had it arrived after the other write. After maxWriteAttempts lost races
-// write gives up with an error of KindUnavailable.
+// write runs op with c.mu held. When op fails because its store write
+// lost a race (store.ErrConflict: another Coordinator sharing the store
+// wrote first), the stored state is read again, becomes c's state and
+// view, and op runs again from the start, so that it checks the request
+// against the newer state: a request that is no longer valid fails as it
+// would have, had it arrived after the other write. After
+// maxWriteAttempts lost races write gives up with an error of
+// KindUnavailable. A write whose outcome the store cannot tell is not run
+// again (see unknownOutcome).
 //
 // op must read everything it checks from c on every call and change
 // nothing in c when it fails.
