@@ -181,8 +181,16 @@ func openStore(cfg Config, opts store.Options) (store.Store, []any, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("store %s: a Kubernetes client: %w", StoreK8sSecret, err)
 		}
+		// Watches are long requests: their client has no request
+		// timeout (each watch is bounded by the API server instead).
+		wrc := rest.CopyConfig(rc)
+		wrc.Timeout = 0
+		wcs, err := kubernetes.NewForConfig(wrc)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store %s: a Kubernetes client: %w", StoreK8sSecret, err)
+		}
 		st, err := store.OpenKube(store.KubeOptions{
-			Client: cs, Namespace: cfg.KubeNamespace, Name: cfg.KubeStateName,
+			Client: cs, WatchClient: wcs, Namespace: cfg.KubeNamespace, Name: cfg.KubeStateName,
 			Sealers: opts.Sealers, DefaultMode: opts.DefaultMode, Logger: opts.Logger,
 		})
 		if err != nil {
@@ -257,16 +265,73 @@ func (s *Server) Serve(ctx context.Context) error {
 			return nil
 		})
 	}
+	// The watch keeps reads current while requests drain, and stops
+	// after the drain: its reloads must not outlast the store, which is
+	// closed last.
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	watched := s.watchStore(watchCtx)
 	g.Go(func() error {
 		<-gctx.Done()
-		return s.shutdown()
+		err := s.shutdown()
+		stopWatch()
+		<-watched
+		return err
 	})
 	err := g.Wait()
+	stopWatch()
 	if cerr := s.store.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("closing store: %w", cerr)
 	}
 	return err
 }
+
+// watchStore keeps the served state current when the store is shared
+// with other Coordinators (a KubeStore): it watches the stored state and
+// reads it again whenever another Coordinator wrote, so that reads
+// (status, manifest, activations' checks) do not wait for a write here.
+// Bursts of changes are coalesced: at most one reload runs and one more
+// waits. The returned channel is closed once the watch and any reload
+// have stopped after ctx is done. Other stores return a closed channel.
+func (s *Server) watchStore(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	ks, ok := s.store.(*store.KubeStore)
+	if !ok {
+		close(done)
+		return done
+	}
+	pending := make(chan struct{}, 1)
+	reloaded := make(chan struct{})
+	go func() {
+		defer close(reloaded)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-pending:
+			}
+			rctx, cancel := context.WithTimeout(ctx, reloadTimeout)
+			err := s.core.Reload(rctx)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.Warn("reading the stored state again after another Coordinator wrote failed; it is read again on the next change or write", "error", err)
+			}
+		}
+	}()
+	go func() {
+		defer close(done)
+		_ = ks.Watch(ctx, func() {
+			select {
+			case pending <- struct{}{}:
+			default: // a reload is queued already
+			}
+		})
+		<-reloaded
+	}()
+	return done
+}
+
+// reloadTimeout bounds one reload of the stored state after a change.
+const reloadTimeout = 2 * time.Minute
 
 // shutdownGrace bounds how long a stopping Coordinator waits for requests
 // in flight.

@@ -608,9 +608,9 @@ func TestChartDistributed(t *testing.T) {
 			}
 			// What KubeStore does: create chunks and kept-aside heads of
 			// generated names, get and delete them, list them by label;
-			// update the head only.
+			// update the head only; watch the head for other replicas' writes.
 			wantRules := []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "get", "list", "delete"}},
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "get", "list", "watch", "delete"}},
 				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{stateName}, Verbs: []string{"update"}},
 			}
 			if !reflect.DeepEqual(r.Rules, wantRules) {

@@ -59,6 +59,9 @@ var errHeadMoved = errors.New("the head moved while its chunks were read")
 type KubeOptions struct {
 	// Client reaches the Kubernetes API. Required.
 	Client kubernetes.Interface
+	// WatchClient, when set, is used by Watch instead of Client: a
+	// client without a request timeout, since a watch is a long request.
+	WatchClient kubernetes.Interface
 	// Namespace holds the state's objects. Required.
 	Namespace string
 	// Name is the head object's name, a DNS label; empty means
@@ -77,6 +80,7 @@ type KubeOptions struct {
 // race fails with ErrConflict. All methods are safe for concurrent use.
 type KubeStore struct {
 	client      kubernetes.Interface
+	watchClient kubernetes.Interface
 	ns, name    string
 	sealers     map[seal.Mode]seal.Sealer
 	defaultMode seal.Mode
@@ -95,6 +99,10 @@ type KubeStore struct {
 	headRaw   []byte   // the head's data as last read, for keeping it aside
 	head      kubeHead // the head last read (if parsed) or written
 	headOK    bool     // head was parsed
+	// written holds the resourceVersions of the head's last writes by
+	// this store (at most maxWrittenRVs), so that Watch does not take a
+	// late event of its own write for another store's.
+	written []string
 	// maxGen is the highest authenticated generation seen: Load refuses
 	// anything older.
 	maxGen uint64
@@ -151,7 +159,7 @@ func OpenKube(opts KubeOptions) (*KubeStore, error) {
 		}
 	}
 	return &KubeStore{
-		client: opts.Client, ns: opts.Namespace, name: name,
+		client: opts.Client, watchClient: opts.WatchClient, ns: opts.Namespace, name: name,
 		sealers: sealers, defaultMode: mode, log: logger, mode: mode,
 		pieceSize: defaultPieceSize, compactMin: defaultCompactMin, maxDeltas: defaultMaxDeltas,
 	}, nil
@@ -565,6 +573,7 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 	oldOK := s.headOK
 	s.exists, s.rv, s.head, s.headOK, s.headRaw = true, out.ResourceVersion, h, true, data
 	s.maxGen = max(s.maxGen, h.generation)
+	s.wrote(out.ResourceVersion)
 	if err := s.at("head-written"); err != nil {
 		return err
 	}
