@@ -742,20 +742,9 @@ func (s *KubeStore) ResetWith(ctx context.Context, state map[string][]byte, opts
 	if s.phase == phaseClosed {
 		return nil, fmt.Errorf("store: reset: %w", ErrClosed)
 	}
-	mode, err := opts.mode(s.defaultMode)
+	mode, key, recovery, err := opts.prepare(s.defaultMode, s.sealers)
 	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
-	}
-	if mode.Seals() && s.sealers[mode] == nil {
-		return nil, fmt.Errorf("store: reset: this Coordinator has no sealer for seal mode %s", mode)
-	}
-	key, err := newDataKey()
-	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
-	}
-	recovery, err := opts.recoveryData(key)
-	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
+		return nil, err
 	}
 	opened := s.phase == phaseOpen && s.broken == nil
 	if !s.headKnown || s.broken != nil {

@@ -122,17 +122,9 @@ func (m *Memory) ResetWith(_ context.Context, state map[string][]byte, opts Rese
 	if m.phase == phaseClosed {
 		return nil, fmt.Errorf("store: reset: %w", ErrClosed)
 	}
-	mode, err := opts.mode(seal.ModeProductKey)
+	mode, key, recovery, err := opts.prepare(seal.ModeProductKey, nil)
 	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
-	}
-	key, err := newDataKey()
-	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
-	}
-	recovery, err := opts.recoveryData(key)
-	if err != nil {
-		return nil, fmt.Errorf("store: reset: %w", err)
+		return nil, err
 	}
 	m.state, m.dataKey, m.recovery, m.keyLost, m.phase, m.mode = cloneState(state), key, recovery, false, phaseOpen, mode
 	return cloneValue(key), nil

@@ -261,6 +261,27 @@ type ResetOptions struct {
 	RecoveryData func(dataKey []byte) ([]byte, error)
 }
 
+// prepare is what every Reset does before it writes anything: the seal
+// mode (def when opts names none), which must have a sealer in sealers
+// unless it seals nothing or sealers is nil (a store that seals nothing),
+// a new data key, and the recovery data computed from that key.
+func (o ResetOptions) prepare(def seal.Mode, sealers map[seal.Mode]seal.Sealer) (mode seal.Mode, key, recovery []byte, err error) {
+	mode, err = o.mode(def)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("store: reset: %w", err)
+	}
+	if sealers != nil && mode.Seals() && sealers[mode] == nil {
+		return "", nil, nil, fmt.Errorf("store: reset: this Coordinator has no sealer for seal mode %s", mode)
+	}
+	if key, err = newDataKey(); err != nil {
+		return "", nil, nil, fmt.Errorf("store: reset: %w", err)
+	}
+	if recovery, err = o.recoveryData(key); err != nil {
+		return "", nil, nil, fmt.Errorf("store: reset: %w", err)
+	}
+	return mode, key, recovery, nil
+}
+
 func (o ResetOptions) mode(def seal.Mode) (seal.Mode, error) {
 	if o.Mode == "" {
 		return def, nil
