@@ -630,9 +630,10 @@ func TestChartDistributed(t *testing.T) {
 // settings that would be ignored or unsafe.
 func TestChartRefusesSettings(t *testing.T) {
 	for name, c := range map[string]struct{ vals, want string }{
-		"two replicas":              {`coordinator: {replicas: 2}`, "several Coordinator replicas are not supported yet"},
-		"three distributed":         {`coordinator: {replicas: 3, distributedDeployment: true}`, "coordinator.replicas is 3"},
-		"claim in distributed mode": {`coordinator: {distributedDeployment: true, pvcName: my-claim}`, "coordinator.pvcName is set"},
+		"two replicas":                        {`coordinator: {replicas: 2}`, "several Coordinator replicas are not supported yet"},
+		"three distributed":                   {`coordinator: {replicas: 3, distributedDeployment: true}`, "coordinator.replicas is 3"},
+		"claim in distributed mode":           {`coordinator: {distributedDeployment: true, pvcName: my-claim}`, "coordinator.pvcName is set"},
+		"state name without distributed mode": {`coordinator: {stateSecretName: other-state}`, "only a distributed Coordinator"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := render(t, "marblerun", parseValues(t, c.vals))
@@ -641,7 +642,7 @@ func TestChartRefusesSettings(t *testing.T) {
 			}
 		})
 	}
-	for _, vals := range []string{`coordinator: {replicas: 0}`, `coordinator: {replicas: 1, distributedDeployment: true}`} {
+	for _, vals := range []string{`coordinator: {replicas: 0}`, `coordinator: {replicas: 1, distributedDeployment: true}`, `coordinator: {distributedDeployment: true, stateSecretName: other-state}`} {
 		if _, err := render(t, "marblerun", parseValues(t, vals)); err != nil {
 			t.Errorf("values %s: %v", vals, err)
 		}
