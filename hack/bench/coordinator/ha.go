@@ -98,7 +98,7 @@ func (s *haSetup) stop() {
 // startHASetup starts n Coordinators on the state stateName: the first
 // sets the manifest, the others then join the stored state. With n > 1
 // the replicas are reached through a balancer per API.
-func startHASetup(bin, name string, n int, kubeconfig, stateName string, manifest []byte, user tls.Certificate) (*haSetup, error) {
+func startHASetup(bin, name string, n int, kubeconfig, stateName, marbleType string, manifest []byte, user tls.Certificate) (*haSetup, error) {
 	s := &haSetup{name: name, bin: bin, env: []string{
 		coordinator.EnvDistributed + "=1",
 		coordinator.EnvStoreBackend + "=" + coordinator.StoreK8sSecret,
@@ -131,7 +131,7 @@ func startHASetup(bin, name string, n int, kubeconfig, stateName string, manifes
 				return nil, fmt.Errorf("%s: %w", name, err)
 			}
 		}
-		if _, err := waitActivation(c.mesh, failoverTimeout); err != nil {
+		if _, err := waitActivation(c.mesh, marbleType, failoverTimeout); err != nil {
 			s.stop()
 			return nil, fmt.Errorf("%s, replica %d: %w", name, i+1, err)
 		}
@@ -174,16 +174,16 @@ func (s *haSetup) setSecret(i int) error {
 	return nil
 }
 
-// waitActivation activates a marble at mesh every 20 ms until one
-// succeeds, and returns how long that took.
-func waitActivation(mesh string, timeout time.Duration) (time.Duration, error) {
-	id, err := coordtest.NewMarbleIdentity(elliptic.P256(), "bench")
+// waitActivation activates a marble of type marbleType at mesh every
+// 20 ms until one succeeds, and returns how long that took.
+func waitActivation(mesh, marbleType string, timeout time.Duration) (time.Duration, error) {
+	id, err := coordtest.NewMarbleIdentity(elliptic.P256(), marbleType)
 	if err != nil {
 		return 0, err
 	}
 	start := time.Now()
 	for {
-		err := activateOnce(mesh, id, "bench", uuid.NewString())
+		err := activateOnce(mesh, id, marbleType, uuid.NewString())
 		if err == nil {
 			return time.Since(start), nil
 		}
@@ -282,12 +282,12 @@ func runHA(o options) error {
 	manifest := haManifest(o.marbleType, haUser, userPEM)
 	h := o.ha
 
-	single, err := startHASetup(bin, "1 Coordinator", 1, env.Kubeconfig, "single", manifest, user)
+	single, err := startHASetup(bin, "1 Coordinator", 1, env.Kubeconfig, "single", o.marbleType, manifest, user)
 	if err != nil {
 		return err
 	}
 	defer single.stop()
-	replicated, err := startHASetup(bin, fmt.Sprintf("%d replicas", h.replicas), h.replicas, env.Kubeconfig, "replicated", manifest, user)
+	replicated, err := startHASetup(bin, fmt.Sprintf("%d replicas", h.replicas), h.replicas, env.Kubeconfig, "replicated", o.marbleType, manifest, user)
 	if err != nil {
 		return err
 	}
@@ -618,7 +618,7 @@ func (s *haSetup) failover(victim, c int, marbleType string) (failoverResult, er
 		return r, err
 	}
 	s.replicas[victim] = p
-	if _, err := waitActivation(p.mesh, failoverTimeout); err != nil {
+	if _, err := waitActivation(p.mesh, marbleType, failoverTimeout); err != nil {
 		return r, fmt.Errorf("restarted replica %d: %w", victim+1, err)
 	}
 	r.restart = time.Since(start)
