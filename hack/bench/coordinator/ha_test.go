@@ -318,3 +318,27 @@ func TestRunHA(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckModeFlags(t *testing.T) {
+	tests := []struct {
+		ha      bool
+		set     []string
+		wantErr bool
+	}{
+		{ha: true, set: []string{"ha", "ha-kills", "c", "rounds", "rss-marbles", "type"}},
+		{ha: false, set: []string{"n", "steady", "curves", "c", "rounds"}},
+		{ha: true, set: []string{"ha", "steady"}, wantErr: true},
+		{ha: true, set: []string{"ha", "mesh"}, wantErr: true},
+		{ha: false, set: []string{"ha-n"}, wantErr: true},
+		{ha: false, set: []string{"ha-limit"}, wantErr: true},
+	}
+	for _, tt := range tests {
+		set := map[string]bool{}
+		for _, name := range tt.set {
+			set[name] = true
+		}
+		if err := checkModeFlags(tt.ha, set); (err != nil) != tt.wantErr {
+			t.Errorf("checkModeFlags(%v, %v) = %v, want error: %v", tt.ha, tt.set, err, tt.wantErr)
+		}
+	}
+}

@@ -7,6 +7,14 @@
 // measures the Coordinator at that address (any implementation of the wire
 // protocol, already holding a manifest with the -type marble); -pid adds
 // its CPU time.
+//
+// With -ha it runs only the section on several Coordinators in
+// distributed mode instead: it starts a kube-apiserver with etcd on
+// loopback (test/kubetest), one Coordinator and -ha-replicas replicas
+// behind loopback round-robin balancers on states in Secrets, and
+// compares them in alternating rounds (activations with and without
+// MaxActivations, secret sets), measures failover after SIGKILL and the
+// memory of each replica.
 package main
 
 import (
@@ -69,6 +77,12 @@ func main() {
 	flag.DurationVar(&o.ha.limit, "ha-limit", 8*time.Second, "with -ha: no operation of a measured run starts after this time (0: no limit)")
 	flag.IntVar(&o.ha.kills, "ha-kills", 5, "with -ha: replicas killed with SIGKILL under load (0 skips failover)")
 	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := checkModeFlags(o.runHA, set); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	o.out = os.Stdout
 	if o.ha.replicas < 2 || o.ha.writeC < 1 || o.concurrency < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -ha-replicas must be at least 2, -ha-write-c and -c at least 1")
@@ -98,6 +112,28 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1) //nolint:gocritic // the profile of a failed run is of no use
 	}
+}
+
+// Flags that only one mode reads: those of the section on several
+// Coordinators (-ha), and those of the other sections.
+var (
+	haOnlyFlags    = []string{"ha-replicas", "ha-n", "ha-limited", "ha-secrets", "ha-write-c", "ha-kills", "ha-limit"}
+	nonHAOnlyFlags = []string{"mesh", "pid", "n", "steady", "curves"}
+)
+
+// checkModeFlags refuses a flag set on the command line (set) that the
+// chosen mode would ignore.
+func checkModeFlags(ha bool, set map[string]bool) error {
+	unread, mode := haOnlyFlags, "without -ha"
+	if ha {
+		unread, mode = nonHAOnlyFlags, "with -ha"
+	}
+	for _, name := range unread {
+		if set[name] {
+			return fmt.Errorf("-%s has no effect %s", name, mode)
+		}
+	}
+	return nil
 }
 
 // startCPUProfile profiles the load generator until stop is called.
