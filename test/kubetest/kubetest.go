@@ -101,7 +101,7 @@ func BinDir(ctx context.Context) (string, error) {
 // -short mode and fails it when the binaries can neither be found nor built.
 func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
-	if testing.Short() {
+	if testing.Testing() && testing.Short() {
 		t.Skip("kubetest: skipping a test that runs a Kubernetes control plane in -short mode")
 	}
 	var o options

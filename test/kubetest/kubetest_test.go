@@ -176,3 +176,34 @@ func TestStartInShortModeSkips(t *testing.T) {
 		t.Error("Start did not skip in -short mode")
 	}
 }
+
+// TestStartCommand starts a control plane as a program that is not a test
+// does, and checks that it serves and that stop removes it.
+func TestStartCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Kubernetes control plane")
+	}
+	e, stop, err := StartCommand()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+	if _, err := e.Clientset.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: "command"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	stopped = true
+	if _, err := e.Clientset.CoreV1().Namespaces().Get(t.Context(), "command", metav1.GetOptions{}); err == nil {
+		t.Error("the API server still answers after stop")
+	}
+	if _, err := os.Stat(e.Dir); !os.IsNotExist(err) {
+		t.Errorf("the control plane's folder %s is left after stop (stat: %v)", e.Dir, err)
+	}
+}
