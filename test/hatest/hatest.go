@@ -287,7 +287,7 @@ func (r *Replica) Start(ctx context.Context) error {
 		case <-done:
 			return fmt.Errorf("%s exited before it answered:\n%s", r.Name, r.LogTail(logTail))
 		case <-ctx.Done():
-			return fmt.Errorf("%s did not answer within %s (last: %v):\n%s", r.Name, StartTimeout, err, r.LogTail(logTail))
+			return fmt.Errorf("%s did not answer within %s (last: %w):\n%s", r.Name, StartTimeout, err, r.LogTail(logTail))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -299,9 +299,10 @@ func (e *Env) Namespace(t testing.TB) string {
 	return ns.Name
 }
 
-// StopAPIServer stops the kube-apiserver (SIGTERM, as in a rolling restart
-// of the control plane) and leaves etcd running, so that a test sees its
-// clients lose the API server. StartAPIServer starts it again. The test
+// StopAPIServer stops the kube-apiserver and leaves etcd running, so that
+// a test sees its clients lose the API server. On Linux the API server is
+// killed (SIGKILL, as when its node fails): a graceful stop would wait for
+// its clients' watches to end. StartAPIServer starts it again. The test
 // fails when the API server is stopped already or does not stop.
 func (e *Env) StopAPIServer(t testing.TB) {
 	t.Helper()
@@ -310,6 +311,11 @@ func (e *Env) StopAPIServer(t testing.TB) {
 	if e.apiDown {
 		t.Fatalf("kubetest: the API server is stopped already")
 	}
+	if err := killChildren("--cert-dir=" + e.certDir); err != nil {
+		t.Fatalf("kubetest: killing kube-apiserver: %v", err)
+	}
+	// Stop waits for the exit of the killed process (elsewhere, it stops
+	// it with SIGTERM).
 	if err := e.te.ControlPlane.APIServer.Stop(); err != nil {
 		t.Fatalf("kubetest: stopping kube-apiserver: %v", err)
 	}
