@@ -144,7 +144,6 @@ func New(t testing.TB, cfg Config) *Cluster {
 			coordinator.EnvClientAddr + "=" + r.ClientAddr,
 			coordinator.EnvMeshAddr + "=" + r.MeshAddr,
 			coordinator.EnvDNSNames + "=localhost,127.0.0.1",
-			"HOME=" + dir,
 		}
 		if cfg.StartupManifest != "" {
 			r.env = append(r.env, coordinator.EnvStartupManifest+"="+cfg.StartupManifest)
