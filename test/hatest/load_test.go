@@ -96,6 +96,7 @@ type activations struct {
 	acks      atomic.Int64
 	exhausted atomic.Int64 // refused: the type reached MaxActivations
 	failed    atomic.Int64 // no activation; a marble tries again
+	cut       atomic.Int64 // cut by the end of the load: outcome unknown
 	mu        sync.Mutex
 	times     []time.Time // of the acknowledged ones
 	codes     map[codes.Code]int
@@ -135,7 +136,7 @@ func (a *activations) ackTimes() []time.Time {
 func (a *activations) String() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return fmt.Sprintf("%d acknowledged, %d refused at the limit, %d failed %v", a.acks.Load(), a.exhausted.Load(), a.failed.Load(), a.codes)
+	return fmt.Sprintf("%d acknowledged, %d refused at the limit, %d failed %v, %d cut by the end of the load", a.acks.Load(), a.exhausted.Load(), a.failed.Load(), a.codes, a.cut.Load())
 }
 
 // activate activates one marble of type typ through the mesh address,
@@ -166,7 +167,8 @@ func activateLoop(ctx context.Context, t testing.TB, meshAddr, typ string, pause
 		case err == nil:
 			out.ack(time.Now())
 		case ctx.Err() != nil:
-			return // cut by the end of the load: neither acknowledged nor refused
+			out.cut.Add(1) // neither acknowledged nor refused
+			return
 		default:
 			out.fail(err)
 		}
@@ -181,15 +183,22 @@ func activateLoop(ctx context.Context, t testing.TB, meshAddr, typ string, pause
 type writes struct {
 	mu        sync.Mutex
 	attempted int   // index of the last write sent (the first is 1)
-	acked     []int // indexes of the acknowledged ones
+	acked     []int // indexes of the acknowledged ones, increasing
 	codes     map[int]int
 	noAnswer  int
 }
 
-func (w *writes) record(i int, code int, err error) {
+// send notes that write i is sent.
+func (w *writes) send(i int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.attempted = i
+}
+
+// record notes the answer to write i.
+func (w *writes) record(i, code int, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	switch {
 	case err != nil:
 		w.noAnswer++
@@ -224,9 +233,10 @@ func (w *writes) String() string {
 // between writes; onAnswer, if set, sees every answer.
 func writeLoop(ctx context.Context, pause time.Duration, out *writes, write func(ctx context.Context, i int) (coordtest.Response, error), onAnswer func(r coordtest.Response, err error)) {
 	for i := 1; ctx.Err() == nil; i++ {
+		out.send(i)
 		r, err := write(ctx, i)
 		if ctx.Err() != nil && err != nil {
-			return // cut by the end of the load
+			return // cut by the end of the load: it may have been stored
 		}
 		out.record(i, r.Code, err)
 		if onAnswer != nil {
