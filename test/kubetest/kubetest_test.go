@@ -207,3 +207,39 @@ func TestStartCommand(t *testing.T) {
 		t.Errorf("the control plane's folder %s is left after stop (stat: %v)", e.Dir, err)
 	}
 }
+
+// TestStopAndStartAPIServer stops the API server and starts it again: in
+// between, requests of the Env's client fail; afterwards the same client,
+// with the same address and credentials, reads what was written before
+// (etcd kept running) and writes again.
+func TestStopAndStartAPIServer(t *testing.T) {
+	e := Start(t)
+	ns := e.Namespace(t)
+	cms := e.Clientset.CoreV1().ConfigMaps(ns)
+	if _, err := cms.Create(t.Context(), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "before"},
+		Data:       map[string]string{"k": "v"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	e.StopAPIServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	_, err := cms.Get(ctx, "before", metav1.GetOptions{})
+	cancel()
+	if err == nil {
+		t.Fatal("a read while the API server is stopped succeeded")
+	}
+
+	e.StartAPIServer(t)
+	got, err := cms.Get(t.Context(), "before", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("reading after the restart: %v", err)
+	}
+	if got.Data["k"] != "v" {
+		t.Errorf("after the restart: data %v, want k=v", got.Data)
+	}
+	if _, err := cms.Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "after"}}, metav1.CreateOptions{}); err != nil {
+		t.Errorf("writing after the restart: %v", err)
+	}
+}
