@@ -92,7 +92,7 @@ The kubeconfig is --kubeconfig, $KUBECONFIG or ~/.kube/config.`,
 	fl.BoolVar(&o.Simulation, "simulation", false, "run the Coordinator without SGX, for clusters without SGX (INSECURE: no attestation)")
 	fl.BoolVar(&o.DisableAutoInjection, "disable-auto-injection", false, "leave out the marble-injector webhook")
 	fl.BoolVar(&o.DistributedDeployment, "distributed-deployment", false, "keep the Coordinator's state in Secrets of the namespace (named after marblerun-state) instead of on a volume, so that several replicas can share it")
-	fl.IntVar(&o.Replicas, "replicas", 1, fmt.Sprintf("number of Coordinator replicas, 1 to %d; more than one needs --distributed-deployment", install.MaxReplicas))
+	fl.IntVar(&o.Replicas, "replicas", 1, fmt.Sprintf("number of Coordinator replicas, 1 to %d (needs --distributed-deployment)", install.MaxReplicas))
 	fl.IntVar(&o.MeshServerPort, "mesh-server-port", 2001, "port of the Coordinator's mesh API (gRPC, for marbles)")
 	fl.IntVar(&o.ClientServerPort, "client-server-port", 4433, "port of the Coordinator's client API (HTTPS)")
 	fl.BoolVar(&o.Wait, "wait", false, "wait until the Coordinator and the webhook are ready, showing their progress")

@@ -128,7 +128,8 @@ func (w Waiter) podStates(ctx context.Context, d *appsv1.Deployment) (string, er
 	}
 	list, err := w.Clientset.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String(), Limit: maxShownPods})
 	if err != nil {
-		return "", fmt.Errorf("listing the Pods of Deployment %s/%s: %w", d.Namespace, d.Name, err)
+		return "", withNext(fmt.Errorf("listing the Pods of Deployment %s/%s: %w", d.Namespace, d.Name, err),
+			"Use a kubeconfig whose user may list Pods in the namespace.")
 	}
 	pods := list.Items
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
