@@ -43,7 +43,7 @@
 //
 // # Joining and rollback
 //
-// While the core needs a key, Run asks the peers round after round
+// Whenever the core needs a key, Run asks the peers round after round
 // (Config.Interval, ±20 %) and joins with the first key the core accepts;
 // JoinWithKey refuses a state older than the generation the peer told. A
 // replica that opened the state by itself asks the ready peers once, at

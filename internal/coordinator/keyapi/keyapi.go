@@ -259,11 +259,12 @@ func (k *KeyAPI) countFailure(err error) {
 	k.cfg.Metrics.incRequest("unreachable")
 }
 
-// Run asks peers for a key, round after round with Interval (±20 %)
-// between them, until the core holds one or ctx is done. It returns at
-// once when the core needs no key.
+// Run keeps the core supplied with a key until ctx is done: whenever the
+// core needs one, it asks the peers, round after round, with Interval
+// (±20 %) between rounds.
 func (k *KeyAPI) Run(ctx context.Context) {
-	for !k.TryJoin(ctx) {
+	for {
+		k.TryJoin(ctx)
 		d := k.cfg.Interval
 		jitter := rand.Int64N(int64(d)*2/5 + 1) //nolint:gosec // G404: jitter spreads requests over time; it protects nothing
 		d += time.Duration(jitter) - d/5

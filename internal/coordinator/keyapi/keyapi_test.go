@@ -254,8 +254,10 @@ func TestRunWaitsForPeerToReturn(t *testing.T) {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	joiner := startReplica(t, nil, &fakeCore{}, staticPeers{addr})
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { defer close(done); joiner.api.Run(t.Context()) }()
+	go func() { defer close(done); joiner.api.Run(ctx) }()
+	defer func() { cancel(); <-done }()
 	time.Sleep(300 * time.Millisecond)
 	if !joiner.core.NeedsKey() {
 		t.Fatal("joined without a peer")
@@ -275,10 +277,12 @@ func TestRunWaitsForPeerToReturn(t *testing.T) {
 	srv := api.NewServer(0)
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Stop()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not join after the peer returned")
+	deadline := time.Now().Add(20 * time.Second)
+	for joiner.core.NeedsKey() {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not join after the peer returned")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if _, gen, _, _ := joiner.core.state(); gen != 9 {
 		t.Fatalf("generation %d, want 9", gen)
