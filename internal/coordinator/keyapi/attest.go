@@ -36,6 +36,10 @@ var ErrPeerRefused = errors.New("key API peer refused")
 // fetch collateral.
 const verifyTimeout = 30 * time.Second
 
+// maxVerifying bounds the verifications of peers' evidence in progress; a
+// handshake beyond it is refused at once.
+const maxVerifying = 8
+
 // identity is a replica's side of the mutually attested TLS: an ephemeral
 // key, a self-signed certificate carrying evidence that binds the key,
 // and what the replica's own evidence says about it.
@@ -47,6 +51,8 @@ type identity struct {
 	insecure bool
 	sealMode func() seal.Mode
 	log      *slog.Logger
+	// verifying holds a token per verification in progress.
+	verifying chan struct{}
 
 	mu  sync.Mutex
 	own *attestation.Claims // own claims, once verified
@@ -108,6 +114,7 @@ func newIdentity(ctx context.Context, iss attestation.Issuer, v attestation.Veri
 	return &identity{
 		cert:     tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
 		evidence: evidence, verifier: v, insecure: insecure, sealMode: sealMode, log: log,
+		verifying: make(chan struct{}, maxVerifying),
 	}, nil
 }
 
@@ -177,6 +184,12 @@ func (id *identity) verifyPeer(cs tls.ConnectionState) error {
 	}
 	if len(evidence) == 0 {
 		return fmt.Errorf("%w: its certificate carries no evidence (a simulated replica?)", ErrPeerRefused)
+	}
+	select {
+	case id.verifying <- struct{}{}:
+		defer func() { <-id.verifying }()
+	default:
+		return fmt.Errorf("%w: %d verifications of evidence are in progress already", ErrPeerRefused, maxVerifying)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), verifyTimeout)
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/marblemesh/marblemesh/attestation"
@@ -152,14 +153,19 @@ type service struct {
 
 // GetKeyEncryptionKey implements keyapipb.KeyAPIServer. The TLS
 // handshake has verified the requester when this runs.
-func (s *service) GetKeyEncryptionKey(context.Context, *keyapipb.GetKeyEncryptionKeyRequest) (*keyapipb.GetKeyEncryptionKeyResponse, error) {
+func (s *service) GetKeyEncryptionKey(ctx context.Context, _ *keyapipb.GetKeyEncryptionKeyRequest) (*keyapipb.GetKeyEncryptionKeyResponse, error) {
+	from := "unknown"
+	if p, ok := peer.FromContext(ctx); ok {
+		from = p.Addr.String()
+	}
 	kek, gen, ok := s.k.cfg.Core.KeyForPeer()
 	if !ok {
 		s.k.cfg.Metrics.incRefused(refusedNoKey)
+		s.k.log.Info("a peer asked for the key-encryption key, which this replica does not hold", "peer", from)
 		return nil, status.Error(codes.FailedPrecondition, "this replica holds no key-encryption key")
 	}
 	s.k.cfg.Metrics.incServed()
-	s.k.log.Info("handed the key-encryption key to an attested peer", "generation", gen)
+	s.k.log.Info("handed the key-encryption key to a peer", "peer", from, "generation", gen, "attested", !s.k.id.insecure)
 	return &keyapipb.GetKeyEncryptionKeyResponse{KEK: kek, Generation: gen}, nil
 }
 

@@ -468,3 +468,24 @@ func TestPeerPolicy(t *testing.T) {
 		t.Fatal("a production replica accepts debug peers")
 	}
 }
+
+func TestAttestedVerificationsBounded(t *testing.T) {
+	p := newSGX(t)
+	live := startReplica(t, p, &fakeCore{kek: []byte("k"), gen: 1}, staticPeers{})
+	joiner := startReplica(t, p, &fakeCore{}, staticPeers{live.addr})
+	for range maxVerifying {
+		live.api.id.verifying <- struct{}{}
+	}
+	if joiner.api.TryJoin(t.Context()) {
+		t.Fatal("a requester was verified beyond the bound")
+	}
+	if !strings.Contains(live.logs.String(), "verifications of evidence are in progress") {
+		t.Fatalf("server logs:\n%s", live.logs)
+	}
+	for range maxVerifying {
+		<-live.api.id.verifying
+	}
+	if !joiner.api.TryJoin(t.Context()) {
+		t.Fatalf("join failed once verifications were free; logs:\n%s", joiner.logs)
+	}
+}
