@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -71,7 +72,10 @@ type Config struct {
 	PeerTimeout time.Duration
 	// SyncTimeout bounds SyncGeneration (DefaultSyncTimeout if 0).
 	SyncTimeout time.Duration
-	Logger      *slog.Logger
+	// Dial, if set, opens connections to peers instead of a plain TCP
+	// dial (tests route peers' addresses to loopback with it).
+	Dial   func(ctx context.Context, addr string) (net.Conn, error)
+	Logger *slog.Logger
 	// Metrics, if not nil, counts requests and joins.
 	Metrics *Metrics
 }
@@ -187,9 +191,14 @@ func (k *KeyAPI) fetch(ctx context.Context, addr string) (kek []byte, gen uint64
 		}
 		return err
 	}
-	conn, err := grpc.NewClient("passthrough:///"+addr,
+	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<10)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 10)),
+	}
+	if k.cfg.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(k.cfg.Dial))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("key API peer %s: %w", addr, err)
 	}

@@ -202,6 +202,33 @@ func TestSimulationHandsKeyToPeer(t *testing.T) {
 	}
 }
 
+func TestDialRoutesPeers(t *testing.T) {
+	live := startReplica(t, nil, &fakeCore{kek: []byte("k"), gen: 2}, staticPeers{})
+	_, port, err := net.SplitHostPort(live.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core := &fakeCore{}
+	var dialed []string
+	api, err := New(t.Context(), Config{
+		Core: core, Peers: staticPeers{net.JoinHostPort("192.0.2.7", port)}, Logger: slog.New(slog.DiscardHandler), Simulation: true,
+		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
+			dialed = append(dialed, addr)
+			_, p, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			return (&net.Dialer{}).DialContext(ctx, "tcp", net.JoinHostPort("127.0.0.1", p))
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !api.TryJoin(t.Context()) || len(dialed) != 1 || dialed[0] != "192.0.2.7:"+port {
+		t.Fatalf("join through the dialer failed; dialed %v", dialed)
+	}
+}
+
 func TestPeerWithoutKeyRefuses(t *testing.T) {
 	empty := startReplica(t, nil, &fakeCore{}, staticPeers{})
 	joiner := startReplica(t, nil, &fakeCore{}, staticPeers{empty.addr})
