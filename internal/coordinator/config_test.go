@@ -129,7 +129,8 @@ func TestMainHelp(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	for _, want := range []string{EnvMeshAddr, EnvClientAddr, EnvSealDir, EnvSimulation, "--simulation",
-		EnvDistributed, EnvStoreBackend, EnvK8sStateName, EnvK8sNamespace, EnvKubeconfig, EnvKeyAPIAddr, EnvK8sServiceName, EnvPodIP, EnvPodName, "k8s-secret", "marblerun-state", "marblemesh.io/state",
+		EnvDistributed, EnvStoreBackend, EnvK8sStateName, EnvK8sNamespace, EnvK8sKEKMap, EnvKubeconfig, EnvKeyAPIAddr, EnvK8sServiceName, EnvPodIP, EnvPodName,
+		"k8s-secret", "marblerun-state", "marblerun-sealed-kek", "marblemesh.io/state",
 		EnvAttestationDir, EnvSealMode, EnvQCNLConf, "ProductKey", "UniqueKey", "_sgx_mrsigner", "_sgx_mrenclave", "HKDF-SHA256", "pccs_url", "use_secure_cert"} {
 		if !strings.Contains(errOut.String(), strings.TrimPrefix(want, "-")) {
 			t.Errorf("help lacks %s", want)
@@ -166,7 +167,8 @@ func TestConfigStore(t *testing.T) {
 	outside := func(string) ([]byte, error) { return nil, fs.ErrNotExist }
 	file := Config{Store: StoreFile, SealDir: "/srv/app/marblerun-coordinator-data"}
 	kube := func(ns, name, kubeconfig string) Config {
-		return Config{Store: StoreK8sSecret, KubeNamespace: ns, KubeStateName: name, Kubeconfig: kubeconfig, KeyAPIAddr: ":5433", KeyAPIService: "coordinator-key-api"}
+		return Config{Store: StoreK8sSecret, KubeNamespace: ns, KubeStateName: name, KubeKEKMapName: "marblerun-sealed-kek", Kubeconfig: kubeconfig,
+			KeyAPIAddr: ":5433", KeyAPIService: "coordinator-key-api"}
 	}
 	withKeyAPI := func(c Config, addr, service, podIP, podName string) Config {
 		c.KeyAPIAddr, c.KeyAPIService, c.PodIP, c.PodName = addr, service, podIP, podName
@@ -191,12 +193,19 @@ func TestConfigStore(t *testing.T) {
 			EnvDistributed: "1", EnvKeyAPIAddr: "127.0.0.1:6000", EnvK8sServiceName: "my-key-api", EnvPodIP: "10.1.2.3", EnvPodName: "coordinator-0",
 		}, inPod, withKeyAPI(kube("pod-ns", "marblerun-state", ""), "127.0.0.1:6000", "my-key-api", "10.1.2.3", "coordinator-0"), ""},
 		{"Pod IP and name are not the file store's", map[string]string{EnvPodIP: "10.1.2.3", EnvPodName: "c-0"}, inPod, file, ""},
+		{"distributed, KEK map name", map[string]string{EnvDistributed: "1", EnvK8sKEKMap: "my.kek-map"}, inPod, func() Config {
+			c := kube("pod-ns", "marblerun-state", "")
+			c.KubeKEKMapName = "my.kek-map"
+			return c
+		}(), ""},
 		{"distributed, namespace set outside a Pod", map[string]string{EnvDistributed: "1", EnvK8sNamespace: "mr"}, outside, kube("mr", "marblerun-state", ""), ""},
 		{"distributed, namespace set wins over the Pod's", map[string]string{EnvDistributed: "1", EnvK8sNamespace: "other"}, inPod, kube("other", "marblerun-state", ""), ""},
 
 		{"backend without distributed mode", map[string]string{EnvStoreBackend: "k8s-secret"}, inPod, Config{}, EnvStoreBackend + `="k8s-secret" needs ` + EnvDistributed + "=1"},
 		{"backend with distributed 0", map[string]string{EnvDistributed: "0", EnvStoreBackend: "k8s-secret"}, inPod, Config{}, "needs " + EnvDistributed + "=1"},
 		{"state name without distributed mode", map[string]string{EnvK8sStateName: "s"}, inPod, Config{}, EnvK8sStateName + " is set, but only the distributed mode"},
+		{"KEK map without distributed mode", map[string]string{EnvK8sKEKMap: "m"}, inPod, Config{}, EnvK8sKEKMap + " is set, but only the distributed mode"},
+		{"bad KEK map name", map[string]string{EnvDistributed: "1", EnvK8sKEKMap: "Map_1"}, inPod, Config{}, EnvK8sKEKMap + `: key-encryption key map name "Map_1"`},
 		{"namespace without distributed mode", map[string]string{EnvK8sNamespace: "mr"}, inPod, Config{}, EnvK8sNamespace + " is set, but only the distributed mode"},
 		{"key API address without distributed mode", map[string]string{EnvKeyAPIAddr: ":5433"}, inPod, Config{}, EnvKeyAPIAddr + " is set, but only the distributed mode"},
 		{"key API Service without distributed mode", map[string]string{EnvK8sServiceName: "k"}, inPod, Config{}, EnvK8sServiceName + " is set, but only the distributed mode"},
@@ -224,7 +233,7 @@ func TestConfigStore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := Config{Store: c.Store, SealDir: c.SealDir, KubeNamespace: c.KubeNamespace, KubeStateName: c.KubeStateName, Kubeconfig: c.Kubeconfig,
+			got := Config{Store: c.Store, SealDir: c.SealDir, KubeNamespace: c.KubeNamespace, KubeStateName: c.KubeStateName, KubeKEKMapName: c.KubeKEKMapName, Kubeconfig: c.Kubeconfig,
 				KeyAPIAddr: c.KeyAPIAddr, KeyAPIService: c.KeyAPIService, PodIP: c.PodIP, PodName: c.PodName}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("store settings %+v, want %+v", got, tc.want)
