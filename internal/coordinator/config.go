@@ -3,6 +3,7 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -107,8 +108,12 @@ type Config struct {
 	PodName       string
 	// KeyAPIInterval is the pause between rounds of asking peers for the
 	// key while this replica needs one; 0 means keyapi.DefaultInterval.
-	// It is not read from the environment.
+	// KeyAPIDial, if set, connects to peers' key API instead of a TCP
+	// dial. Neither is read from the environment: tests route the peer
+	// addresses of EndpointSlices, which may not be loopback addresses,
+	// to loopback listeners.
 	KeyAPIInterval time.Duration
+	KeyAPIDial     func(ctx context.Context, addr string) (net.Conn, error)
 	// StartupManifest, if set, is a manifest file applied at boot.
 	StartupManifest string
 	// Simulation admits marbles without attestation (insecure).
