@@ -80,10 +80,12 @@ fuzz:
 	  done; \
 	done
 
-## generate: regenerate rpc/ from rpc.proto (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
+## generate: regenerate rpc/ and the key API from their .proto files (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
 generate:
 	cd rpc && protoc --go_out=. --go_opt=paths=source_relative \
 	  --go-grpc_out=. --go-grpc_opt=paths=source_relative rpc.proto
+	cd internal/coordinator/keyapi/keyapipb && protoc --go_out=. --go_opt=paths=source_relative \
+	  --go-grpc_out=. --go-grpc_opt=paths=source_relative keyapi.proto
 
 clean:
 	rm -rf $(BIN)

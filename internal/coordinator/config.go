@@ -3,7 +3,9 @@
 package coordinator
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/attestation/issuer"
 	"github.com/marblemesh/marblemesh/attestation/sgx"
+	"github.com/marblemesh/marblemesh/internal/coordinator/keyapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 )
@@ -45,7 +48,18 @@ const (
 	// EnvKubeconfig, in distributed mode, names a kubeconfig file that
 	// replaces the in-cluster configuration (outside a cluster, in tests).
 	EnvKubeconfig = "KUBECONFIG"
+	// The key API between replicas (distributed mode only): its listen
+	// address and the Service whose EndpointSlices list the replicas.
+	EnvKeyAPIAddr     = "EDG_COORDINATOR_KEY_API_ADDR"
+	EnvK8sServiceName = "EDG_K8S_SERVICE_NAME"
+	// The Pod's IP and name from the downward API, read in distributed
+	// mode to leave the replica itself out of its peers.
+	EnvPodIP   = "POD_IP"
+	EnvPodName = "POD_NAME"
 )
+
+// DefaultKeyAPIAddr is the key API's listen address in distributed mode.
+const DefaultKeyAPIAddr = ":5433"
 
 // Store backends.
 const (
@@ -83,6 +97,23 @@ type Config struct {
 	// state's key-encryption key sealed for each platform.
 	KubeKEKMapName string
 	Kubeconfig     string
+	// KeyAPIAddr is where the key API between replicas listens; it is set
+	// in distributed mode only, where it is required. KeyAPIService is
+	// the Service whose EndpointSlices list the replicas' key API
+	// (keyapi.DefaultServiceName if empty). PodIP and PodName identify
+	// this replica among them (either may be empty).
+	KeyAPIAddr    string
+	KeyAPIService string
+	PodIP         string
+	PodName       string
+	// KeyAPIInterval is the pause between rounds of asking peers for the
+	// key while this replica needs one; 0 means keyapi.DefaultInterval.
+	// KeyAPIDial, if set, connects to peers' key API instead of a TCP
+	// dial. Neither is read from the environment: tests route the peer
+	// addresses of EndpointSlices, which may not be loopback addresses,
+	// to loopback listeners.
+	KeyAPIInterval time.Duration
+	KeyAPIDial     func(ctx context.Context, addr string) (net.Conn, error)
 	// StartupManifest, if set, is a manifest file applied at boot.
 	StartupManifest string
 	// Simulation admits marbles without attestation (insecure).
@@ -179,6 +210,12 @@ func Describe() string {
 		"                                  each platform (default \"" + store.DefaultKEKMapName + "\")",
 		EnvKubeconfig + "                        kubeconfig file to reach the Kubernetes API (default: the in-cluster service account);",
 		"                                  read in distributed mode only",
+		EnvKeyAPIAddr + "      key API listen address, where replicas hand the key to attested peers (default \"" + DefaultKeyAPIAddr + "\");",
+		"                                  refused without " + EnvDistributed + "=1",
+		EnvK8sServiceName + "              Service whose EndpointSlices list the replicas' key API, port \"" + keyapi.PortName + "\" (default",
+		"                                  \"" + keyapi.DefaultServiceName + "\"); refused without " + EnvDistributed + "=1",
+		EnvPodIP + ", " + EnvPodName + "                  the Pod's IP and name (downward API), to leave this replica out of its peers;",
+		"                                  read in distributed mode only",
 		"",
 		"Outside simulation the Coordinator runs under Gramine (gramine-sgx with sgx.remote_attestation = \"dcap\"),",
 		"detected by <attestation folder>/quote and <attestation folder>/keys/:",
@@ -258,7 +295,7 @@ func storeFromEnv(cfg *Config, getenv func(string) string, cwd string, readFile 
 		if backend != "" {
 			return fmt.Errorf("%s=%q needs %s=1 (without it the state is kept in %s)", EnvStoreBackend, backend, EnvDistributed, EnvSealDir)
 		}
-		for _, name := range []string{EnvK8sStateName, EnvK8sNamespace, EnvK8sKEKMap} {
+		for _, name := range []string{EnvK8sStateName, EnvK8sNamespace, EnvK8sKEKMap, EnvKeyAPIAddr, EnvK8sServiceName} {
 			if getenv(name) != "" {
 				return fmt.Errorf("%s is set, but only the distributed mode (%s=1) keeps the state in Secrets", name, EnvDistributed)
 			}
@@ -296,6 +333,19 @@ func storeFromEnv(cfg *Config, getenv func(string) string, cwd string, readFile 
 		return fmt.Errorf("%s=%q is not a namespace name: %s", EnvK8sNamespace, cfg.KubeNamespace, strings.Join(errs, "; "))
 	}
 	cfg.Kubeconfig = getenv(EnvKubeconfig)
+	cfg.KeyAPIAddr = orDefault(strings.TrimSpace(getenv(EnvKeyAPIAddr)), DefaultKeyAPIAddr)
+	if _, _, err := net.SplitHostPort(cfg.KeyAPIAddr); err != nil {
+		return fmt.Errorf("%s=%q is not a host:port address: %w", EnvKeyAPIAddr, cfg.KeyAPIAddr, err)
+	}
+	cfg.KeyAPIService = orDefault(strings.TrimSpace(getenv(EnvK8sServiceName)), keyapi.DefaultServiceName)
+	if errs := validation.IsDNS1035Label(cfg.KeyAPIService); len(errs) > 0 {
+		return fmt.Errorf("%s=%q is not a Service name: %s", EnvK8sServiceName, cfg.KeyAPIService, strings.Join(errs, "; "))
+	}
+	cfg.PodIP = strings.TrimSpace(getenv(EnvPodIP))
+	if cfg.PodIP != "" && net.ParseIP(cfg.PodIP) == nil {
+		return fmt.Errorf("%s=%q is not an IP address", EnvPodIP, cfg.PodIP)
+	}
+	cfg.PodName = strings.TrimSpace(getenv(EnvPodName))
 	return nil
 }
 

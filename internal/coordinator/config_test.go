@@ -129,7 +129,8 @@ func TestMainHelp(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	for _, want := range []string{EnvMeshAddr, EnvClientAddr, EnvSealDir, EnvSimulation, "--simulation",
-		EnvDistributed, EnvStoreBackend, EnvK8sStateName, EnvK8sNamespace, EnvK8sKEKMap, EnvKubeconfig, "k8s-secret", "marblerun-state", "marblerun-sealed-kek", "marblemesh.io/state",
+		EnvDistributed, EnvStoreBackend, EnvK8sStateName, EnvK8sNamespace, EnvK8sKEKMap, EnvKubeconfig, EnvKeyAPIAddr, EnvK8sServiceName, EnvPodIP, EnvPodName,
+		"k8s-secret", "marblerun-state", "marblerun-sealed-kek", "marblemesh.io/state",
 		EnvAttestationDir, EnvSealMode, EnvQCNLConf, "ProductKey", "UniqueKey", "_sgx_mrsigner", "_sgx_mrenclave", "HKDF-SHA256", "pccs_url", "use_secure_cert"} {
 		if !strings.Contains(errOut.String(), strings.TrimPrefix(want, "-")) {
 			t.Errorf("help lacks %s", want)
@@ -166,7 +167,12 @@ func TestConfigStore(t *testing.T) {
 	outside := func(string) ([]byte, error) { return nil, fs.ErrNotExist }
 	file := Config{Store: StoreFile, SealDir: "/srv/app/marblerun-coordinator-data"}
 	kube := func(ns, name, kubeconfig string) Config {
-		return Config{Store: StoreK8sSecret, KubeNamespace: ns, KubeStateName: name, KubeKEKMapName: "marblerun-sealed-kek", Kubeconfig: kubeconfig}
+		return Config{Store: StoreK8sSecret, KubeNamespace: ns, KubeStateName: name, KubeKEKMapName: "marblerun-sealed-kek", Kubeconfig: kubeconfig,
+			KeyAPIAddr: ":5433", KeyAPIService: "coordinator-key-api"}
+	}
+	withKeyAPI := func(c Config, addr, service, podIP, podName string) Config {
+		c.KeyAPIAddr, c.KeyAPIService, c.PodIP, c.PodName = addr, service, podIP, podName
+		return c
 	}
 	tests := []struct {
 		name     string
@@ -183,6 +189,10 @@ func TestConfigStore(t *testing.T) {
 		{"distributed, every setting", map[string]string{
 			EnvDistributed: "true", EnvStoreBackend: "k8s-secret", EnvK8sStateName: "my-state", EnvK8sNamespace: "mr", EnvKubeconfig: "/kube/config",
 		}, outside, kube("mr", "my-state", "/kube/config"), ""},
+		{"distributed, key API settings", map[string]string{
+			EnvDistributed: "1", EnvKeyAPIAddr: "127.0.0.1:6000", EnvK8sServiceName: "my-key-api", EnvPodIP: "10.1.2.3", EnvPodName: "coordinator-0",
+		}, inPod, withKeyAPI(kube("pod-ns", "marblerun-state", ""), "127.0.0.1:6000", "my-key-api", "10.1.2.3", "coordinator-0"), ""},
+		{"Pod IP and name are not the file store's", map[string]string{EnvPodIP: "10.1.2.3", EnvPodName: "c-0"}, inPod, file, ""},
 		{"distributed, KEK map name", map[string]string{EnvDistributed: "1", EnvK8sKEKMap: "my.kek-map"}, inPod, func() Config {
 			c := kube("pod-ns", "marblerun-state", "")
 			c.KubeKEKMapName = "my.kek-map"
@@ -197,6 +207,11 @@ func TestConfigStore(t *testing.T) {
 		{"KEK map without distributed mode", map[string]string{EnvK8sKEKMap: "m"}, inPod, Config{}, EnvK8sKEKMap + " is set, but only the distributed mode"},
 		{"bad KEK map name", map[string]string{EnvDistributed: "1", EnvK8sKEKMap: "Map_1"}, inPod, Config{}, EnvK8sKEKMap + `: key-encryption key map name "Map_1"`},
 		{"namespace without distributed mode", map[string]string{EnvK8sNamespace: "mr"}, inPod, Config{}, EnvK8sNamespace + " is set, but only the distributed mode"},
+		{"key API address without distributed mode", map[string]string{EnvKeyAPIAddr: ":5433"}, inPod, Config{}, EnvKeyAPIAddr + " is set, but only the distributed mode"},
+		{"key API Service without distributed mode", map[string]string{EnvK8sServiceName: "k"}, inPod, Config{}, EnvK8sServiceName + " is set, but only the distributed mode"},
+		{"bad key API address", map[string]string{EnvDistributed: "1", EnvKeyAPIAddr: "5433"}, inPod, Config{}, EnvKeyAPIAddr + `="5433" is not a host:port address`},
+		{"bad key API Service", map[string]string{EnvDistributed: "1", EnvK8sServiceName: "Key_API"}, inPod, Config{}, EnvK8sServiceName + `="Key_API" is not a Service name`},
+		{"bad Pod IP", map[string]string{EnvDistributed: "1", EnvPodIP: "pod"}, inPod, Config{}, EnvPodIP + `="pod" is not an IP address`},
 		{"unknown backend", map[string]string{EnvDistributed: "1", EnvStoreBackend: "etcd"}, inPod, Config{}, EnvStoreBackend + `="etcd": the distributed mode supports only "k8s-secret"`},
 		{"file backend in distributed mode", map[string]string{EnvDistributed: "1", EnvStoreBackend: "file"}, inPod, Config{}, "supports only"},
 		{"seal dir in distributed mode", map[string]string{EnvDistributed: "1", EnvSealDir: "/seal"}, inPod, Config{}, EnvSealDir + " is set, but with " + EnvDistributed + "=1"},
@@ -218,7 +233,8 @@ func TestConfigStore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := Config{Store: c.Store, SealDir: c.SealDir, KubeNamespace: c.KubeNamespace, KubeStateName: c.KubeStateName, KubeKEKMapName: c.KubeKEKMapName, Kubeconfig: c.Kubeconfig}
+			got := Config{Store: c.Store, SealDir: c.SealDir, KubeNamespace: c.KubeNamespace, KubeStateName: c.KubeStateName, KubeKEKMapName: c.KubeKEKMapName, Kubeconfig: c.Kubeconfig,
+				KeyAPIAddr: c.KeyAPIAddr, KeyAPIService: c.KeyAPIService, PodIP: c.PodIP, PodName: c.PodName}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("store settings %+v, want %+v", got, tc.want)
 			}

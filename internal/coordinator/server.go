@@ -45,6 +45,8 @@ type Server struct {
 	meshLn   net.Listener
 	clientLn net.Listener
 	promLn   net.Listener
+	// replicas is the key API between replicas (distributed mode only).
+	replicas *replicas
 }
 
 // New opens the sealed state, boots the core, applies the startup
@@ -119,6 +121,9 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 			return nil, fmt.Errorf("metrics: %w", err)
 		}
 	}
+	if s.replicas, err = s.newReplicas(p, reg); err != nil {
+		return nil, err
+	}
 
 	s.grpc = meshapi.NewServer(meshapi.NewService(s.core, logger), meshapi.TLSConfig(s.marbleRootCert()), reg,
 		meshapi.Timeouts{Handshake: cfg.handshakeTimeout(), Idle: cfg.idleTimeout()})
@@ -141,6 +146,9 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	}
 	state, _ := s.core.Status()
+	if s.replicas != nil {
+		where = append(where, "keyAPI", s.KeyAPIAddr())
+	}
 	logger.Info("Coordinator ready", append([]any{"state", int(state), "status", state.String(), "simulation", cfg.Simulation, "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
 		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String()}, where...)...)
 	return s, nil
@@ -230,6 +238,15 @@ func (s *Server) ClientAddr() string { return s.clientLn.Addr().String() }
 // MeshAddr returns the mesh API's listen address.
 func (s *Server) MeshAddr() string { return s.meshLn.Addr().String() }
 
+// KeyAPIAddr returns the key API's listen address, or "" outside
+// distributed mode.
+func (s *Server) KeyAPIAddr() string {
+	if s.replicas == nil {
+		return ""
+	}
+	return s.replicas.ln.Addr().String()
+}
+
 // PrometheusAddr returns the metrics listen address, or "".
 func (s *Server) PrometheusAddr() string {
 	if s.promLn == nil {
@@ -244,6 +261,18 @@ func (s *Server) PrometheusAddr() string {
 // clean stop.
 func (s *Server) Serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
+	if s.replicas != nil {
+		// Peers are served first: replicas that start together ask each
+		// other. A replica that opened the state by itself learns the
+		// newest generation from its peers before it serves clients and
+		// marbles; one that needs a key asks its peers until it has one.
+		g.Go(s.replicas.serve)
+		s.replicas.syncGeneration(gctx, s.core.NeedsKey())
+		g.Go(func() error {
+			s.replicas.api.Run(gctx)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := s.client.ServeTLS(s.clientLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("client API: %w", err)
@@ -357,11 +386,18 @@ func (s *Server) shutdown() error {
 	if s.prom != nil {
 		steps = append(steps, lifecycle.Step{Name: "metrics", Stop: s.prom.Shutdown})
 	}
+	if s.replicas != nil {
+		steps = append(steps, lifecycle.Step{Name: "key API", Stop: s.replicas.stop})
+	}
 	return lifecycle.Drain(shutdownGrace, steps...)
 }
 
 func (s *Server) closeListeners() {
-	for _, ln := range []net.Listener{s.clientLn, s.meshLn, s.promLn} {
+	lns := []net.Listener{s.clientLn, s.meshLn, s.promLn}
+	if s.replicas != nil {
+		lns = append(lns, s.replicas.ln)
+	}
+	for _, ln := range lns {
 		if ln != nil {
 			_ = ln.Close()
 		}

@@ -35,11 +35,14 @@ func WithSealDir(dir string) Option {
 // namespace ns, reached through the kubeconfig file kubeconfig (the
 // distributed mode's k8s-secret store), instead of a seal folder. A
 // Coordinator started again with the same settings finds the same state.
+// Its key API listens on a loopback port (Server.KeyAPIAddr) and finds
+// peers in the EndpointSlices of Service keyapi.DefaultServiceName in ns.
 func WithKubeStore(kubeconfig, ns, stateName string) Option {
 	return func(c *coordinator.Config) {
 		c.SealDir = ""
 		c.Store = coordinator.StoreK8sSecret
 		c.Kubeconfig, c.KubeNamespace, c.KubeStateName = kubeconfig, ns, stateName
+		c.KeyAPIAddr = "127.0.0.1:0"
 	}
 }
 

@@ -424,6 +424,11 @@ func TestKubeRollbackByRewrite(t *testing.T) {
 	_, err := a.Load(t.Context())
 	requireErrIs(t, err, ErrRollback)
 	requireErrIs(t, a.Commit(t.Context(), kv("x", "1")), ErrNotOpen)
+	// The live store still tells its key and the newer generation, so
+	// that a peer told them refuses the rolled-back state too.
+	if k, g, ok := a.KeyEncryptionKey(); !ok || !bytes.Equal(k, kek) || g != gen {
+		t.Fatalf("KeyEncryptionKey after the rollback: ok %t, generation %d (want %d), same key %t", ok, g, gen, bytes.Equal(k, kek))
+	}
 
 	b := openKube(t, ns, node2)
 	_, err = b.LoadWithKEK(t.Context(), kek, gen)

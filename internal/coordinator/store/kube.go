@@ -125,6 +125,8 @@ type KubeStore struct {
 	// when a later Load fails: they open a head that another store wrote
 	// with the same keys, without this platform's entry of the KEK map.
 	hintKey, hintKEK []byte
+	// rolledBack is set while the last load was refused with ErrRollback.
+	rolledBack bool
 
 	pieceSize  int
 	compactMin int64
@@ -248,14 +250,20 @@ func (s *KubeStore) LoadWithKEK(ctx context.Context, kek []byte, minGeneration u
 
 // KeyEncryptionKey returns a copy of the open state's key-encryption key
 // and the highest generation this store has read or written; ok is false when no state is open (or it is a version 1 head not
-// yet written again).
+// yet written again). After the last load was refused as rolled back
+// (ErrRollback), it returns the key of the state last opened, which also
+// opens the rolled-back head, with the newer generation: a peer told them
+// refuses the rolled-back state as well.
 func (s *KubeStore) KeyEncryptionKey() (kek []byte, generation uint64, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.phase != phaseOpen || s.kek == nil {
-		return nil, 0, false
+	switch {
+	case s.phase == phaseOpen && s.kek != nil:
+		return cloneValue(s.kek), s.seenGen, true
+	case s.rolledBack && s.hintKEK != nil:
+		return cloneValue(s.hintKEK), s.seenGen, true
 	}
-	return cloneValue(s.kek), s.seenGen, true
+	return nil, 0, false
 }
 
 // RaiseGenerationFloor makes later loads refuse, with ErrRollback, a head
@@ -296,6 +304,7 @@ func (s *KubeStore) load(ctx context.Context, keys readKeys, what string) (map[s
 		s.phase = phaseSealed
 	default:
 		s.phase = phaseUnloaded
+		s.rolledBack = errors.Is(err, ErrRollback)
 	}
 	return nil, fmt.Errorf("store: %s %s/%s: %w", what, s.ns, s.name, err)
 }
@@ -303,7 +312,7 @@ func (s *KubeStore) load(ctx context.Context, keys readKeys, what string) (map[s
 // forget drops the open state, keeping the highest generation seen and
 // the keys of the state last opened.
 func (s *KubeStore) forget() {
-	s.phase, s.broken, s.stale = phaseUnloaded, nil, false
+	s.phase, s.broken, s.stale, s.rolledBack = phaseUnloaded, nil, false, false
 	s.headKnown, s.exists, s.rv, s.headRaw, s.head, s.headOK = false, false, "", nil, kubeHead{}, false
 	s.key, s.aead, s.state, s.recovery, s.mode, s.kek = nil, nil, nil, nil, s.defaultMode, nil
 }

@@ -1,0 +1,331 @@
+package keyapi
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/internal/coordinator/keyapi/keyapipb"
+	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
+)
+
+// Core is what the key API needs of the Coordinator's core; *core.Core
+// implements it.
+type Core interface {
+	// KeyForPeer returns the key-encryption key and the generation of the
+	// state, or ok false while the replica holds no key.
+	KeyForPeer() (kek []byte, generation uint64, ok bool)
+	// NeedsKey reports whether the replica waits for a key from a peer.
+	NeedsKey() bool
+	// JoinWithKey opens the shared state with a peer's key, refusing a
+	// state older than generation.
+	JoinWithKey(ctx context.Context, kek []byte, generation uint64) error
+	// RaiseGenerationFloor refuses, from now on, states older than gen.
+	RaiseGenerationFloor(ctx context.Context, gen uint64) error
+	// SealMode is the seal mode of the state, which decides what a peer
+	// must be (PeerPolicy).
+	SealMode() seal.Mode
+}
+
+// Defaults of Config.
+const (
+	DefaultInterval    = 10 * time.Second
+	DefaultPeerTimeout = 5 * time.Second
+	// DefaultSyncTimeout bounds the question for the newest generation at
+	// start-up.
+	DefaultSyncTimeout = 15 * time.Second
+)
+
+// maxKEKSize bounds the key a peer may return.
+const maxKEKSize = 1 << 10
+
+// Config configures the key API of one replica.
+type Config struct {
+	Core Core
+	// Issuer produces the replica's evidence and Verifier checks peers'.
+	// A nil or insecure Issuer is simulation: no evidence is issued or
+	// checked, which Simulation must confirm.
+	Issuer     attestation.Issuer
+	Verifier   attestation.Verifier
+	Simulation bool
+	// Peers lists the other replicas.
+	Peers PeerSource
+	// Interval is the pause between rounds of asking peers for a key
+	// while the replica needs one (DefaultInterval if 0); each pause
+	// varies by up to a fifth either way.
+	Interval time.Duration
+	// PeerTimeout bounds the connection and request to one peer
+	// (DefaultPeerTimeout if 0).
+	PeerTimeout time.Duration
+	// SyncTimeout bounds SyncGeneration (DefaultSyncTimeout if 0).
+	SyncTimeout time.Duration
+	// Dial, if set, opens connections to peers instead of a plain TCP
+	// dial (tests route peers' addresses to loopback with it).
+	Dial   func(ctx context.Context, addr string) (net.Conn, error)
+	Logger *slog.Logger
+	// Metrics, if not nil, counts requests and joins.
+	Metrics *Metrics
+}
+
+// KeyAPI is one replica's key API: the server that hands the key to
+// attested peers, and the client that asks peers for it.
+type KeyAPI struct {
+	cfg Config
+	id  *identity
+	log *slog.Logger
+}
+
+// New creates the replica's ephemeral attested identity. Outside
+// simulation the issuer's evidence binds its key; in simulation a loud
+// warning is logged, since peers are then not attested at all.
+func New(ctx context.Context, cfg Config) (*KeyAPI, error) {
+	if cfg.Core == nil || cfg.Peers == nil || cfg.Logger == nil {
+		return nil, errors.New("key API: Core, Peers and Logger are required")
+	}
+	insecure := cfg.Issuer == nil || cfg.Issuer.Insecure()
+	if insecure != cfg.Simulation {
+		return nil, fmt.Errorf("key API: simulation is %t but the evidence issuer is %s", cfg.Simulation, map[bool]string{true: "missing or insecure", false: "secure"}[insecure])
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.PeerTimeout <= 0 {
+		cfg.PeerTimeout = DefaultPeerTimeout
+	}
+	if cfg.SyncTimeout <= 0 {
+		cfg.SyncTimeout = DefaultSyncTimeout
+	}
+	log := cfg.Logger.With("component", "keyapi")
+	id, err := newIdentity(ctx, cfg.Issuer, cfg.Verifier, cfg.Core.SealMode, log)
+	if err != nil {
+		return nil, err
+	}
+	if insecure {
+		log.Warn("key API in SIMULATION mode: the key-encryption key is handed to any peer and taken from any peer WITHOUT attestation; do not use this for production")
+	}
+	return &KeyAPI{cfg: cfg, id: id, log: log}, nil
+}
+
+// NewServer returns the gRPC server of the key API: it serves
+// GetKeyEncryptionKey only to requesters whose evidence the TLS handshake
+// accepted. handshake bounds the handshake (0 keeps gRPC's default).
+func (k *KeyAPI) NewServer(handshake time.Duration) *grpc.Server {
+	tlsConf := k.id.serverTLS()
+	verify := tlsConf.VerifyConnection
+	tlsConf.VerifyConnection = func(cs tls.ConnectionState) error {
+		err := verify(cs)
+		if err != nil {
+			k.cfg.Metrics.incRefused(refusedHandshake)
+			k.log.Warn("refused a key API requester", "error", err)
+		}
+		return err
+	}
+	opts := []grpc.ServerOption{
+		grpc.Creds(credentials.NewTLS(tlsConf)),
+		grpc.ReadBufferSize(8 << 10),
+		grpc.WriteBufferSize(8 << 10),
+		grpc.MaxRecvMsgSize(1 << 10),
+		grpc.MaxConcurrentStreams(16),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: time.Minute}),
+	}
+	if handshake > 0 {
+		opts = append(opts, grpc.ConnectionTimeout(handshake))
+	}
+	srv := grpc.NewServer(opts...)
+	keyapipb.RegisterKeyAPIServer(srv, &service{k: k})
+	return srv
+}
+
+// service implements keyapipb.KeyAPIServer.
+type service struct {
+	keyapipb.UnimplementedKeyAPIServer
+	k *KeyAPI
+}
+
+// GetKeyEncryptionKey implements keyapipb.KeyAPIServer. The TLS
+// handshake has verified the requester when this runs.
+func (s *service) GetKeyEncryptionKey(ctx context.Context, _ *keyapipb.GetKeyEncryptionKeyRequest) (*keyapipb.GetKeyEncryptionKeyResponse, error) {
+	from := "unknown"
+	if p, ok := peer.FromContext(ctx); ok {
+		from = p.Addr.String()
+	}
+	kek, gen, ok := s.k.cfg.Core.KeyForPeer()
+	if !ok {
+		s.k.cfg.Metrics.incRefused(refusedNoKey)
+		s.k.log.Info("a peer asked for the key-encryption key, which this replica does not hold", "peer", from)
+		return nil, status.Error(codes.FailedPrecondition, "this replica holds no key-encryption key")
+	}
+	s.k.cfg.Metrics.incServed()
+	s.k.log.Info("handed the key-encryption key to a peer", "peer", from, "generation", gen, "attested", !s.k.id.insecure)
+	return &keyapipb.GetKeyEncryptionKeyResponse{KEK: kek, Generation: gen}, nil
+}
+
+// fetch asks the peer at addr for its key, within PeerTimeout. An error
+// wraps ErrPeerRefused when this replica refused the peer's evidence.
+func (k *KeyAPI) fetch(ctx context.Context, addr string) (kek []byte, gen uint64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.PeerTimeout)
+	defer cancel()
+	tlsConf := k.id.clientTLS()
+	verify := tlsConf.VerifyConnection
+	refused := make(chan error, 1)
+	tlsConf.VerifyConnection = func(cs tls.ConnectionState) error {
+		err := verify(cs)
+		if err != nil {
+			select {
+			case refused <- err:
+			default:
+			}
+		}
+		return err
+	}
+	opts := []grpc.DialOption{
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 10)),
+	}
+	if k.cfg.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(k.cfg.Dial))
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("key API peer %s: %w", addr, err)
+	}
+	defer func() { _ = conn.Close() }()
+	resp, err := keyapipb.NewKeyAPIClient(conn).GetKeyEncryptionKey(ctx, &keyapipb.GetKeyEncryptionKeyRequest{})
+	if err != nil {
+		select {
+		case rerr := <-refused:
+			return nil, 0, fmt.Errorf("key API peer %s: %w", addr, rerr)
+		default:
+		}
+		return nil, 0, fmt.Errorf("key API peer %s: %w", addr, err)
+	}
+	if n := len(resp.GetKEK()); n == 0 || n > maxKEKSize {
+		return nil, 0, fmt.Errorf("key API peer %s: returned a key of %d bytes", addr, n)
+	}
+	return resp.GetKEK(), resp.GetGeneration(), nil
+}
+
+// peers lists the other replicas in random order.
+func (k *KeyAPI) peers(ctx context.Context) ([]string, error) {
+	peers, err := k.cfg.Peers.Peers(ctx)
+	//nolint:gosec // G404: the order only spreads requests over peers; it protects nothing
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	return peers, err
+}
+
+// TryJoin runs one round: while the core needs a key, it asks the peers
+// one after another, in random order, and joins with the first key a peer
+// hands over and the core accepts. It reports whether the core holds a
+// key afterwards.
+func (k *KeyAPI) TryJoin(ctx context.Context) bool {
+	if !k.cfg.Core.NeedsKey() {
+		return true
+	}
+	peers, err := k.peers(ctx)
+	if err != nil {
+		k.log.Warn("finding key API peers", "error", err)
+	}
+	if len(peers) == 0 {
+		k.log.Info("waiting for a key: no peer is ready to hand it over")
+		return false
+	}
+	for _, addr := range peers {
+		if !k.cfg.Core.NeedsKey() {
+			return true
+		}
+		kek, gen, err := k.fetch(ctx, addr)
+		if err != nil {
+			k.countFailure(err)
+			k.log.Warn("a peer did not hand over the key", "peer", addr, "error", err)
+			continue
+		}
+		k.cfg.Metrics.incRequest("ok")
+		err = k.cfg.Core.JoinWithKey(ctx, kek, gen)
+		clear(kek)
+		k.cfg.Metrics.incJoin(err == nil)
+		if err != nil {
+			k.log.Warn("joining the shared state with a peer's key failed", "peer", addr, "generation", gen, "error", err)
+			continue
+		}
+		k.log.Info("joined the shared state with a peer's key", "peer", addr, "generation", gen)
+		return true
+	}
+	return !k.cfg.Core.NeedsKey()
+}
+
+func (k *KeyAPI) countFailure(err error) {
+	if errors.Is(err, ErrPeerRefused) || status.Code(err) == codes.FailedPrecondition {
+		k.cfg.Metrics.incRequest("refused")
+		return
+	}
+	k.cfg.Metrics.incRequest("unreachable")
+}
+
+// Run keeps the core supplied with a key until ctx is done: whenever the
+// core needs one, it asks the peers, round after round, with Interval
+// (±20 %) between rounds.
+func (k *KeyAPI) Run(ctx context.Context) {
+	for {
+		k.TryJoin(ctx)
+		d := k.cfg.Interval
+		jitter := rand.Int64N(int64(d)*2/5 + 1) //nolint:gosec // G404: jitter spreads requests over time; it protects nothing
+		d += time.Duration(jitter) - d/5
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// SyncGeneration asks every ready peer, within SyncTimeout, for the
+// generation of its state and raises the core's floor to the highest:
+// a replica that opened the state by itself then refuses a state that was
+// rolled back behind a live peer's. It returns the highest generation
+// learnt (0 if none), and an error only if raising the floor failed.
+func (k *KeyAPI) SyncGeneration(ctx context.Context) (uint64, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.SyncTimeout)
+	defer cancel()
+	peers, err := k.peers(ctx)
+	if err != nil {
+		k.log.Warn("finding key API peers to learn the newest generation", "error", err)
+	}
+	var highest uint64
+	var asked int
+	for _, addr := range peers {
+		kek, gen, err := k.fetch(ctx, addr)
+		if err != nil {
+			k.countFailure(err)
+			k.log.Warn("a peer did not tell its generation", "peer", addr, "error", err)
+			continue
+		}
+		clear(kek)
+		k.cfg.Metrics.incRequest("ok")
+		asked++
+		highest = max(highest, gen)
+	}
+	if asked == 0 {
+		k.log.Info("no peer told its generation; the state opened is trusted as the newest", "peers", len(peers))
+		return 0, nil
+	}
+	if err := k.cfg.Core.RaiseGenerationFloor(ctx, highest); err != nil {
+		return highest, fmt.Errorf("raising the generation floor to %d, learnt from %d peers: %w", highest, asked, err)
+	}
+	k.log.Info("learnt the newest generation from peers", "generation", highest, "peers", asked)
+	return highest, nil
+}
