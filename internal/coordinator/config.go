@@ -44,6 +44,9 @@ const (
 	// EnvKubeconfig, in distributed mode, names a kubeconfig file that
 	// replaces the in-cluster configuration (outside a cluster, in tests).
 	EnvKubeconfig = "KUBECONFIG"
+	// EnvPodName names this Coordinator in status (set from the Pod's
+	// name in a cluster); the host name when unset.
+	EnvPodName = "POD_NAME"
 )
 
 // Store backends.
@@ -79,6 +82,9 @@ type Config struct {
 	KubeStateName string
 	KubeNamespace string
 	Kubeconfig    string
+	// ReplicaName names this Coordinator in status; empty means the host
+	// name.
+	ReplicaName string
 	// StartupManifest, if set, is a manifest file applied at boot.
 	StartupManifest string
 	// Simulation admits marbles without attestation (insecure).
@@ -162,6 +168,7 @@ func Describe() string {
 		EnvDebugLogging + "                 \"1\" enables debug logging",
 		EnvHTTPErrorLogLevel + "          level of HTTP server errors: debug, info, warn or error (default \"error\")",
 		EnvSimulation + "                     \"1\" runs in simulation mode: no attestation, INSECURE",
+		EnvPodName + "                          names this Coordinator in status (default: the host name)",
 		"",
 		"By default the sealed state is kept in " + EnvSealDir + ". In distributed mode it lives in the Kubernetes API:",
 		EnvDistributed + "       \"1\" keeps the sealed state in Secrets of one namespace instead of a folder (one replica",
@@ -204,6 +211,7 @@ func configFromEnv(getenv func(string) string, cwd string, readFile func(string)
 		ClientAddr:        orDefault(getenv(EnvClientAddr), ":4433"),
 		PrometheusAddr:    getenv(EnvPrometheusAddr),
 		StartupManifest:   getenv(EnvStartupManifest),
+		ReplicaName:       getenv(EnvPodName),
 		HTTPErrorLogLevel: orDefault(getenv(EnvHTTPErrorLogLevel), "error"),
 	}
 	for _, n := range strings.Split(orDefault(getenv(EnvDNSNames), "localhost"), ",") {

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -106,6 +107,9 @@ type KubeStore struct {
 	// maxGen is the highest authenticated generation seen: Load refuses
 	// anything older.
 	maxGen uint64
+	// gen is the generation of the head last read or written, readable
+	// without mu (status must not wait for a write).
+	gen atomic.Uint64
 
 	key      []byte
 	aead     cipher.AEAD
@@ -240,6 +244,7 @@ func (s *KubeStore) adopt(d kubeRead) {
 	s.phase = phaseOpen
 	s.key, s.aead, s.state, s.sealed = d.key, d.aead, d.state, d.sealed
 	s.maxGen = max(s.maxGen, d.head.generation)
+	s.gen.Store(d.head.generation)
 }
 
 // kubeRead is what read found.
@@ -573,6 +578,7 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 	oldOK := s.headOK
 	s.exists, s.rv, s.head, s.headOK, s.headRaw = true, out.ResourceVersion, h, true, data
 	s.maxGen = max(s.maxGen, h.generation)
+	s.gen.Store(h.generation)
 	s.wrote(out.ResourceVersion)
 	if err := s.at("head-written"); err != nil {
 		return err
