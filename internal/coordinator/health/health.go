@@ -18,7 +18,9 @@
 //     not take over: a change by another replica, a write of its own with
 //     an unknown outcome, or a stored state refused as a rollback);
 //   - every change by another replica it was told of was read within
-//     Config.ChangeGrace.
+//     Config.ChangeGrace, or at once when it was told of the change while
+//     not current (after it reconnects, it is not current again before it
+//     has read what changed meanwhile).
 //
 // A replica whose store is not shared (one Coordinator on the file store)
 // is always current.
@@ -142,6 +144,9 @@ type Model struct {
 	// changeAt is when the oldest change not yet read was seen (zero if
 	// none).
 	changeAt time.Time
+	// changeNoGrace: that change was seen while not current, so it must
+	// be read before the replica is current again.
+	changeNoGrace bool
 	// loadErr is why the last read failed, "" if it succeeded.
 	loadErr string
 }
@@ -183,10 +188,11 @@ func (m *Model) Apply(e Event) {
 			m.watchErr = e.Reason
 		}
 	case ChangeSeen:
-		m.contact(e.At)
 		if m.changeAt.IsZero() {
-			m.changeAt = e.At
+			current, _ := m.current(e.At)
+			m.changeAt, m.changeNoGrace = e.At, !current
 		}
+		m.contact(e.At)
 	case LoadOK:
 		m.contact(e.At)
 		m.loadErr = ""
@@ -235,6 +241,9 @@ func (m *Model) current(now time.Time) (bool, string) {
 	}
 	if m.loadErr != "" {
 		return false, "reading the stored state failed: " + m.loadErr
+	}
+	if !m.changeAt.IsZero() && m.changeNoGrace {
+		return false, "a change by another Coordinator made while this one was not current has not been read yet"
 	}
 	if !m.changeAt.IsZero() && now.Sub(m.changeAt) > m.cfg.ChangeGrace {
 		return false, fmt.Sprintf("a change by another Coordinator has not been read for %s", now.Sub(m.changeAt).Round(time.Second))
