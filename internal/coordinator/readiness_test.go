@@ -181,3 +181,35 @@ func TestReplicaLosesAPIServer(t *testing.T) {
 		t.Fatalf("a limited activation through B after the reconnection: %v", err)
 	}
 }
+
+// TestSingleCoordinatorReadiness: a Coordinator alone on the file store is
+// Ready once started, also in recovery, where it is the only one that can
+// take the recovery secrets; it is never degraded and reports no
+// generation.
+func TestSingleCoordinatorReadiness(t *testing.T) {
+	dir := t.TempDir()
+	c := coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithSealer(coordtest.NewAESSealer(t)))
+	if code, body := readyz(t, c); code != http.StatusOK || body != "ready\n" {
+		t.Fatalf("GET /readyz on a fresh Coordinator: %d %q", code, body)
+	}
+	want := wire.ReplicaStatus{Name: "test-coordinator", Ready: true, StoreBackend: "file"}
+	if rs := replicaStatus(t, c); rs != want {
+		t.Fatalf("status of a fresh Coordinator: %+v, want %+v", rs, want)
+	}
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	owner := testsupport.NewRecoveryKey(t)
+	c.SetManifest(t, encode(t, govManifest(admin, admin2, nobody, map[string]*testsupport.RecoveryKey{"owner": owner})))
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	c = coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithSealer(coordtest.NewAESSealer(t)))
+	if got := statusCode(t, c); got != 1 {
+		t.Fatalf("status on another sealing key = %d, want recovery", got)
+	}
+	if code, _ := readyz(t, c); code != http.StatusOK {
+		t.Fatalf("GET /readyz on a Coordinator alone in recovery: %d", code)
+	}
+	if rs := replicaStatus(t, c); rs != want {
+		t.Fatalf("status in recovery: %+v, want %+v", rs, want)
+	}
+}
