@@ -311,6 +311,7 @@ func (s *Server) watchStore(ctx context.Context) <-chan struct{} {
 		close(done)
 		return done
 	}
+	s.health.Observe(health.Started, "")
 	pending := make(chan struct{}, 1)
 	queue := func() {
 		select {

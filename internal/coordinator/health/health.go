@@ -22,6 +22,10 @@
 //     not current (after it reconnects, it is not current again before it
 //     has read what changed meanwhile).
 //
+// These rules apply from the Started event on, when the replica begins to
+// serve and to watch; before it, during the start (its first read of the
+// state, a startup manifest), a replica is current: it serves nobody yet
+// and its writes are compare-and-swaps on the state it has just read.
 // A replica whose store is not shared (one Coordinator on the file store)
 // is always current.
 package health
@@ -60,8 +64,10 @@ type Kind int
 
 // Event kinds.
 const (
+	// Started: the replica begins to serve and to watch the store.
+	Started Kind = iota + 1
 	// ContactOK: a round trip to the store succeeded.
-	ContactOK Kind = iota + 1
+	ContactOK
 	// ContactFailed: a round trip to the store failed (Reason says why).
 	ContactFailed
 	// WatchUp: the store's watch is established.
@@ -132,7 +138,8 @@ func (v Verdict) Degraded(s Serving) bool { return s.Loaded && !v.Current }
 // Model is the health of one replica. Its zero value is not usable: call
 // New. A Model is a value without locks; the caller serialises access.
 type Model struct {
-	cfg Config
+	cfg     Config
+	started bool
 
 	lastContact    time.Time
 	lastContactErr string
@@ -151,10 +158,8 @@ type Model struct {
 	loadErr string
 }
 
-// New returns the model of a replica that started at start: its watch is
-// not up yet and its last contact with the store is start (it has just
-// read the state at boot).
-func New(cfg Config, start time.Time) *Model {
+// New returns the model of a replica that has not started yet.
+func New(cfg Config) *Model {
 	if cfg.ContactBound <= 0 {
 		cfg.ContactBound = DefaultContactBound
 	}
@@ -164,7 +169,7 @@ func New(cfg Config, start time.Time) *Model {
 	if cfg.ChangeGrace <= 0 {
 		cfg.ChangeGrace = DefaultChangeGrace
 	}
-	return &Model{cfg: cfg, lastContact: start, watchDownSince: start}
+	return &Model{cfg: cfg}
 }
 
 // Shared tells whether the model is of a replica on a shared store.
@@ -173,6 +178,13 @@ func (m *Model) Shared() bool { return m.cfg.Shared }
 // Apply takes an event into account.
 func (m *Model) Apply(e Event) {
 	switch e.Kind {
+	case Started:
+		// It has just read the state; its watch is not up yet.
+		m.started = true
+		m.contact(e.At)
+		if !m.watchUp {
+			m.watchDownSince = e.At
+		}
 	case ContactOK:
 		m.contact(e.At)
 	case ContactFailed:
@@ -218,7 +230,7 @@ func (m *Model) contact(at time.Time) {
 // serves.
 func (m *Model) Verdict(now time.Time, s Serving) Verdict {
 	v := Verdict{Current: true}
-	if m.cfg.Shared {
+	if m.cfg.Shared && m.started {
 		v.NeedsReload = m.loadErr != "" || !m.changeAt.IsZero()
 		v.Current, v.Reason = m.current(now)
 	}

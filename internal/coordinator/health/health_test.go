@@ -16,7 +16,7 @@ func TestModelVerdict(t *testing.T) {
 	loadOK := func(started, s float64) Event { return Event{Kind: LoadOK, At: at(s), Started: at(started)} }
 	loaded := Serving{Loaded: true}
 	// up is a replica whose watch came up right after the start.
-	up := []Event{ev(WatchUp, 0.1, "")}
+	up := []Event{ev(Started, 0, ""), ev(WatchUp, 0.1, "")}
 	with := func(evs ...Event) []Event { return append(append([]Event(nil), up...), evs...) }
 	// contacts returns a successful round trip every second from a to b.
 	contacts := func(a, b float64) []Event {
@@ -40,8 +40,12 @@ func TestModelVerdict(t *testing.T) {
 	}{
 		{name: "file store always current", events: nil, now: 3600, serving: loaded, ready: true, current: true},
 		{name: "file store not serving", events: nil, now: 1, serving: Serving{Reason: "starting"}, current: true, reason: "starting"},
-		{name: "fresh start, watch coming up", shared: true, now: 1, serving: loaded, ready: true, current: true},
-		{name: "watch never up", shared: true, events: contacts(1, 10), now: 10, serving: loaded, reason: "watch of the stored state has been down"},
+		{name: "before the start", shared: true, events: []Event{ev(LoadFailed, 1, "x")}, now: 100, serving: loaded, ready: true, current: true},
+		{name: "fresh start, watch coming up", shared: true, events: []Event{ev(Started, 0, "")}, now: 1, serving: loaded, ready: true, current: true},
+		{name: "watch never up", shared: true, events: append([]Event{ev(Started, 0, "")}, contacts(1, 10)...), now: 10, serving: loaded,
+			reason: "watch of the stored state has been down"},
+		{name: "no contact since the start", shared: true, events: []Event{ev(Started, 0, "")}, now: 4, serving: loaded,
+			reason: "no round trip to the store has succeeded for 4s"},
 		{name: "watch up, contacts", shared: true, events: with(contacts(1, 10)...), now: 10.5, serving: loaded, ready: true, current: true},
 		{name: "in recovery on a shared store", shared: true, events: with(contacts(1, 10)...), now: 10.5,
 			serving: ServingOf(core.StateRecovery, true), current: true, reason: "waits for recovery"},
@@ -89,7 +93,7 @@ func TestModelVerdict(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			m := New(Config{Shared: tc.shared}, t0)
+			m := New(Config{Shared: tc.shared})
 			for _, e := range tc.events {
 				m.Apply(e)
 			}
@@ -131,6 +135,7 @@ func TestMonitorLoads(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	mo := NewMonitor(Config{Shared: true}, clock)
+	mo.Observe(Started, "")
 	mo.Observe(WatchUp, "")
 	if ok, r := mo.Current(); !ok {
 		t.Fatalf("not current at the start: %s", r)

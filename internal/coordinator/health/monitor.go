@@ -14,13 +14,13 @@ type Monitor struct {
 	m  *Model
 }
 
-// NewMonitor returns a Monitor of a replica starting now; now defaults to
-// time.Now.
+// NewMonitor returns a Monitor of a replica that has not started yet
+// (see Started); now defaults to time.Now.
 func NewMonitor(cfg Config, now func() time.Time) *Monitor {
 	if now == nil {
 		now = time.Now
 	}
-	return &Monitor{now: now, m: New(cfg, now())}
+	return &Monitor{now: now, m: New(cfg)}
 }
 
 // Shared tells whether the replica shares its store.
