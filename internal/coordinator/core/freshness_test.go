@@ -119,4 +119,16 @@ func TestFreshness(t *testing.T) {
 	if m, _, ok := c.ManifestInfo(); !ok || string(m) != string(raw) {
 		t.Fatal("the reload did not take over the other core's manifest")
 	}
+
+	// A write of unknown outcome is followed by a read; when that fails
+	// too, the Freshness learns of it.
+	f.set(true, "")
+	st.breakNextWrite(true)
+	st.setFail(true)
+	if err := c.WriteSecrets(context.Background(), u.alice.Cert, validUserSecrets(t)); KindOf(err) != KindUnavailable {
+		t.Fatalf("a write of unknown outcome: %v", err)
+	}
+	if got := f.recorded(); len(got) != 3 || got[2] == nil {
+		t.Fatalf("reported reads after a write of unknown outcome: %v", got)
+	}
 }
