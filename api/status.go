@@ -17,10 +17,13 @@ const (
 	StateAcceptingMarbles  = 3
 )
 
-// CoordinatorStatus is the Coordinator's state code and description.
+// CoordinatorStatus is the Coordinator's state code and description, and
+// the description of the Coordinator that answered (nil when it does not
+// report one: MarbleRun's Coordinators and the legacy path).
 type CoordinatorStatus struct {
 	Code    int
 	Message string
+	Replica *wire.ReplicaStatus
 }
 
 // Status returns the Coordinator's state.
@@ -45,5 +48,5 @@ func Status(ctx context.Context, endpoint string, trustedRoot *x509.Certificate)
 	if err := decode(resp.data, "status", &d); err != nil {
 		return nil, err
 	}
-	return &CoordinatorStatus{Code: d.Code, Message: d.Message}, nil
+	return &CoordinatorStatus{Code: d.Code, Message: d.Message, Replica: d.Replica}, nil
 }

@@ -45,10 +45,33 @@ type Reply struct {
 	Message string          `json:"message"`
 }
 
-// StatusV2 answers GET /api/v2/status.
+// StatusV2 answers GET /api/v2/status. Replica describes the Coordinator
+// that answered; it is absent from Coordinators that do not report it.
 type StatusV2 struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
+	Code    int            `json:"code"`
+	Message string         `json:"message"`
+	Replica *ReplicaStatus `json:"replica,omitempty"`
+}
+
+// ReplicaStatus describes one Coordinator (one replica of a distributed
+// Coordinator, or the only one).
+type ReplicaStatus struct {
+	// Name is the Coordinator's Pod name, or its host name.
+	Name string `json:"name"`
+	// Ready tells whether it holds the key and the current state (what
+	// GET /readyz answers).
+	Ready bool `json:"ready"`
+	// Degraded tells whether it answers from a state that may be behind
+	// the shared one: reads and activations that need no write go on,
+	// writes are refused as Unavailable.
+	Degraded bool `json:"degraded"`
+	// Reason says why it is not Ready; empty when it is.
+	Reason string `json:"reason,omitempty"`
+	// Generation is the generation of the stored state it serves; 0 when
+	// its store does not report one (the file store).
+	Generation uint64 `json:"generation,omitempty"`
+	// StoreBackend is where the state is kept: "file" or "k8s-secret".
+	StoreBackend string `json:"storeBackend"`
 }
 
 // StatusV1 answers GET /status.

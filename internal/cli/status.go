@@ -2,10 +2,12 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/marblemesh/marblemesh/api"
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 func newStatusCmd(out *output, connect connectFunc) *cobra.Command {
@@ -20,7 +22,11 @@ certificate until it is recovered.
 
 States: 0 uninitialized (booting), 1 recovery (its sealed state cannot be
 opened: upload recovery secrets or set a new manifest), 2 waiting for a
-manifest, 3 running and accepting marbles.`,
+manifest, 3 running and accepting marbles.
+
+A Coordinator that describes itself adds a line naming it, whether it is
+Ready and, when it is degraded (it answers from a state that may be behind
+the shared one and refuses writes) or not Ready, why.`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := args[0]
@@ -37,16 +43,42 @@ manifest, 3 running and accepting marbles.`,
 			}
 			if format(cmd).json() {
 				return printJSON(out.stdout(), struct {
-					Code    int    `json:"code"`
-					Message string `json:"message"`
-				}{st.Code, st.Message})
+					Code    int                 `json:"code"`
+					Message string              `json:"message"`
+					Replica *wire.ReplicaStatus `json:"replica,omitempty"`
+				}{st.Code, st.Message, st.Replica})
 			}
 			fmt.Fprintf(out.stdout(), "%d: %s\n", st.Code, st.Message)
+			if st.Replica != nil {
+				fmt.Fprintln(out.stdout(), replicaLine(*st.Replica))
+			}
 			return nil
 		},
 	}
 	addFormatFlag(cmd)
 	return cmd
+}
+
+// replicaLine describes the Coordinator that answered in one line.
+func replicaLine(r wire.ReplicaStatus) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Coordinator %s (store %s", r.Name, r.StoreBackend)
+	if r.Generation != 0 {
+		fmt.Fprintf(&b, ", state generation %d", r.Generation)
+	}
+	b.WriteString("): ")
+	switch {
+	case r.Degraded:
+		b.WriteString("degraded, not ready")
+	case r.Ready:
+		b.WriteString("ready")
+	default:
+		b.WriteString("not ready")
+	}
+	if r.Reason != "" {
+		b.WriteString(": " + r.Reason)
+	}
+	return b.String()
 }
 
 // recoveringRootNote explains the temporary root of a recovering

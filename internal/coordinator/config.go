@@ -52,9 +52,12 @@ const (
 	// address and the Service whose EndpointSlices list the replicas.
 	EnvKeyAPIAddr     = "EDG_COORDINATOR_KEY_API_ADDR"
 	EnvK8sServiceName = "EDG_K8S_SERVICE_NAME"
-	// The Pod's IP and name from the downward API, read in distributed
+	// EnvPodIP is the Pod's IP from the downward API, read in distributed
 	// mode to leave the replica itself out of its peers.
-	EnvPodIP   = "POD_IP"
+	EnvPodIP = "POD_IP"
+	// EnvPodName names this Coordinator in status (set from the Pod's
+	// name in a cluster; the host name when unset) and, in distributed
+	// mode, leaves it out of its peers.
 	EnvPodName = "POD_NAME"
 )
 
@@ -100,12 +103,11 @@ type Config struct {
 	// KeyAPIAddr is where the key API between replicas listens; it is set
 	// in distributed mode only, where it is required. KeyAPIService is
 	// the Service whose EndpointSlices list the replicas' key API
-	// (keyapi.DefaultServiceName if empty). PodIP and PodName identify
-	// this replica among them (either may be empty).
+	// (keyapi.DefaultServiceName if empty). PodIP and ReplicaName
+	// identify this replica among them (either may be empty).
 	KeyAPIAddr    string
 	KeyAPIService string
 	PodIP         string
-	PodName       string
 	// KeyAPIInterval is the pause between rounds of asking peers for the
 	// key while this replica needs one; 0 means keyapi.DefaultInterval.
 	// KeyAPIDial, if set, connects to peers' key API instead of a TCP
@@ -114,6 +116,9 @@ type Config struct {
 	// to loopback listeners.
 	KeyAPIInterval time.Duration
 	KeyAPIDial     func(ctx context.Context, addr string) (net.Conn, error)
+	// ReplicaName names this Coordinator in status; empty means the host
+	// name.
+	ReplicaName string
 	// StartupManifest, if set, is a manifest file applied at boot.
 	StartupManifest string
 	// Simulation admits marbles without attestation (insecure).
@@ -197,6 +202,7 @@ func Describe() string {
 		EnvDebugLogging + "                 \"1\" enables debug logging",
 		EnvHTTPErrorLogLevel + "          level of HTTP server errors: debug, info, warn or error (default \"error\")",
 		EnvSimulation + "                     \"1\" runs in simulation mode: no attestation, INSECURE",
+		EnvPodName + "                          names this Coordinator in status (default: the host name)",
 		"",
 		"By default the sealed state is kept in " + EnvSealDir + ". In distributed mode it lives in the Kubernetes API:",
 		EnvDistributed + "       \"1\" keeps the sealed state in Secrets of one namespace instead of a folder (one replica",
@@ -247,6 +253,7 @@ func configFromEnv(getenv func(string) string, cwd string, readFile func(string)
 		ClientAddr:        orDefault(getenv(EnvClientAddr), ":4433"),
 		PrometheusAddr:    getenv(EnvPrometheusAddr),
 		StartupManifest:   getenv(EnvStartupManifest),
+		ReplicaName:       strings.TrimSpace(getenv(EnvPodName)),
 		HTTPErrorLogLevel: orDefault(getenv(EnvHTTPErrorLogLevel), "error"),
 	}
 	for _, n := range strings.Split(orDefault(getenv(EnvDNSNames), "localhost"), ",") {
@@ -345,7 +352,6 @@ func storeFromEnv(cfg *Config, getenv func(string) string, cwd string, readFile 
 	if cfg.PodIP != "" && net.ParseIP(cfg.PodIP) == nil {
 		return fmt.Errorf("%s=%q is not an IP address", EnvPodIP, cfg.PodIP)
 	}
-	cfg.PodName = strings.TrimSpace(getenv(EnvPodName))
 	return nil
 }
 

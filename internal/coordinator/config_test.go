@@ -171,7 +171,7 @@ func TestConfigStore(t *testing.T) {
 			KeyAPIAddr: ":5433", KeyAPIService: "coordinator-key-api"}
 	}
 	withKeyAPI := func(c Config, addr, service, podIP, podName string) Config {
-		c.KeyAPIAddr, c.KeyAPIService, c.PodIP, c.PodName = addr, service, podIP, podName
+		c.KeyAPIAddr, c.KeyAPIService, c.PodIP, c.ReplicaName = addr, service, podIP, podName
 		return c
 	}
 	tests := []struct {
@@ -234,7 +234,7 @@ func TestConfigStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := Config{Store: c.Store, SealDir: c.SealDir, KubeNamespace: c.KubeNamespace, KubeStateName: c.KubeStateName, KubeKEKMapName: c.KubeKEKMapName, Kubeconfig: c.Kubeconfig,
-				KeyAPIAddr: c.KeyAPIAddr, KeyAPIService: c.KeyAPIService, PodIP: c.PodIP, PodName: c.PodName}
+				KeyAPIAddr: c.KeyAPIAddr, KeyAPIService: c.KeyAPIService, PodIP: c.PodIP, ReplicaName: c.ReplicaName}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("store settings %+v, want %+v", got, tc.want)
 			}

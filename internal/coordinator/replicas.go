@@ -63,7 +63,7 @@ func (s *Server) newReplicas(p *platform, reg prometheus.Registerer) (*replicas,
 		Core: s.core, Issuer: p.issuer, Verifier: p.verifier, Simulation: cfg.Simulation,
 		Peers: keyapi.EndpointSlices{
 			Client: cs, Namespace: cfg.KubeNamespace, Service: service,
-			SelfIP: cfg.PodIP, SelfPod: cfg.PodName, SelfAddrs: self,
+			SelfIP: cfg.PodIP, SelfPod: cfg.ReplicaName, SelfAddrs: self,
 		},
 		Interval: cfg.KeyAPIInterval,
 		Dial:     cfg.KeyAPIDial,

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/clientapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/internal/coordinator/health"
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/internal/lifecycle"
@@ -39,6 +41,8 @@ type Server struct {
 	log      *slog.Logger
 	store    store.Store
 	core     *core.Core
+	health   *health.Monitor
+	name     string
 	grpc     *grpc.Server
 	client   *http.Server
 	prom     *http.Server
@@ -71,7 +75,9 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	}
 	where = append([]any{"store", cfg.storeBackend()}, where...)
 	logger.Info("sealed state store opened", where...)
-	s := &Server{cfg: cfg, log: logger, store: st}
+	_, shared := st.(*store.KubeStore)
+	s := &Server{cfg: cfg, log: logger, store: st, name: replicaName(cfg),
+		health: health.NewMonitor(health.Config{Shared: shared}, nil)}
 	defer func() {
 		if err != nil {
 			s.closeListeners()
@@ -100,10 +106,12 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		Metrics:         core.NewMetrics(reg),
 
 		RecoveryKeyBits: cfg.RecoveryKeyBits,
+		Freshness:       s.health,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the Coordinator core: %w", err)
 	}
+	registerHealthMetrics(reg, s)
 	if cfg.StartupManifest != "" {
 		if err := s.applyStartupManifest(context.Background(), cfg.StartupManifest); err != nil {
 			return nil, err
@@ -128,7 +136,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	s.grpc = meshapi.NewServer(meshapi.NewService(s.core, logger), meshapi.TLSConfig(s.marbleRootCert()), reg,
 		meshapi.Timeouts{Handshake: cfg.handshakeTimeout(), Idle: cfg.idleTimeout()})
 	s.client = &http.Server{
-		Handler:   clientapi.New(s.core, logger, reg),
+		Handler:   clientapi.New(s.core, s, logger, reg),
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert, GetCertificate: s.rootCert()},
 		// The TLS handshake is bounded by the smallest of these (net/http).
 		ReadHeaderTimeout: cfg.handshakeTimeout(),
@@ -319,8 +327,12 @@ func (s *Server) Serve(ctx context.Context) error {
 // reads it again whenever another Coordinator wrote, so that reads
 // (status, manifest, activations' checks) do not wait for a write here.
 // Bursts of changes are coalesced: at most one reload runs and one more
-// waits. The returned channel is closed once the watch and any reload
-// have stopped after ctx is done. Other stores return a closed channel.
+// waits. Beside the watch, the head is read once every probeInterval
+// (checkStore), which proves the Kubernetes API reachable, catches a
+// change the watch missed and tries a failed reload again. What the
+// watch, the checks and the reloads find feeds s.health. The returned
+// channel is closed once all of this has stopped after ctx is done.
+// Other stores return a closed channel.
 func (s *Server) watchStore(ctx context.Context) <-chan struct{} {
 	done := make(chan struct{})
 	ks, ok := s.store.(*store.KubeStore)
@@ -328,10 +340,16 @@ func (s *Server) watchStore(ctx context.Context) <-chan struct{} {
 		close(done)
 		return done
 	}
+	s.health.Observe(health.Started, "")
 	pending := make(chan struct{}, 1)
-	reloaded := make(chan struct{})
-	go func() {
-		defer close(reloaded)
+	queue := func() {
+		select {
+		case pending <- struct{}{}:
+		default: // a reload is queued already
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		for {
 			select {
 			case <-ctx.Done():
@@ -342,19 +360,28 @@ func (s *Server) watchStore(ctx context.Context) <-chan struct{} {
 			err := s.core.Reload(rctx)
 			cancel()
 			if err != nil && ctx.Err() == nil {
-				s.log.Warn("reading the stored state again after another Coordinator wrote failed; it is read again on the next change or write", "error", err)
+				s.log.Warn("reading the stored state again after another Coordinator wrote failed; writes are refused until it is read", "error", err)
 			}
 		}
-	}()
+	})
+	wg.Go(func() { s.checkStore(ctx, ks, queue) })
 	go func() {
 		defer close(done)
-		_ = ks.Watch(ctx, func() {
-			select {
-			case pending <- struct{}{}:
-			default: // a reload is queued already
-			}
+		_ = ks.WatchWith(ctx, store.WatchEvents{
+			Changed: func() {
+				s.health.Observe(health.ChangeSeen, "")
+				queue()
+			},
+			Up: func() { s.health.Observe(health.WatchUp, "") },
+			Down: func(err error) {
+				reason := ""
+				if err != nil {
+					reason = err.Error()
+				}
+				s.health.Observe(health.WatchDown, reason)
+			},
 		})
-		<-reloaded
+		wg.Wait()
 	}()
 	return done
 }

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/marblemesh/marblemesh/charts"
+	"github.com/marblemesh/marblemesh/internal/coordinator/clientapi"
 	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
@@ -293,8 +294,14 @@ func TestChartObjects(t *testing.T) {
 				sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 				t.Errorf("coordinator security context %+v: want non-root with a fixed UID and a read-only root", sc)
 			}
-			for what, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe} {
-				if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != "/api/v2/status" || p.HTTPGet.Scheme != corev1.URISchemeHTTPS || p.HTTPGet.Port.StrVal != "http" {
+			// Readiness is the Coordinator's own verdict (GET /readyz);
+			// liveness and start-up only need it to answer.
+			for what, probe := range map[string]struct {
+				p    *corev1.Probe
+				path string
+			}{"readiness": {c.ReadinessProbe, clientapi.ReadyPath}, "liveness": {c.LivenessProbe, "/api/v2/status"}, "startup": {c.StartupProbe, "/api/v2/status"}} {
+				p := probe.p
+				if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != probe.path || p.HTTPGet.Scheme != corev1.URISchemeHTTPS || p.HTTPGet.Port.StrVal != "http" {
 					t.Errorf("%s probe %+v", what, p)
 				}
 			}

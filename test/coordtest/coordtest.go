@@ -46,6 +46,12 @@ func WithKubeStore(kubeconfig, ns, stateName string) Option {
 	}
 }
 
+// WithReplicaName names the Coordinator in status (default
+// "test-coordinator").
+func WithReplicaName(name string) Option {
+	return func(c *coordinator.Config) { c.ReplicaName = name }
+}
+
 // WithPrometheus serves metrics on a loopback port.
 func WithPrometheus() Option {
 	return func(c *coordinator.Config) { c.PrometheusAddr = "127.0.0.1:0" }
@@ -86,6 +92,7 @@ func TryStart(t testing.TB, opts ...Option) (*Coordinator, error) {
 		Simulation:        true,
 		HTTPErrorLogLevel: "error",
 		RecoveryKeyBits:   2048,
+		ReplicaName:       "test-coordinator",
 	}
 	for _, o := range opts {
 		o(&cfg)

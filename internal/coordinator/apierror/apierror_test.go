@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/internal/coordinator/clientapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
@@ -86,7 +87,7 @@ func TestOnePolicyForBothAPIs(t *testing.T) {
 		for _, path := range []string{"/manifest", "/api/v2/manifest"} {
 			t.Run(tc.name+path, func(t *testing.T) {
 				var logBuf bytes.Buffer
-				api := clientapi.New(failingCore{err: tc.err}, slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
+				api := clientapi.New(failingCore{err: tc.err}, readyReplica{}, slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug})), nil)
 				rec := httptest.NewRecorder()
 				api.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"manifest":"e30="}`)))
 				var body struct{ Status, Message string }
@@ -129,3 +130,8 @@ func withCert(ctx context.Context) context.Context {
 	p.AuthInfo = info
 	return peer.NewContext(ctx, p)
 }
+
+// readyReplica describes a Ready Coordinator.
+type readyReplica struct{}
+
+func (readyReplica) Replica() wire.ReplicaStatus { return wire.ReplicaStatus{Ready: true} }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -42,6 +43,12 @@ type Core interface {
 	SetMonotonicCounter(ctx context.Context, marble *x509.Certificate, name string, value uint64) (previous uint64, err error)
 }
 
+// Replica describes the Coordinator that answers: status reports it and
+// GET /readyz answers from it.
+type Replica interface {
+	Replica() wire.ReplicaStatus
+}
+
 // Limits on request bodies.
 const (
 	maxManifestBody = core.MaxManifestSize*4/3 + 1024
@@ -64,14 +71,15 @@ type route struct {
 // API is the client API handler.
 type API struct {
 	core    Core
+	replica Replica
 	log     *slog.Logger
 	routes  map[string]*route
 	metrics *httpMetrics
 }
 
-// New returns the client API. reg may be nil.
-func New(c Core, log *slog.Logger, reg prometheus.Registerer) *API {
-	a := &API{core: c, log: log, routes: map[string]*route{}}
+// New returns the client API of core c on replica r. reg may be nil.
+func New(c Core, r Replica, log *slog.Logger, reg prometheus.Registerer) *API {
+	a := &API{core: c, replica: r, log: log, routes: map[string]*route{}}
 	if reg != nil {
 		a.metrics = newHTTPMetrics(reg)
 	}
@@ -103,9 +111,17 @@ func (a *API) handle(path, method string, v2, v1 http.HandlerFunc) {
 	}
 }
 
+// ReadyPath is the readiness endpoint: 200 when the Coordinator is Ready,
+// else 503; the body is one line that says why not.
+const ReadyPath = "/readyz"
+
 // ServeHTTP dispatches by exact path and method.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
+	if path == ReadyPath && r.Method == http.MethodGet {
+		a.ready(w)
+		return
+	}
 	rt, ok := a.routes[path]
 	if !ok {
 		a.unknown(w, r)
@@ -127,6 +143,21 @@ func (a *API) unknown(w http.ResponseWriter, r *http.Request) {
 		h = a.metrics.instrument("unknown", h)
 	}
 	h(w, r)
+}
+
+// ready answers ReadyPath. It is not instrumented: probes would drown
+// the request metrics.
+func (a *API) ready(w http.ResponseWriter) {
+	rs := a.replica.Replica()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if rs.Ready {
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "ready\n")
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = io.WriteString(w, "not ready: "+rs.Reason+"\n")
 }
 
 func writeJSON(w http.ResponseWriter, code int, body any) {

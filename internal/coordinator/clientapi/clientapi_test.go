@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 )
 
@@ -50,7 +51,7 @@ func TestErrorMapping(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			api := New(fakeCore{setErr: tc.err}, slog.New(slog.DiscardHandler), nil)
+			api := New(fakeCore{setErr: tc.err}, fixedReplica{}, slog.New(slog.DiscardHandler), nil)
 			rec := httptest.NewRecorder()
 			api.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/manifest", strings.NewReader("{}")))
 			var body struct {
@@ -71,7 +72,7 @@ func TestErrorMapping(t *testing.T) {
 }
 
 func TestRoutes(t *testing.T) {
-	api := New(fakeCore{}, slog.New(slog.DiscardHandler), nil)
+	api := New(fakeCore{}, fixedReplica{Ready: true}, slog.New(slog.DiscardHandler), nil)
 	tests := []struct {
 		method, path string
 		code         int
@@ -101,5 +102,38 @@ func TestRoutes(t *testing.T) {
 		if rec.Code != tc.code {
 			t.Errorf("%s %s = %d, want %d", tc.method, tc.path, rec.Code, tc.code)
 		}
+	}
+}
+
+// fixedReplica describes a Coordinator with fixed values.
+type fixedReplica wire.ReplicaStatus
+
+func (r fixedReplica) Replica() wire.ReplicaStatus { return wire.ReplicaStatus(r) }
+
+func TestReady(t *testing.T) {
+	tests := []struct {
+		name    string
+		replica fixedReplica
+		method  string
+		code    int
+		body    string
+	}{
+		{"ready", fixedReplica{Ready: true}, http.MethodGet, http.StatusOK, "ready\n"},
+		{"not ready", fixedReplica{Degraded: true, Reason: "no round trip to the store has succeeded for 4s"}, http.MethodGet,
+			http.StatusServiceUnavailable, "not ready: no round trip to the store has succeeded for 4s\n"},
+		{"only GET", fixedReplica{Ready: true}, http.MethodPost, http.StatusMethodNotAllowed, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			api := New(fakeCore{}, tc.replica, slog.New(slog.DiscardHandler), nil)
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, httptest.NewRequest(tc.method, ReadyPath, nil))
+			if rec.Code != tc.code {
+				t.Fatalf("code %d, want %d", rec.Code, tc.code)
+			}
+			if tc.body != "" && rec.Body.String() != tc.body {
+				t.Fatalf("body %q, want %q", rec.Body.String(), tc.body)
+			}
+		})
 	}
 }

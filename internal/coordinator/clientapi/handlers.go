@@ -18,8 +18,9 @@ import (
 
 // statusOut is what status reports.
 type statusOut struct {
-	state core.State
-	msg   string
+	state   core.State
+	msg     string
+	replica wire.ReplicaStatus
 }
 
 // quoteOut is the Coordinator's certificate chain and quote.
@@ -36,11 +37,11 @@ func (a *API) addBasic() {
 	register(a, "status", http.MethodGet, op[struct{}, statusOut]{
 		call: func(*http.Request, struct{}) (statusOut, error) {
 			state, msg := a.core.Status()
-			return statusOut{state, msg}, nil
+			return statusOut{state, msg, a.replica.Replica()}, nil
 		},
 		write: per(
 			func(w http.ResponseWriter, o statusOut) {
-				writeSuccess(w, wire.StatusV2{Code: int(o.state), Message: o.msg})
+				writeSuccess(w, wire.StatusV2{Code: int(o.state), Message: o.msg, Replica: &o.replica})
 			},
 			func(w http.ResponseWriter, o statusOut) {
 				writeSuccess(w, wire.StatusV1{StatusCode: int(o.state), StatusMessage: o.msg})

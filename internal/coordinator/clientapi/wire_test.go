@@ -23,6 +23,9 @@ import (
 
 var internalID = regexp.MustCompile(`internal error \(id [0-9a-f]{12}\)`)
 
+// wireReplica is the Coordinator that answers in the golden files.
+var wireReplica = fixedReplica{Name: "coordinator-0", Ready: true, Generation: 7, StoreBackend: "k8s-secret"}
+
 var update = flag.Bool("update", false, "rewrite testdata/wire/*.golden from the current answers and delete stale ones")
 
 // wireCore answers every call of Core with fixed values, or with err when
@@ -242,7 +245,7 @@ func TestWireGolden(t *testing.T) {
 				t.Fatalf("two cases named %q", tc.name)
 			}
 			seen[tc.name] = true
-			api := New(tc.core, slog.New(slog.DiscardHandler), nil)
+			api := New(tc.core, wireReplica, slog.New(slog.DiscardHandler), nil)
 			rec := httptest.NewRecorder()
 			api.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
 			var pretty bytes.Buffer
@@ -297,7 +300,7 @@ func TestWireGolden(t *testing.T) {
 // TestWireGoldenCoversEveryRoute fails when an endpoint or version is added
 // without a golden answer.
 func TestWireGoldenCoversEveryRoute(t *testing.T) {
-	api := New(wireCore{}, slog.New(slog.DiscardHandler), nil)
+	api := New(wireCore{}, wireReplica, slog.New(slog.DiscardHandler), nil)
 	covered := map[string]bool{}
 	for _, tc := range wireCases() {
 		path, _, _ := strings.Cut(tc.path, "?")

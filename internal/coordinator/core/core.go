@@ -62,6 +62,21 @@ type Config struct {
 	// encrypt their recovery secrets with. Defaults to
 	// DefaultRecoveryKeyBits; tests use smaller keys.
 	RecoveryKeyBits int
+	// Freshness, when set, is told of every read of the stored state
+	// after the start and asked before every write after the start: a
+	// write while the served state is not current is refused with
+	// KindUnavailable before it reaches the store. Optional.
+	Freshness Freshness
+}
+
+// Freshness tracks whether the state a Coordinator serves is the stored
+// one (see package health).
+type Freshness interface {
+	// BeginLoad is called when a read of the stored state begins; the
+	// returned function is called with its outcome.
+	BeginLoad() func(error)
+	// Current tells whether the served state is current, and if not why.
+	Current() (bool, string)
 }
 
 // DefaultRecoveryKeyBits is the size of the ephemeral recovery key.
@@ -217,7 +232,7 @@ func (c *Core) boot(ctx context.Context) error {
 	if !errors.Is(err, errNoStoredState) {
 		return err
 	}
-	return c.write(ctx, "storing a new certificate authority", func() error {
+	return c.writeAt(ctx, "storing a new certificate authority", func() error {
 		if c.view.Load().state != StateUninitialized {
 			// Another Coordinator stored its state first, which load
 			// has taken over.

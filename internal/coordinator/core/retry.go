@@ -27,7 +27,21 @@ const maxWriteAttempts = 8
 //
 // op must read everything it checks from c on every call and change
 // nothing in c when it fails.
+//
+// A Coordinator whose Config.Freshness says that its state is not current
+// refuses the write at once with KindUnavailable: its checks would run
+// against a state that may be behind the stored one.
 func (c *Core) write(ctx context.Context, what string, op func() error) error {
+	if f := c.cfg.Freshness; f != nil {
+		if ok, reason := f.Current(); !ok {
+			return newError(KindUnavailable, nil, "%s: this Coordinator is not current with the shared state (%s); it takes no writes until it is: try again, or through another Coordinator", what, reason)
+		}
+	}
+	return c.writeAt(ctx, what, op)
+}
+
+// writeAt is write without the freshness check, for the start.
+func (c *Core) writeAt(ctx context.Context, what string, op func() error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if rb := c.rollback.Load(); rb != nil {
@@ -110,7 +124,11 @@ var errNoStoredState = errors.New("nothing is stored yet")
 // manifest, sealing the data key in the manifest's seal mode) is done at
 // boot only; a reload only takes over what is stored, the seal mode
 // included. c.mu must be held or c unshared.
-func (c *Core) load(ctx context.Context, boot bool) error {
+func (c *Core) load(ctx context.Context, boot bool) (err error) {
+	if f := c.cfg.Freshness; f != nil && !boot {
+		done := f.BeginLoad()
+		defer func() { done(err) }()
+	}
 	stored, err := c.cfg.Store.Load(ctx)
 	switch {
 	case errors.Is(err, store.ErrNoState):

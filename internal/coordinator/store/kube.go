@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -112,6 +113,9 @@ type KubeStore struct {
 	// highest one read or written.
 	maxGen  uint64
 	seenGen uint64
+	// gen is the generation of the head last read or written, readable
+	// without mu (status must not wait for a write).
+	gen atomic.Uint64
 
 	key      []byte
 	aead     cipher.AEAD
@@ -323,6 +327,7 @@ func (s *KubeStore) adopt(d kubeRead) {
 	s.hintKey, s.hintKEK = d.key, d.kek
 	s.maxGen = max(s.maxGen, d.head.generation)
 	s.seenGen = max(s.seenGen, d.head.generation)
+	s.gen.Store(d.head.generation)
 }
 
 // readKeys are the keys read opens the head with. With dataKey (Unlock)
@@ -711,6 +716,7 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 	s.exists, s.rv, s.head, s.headOK, s.headRaw = true, out.ResourceVersion, h, true, data
 	s.maxGen = max(s.maxGen, h.generation)
 	s.seenGen = max(s.seenGen, h.generation)
+	s.gen.Store(h.generation)
 	s.wrote(out.ResourceVersion)
 	if err := s.at("head-written"); err != nil {
 		return err

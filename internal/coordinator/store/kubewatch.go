@@ -48,6 +48,30 @@ const (
 // must allow long requests: a client-side request timeout shorter than
 // watchTimeout ends every watch early.
 func (s *KubeStore) Watch(ctx context.Context, changed func()) error {
+	return s.WatchWith(ctx, WatchEvents{Changed: changed})
+}
+
+// WatchEvents are the calls of KubeStore.WatchWith, each from its
+// goroutine, one at a time; each should return soon. Nil ones are not
+// called.
+type WatchEvents struct {
+	// Changed: as Watch's changed.
+	Changed func()
+	// Up: a watch request is established.
+	Up func()
+	// Down: a watch ended, or could not be established or listed; err is
+	// nil when it ended without an error (the API server's timeout or a
+	// closed connection).
+	Down func(err error)
+}
+
+// WatchWith is Watch that also reports when the watch is established and
+// when it ends, so that its caller can tell how current it is.
+func (s *KubeStore) WatchWith(ctx context.Context, ev WatchEvents) error {
+	changed := ev.Changed
+	if changed == nil {
+		changed = func() {}
+	}
 	sel := fields.OneTermEqualSelector("metadata.name", s.name).String()
 	backoff := watchMinBackoff
 	from := "" // the resourceVersion to watch from; "" lists first
@@ -58,10 +82,13 @@ func (s *KubeStore) Watch(ctx context.Context, changed func()) error {
 			from, err = s.relist(ctx, sel, changed)
 		}
 		if err == nil {
-			from, delivered, err = s.watchOnce(ctx, sel, from, changed)
+			from, delivered, err = s.watchOnce(ctx, sel, from, changed, ev.Up)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if ev.Down != nil {
+			ev.Down(err)
 		}
 		switch {
 		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
@@ -110,7 +137,7 @@ func (s *KubeStore) relist(ctx context.Context, sel string, changed func()) (str
 // ends, calling changed for each change that is not this store's own. It
 // returns the resourceVersion to watch from next and whether any event
 // came.
-func (s *KubeStore) watchOnce(ctx context.Context, sel, from string, changed func()) (string, bool, error) {
+func (s *KubeStore) watchOnce(ctx context.Context, sel, from string, changed, up func()) (string, bool, error) {
 	timeout := int64(watchTimeout / time.Second)
 	w, err := s.watchSecrets().Watch(ctx, metav1.ListOptions{
 		FieldSelector: sel, ResourceVersion: from, AllowWatchBookmarks: true, TimeoutSeconds: &timeout,
@@ -119,6 +146,9 @@ func (s *KubeStore) watchOnce(ctx context.Context, sel, from string, changed fun
 		return from, false, fmt.Errorf("watching the head: %w", err)
 	}
 	defer w.Stop()
+	if up != nil {
+		up()
+	}
 	delivered := false
 	for {
 		select {
@@ -153,6 +183,28 @@ func (s *KubeStore) watchOnce(ctx context.Context, sel, from string, changed fun
 		}
 	}
 }
+
+// Check reads the head once, within ctx, and tells whether it differs
+// from what this store last read or wrote (as Watch's changed would):
+// one round trip that proves the API server reachable and catches a
+// change a watch missed.
+func (s *KubeStore) Check(ctx context.Context) (changed bool, err error) {
+	exists, rv := true, ""
+	h, err := s.secrets().Get(ctx, s.name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		exists = false
+	case err != nil:
+		return false, fmt.Errorf("reading the head %s/%s: %w", s.ns, s.name, err)
+	default:
+		rv = h.ResourceVersion
+	}
+	return s.differs(exists, rv), nil
+}
+
+// Generation returns the generation of the state this store last read or
+// wrote, 0 if none.
+func (s *KubeStore) Generation() uint64 { return s.gen.Load() }
 
 // differs tells whether a head that exists (with resourceVersion rv) or
 // not differs from the one this store last read or wrote and is not one of

@@ -128,3 +128,114 @@ func TestKubeWatchRelistsWhenTooOld(t *testing.T) {
 		t.Fatalf("%d lists, %d watches, %d calls; want 2, 2, 1", lists.Load(), watches.Load(), calls.Load())
 	}
 }
+
+// TestKubeWatchWithReportsUpAndDown: WatchWith tells when a watch could
+// not be established (with the error), when one is established, and when
+// one ends (without an error).
+func TestKubeWatchWithReportsUpAndDown(t *testing.T) {
+	client := fake.NewClientset()
+	client.PrependReactor("list", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, &corev1.SecretList{ListMeta: metav1.ListMeta{ResourceVersion: "5"}}, nil
+	})
+	var watches atomic.Int32
+	open := watch.NewFake()
+	client.PrependWatchReactor("secrets", func(k8stesting.Action) (bool, watch.Interface, error) {
+		switch watches.Add(1) {
+		case 1:
+			return true, nil, apierrors.NewForbidden(corev1.Resource("secrets"), "", errors.New("no watch allowed"))
+		case 2:
+			return true, open, nil
+		default:
+			return true, watch.NewFake(), nil
+		}
+	})
+	s, err := OpenKube(KubeOptions{Client: client, Namespace: "ns", Sealers: kubeSealers(sealerWith(t, 1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.headKnown = true // nothing stored, and known to be so
+
+	events := make(chan string, 16)
+	ctx, cancel := context.WithCancel(t.Context())
+	watched := make(chan error, 1)
+	go func() {
+		watched <- s.WatchWith(ctx, WatchEvents{
+			Up: func() { events <- "up" },
+			Down: func(err error) {
+				if err != nil {
+					events <- "down: " + err.Error()
+					return
+				}
+				events <- "down"
+			},
+		})
+	}()
+	next := func() string {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatal("no watch event within 10 s")
+			return ""
+		}
+	}
+	if e := next(); e != "down: watching the head: secrets is forbidden: no watch allowed" {
+		t.Fatalf("first event %q", e)
+	}
+	if e := next(); e != "up" {
+		t.Fatalf("second event %q", e)
+	}
+	open.Stop()
+	if e := next(); e != "down" {
+		t.Fatalf("third event %q", e)
+	}
+	if e := next(); e != "up" {
+		t.Fatalf("fourth event %q", e)
+	}
+	cancel()
+	if err := <-watched; !errors.Is(err, context.Canceled) {
+		t.Fatalf("WatchWith returned %v", err)
+	}
+}
+
+// TestKubeCheck: Check reads the head once and tells whether it differs
+// from what the store knows; a failed read is an error.
+func TestKubeCheck(t *testing.T) {
+	client := fake.NewClientset()
+	var answer atomic.Value // the head's resourceVersion, or an error
+	client.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+		switch v := answer.Load().(type) {
+		case error:
+			return true, nil, v
+		case string:
+			return true, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: DefaultKubeStateName, ResourceVersion: v}}, nil
+		}
+		return true, nil, apierrors.NewNotFound(corev1.Resource("secrets"), DefaultKubeStateName)
+	})
+	s, err := OpenKube(KubeOptions{Client: client, Namespace: "ns", Sealers: kubeSealers(sealerWith(t, 1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.headKnown, s.exists, s.rv = true, true, "5"
+	for _, tc := range []struct {
+		answer  any
+		changed bool
+		err     bool
+	}{
+		{"5", false, false},
+		{"6", true, false},
+		{nil, true, false}, // deleted
+		{errors.New("connection refused"), false, true},
+	} {
+		if tc.answer != nil {
+			answer.Store(tc.answer)
+		} else {
+			answer = atomic.Value{}
+		}
+		changed, err := s.Check(t.Context())
+		if changed != tc.changed || (err != nil) != tc.err {
+			t.Errorf("head %v: changed %v, error %v", tc.answer, changed, err)
+		}
+	}
+}

@@ -1,0 +1,130 @@
+package coordinator
+
+import (
+	"context"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/marblemesh/marblemesh/api/wire"
+	"github.com/marblemesh/marblemesh/internal/coordinator/health"
+	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+)
+
+// Bounds of checkStore.
+const (
+	// probeInterval is how often the head of a shared store is read.
+	probeInterval = time.Second
+	// probeTimeout bounds one such read.
+	probeTimeout = 2 * time.Second
+)
+
+// replicaName names the Coordinator in status: cfg.ReplicaName, else the
+// host name.
+func replicaName(cfg Config) string {
+	if cfg.ReplicaName != "" {
+		return cfg.ReplicaName
+	}
+	if h, err := os.Hostname(); err == nil {
+		return h
+	}
+	return "unknown"
+}
+
+// verdict returns the Coordinator's health now, and what its core serves.
+func (s *Server) verdict() (health.Verdict, health.Serving) {
+	state, _ := s.core.Status()
+	sv := health.ServingOf(state, s.health.Shared())
+	return s.health.Verdict(sv), sv
+}
+
+// Replica describes this Coordinator: status reports it, and GET /readyz
+// answers from it. A Coordinator on a shared store is Ready when it holds
+// the key and the current state (see package health); one alone on the
+// file store is Ready in every state after its start, recovery included,
+// since it is the only one that can take the owners' recovery secrets.
+func (s *Server) Replica() wire.ReplicaStatus {
+	v, sv := s.verdict()
+	rs := wire.ReplicaStatus{
+		Name:         s.name,
+		Ready:        v.Ready,
+		Degraded:     v.Degraded(sv),
+		Reason:       v.Reason,
+		StoreBackend: s.cfg.storeBackend(),
+	}
+	if g, ok := s.store.(interface{ Generation() uint64 }); ok {
+		rs.Generation = g.Generation()
+	}
+	return rs
+}
+
+// Ready tells whether the Coordinator is Ready, and if not why.
+func (s *Server) Ready() (bool, string) {
+	v, _ := s.verdict()
+	return v.Ready, v.Reason
+}
+
+// registerHealthMetrics adds coordinator_ready and
+// coordinator_state_current, computed when scraped.
+func registerHealthMetrics(reg prometheus.Registerer, s *Server) {
+	b := func(ok bool) float64 {
+		if ok {
+			return 1
+		}
+		return 0
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coordinator_ready",
+			Help: "1 when this Coordinator is Ready (holds the key and the current state; GET /readyz answers 200), else 0.",
+		}, func() float64 { v, _ := s.verdict(); return b(v.Ready) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coordinator_state_current",
+			Help: "1 when the state this Coordinator serves is the stored one as far as it can tell (always on the file store), else 0: it then refuses writes.",
+		}, func() float64 { v, _ := s.verdict(); return b(v.Current) }),
+	)
+}
+
+// checkStore reads the head of ks every probeInterval, each read bounded
+// by probeTimeout, until ctx is done: it tells s.health whether the
+// Kubernetes API answered, queues a reload when the head changed or a
+// reload is owed (one that failed is tried again), and logs when the
+// Coordinator stops or starts being Ready.
+func (s *Server) checkStore(ctx context.Context, ks *store.KubeStore, reload func()) {
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	ready := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		changed, err := ks.Check(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		switch {
+		case err != nil:
+			s.health.Observe(health.ContactFailed, err.Error())
+		case changed:
+			s.health.Observe(health.ChangeSeen, "")
+		default:
+			s.health.Observe(health.ContactOK, "")
+		}
+		v, _ := s.verdict()
+		if v.NeedsReload {
+			reload()
+		}
+		switch {
+		case ready && !v.Ready:
+			s.log.Warn("this Coordinator is not Ready", "reason", v.Reason, "current", v.Current)
+		case !ready && v.Ready:
+			s.log.Info("this Coordinator is Ready again")
+		}
+		ready = v.Ready
+	}
+}
