@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/marblemesh/marblemesh/charts"
+	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
@@ -575,14 +576,14 @@ func TestChartDistributed(t *testing.T) {
 				if len(roles)+len(bindings) != 0 || !pvc || env["EDG_COORDINATOR_SEAL_DIR"] == "" {
 					t.Errorf("file store: %d Roles, %d RoleBindings, claim %v, seal dir %q", len(roles), len(bindings), pvc, env["EDG_COORDINATOR_SEAL_DIR"])
 				}
-				for _, k := range []string{"EDG_DISTRIBUTED_COORDINATOR", "EDG_STORE_BACKEND", "EDG_K8S_STATE_NAME", "EDG_K8S_NAMESPACE"} {
+				for _, k := range []string{"EDG_DISTRIBUTED_COORDINATOR", "EDG_STORE_BACKEND", "EDG_K8S_STATE_NAME", "EDG_K8S_NAMESPACE", "EDG_K8S_KEK_MAP"} {
 					if _, ok := env[k]; ok {
 						t.Errorf("file store with %s", k)
 					}
 				}
 				return
 			}
-			wantEnv := map[string]string{"EDG_DISTRIBUTED_COORDINATOR": "1", "EDG_STORE_BACKEND": "k8s-secret", "EDG_K8S_STATE_NAME": stateName, "EDG_K8S_NAMESPACE": "mr"}
+			wantEnv := map[string]string{"EDG_DISTRIBUTED_COORDINATOR": "1", "EDG_STORE_BACKEND": "k8s-secret", "EDG_K8S_STATE_NAME": stateName, "EDG_K8S_NAMESPACE": "mr", "EDG_K8S_KEK_MAP": store.DefaultKEKMapName}
 			for k, v := range wantEnv {
 				if env[k] != v {
 					t.Errorf("%s=%q, want %q", k, env[k], v)
@@ -608,10 +609,13 @@ func TestChartDistributed(t *testing.T) {
 			}
 			// What KubeStore does: create chunks and kept-aside heads of
 			// generated names, get and delete them, list them by label;
-			// update the head only; watch the head for other replicas' writes.
+			// update the head only; watch the head for other replicas' writes;
+			// create, read and update the KEK map.
 			wantRules := []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "get", "list", "watch", "delete"}},
 				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{stateName}, Verbs: []string{"update"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+				{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{store.DefaultKEKMapName}, Verbs: []string{"get", "update"}},
 			}
 			if !reflect.DeepEqual(r.Rules, wantRules) {
 				t.Errorf("Role rules %+v, want %+v", r.Rules, wantRules)
