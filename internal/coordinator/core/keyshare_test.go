@@ -8,6 +8,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // kubeNode opens a KubeStore on ns with the sealer of a node: its own
@@ -131,5 +132,47 @@ func TestKubeKeySharing(t *testing.T) {
 	}
 	if b.RollbackRefused() != nil {
 		t.Fatal("RollbackRefused stays set")
+	}
+}
+
+// TestKubeRecoveryNewKEK: a Coordinator on a node without an entry is
+// recovered with the owners' secret; the state gets a new key-encryption
+// key sealed for that node, a running peer follows it, and both nodes
+// start by themselves afterwards.
+func TestKubeRecoveryNewKEK(t *testing.T) {
+	ctx := context.Background()
+	u := newGovUsers(t)
+	owner := testsupport.NewRecoveryKey(t)
+	ns := kubeEnv(t).Namespace(t)
+	a := newSimCore(t, kubeNode(t, ns, 1))
+	encrypted, err := a.SetManifest(ctx, encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"owner": owner})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek1, _, _ := a.KeyForPeer()
+
+	b := newSimCore(t, kubeNode(t, ns, 2))
+	if !b.NeedsKey() {
+		t.Fatal("a Coordinator on another node does not need a key")
+	}
+	share := owner.Decrypt(t, encrypted["owner"])
+	if n, err := b.Recover(ctx, share, owner.Sign(t, share)); err != nil || n != 0 {
+		t.Fatalf("Recover: %d, %v", n, err)
+	}
+	kek2, _, ok := b.KeyForPeer()
+	if s, _ := b.Status(); s != StateAcceptingMarbles || b.NeedsKey() || !ok || bytes.Equal(kek1, kek2) {
+		t.Fatalf("after recovery: state %v, needs a key %v, new key %v", s, b.NeedsKey(), ok && !bytes.Equal(kek1, kek2))
+	}
+	if err := a.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, ok := a.KeyForPeer(); !ok || !bytes.Equal(got, kek2) {
+		t.Fatal("the running peer does not follow the new key-encryption key")
+	}
+	for _, node := range []byte{1, 2} {
+		c := newSimCore(t, kubeNode(t, ns, node))
+		if s, _ := c.Status(); s != StateAcceptingMarbles {
+			t.Fatalf("a Coordinator on node %d after the recovery: state %v", node, s)
+		}
 	}
 }
