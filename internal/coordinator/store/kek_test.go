@@ -461,3 +461,16 @@ func TestKubeKEKLostCreateRace(t *testing.T) {
 	requireState(t, loadOK(t, b), kv("a", "1"))
 	requireState(t, loadOK(t, openKube(t, ns, sealer)), kv("a", "1"))
 }
+
+// TestKeySharerStores: only the store shared between platforms shares
+// keys.
+func TestKeySharerStores(t *testing.T) {
+	var m Store = NewMemory()
+	if _, ok := m.(KeySharer); ok {
+		t.Error("Memory is a KeySharer")
+	}
+	var f Store = openFile(t, t.TempDir(), sealerWith(t, 1))
+	if _, ok := f.(KeySharer); ok {
+		t.Error("FileStore is a KeySharer")
+	}
+}

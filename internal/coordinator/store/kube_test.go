@@ -336,6 +336,9 @@ func TestKubeCrashPoints(t *testing.T) {
 		op    func(ctx context.Context, s *KubeStore) error
 		after map[string][]byte
 		mode  seal.Mode
+		// needKey: after a crash, no platform may have the key (seal mode
+		// Disabled, or this platform's entry replaced for a new KEK).
+		needKey bool
 	}
 	scenarios := []scenario{
 		{name: "commit", op: func(ctx context.Context, s *KubeStore) error { return s.Commit(ctx, c2) }, after: applied(applied(base, c1), c2)},
@@ -361,10 +364,20 @@ func TestKubeCrashPoints(t *testing.T) {
 			mode:  seal.ModeUniqueKey,
 		},
 		{
-			name:  "seal mode Disabled",
-			op:    func(ctx context.Context, s *KubeStore) error { return s.SetSealMode(ctx, seal.ModeDisabled) },
-			after: applied(base, c1),
-			mode:  seal.ModeDisabled,
+			name:    "seal mode Disabled",
+			op:      func(ctx context.Context, s *KubeStore) error { return s.SetSealMode(ctx, seal.ModeDisabled) },
+			after:   applied(base, c1),
+			mode:    seal.ModeDisabled,
+			needKey: true,
+		},
+		{
+			name: "recovery",
+			op: func(ctx context.Context, s *KubeStore) error {
+				_, err := s.Unlock(ctx, s.key)
+				return err
+			},
+			after:   applied(base, c1),
+			needKey: true,
 		},
 		{
 			name: "recovery data",
@@ -407,7 +420,7 @@ func TestKubeCrashPoints(t *testing.T) {
 						t.Fatal("no crash point reached")
 					}
 					r := openKubeSealers(t, ns, sealers)
-					requireState(t, reopen(t, r, sc.mode, s.key), sc.after)
+					requireState(t, reopen(t, r, sc.needKey, s.key), sc.after)
 					requireNoLeftovers(t, r)
 					return
 				}
@@ -417,7 +430,7 @@ func TestKubeCrashPoints(t *testing.T) {
 					requireErrIs(t, err, errKubeCrash)
 				}
 				r := openKubeSealers(t, ns, sealers)
-				got := reopen(t, r, sc.mode, s.key)
+				got := reopen(t, r, sc.needKey, s.key)
 				switch {
 				case headWritten || point == "head-written":
 					requireState(t, got, sc.after)
@@ -438,13 +451,13 @@ func TestKubeCrashPoints(t *testing.T) {
 	}
 }
 
-// reopen loads the state with r; when the state may have gone to seal
-// mode Disabled (mode), where no platform keeps a key, it unlocks it with
-// the data key instead, as the owners would.
-func reopen(t *testing.T, r *KubeStore, mode seal.Mode, dataKey []byte) map[string][]byte {
+// reopen loads the state with r; when the platform may have no key
+// (needKey), it unlocks it with the data key instead, as the owners
+// would.
+func reopen(t *testing.T, r *KubeStore, needKey bool, dataKey []byte) map[string][]byte {
 	t.Helper()
 	got, err := r.Load(t.Context())
-	if mode == seal.ModeDisabled && errors.Is(err, ErrNeedKey) {
+	if needKey && errors.Is(err, ErrNeedKey) {
 		got, err = r.Unlock(t.Context(), dataKey)
 	}
 	if err != nil {

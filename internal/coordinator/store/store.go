@@ -120,22 +120,24 @@
 //
 // # KubeStore layout
 //
-// All objects are Secrets in the Coordinator's namespace, labelled
-// app.kubernetes.io/managed-by=marblemesh, marblemesh.io/state=<name> and
-// marblemesh.io/object=head, chunk or discarded:
+// The state's objects are Secrets in the Coordinator's namespace, and one
+// ConfigMap, all labelled app.kubernetes.io/managed-by=marblemesh,
+// marblemesh.io/state=<name> and marblemesh.io/object=head, chunk,
+// discarded or kek-map:
 //
 //	<name>                      the head (default marblerun-state), data "head"
 //	<name>-<gen>-<sha>-<i>      immutable chunks, data "chunk" (at most
 //	                            512 KiB), labelled marblemesh.io/generation=<gen>:
 //	                            the generation of the head written to list them
 //	<name>-discarded-<time>     a head that Reset replaced without opening it
+//	<KEK map>                   ConfigMap (default marblerun-sealed-kek): the
+//	                            key-encryption key sealed for each platform
 //
 // The head is
 //
-//	magic "mmkhead\0" (8) | version u16 = 1 | flags u16 = 0 |
+//	magic "mmkhead\0" (8) | version u16 = 2 | flags u16 = 0 |
 //	key check (16) | generation u64 | seal mode u8 |
-//	count u16 | per sealed key: seal mode u8 | key check (16) | len u32 |
-//	            Sealer.Seal(data key, AAD as in sealed_key) |
+//	KEK check (16) | wrapped data key (60) | wrapped KEK (60) |
 //	recovery data size u32 | chunk list of the recovery data |
 //	count u16 | per segment: kind u8 (1 base, 2 delta) | id u64 | chunk list |
 //	nonce (12) | AES-256-GCM tag (data key, empty plaintext,
@@ -150,6 +152,62 @@
 // unencrypted, like the file store's. The head lists at most 256 segments
 // and 1024 chunks and is at most 768 KiB; sizes are checked against these
 // limits and against the head's list before anything is decoded.
+//
+// # Key-encryption key
+//
+// The data key is not sealed in the head: it is wrapped (nonce (12) ‖
+// AES-256-GCM) under a random 32-byte key-encryption key (KEK), and the
+// KEK is wrapped the same way under the data key, both with AAD =
+// "mmkwrap\0" ‖ kind u8 (1 data key, 2 KEK) ‖ len u16 ‖ name ‖ key check ‖
+// KEK check. The KEK check is the first 16 bytes of HMAC-SHA256(KEK,
+// "marblemesh/store/kek-check/v1"): it names the KEK without revealing it.
+// Wrapping the KEK under the data key reveals nothing to whoever has the
+// data key, and lets a Coordinator that has the state open follow a change
+// of KEK made by another.
+//
+// Each platform keeps the KEK sealed with its own sealer in the KEK map,
+// whose binaryData holds one entry per sealing identity: the key is the
+// hex of seal.Sealer.ID (derived from an SGX seal key, so one per node and
+// seal mode; all zeros for the simulation sealer, which every replica
+// shares), the value
+//
+//	magic "mmkekrec" (8) | version u16 = 1 | seal mode u8 | KEK check (16) |
+//	len u16 | Sealer.Seal(KEK, AAD = magic ‖ version ‖ KEK check ‖
+//	                     seal mode ‖ len u16 ‖ name)
+//
+// The map holds at most 256 entries of at most 541 bytes each, checked
+// before any entry is decoded. Entries are changed by compare-and-swap on
+// the map's resourceVersion (at most 8 attempts); a Coordinator changes
+// only its own entry, except that the one that writes a head with a new
+// KEK then removes the entries of every other KEK. In seal mode Disabled
+// no platform has an entry.
+//
+// Load opens the KEK with the keys of the state this store had open when
+// they are the head's, otherwise from this platform's entry for the
+// head's seal mode and KEK check. Without one it fails with ErrNeedKey
+// (which wraps ErrUnseal, so the Coordinator enters recovery with the
+// recovery data readable): a Coordinator serving the state can hand the
+// KEK over (KeySharer: LoadWithKEK seals it for this platform), or the
+// owners recover the data key. A Load that opened the state without this
+// platform's entry adds it; it never writes the state.
+//
+// A new KEK is made for a new state, a Reset of state this store had not
+// opened, an Unlock (recovery), a change of seal mode (so no platform
+// keeps the key sealed in a mode the state has left) and the first write
+// after a version 1 head. This platform's entry for it is written before
+// the head and the other KEKs' entries removed after it, so a crash in
+// between leaves the previous head with the entries that open it. If this
+// platform's sealer for the new mode is also its sealer for the head's
+// mode (one identity, as in simulation), its own entry is replaced early:
+// after a crash there, the Coordinators still running put it back, and
+// otherwise a peer's key or recovery opens the state. A head write that
+// loses a race puts back the entry it replaced.
+//
+// A version 1 head, written before the KEK existed, holds "count u16 |
+// per sealed key: seal mode u8 | key check (16) | len u32 |
+// Sealer.Seal(data key, AAD as in sealed_key)" in place of the KEK check
+// and wrapped keys. It is still read; the next write stores a version 2
+// head with a new KEK and this platform's entry.
 //
 // The head's resourceVersion is the compare-and-swap point: a commit
 // creates its delta's chunks, then updates the head from the
@@ -167,17 +225,28 @@
 // Chunks written for a later generation may belong to a write in progress
 // and are kept.
 //
-// Load reads the head, checks it, unseals the data key, authenticates the
+// Load reads the head, checks it, opens the data key, authenticates the
 // head, then reads every chunk (in parallel), checks its size and digest
 // against the head and decrypts the segments. If a chunk is missing
 // because the head moved meanwhile, Load starts over. Anything that fails
-// its checks is refused with ErrUnseal and ErrCorrupt, never repaired. A
-// head whose authenticated generation is lower than the highest this
-// store has read or written is refused with ErrRollback.
+// its checks is refused with ErrUnseal and ErrCorrupt, never repaired.
 //
-// The sealed data key is the only protection of the state: with
-// seal.SimulationSealer the state is readable by anyone who can read the
-// directory.
+// # Rollback
+//
+// A head whose authenticated generation is lower than the highest this
+// store has read, written or been told of (RaiseGenerationFloor, and the
+// minimum generation of LoadWithKEK, which a peer hands over with the
+// KEK) is refused with ErrRollback: writing older objects back over the
+// API is noticed by every running Coordinator and by one that joins
+// through a running peer. The Coordinator keeps serving what it has and
+// refuses writes until the stored state is new enough again. The floor
+// lives in memory only: when every Coordinator is down, nobody remembers
+// the newer generation, and a fresh start opens whatever older state it
+// finds, as long as the objects are authentic and the KEK map opens them.
+//
+// The sealed data key (for KubeStore, the sealed KEK) is the only
+// protection of the state: with seal.SimulationSealer the state is
+// readable by anyone who can read the directory or the KEK map.
 package store
 
 import (
