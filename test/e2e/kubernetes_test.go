@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,12 +97,17 @@ func setup(tb testing.TB) *e2e {
 	x := &e2e{t: tb, ctx: tb.Context(), cs: env.Clientset, env: env, tl: tl, bin: bin, work: tb.TempDir()}
 	x.certFile = filepath.Join(x.work, "coordinator-cert.pem")
 
+	apiURL, err := url.Parse(env.Config.Host)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	agent, err := nodeagent.Start(tb.Context(), nodeagent.Config{
-		Client:   env.Clientset,
-		NodeName: "sgx-node-1",
-		Dir:      filepath.Join(x.work, "node"),
-		Helper:   filepath.Join(bin, "nodeagent-exec"),
-		Images:   x.images(),
+		Client:    env.Clientset,
+		APIServer: apiURL.Host, // for distributed Coordinators' in-cluster clients
+		NodeName:  "sgx-node-1",
+		Dir:       filepath.Join(x.work, "node"),
+		Helper:    filepath.Join(bin, "nodeagent-exec"),
+		Images:    x.images(),
 		Capacity: corev1.ResourceList{
 			sgxKey:                    resource.MustParse("1Gi"),
 			"sgx.intel.com/enclave":   resource.MustParse("110"),
