@@ -137,6 +137,19 @@ dcap: {qcnlConfig: '{"pccs_url": "https://pccs.internal/"}'}`),
 		"cli-distributed": cliValues(t, Settings{Simulation: true, MeshServerPort: 2001, ClientServerPort: 4433, Distributed: true}),
 		"helm-distributed": parseValues(t, `
 coordinator: {distributedDeployment: true, stateSecretName: my-state, replicas: 1}`),
+		// Several replicas, with the chart's defaults and with values of
+		// one's own.
+		"helm-replicas": parseValues(t, `
+coordinator: {distributedDeployment: true, replicas: 3}`),
+		"helm-replicas-tuned": parseValues(t, `
+coordinator:
+  distributedDeployment: true
+  replicas: 5
+  stateSecretName: my-state
+  kekConfigMap: my-kek
+  keyAPIName: my-key-api
+  podDisruptionBudget: {maxUnavailable: null, minAvailable: "60%"}
+  topologySpread: {whenUnsatisfiable: DoNotSchedule}`),
 	}
 }
 
@@ -446,6 +459,16 @@ func TestChartSchemaRejects(t *testing.T) {
 		"bad state name":          `coordinator: {stateSecretName: My_State}`,
 		"long state name":         `coordinator: {stateSecretName: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}`,
 		"distributed as text":     `coordinator: {distributedDeployment: "yes"}`,
+		"sixteen replicas":        `coordinator: {replicas: 16, distributedDeployment: true}`,
+		"negative replicas":       `coordinator: {replicas: -1}`,
+		"bad kek map name":        `coordinator: {distributedDeployment: true, kekConfigMap: My_KEK}`,
+		"bad key API name":        `coordinator: {distributedDeployment: true, keyAPIName: 1key}`,
+		"long key API name":       `coordinator: {distributedDeployment: true, keyAPIName: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}`,
+		"bad spread policy":       `coordinator: {topologySpread: {whenUnsatisfiable: Never}}`,
+		"unknown spread key":      `coordinator: {topologySpread: {maxSkew: 2}}`,
+		"negative budget":         `coordinator: {podDisruptionBudget: {maxUnavailable: -1}}`,
+		"budget percent too high": `coordinator: {podDisruptionBudget: {maxUnavailable: "150%"}}`,
+		"budget as word":          `coordinator: {podDisruptionBudget: {maxUnavailable: one}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := render(t, "marblerun", parseValues(t, vals))
@@ -492,6 +515,7 @@ func TestChartLint(t *testing.T) {
 		"default":     nil,
 		"sgx":         cliValues(t, sgxSettings(sgxresource.AzureEPC)),
 		"distributed": parseValues(t, `coordinator: {distributedDeployment: true}`),
+		"replicas":    parseValues(t, `coordinator: {distributedDeployment: true, replicas: 3}`),
 	} {
 		t.Run(name, func(t *testing.T) {
 			l := action.NewLint()
@@ -606,15 +630,8 @@ func TestChartDistributed(t *testing.T) {
 			if r.Name != "marblerun-coordinator" || r.Namespace != "mr" {
 				t.Errorf("Role %s/%s", r.Namespace, r.Name)
 			}
-			// What KubeStore does: create chunks and kept-aside heads of
-			// generated names, get and delete them, list them by label;
-			// update the head only; watch the head for other replicas' writes.
-			wantRules := []rbacv1.PolicyRule{
-				{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "get", "list", "watch", "delete"}},
-				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{stateName}, Verbs: []string{"update"}},
-			}
-			if !reflect.DeepEqual(r.Rules, wantRules) {
-				t.Errorf("Role rules %+v, want %+v", r.Rules, wantRules)
+			if !reflect.DeepEqual(r.Rules, coordinatorRules(stateName, "marblerun-sealed-kek")) {
+				t.Errorf("Role rules %+v, want %+v", r.Rules, coordinatorRules(stateName, "marblerun-sealed-kek"))
 			}
 			b := bindings[0]
 			wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "marblerun-coordinator", Namespace: "mr"}}
@@ -626,12 +643,32 @@ func TestChartDistributed(t *testing.T) {
 	}
 }
 
+// coordinatorRules are the rules of the distributed Coordinator's Role:
+// what KubeStore does (create chunks and kept-aside heads of generated
+// names, get and delete them, list them by label; update and watch the head
+// only), the KEK ConfigMap (create it; read, update and patch only it), and
+// the EndpointSlices of the key API Service.
+func coordinatorRules(stateName, kekMap string) []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "list", "get", "delete"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{stateName}, Verbs: []string{"update", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{kekMap}, Verbs: []string{"get", "update", "patch"}},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"list", "watch"}},
+	}
+}
+
 // TestChartRefusesSettings: the chart fails with a clear message on
 // settings that would be ignored or unsafe.
 func TestChartRefusesSettings(t *testing.T) {
 	for name, c := range map[string]struct{ vals, want string }{
-		"two replicas":                        {`coordinator: {replicas: 2}`, "several Coordinator replicas are not supported yet"},
-		"three distributed":                   {`coordinator: {replicas: 3, distributedDeployment: true}`, "coordinator.replicas is 3"},
+		"two replicas":                        {`coordinator: {replicas: 2}`, "coordinator.replicas is 2, but Coordinators that keep their state on a PersistentVolumeClaim cannot share it: several replicas need coordinator.distributedDeployment=true"},
+		"three replicas":                      {`coordinator: {replicas: 3}`, "coordinator.replicas is 3"},
+		"kek map without distributed mode":    {`coordinator: {kekConfigMap: my-kek}`, "coordinator.kekConfigMap is \"my-kek\", but only a distributed Coordinator"},
+		"key API without distributed mode":    {`coordinator: {keyAPIName: my-key-api}`, "coordinator.keyAPIName is \"my-key-api\", but only a distributed Coordinator"},
+		"key API named like the client API":   {`coordinator: {distributedDeployment: true, keyAPIName: coordinator-client-api}`, "the name of another Service of the chart"},
+		"disruption budget with both bounds":  {`coordinator: {distributedDeployment: true, replicas: 3, podDisruptionBudget: {minAvailable: 2}}`, "both maxUnavailable and minAvailable"},
+		"disruption budget without bound":     {`coordinator: {distributedDeployment: true, replicas: 3, podDisruptionBudget: {maxUnavailable: null}}`, "neither maxUnavailable nor minAvailable"},
 		"claim in distributed mode":           {`coordinator: {distributedDeployment: true, pvcName: my-claim}`, "coordinator.pvcName is set"},
 		"state name without distributed mode": {`coordinator: {stateSecretName: other-state}`, "only a distributed Coordinator"},
 	} {
@@ -642,7 +679,11 @@ func TestChartRefusesSettings(t *testing.T) {
 			}
 		})
 	}
-	for _, vals := range []string{`coordinator: {replicas: 0}`, `coordinator: {replicas: 1, distributedDeployment: true}`, `coordinator: {distributedDeployment: true, stateSecretName: other-state}`} {
+	for _, vals := range []string{`coordinator: {replicas: 0}`, `coordinator: {replicas: 1, distributedDeployment: true}`, `coordinator: {distributedDeployment: true, stateSecretName: other-state}`,
+		`coordinator: {replicas: 15, distributedDeployment: true}`,
+		// One replica makes no disruption budget, so its bounds do not matter.
+		`coordinator: {replicas: 1, distributedDeployment: true, podDisruptionBudget: {maxUnavailable: null}}`,
+		`coordinator: {replicas: 3, distributedDeployment: true, podDisruptionBudget: {enabled: false, maxUnavailable: null}}`} {
 		if _, err := render(t, "marblerun", parseValues(t, vals)); err != nil {
 			t.Errorf("values %s: %v", vals, err)
 		}

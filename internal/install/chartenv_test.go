@@ -25,6 +25,7 @@ func TestChartEnvReadByCoordinator(t *testing.T) {
 		"cli-ports":        {sim: true, mesh: "0.0.0.0:3001", client: "0.0.0.0:5443", hosts: []string{"a.example.com", "b.example.com"}, logLevel: "error"},
 		"cli-distributed":  {sim: true, mesh: "0.0.0.0:2001", client: "0.0.0.0:4433", hosts: []string{"localhost"}, logLevel: "error", state: "marblerun-state"},
 		"helm-distributed": {mesh: "0.0.0.0:2001", client: "0.0.0.0:4433", hosts: []string{"localhost"}, logLevel: "error", state: "my-state"},
+		"helm-replicas":    {mesh: "0.0.0.0:2001", client: "0.0.0.0:4433", hosts: []string{"localhost", "coordinator-key-api.mr.svc.cluster.local"}, logLevel: "error", state: "marblerun-state"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := render(t, "mr", cases[name])

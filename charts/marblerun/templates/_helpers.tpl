@@ -20,7 +20,14 @@ app.kubernetes.io/name: marble-injector
 app.kubernetes.io/part-of: marblerun
 {{- end -}}
 
-{{/* DNS names of the Coordinator's certificate, comma-separated. */}}
+{{/* Port of the key API, on which Coordinators in distributed mode hand
+the key-encryption key to each other. */}}
+{{- define "marblerun.keyAPIPort" -}}
+5433
+{{- end -}}
+
+{{/* DNS names of the Coordinator's certificate, comma-separated; in
+distributed mode the key API Service's names too. */}}
 {{- define "marblerun.dnsNames" -}}
 {{- $ns := .Release.Namespace -}}
 {{- $names := list -}}
@@ -30,7 +37,12 @@ app.kubernetes.io/part-of: marblerun
 {{- $names = append $names $n -}}
 {{- end -}}
 {{- end -}}
-{{- range list "localhost" "coordinator-mesh-api" "coordinator-client-api" (printf "coordinator-mesh-api.%s" $ns) (printf "coordinator-client-api.%s" $ns) (printf "coordinator-mesh-api.%s.svc.cluster.local" $ns) (printf "coordinator-client-api.%s.svc.cluster.local" $ns) -}}
+{{- $fixed := list "localhost" "coordinator-mesh-api" "coordinator-client-api" (printf "coordinator-mesh-api.%s" $ns) (printf "coordinator-client-api.%s" $ns) (printf "coordinator-mesh-api.%s.svc.cluster.local" $ns) (printf "coordinator-client-api.%s.svc.cluster.local" $ns) -}}
+{{- if .Values.coordinator.distributedDeployment -}}
+{{- $key := .Values.coordinator.keyAPIName -}}
+{{- $fixed = concat $fixed (list $key (printf "%s.%s" $key $ns) (printf "%s.%s.svc.cluster.local" $key $ns)) -}}
+{{- end -}}
+{{- range $fixed -}}
 {{- if not (has . $names) -}}
 {{- $names = append $names . -}}
 {{- end -}}
