@@ -6,14 +6,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
-	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/yaml"
+
+	"github.com/marblemesh/marblemesh/charts"
 
 	"github.com/marblemesh/marblemesh/internal/install"
 	"github.com/marblemesh/marblemesh/test/kubetest/nodeagent"
@@ -22,39 +25,21 @@ import (
 const (
 	// coordReplicas is how many Coordinators the distributed installation
 	// runs.
-	coordReplicas = 1
+	coordReplicas = 3
 	coordSelector = "edgeless.systems/control-plane-component=coordinator"
 	// distributedClients is how many client marbles start while a
 	// Coordinator is killed.
 	distributedClients = 3
 )
 
-// TestDistributedCoordinatorFailover installs the Coordinator with its
-// state in Secrets (--distributed-deployment), each replica reaching the
-// API server with its in-cluster configuration, and kills a Coordinator
-// while marbles start: every marble still activates, the state survives
-// and the Coordinator Deployment is back at all replicas Ready.
-func TestDistributedCoordinatorFailover(t *testing.T) {
-	if testing.Short() {
-		t.Skip("skipping the end-to-end test in -short mode")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("the node agent runs containers in namespaces and needs root")
-	}
-	x := setup(t)
-	x.installDistributed()
-	x.setManifest()
-	x.checkStateInSecrets()
-	ns := x.env.Namespace(t)
-	x.marblesDuringFailover(ns)
-	x.uninstallDistributed()
-}
-
 // installDistributed installs with --distributed-deployment and waits for
 // every Coordinator replica to be Ready.
 func (x *e2e) installDistributed() {
 	x.t.Helper()
 	args := []string{"install", "--simulation", "--domain=" + domain, "--distributed-deployment"}
+	if coordReplicas != 1 {
+		args = append(args, "--marblerun-chart-path="+x.chartWithReplicas(coordReplicas))
+	}
 	x.mustMarblerun(args...)
 	x.mustMarblerun("check", "--timeout=120")
 	svc, err := x.cs.CoreV1().Services(installNS).Get(x.ctx, "coordinator-client-api", metav1.GetOptions{})
@@ -77,6 +62,37 @@ func (x *e2e) installDistributed() {
 		x.t.Fatalf("status of a fresh distributed Coordinator: want state 2 (waiting for a manifest), got:\n%s", status)
 	}
 	x.tl.Addf("distributed install: %d Coordinator(s) Ready; client API at %s:4433", len(pods), x.coordIP)
+}
+
+// chartWithReplicas writes the built-in chart with coordinator.replicas set
+// to n into a folder and returns it: install has no flag for the value.
+func (x *e2e) chartWithReplicas(n int) string {
+	x.t.Helper()
+	dir := filepath.Join(x.work, "chart-"+strconv.Itoa(n)+"-replicas")
+	if err := os.CopyFS(dir, charts.MarbleRun()); err != nil {
+		x.t.Fatal(err)
+	}
+	valuesFile := filepath.Join(dir, "values.yaml")
+	b, err := os.ReadFile(valuesFile)
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	var values map[string]any
+	if err := yaml.Unmarshal(b, &values); err != nil {
+		x.t.Fatal(err)
+	}
+	coord, ok := values["coordinator"].(map[string]any)
+	if !ok {
+		x.t.Fatalf("the chart's values have no coordinator section")
+	}
+	coord["replicas"] = n
+	if b, err = yaml.Marshal(values); err != nil {
+		x.t.Fatal(err)
+	}
+	if err := os.WriteFile(valuesFile, b, 0o600); err != nil {
+		x.t.Fatal(err)
+	}
+	return dir
 }
 
 // hasServiceAccountVolume reports whether the Pod mounts the service-account
@@ -191,17 +207,18 @@ func (x *e2e) waitMarbleRunning(ns string) {
 	}
 }
 
-// killCoordinator ends one Coordinator abruptly: with one replica its
-// process is SIGKILLed and restarts in place; with several the Pod is
-// deleted without grace and the Deployment replaces it.
+// killCoordinator ends one Coordinator abruptly: its process is
+// SIGKILLed, as in a crash. With one replica it restarts in place; with
+// several its Pod is also deleted without grace, and the Deployment starts
+// a new replica beside the running ones.
 func (x *e2e) killCoordinator(p corev1.Pod) {
 	x.t.Helper()
+	pid, err := x.agent.KillContainer(installNS, p.Name, "coordinator")
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	x.tl.Addf("killed the Coordinator of Pod %s (pid %d)", p.Name, pid)
 	if coordReplicas == 1 {
-		pid, err := x.agent.KillContainer(installNS, p.Name, "coordinator")
-		if err != nil {
-			x.t.Fatal(err)
-		}
-		x.tl.Addf("killed the Coordinator of Pod %s (pid %d)", p.Name, pid)
 		return
 	}
 	if err := x.cs.CoreV1().Pods(installNS).Delete(x.ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
