@@ -53,9 +53,10 @@ func (x *e2e) installDistributed() {
 		if env["EDG_STORE_BACKEND"] != "k8s-secret" {
 			x.t.Errorf("Coordinator %s: EDG_STORE_BACKEND=%q, want k8s-secret", p.Name, env["EDG_STORE_BACKEND"])
 		}
-		if len(p.Spec.Volumes) == 0 || !hasServiceAccountVolume(p) {
+		if !hasServiceAccountVolume(p) {
 			x.t.Errorf("Coordinator %s has no service-account volume: %v", p.Name, p.Spec.Volumes)
 		}
+		x.checkCoordinatorProcessEnv(p)
 	}
 	status := x.mustMarblerun("status", x.coordAddr(), "--insecure", "--coordinator-cert", x.certFile)
 	if !strings.Contains(status, "2") {
@@ -93,6 +94,42 @@ func (x *e2e) chartWithReplicas(n int) string {
 		x.t.Fatal(err)
 	}
 	return dir
+}
+
+// checkCoordinatorProcessEnv compares what the Coordinator's process got
+// from the downward API and the node agent with its Pod.
+func (x *e2e) checkCoordinatorProcessEnv(p corev1.Pod) {
+	x.t.Helper()
+	kube, err := x.cs.CoreV1().Services(metav1.NamespaceDefault).Get(x.ctx, "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	id := p.Status.ContainerStatuses[0].ContainerID
+	pid, err := strconv.Atoi(strings.TrimPrefix(id, "nodeagent://"))
+	if err != nil {
+		x.t.Fatalf("Coordinator %s: no process in container ID %q", p.Name, id)
+	}
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+	if err != nil {
+		x.t.Fatalf("the environment of Coordinator %s: %v", p.Name, err)
+	}
+	env := map[string]string{}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	for k, want := range map[string]string{
+		"POD_NAME":                p.Name,
+		"POD_NAMESPACE":           installNS,
+		"POD_IP":                  p.Status.PodIP,
+		"KUBERNETES_SERVICE_HOST": kube.Spec.ClusterIP,
+		"KUBERNETES_SERVICE_PORT": "443",
+	} {
+		if env[k] != want {
+			x.t.Errorf("Coordinator %s (pid %d): %s=%q, want %q", p.Name, pid, k, env[k], want)
+		}
+	}
 }
 
 // hasServiceAccountVolume reports whether the Pod mounts the service-account
