@@ -41,6 +41,7 @@ const (
 	EnvStoreBackend = "EDG_STORE_BACKEND"
 	EnvK8sStateName = "EDG_K8S_STATE_NAME"
 	EnvK8sNamespace = "EDG_K8S_NAMESPACE"
+	EnvK8sKEKMap    = "EDG_K8S_KEK_MAP"
 	// EnvKubeconfig, in distributed mode, names a kubeconfig file that
 	// replaces the in-cluster configuration (outside a cluster, in tests).
 	EnvKubeconfig = "KUBECONFIG"
@@ -78,7 +79,10 @@ type Config struct {
 	Store         string
 	KubeStateName string
 	KubeNamespace string
-	Kubeconfig    string
+	// KubeKEKMapName names the ConfigMap in KubeNamespace that holds the
+	// state's key-encryption key sealed for each platform.
+	KubeKEKMapName string
+	Kubeconfig     string
 	// StartupManifest, if set, is a manifest file applied at boot.
 	StartupManifest string
 	// Simulation admits marbles without attestation (insecure).
@@ -171,6 +175,8 @@ func Describe() string {
 		EnvK8sStateName + "                name of the head Secret; further Secrets are named after it and labelled",
 		"                                  " + store.LabelState + "=<name> (default \"" + store.DefaultKubeStateName + "\")",
 		EnvK8sNamespace + "                 namespace of the Secrets (default: the Pod's, from " + serviceAccountNamespaceFile + ")",
+		EnvK8sKEKMap + "                   ConfigMap in that namespace holding the state's key-encryption key sealed for",
+		"                                  each platform (default \"" + store.DefaultKEKMapName + "\")",
 		EnvKubeconfig + "                        kubeconfig file to reach the Kubernetes API (default: the in-cluster service account);",
 		"                                  read in distributed mode only",
 		"",
@@ -252,7 +258,7 @@ func storeFromEnv(cfg *Config, getenv func(string) string, cwd string, readFile 
 		if backend != "" {
 			return fmt.Errorf("%s=%q needs %s=1 (without it the state is kept in %s)", EnvStoreBackend, backend, EnvDistributed, EnvSealDir)
 		}
-		for _, name := range []string{EnvK8sStateName, EnvK8sNamespace} {
+		for _, name := range []string{EnvK8sStateName, EnvK8sNamespace, EnvK8sKEKMap} {
 			if getenv(name) != "" {
 				return fmt.Errorf("%s is set, but only the distributed mode (%s=1) keeps the state in Secrets", name, EnvDistributed)
 			}
@@ -273,6 +279,10 @@ func storeFromEnv(cfg *Config, getenv func(string) string, cwd string, readFile 
 	cfg.KubeStateName = orDefault(getenv(EnvK8sStateName), store.DefaultKubeStateName)
 	if err := store.CheckKubeStateName(cfg.KubeStateName); err != nil {
 		return fmt.Errorf("%s: %w", EnvK8sStateName, err)
+	}
+	cfg.KubeKEKMapName = orDefault(getenv(EnvK8sKEKMap), store.DefaultKEKMapName)
+	if err := store.CheckKEKMapName(cfg.KubeKEKMapName); err != nil {
+		return fmt.Errorf("%s: %w", EnvK8sKEKMap, err)
 	}
 	cfg.KubeNamespace = strings.TrimSpace(getenv(EnvK8sNamespace))
 	if cfg.KubeNamespace == "" {

@@ -190,7 +190,7 @@ func openStore(cfg Config, opts store.Options) (store.Store, []any, error) {
 			return nil, nil, fmt.Errorf("store %s: a Kubernetes client: %w", StoreK8sSecret, err)
 		}
 		st, err := store.OpenKube(store.KubeOptions{
-			Client: cs, WatchClient: wcs, Namespace: cfg.KubeNamespace, Name: cfg.KubeStateName,
+			Client: cs, WatchClient: wcs, Namespace: cfg.KubeNamespace, Name: cfg.KubeStateName, KEKMapName: cfg.KubeKEKMapName,
 			Sealers: opts.Sealers, DefaultMode: opts.DefaultMode, Logger: opts.Logger,
 		})
 		if err != nil {

@@ -104,6 +104,14 @@ type Core struct {
 	// sealMode is the seal mode in force (a seal.Mode), copied from the
 	// store by noteSealMode whenever it may have changed.
 	sealMode atomic.Value
+
+	// needKey is set while in recovery because the store holds no key of
+	// this platform (store.ErrNeedKey) that a peer could hand over.
+	needKey atomic.Bool
+	// rollback is the error of the last read of the stored state when it
+	// was refused as older than state seen before (store.ErrRollback);
+	// nil otherwise. While set, writes are refused.
+	rollback atomic.Pointer[error]
 }
 
 // view is an immutable snapshot of the Coordinator's state.

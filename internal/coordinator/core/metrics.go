@@ -16,6 +16,7 @@ type Metrics struct {
 	sealMode    *prometheus.GaugeVec
 	activations *prometheus.CounterVec
 	successes   *prometheus.CounterVec
+	rollback    prometheus.Gauge
 }
 
 // NewMetrics registers the core's metrics with reg.
@@ -48,19 +49,34 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "coordinator_marble_activations_success_total",
 			Help: "Successful marble activations.",
 		}, []string{"type"}),
+		rollback: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "coordinator_state_rollback_refused",
+			Help: "1 while the stored state read last is older than state this Coordinator has seen (rolled back): it serves what it had and refuses writes.",
+		}),
 	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "coordinator_version_info",
 		Help: "Version of the Coordinator.",
 	}, []string{"version", "commit"})
 	info.WithLabelValues(version.Version, version.Commit).Set(1)
-	reg.MustRegister(m.state, m.simulation, m.tee, m.sealMode, m.activations, m.successes, info)
+	reg.MustRegister(m.state, m.simulation, m.tee, m.sealMode, m.activations, m.successes, m.rollback, info)
 	return m
 }
 
 func (m *Metrics) setState(s State) {
 	if m != nil {
 		m.state.Set(float64(s))
+	}
+}
+
+func (m *Metrics) setRollback(refused bool) {
+	if m == nil {
+		return
+	}
+	if refused {
+		m.rollback.Set(1)
+	} else {
+		m.rollback.Set(0)
 	}
 }
 

@@ -27,6 +27,12 @@ const maxWriteAttempts = 8
 func (c *Core) write(ctx context.Context, what string, op func() error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if rb := c.rollback.Load(); rb != nil {
+		// Read again: the newer state may be back.
+		if err := c.load(ctx, false); err != nil {
+			return newError(KindUnavailable, *rb, "%s: the stored state is older than state this Coordinator has served (rolled back); writes are refused until the newer state is back", what)
+		}
+	}
 	for attempt := 1; ; attempt++ {
 		err := op()
 		if errors.Is(err, store.ErrBroken) {
@@ -98,9 +104,18 @@ func (c *Core) load(ctx context.Context, boot bool) error {
 		return fmt.Errorf("the stored state has disappeared: %w", err)
 	case errors.Is(err, store.ErrUnseal):
 		return c.loadSealed(err)
+	case errors.Is(err, store.ErrRollback):
+		return c.refuseRollback(err)
 	case err != nil:
 		return fmt.Errorf("loading stored state: %w", err)
 	}
+	return c.serve(ctx, stored, boot, "")
+}
+
+// serve takes over stored, just read, as c's state (see load); via names
+// how it was opened, for the log, when not by the store's own means. c.mu
+// must be held or c unshared.
+func (c *Core) serve(ctx context.Context, stored map[string][]byte, boot bool, via string) error {
 	st, err := restore(stored)
 	if err != nil {
 		return fmt.Errorf("stored state is inconsistent: %w", err)
@@ -120,16 +135,36 @@ func (c *Core) load(ctx context.Context, boot bool) error {
 	}
 	c.adopt(st)
 	c.noteSealMode()
+	c.needKey.Store(false)
+	if c.rollback.Swap(nil) != nil {
+		c.metrics.setRollback(false)
+		c.log.Info("the stored state is no longer older than state seen before; writes are accepted again")
+	}
 	if c.unsealErr != nil || c.recovery != nil {
 		c.unsealErr = nil
 		c.endRecovery()
 	}
-	if boot {
+	switch {
+	case via != "":
+		c.log.Info("opened the stored state "+via, "state", state.String(), "sealMode", string(c.cfg.Store.SealMode()))
+	case boot:
 		c.log.Info("resumed from stored state", "state", state.String(), "sealMode", string(c.cfg.Store.SealMode()))
-	} else {
+	default:
 		c.log.Info("took over the stored state written by another Coordinator", "state", state.String(), "sealMode", string(c.cfg.Store.SealMode()))
 	}
 	return nil
+}
+
+// refuseRollback handles stored state older than state seen before (err
+// wraps store.ErrRollback): c keeps serving what it has in memory, or
+// stays where it is, and refuses writes until a read finds state at least
+// as new again.
+func (c *Core) refuseRollback(err error) error {
+	if c.rollback.Swap(&err) == nil {
+		c.metrics.setRollback(true)
+	}
+	c.log.Error("the stored state is older than state this Coordinator has seen: it was rolled back; serving the state in memory and refusing writes", "error", err)
+	return fmt.Errorf("loading stored state: %w", err)
 }
 
 // loadSealed handles stored state that cannot be unsealed (err): a
@@ -143,6 +178,8 @@ func (c *Core) loadSealed(err error) error {
 		return fmt.Errorf("the stored state was changed by another Coordinator and cannot be unsealed here: %w", err)
 	}
 	c.unsealErr = err
+	_, sharer := c.cfg.Store.(store.KeySharer)
+	c.needKey.Store(sharer && errors.Is(err, store.ErrNeedKey))
 	c.noteSealMode()
 	blob := c.cfg.Store.RecoveryData()
 	if c.recovery == nil || !c.recovery.sameData(blob) {

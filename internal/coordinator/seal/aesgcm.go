@@ -3,13 +3,19 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 )
 
 // KeySize is the size in bytes of an AESGCMSealer key (AES-256).
 const KeySize = 32
+
+// aesgcmIDLabel separates the derivation of an AESGCMSealer's ID from
+// every other use of its key.
+const aesgcmIDLabel = "marblemesh/seal/aesgcm-identity/v1"
 
 // aesgcmFormat is the first byte of a value sealed by AESGCMSealer.
 const aesgcmFormat byte = 0x41
@@ -90,6 +96,20 @@ func (s AESGCMSealer) Unseal(sealed, additionalData []byte) ([]byte, error) {
 		return nil, fmt.Errorf("AES-GCM unseal: %w", ErrAuthentication)
 	}
 	return plaintext, nil
+}
+
+// ID is the first IDSize bytes of HMAC-SHA256(Key, label): sealers with
+// the same key have the same ID, and the ID reveals nothing of the key.
+// A sealer without a valid key has the zero ID.
+func (s AESGCMSealer) ID() ID {
+	var id ID
+	if len(s.Key) != KeySize {
+		return id
+	}
+	mac := hmac.New(sha256.New, s.Key)
+	mac.Write([]byte(aesgcmIDLabel))
+	copy(id[:], mac.Sum(nil))
+	return id
 }
 
 // Insecure is false: the protection is that of Key.

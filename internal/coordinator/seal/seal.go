@@ -11,4 +11,14 @@ type Sealer interface {
 	Unseal(sealed, additionalData []byte) ([]byte, error)
 	// Insecure reports whether sealing offers no protection (simulation).
 	Insecure() bool
+	// ID names the sealing identity without revealing anything secret:
+	// two sealers with the same ID unseal each other's values. It lets
+	// several Coordinators keep one sealed value each in a shared place.
+	ID() ID
 }
+
+// IDSize is the size in bytes of a sealing identity's ID.
+const IDSize = 16
+
+// ID names a sealing identity (see Sealer.ID).
+type ID [IDSize]byte

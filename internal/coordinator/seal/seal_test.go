@@ -199,3 +199,34 @@ func TestInsecure(t *testing.T) {
 		t.Error("AESGCMSealer.Insecure() = true, want false")
 	}
 }
+
+func TestID(t *testing.T) {
+	if (SimulationSealer{}).ID() != (ID{}) {
+		t.Error("SimulationSealer.ID() is not all zeros")
+	}
+	a, err := NewAESGCMSealer(testKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := NewAESGCMSealer(testKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewAESGCMSealer(testKey(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ID() != a2.ID() {
+		t.Error("two AES-GCM sealers with the same key have different IDs")
+	}
+	if a.ID() == b.ID() || a.ID() == (ID{}) {
+		t.Errorf("AES-GCM IDs %x and %x: want distinct and non-zero", a.ID(), b.ID())
+	}
+	id := a.ID()
+	if bytes.Contains(testKey(1), id[:]) {
+		t.Error("the AES-GCM ID reveals the key")
+	}
+	if (AESGCMSealer{Key: make([]byte, 5)}).ID() != (ID{}) {
+		t.Error("a sealer without a valid key has a non-zero ID")
+	}
+}

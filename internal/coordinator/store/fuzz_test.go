@@ -193,7 +193,7 @@ func kubeFuzzHead(t testing.TB, aead cipher.AEAD, kc [keyCheckSize]byte) []byte 
 	}
 	h := kubeHead{
 		keyCheck: kc, generation: 7, mode: seal.ModeUniqueKey,
-		entries:      []sealedEntry{{mode: seal.ModeUniqueKey, keyCheck: kc, sealed: []byte("sealed key")}},
+		kekCheck: kc, wrappedKey: bytes.Repeat([]byte{1}, wrappedSize), wrappedKEK: bytes.Repeat([]byte{2}, wrappedSize),
 		recoverySize: 10, recovery: []chunkRef{ref("s-7-r-0", 10)},
 		segments: []segment{
 			{kind: segBase, id: 3, pieces: []chunkRef{ref("s-3-a-0", 100), ref("s-3-b-1", 20)}},
@@ -211,11 +211,15 @@ func FuzzKubeHead(f *testing.F) {
 	aead, kc := fuzzAEAD(f)
 	f.Add(kubeFuzzHead(f, aead, kc))
 	disabled, err := encodeHead(kubeHead{keyCheck: kc, generation: 1, mode: seal.ModeDisabled,
+		wrappedKey: make([]byte, wrappedSize), wrappedKEK: make([]byte, wrappedSize),
 		segments: []segment{{kind: segBase, id: 1, pieces: []chunkRef{{name: "x", size: 1}}}}}, aead, "s")
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Add(disabled)
+	f.Add(encodeLegacyHead(f, kubeHead{keyCheck: kc, generation: 7, mode: seal.ModeProductKey,
+		entries:  []sealedEntry{{mode: seal.ModeProductKey, keyCheck: kc, sealed: []byte("sealed key")}},
+		segments: []segment{{kind: segBase, id: 1, pieces: []chunkRef{{name: "x", size: 1}}}}}, aead, "s"))
 	f.Add([]byte(headMagic))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -230,13 +234,17 @@ func FuzzKubeHead(f *testing.F) {
 			if verifyHead(aead, "s", body, tag) != nil {
 				return
 			}
+			if h.version == legacyHeadVersion {
+				return
+			}
 			// An authentic head re-encodes to one that parses the same.
 			again, err := encodeHead(h, aead, "s")
 			if err != nil {
 				t.Fatal(err)
 			}
 			h2, _, _, err := parseHead(again)
-			if err != nil || h2.generation != h.generation || h2.chunkCount() != h.chunkCount() || h2.mode != h.mode {
+			if err != nil || h2.generation != h.generation || h2.chunkCount() != h.chunkCount() || h2.mode != h.mode ||
+				h2.kekCheck != h.kekCheck || !bytes.Equal(h2.wrappedKey, h.wrappedKey) || !bytes.Equal(h2.wrappedKEK, h.wrappedKEK) {
 				t.Fatalf("re-encoded head differs: %v", err)
 			}
 		})
@@ -276,6 +284,7 @@ func TestKubeHeadRefusesChunkNames(t *testing.T) {
 	aead, kc := fuzzAEAD(t)
 	for _, name := range []string{"", strings.Repeat("a", maxChunkName+1), "Upper", "a/b"} {
 		h := kubeHead{keyCheck: kc, generation: 1, mode: seal.ModeDisabled,
+			wrappedKey: make([]byte, wrappedSize), wrappedKEK: make([]byte, wrappedSize),
 			segments: []segment{{kind: segBase, id: 1, pieces: []chunkRef{{name: name, size: 1}}}}}
 		if _, err := encodeHead(h, aead, "s"); err == nil || !strings.Contains(err.Error(), "chunk name") {
 			t.Errorf("chunk name %q: expected a refusal, found %v", name, err)

@@ -67,6 +67,9 @@ type KubeOptions struct {
 	// Name is the head object's name, a DNS label; empty means
 	// DefaultKubeStateName. Chunk objects are named after it.
 	Name string
+	// KEKMapName names the ConfigMap holding the key-encryption key
+	// sealed for each platform; empty means DefaultKEKMapName.
+	KEKMapName string
 	// Sealers, DefaultMode and Logger are as in Options.
 	Sealers     map[seal.Mode]seal.Sealer
 	DefaultMode seal.Mode
@@ -82,6 +85,7 @@ type KubeStore struct {
 	client      kubernetes.Interface
 	watchClient kubernetes.Interface
 	ns, name    string
+	kekMap      string
 	sealers     map[seal.Mode]seal.Sealer
 	defaultMode seal.Mode
 	log         *slog.Logger
@@ -103,16 +107,24 @@ type KubeStore struct {
 	// this store (at most maxWrittenRVs), so that Watch does not take a
 	// late event of its own write for another store's.
 	written []string
-	// maxGen is the highest authenticated generation seen: Load refuses
-	// anything older.
-	maxGen uint64
+	// maxGen is the highest authenticated generation seen or announced
+	// (RaiseGenerationFloor): Load refuses anything older. seenGen is the
+	// highest one read or written.
+	maxGen  uint64
+	seenGen uint64
 
 	key      []byte
 	aead     cipher.AEAD
 	state    map[string][]byte
 	recovery []byte
 	mode     seal.Mode
-	sealed   *sealedEntry // the open state's sealed key, nil in Disabled
+	// kek is the open state's key-encryption key (nil for a version 1
+	// head until its next write).
+	kek []byte
+	// hintKey and hintKEK are the keys of the state last opened, kept
+	// when a later Load fails: they open a head that another store wrote
+	// with the same keys, without this platform's entry of the KEK map.
+	hintKey, hintKEK []byte
 
 	pieceSize  int
 	compactMin int64
@@ -137,6 +149,13 @@ func OpenKube(opts KubeOptions) (*KubeStore, error) {
 	if err := CheckKubeStateName(name); err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
+	kekMap := opts.KEKMapName
+	if kekMap == "" {
+		kekMap = DefaultKEKMapName
+	}
+	if err := CheckKEKMapName(kekMap); err != nil {
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -159,7 +178,7 @@ func OpenKube(opts KubeOptions) (*KubeStore, error) {
 		}
 	}
 	return &KubeStore{
-		client: opts.Client, watchClient: opts.WatchClient, ns: opts.Namespace, name: name,
+		client: opts.Client, watchClient: opts.WatchClient, ns: opts.Namespace, name: name, kekMap: kekMap,
 		sealers: sealers, defaultMode: mode, log: logger, mode: mode,
 		pieceSize: defaultPieceSize, compactMin: defaultCompactMin, maxDeltas: defaultMaxDeltas,
 	}, nil
@@ -193,20 +212,67 @@ func (s *KubeStore) labels(object string, gen uint64) map[string]string {
 	return l
 }
 
-// Load reads the head, unseals its data key, reads and checks every chunk
-// and returns a copy of the state. It never writes. It starts over when
-// the head moves while it reads.
+// Load reads the head, opens its data key, reads and checks every chunk
+// and returns a copy of the state. It starts over when the head moves
+// while it reads. It never writes the state; when it opened the data key
+// without this platform's entry of the KEK map (with the keys of the
+// state it had open), it adds that entry.
 func (s *KubeStore) Load(ctx context.Context) (map[string][]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.phase == phaseClosed {
 		return nil, fmt.Errorf("store: load: %w", ErrClosed)
 	}
+	return s.load(ctx, readKeys{hintKey: s.hintKey, hintKEK: s.hintKEK}, "load")
+}
+
+// LoadWithKEK opens the state with a key-encryption key handed over by a
+// Coordinator that has it open: the key of another platform's entry. It
+// first raises the generation floor to minGeneration, so a head older than
+// what that Coordinator has seen is refused with ErrRollback. A key that
+// does not open the head fails with an error wrapping ErrUnseal. On
+// success the key is sealed for this platform into the KEK map (unless the
+// seal mode is Disabled), so that later Loads need no peer.
+func (s *KubeStore) LoadWithKEK(ctx context.Context, kek []byte, minGeneration uint64) (map[string][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase == phaseClosed {
+		return nil, fmt.Errorf("store: load with a key-encryption key: %w", ErrClosed)
+	}
+	if len(kek) != dataKeySize {
+		return nil, fmt.Errorf("store: load with a key-encryption key: %w: the key is %d bytes, want %d", ErrUnseal, len(kek), dataKeySize)
+	}
+	s.maxGen = max(s.maxGen, minGeneration)
+	return s.load(ctx, readKeys{kek: cloneValue(kek)}, "load with a key-encryption key")
+}
+
+// KeyEncryptionKey returns a copy of the open state's key-encryption key
+// and the highest generation this store has read or written; ok is false when no state is open (or it is a version 1 head not
+// yet written again).
+func (s *KubeStore) KeyEncryptionKey() (kek []byte, generation uint64, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.phase != phaseOpen || s.kek == nil {
+		return nil, 0, false
+	}
+	return cloneValue(s.kek), s.seenGen, true
+}
+
+// RaiseGenerationFloor makes later loads refuse, with ErrRollback, a head
+// whose generation is below gen. The floor never goes down.
+func (s *KubeStore) RaiseGenerationFloor(gen uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxGen = max(s.maxGen, gen)
+}
+
+// load is Load with keys. s.mu must be held.
+func (s *KubeStore) load(ctx context.Context, keys readKeys, what string) (map[string][]byte, error) {
 	s.forget()
 	var d kubeRead
 	var err error
 	for range maxLoadAttempts {
-		d, err = s.read(ctx, nil)
+		d, err = s.read(ctx, keys)
 		if !errors.Is(err, errHeadMoved) {
 			break
 		}
@@ -218,6 +284,11 @@ func (s *KubeStore) Load(ctx context.Context) (map[string][]byte, error) {
 	switch {
 	case err == nil:
 		s.adopt(d)
+		if d.head.version == headVersion && d.head.mode.Seals() && !d.viaEntry {
+			if _, perr := s.putKEKEntry(ctx, d.kek, d.head.mode); perr != nil {
+				s.log.Warn("store: could not seal the key-encryption key for this platform; a later load tries again", "map", s.kekMap, "err", perr)
+			}
+		}
 		return cloneState(s.state), nil
 	case errors.Is(err, ErrNoState):
 		s.phase = phaseEmpty
@@ -226,20 +297,31 @@ func (s *KubeStore) Load(ctx context.Context) (map[string][]byte, error) {
 	default:
 		s.phase = phaseUnloaded
 	}
-	return nil, fmt.Errorf("store: load %s/%s: %w", s.ns, s.name, err)
+	return nil, fmt.Errorf("store: %s %s/%s: %w", what, s.ns, s.name, err)
 }
 
-// forget drops the open state, keeping the highest generation seen.
+// forget drops the open state, keeping the highest generation seen and
+// the keys of the state last opened.
 func (s *KubeStore) forget() {
 	s.phase, s.broken, s.stale = phaseUnloaded, nil, false
 	s.headKnown, s.exists, s.rv, s.headRaw, s.head, s.headOK = false, false, "", nil, kubeHead{}, false
-	s.key, s.aead, s.state, s.recovery, s.mode, s.sealed = nil, nil, nil, nil, s.defaultMode, nil
+	s.key, s.aead, s.state, s.recovery, s.mode, s.kek = nil, nil, nil, nil, s.defaultMode, nil
 }
 
 func (s *KubeStore) adopt(d kubeRead) {
 	s.phase = phaseOpen
-	s.key, s.aead, s.state, s.sealed = d.key, d.aead, d.state, d.sealed
+	s.key, s.aead, s.state, s.kek = d.key, d.aead, d.state, d.kek
+	s.hintKey, s.hintKEK = d.key, d.kek
 	s.maxGen = max(s.maxGen, d.head.generation)
+	s.seenGen = max(s.seenGen, d.head.generation)
+}
+
+// readKeys are the keys read opens the head with. With dataKey (Unlock)
+// or kek (LoadWithKEK) set, the head must open with that key. Otherwise
+// the hints are tried first, then this platform's entry of the KEK map.
+type readKeys struct {
+	dataKey, kek     []byte
+	hintKey, hintKEK []byte
 }
 
 // kubeRead is what read found.
@@ -253,13 +335,15 @@ type kubeRead struct {
 	recovery  []byte
 	key       []byte
 	aead      cipher.AEAD
-	sealed    *sealedEntry
-	state     map[string][]byte
+	kek       []byte
+	// viaEntry: the key came from this platform's entry of the KEK map.
+	viaEntry bool
+	state    map[string][]byte
 }
 
-// read reads the head and its chunks without writing. With a nil dataKey
-// the key is unsealed from the head; otherwise dataKey must match it.
-func (s *KubeStore) read(ctx context.Context, dataKey []byte) (kubeRead, error) {
+// read reads the head and its chunks without writing, opening the data
+// key with keys.
+func (s *KubeStore) read(ctx context.Context, keys readKeys) (kubeRead, error) {
 	var d kubeRead
 	sec, err := s.secrets().Get(ctx, s.name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -286,13 +370,28 @@ func (s *KubeStore) read(ctx context.Context, dataKey []byte) (kubeRead, error) 
 	}
 	d.recovery = join(h.recovery, pieces)
 
-	if dataKey != nil {
-		if keyCheckOf(dataKey) != h.keyCheck {
+	switch {
+	case keys.dataKey != nil:
+		if keyCheckOf(keys.dataKey) != h.keyCheck {
 			return d, ErrWrongDataKey
 		}
-		d.key = cloneValue(dataKey)
-	} else if d.key, d.sealed, err = s.unsealKey(h); err != nil {
-		return d, err
+		d.key = cloneValue(keys.dataKey)
+	case keys.kek != nil:
+		if h.version != headVersion {
+			return d, fmt.Errorf("%w: the head is format version %d, which has no key-encryption key", ErrUnseal, h.version)
+		}
+		if d.key, err = unwrapDataKey(s.name, h, keys.kek); err != nil {
+			return d, err
+		}
+		d.kek = cloneValue(keys.kek)
+	case h.version != headVersion:
+		if d.key, err = s.unsealKey(h); err != nil {
+			return d, err
+		}
+	default:
+		if d.key, d.kek, d.viaEntry, err = s.openHead(ctx, h, keys); err != nil {
+			return d, err
+		}
 	}
 	if d.aead, err = newAEAD(d.key); err != nil {
 		return d, err
@@ -301,7 +400,7 @@ func (s *KubeStore) read(ctx context.Context, dataKey []byte) (kubeRead, error) 
 		return d, corrupt("%v", err)
 	}
 	if h.generation < s.maxGen {
-		return d, fmt.Errorf("%w: the head is generation %d, this store has seen generation %d", ErrRollback, h.generation, s.maxGen)
+		return d, fmt.Errorf("%w: the head is generation %d, this store has seen or been told of generation %d", ErrRollback, h.generation, s.maxGen)
 	}
 	var refs []chunkRef
 	for _, g := range h.segments {
@@ -381,15 +480,38 @@ func (s *KubeStore) fetch(ctx context.Context, rv string, refs []chunkRef) (map[
 	return out, err
 }
 
-// unsealKey unseals the data key of h with the sealer of its seal mode.
-// Every failure wraps ErrUnseal.
-func (s *KubeStore) unsealKey(h kubeHead) ([]byte, *sealedEntry, error) {
+// openHead opens the keys of a version 2 head: with the hints when they
+// are the head's, otherwise from this platform's entry of the KEK map
+// (viaEntry). Failures wrap ErrUnseal; ErrNeedKey when no key is at hand.
+func (s *KubeStore) openHead(ctx context.Context, h kubeHead, keys readKeys) (key, kek []byte, viaEntry bool, err error) {
+	switch {
+	case keys.hintKEK != nil && kekCheckOf(keys.hintKEK) == h.kekCheck:
+		kek = cloneValue(keys.hintKEK)
+	case keys.hintKey != nil && keyCheckOf(keys.hintKey) == h.keyCheck:
+		if kek, err = unwrapKEK(s.name, h, keys.hintKey); err != nil {
+			return nil, nil, false, err
+		}
+	default:
+		if kek, err = s.sealedKEK(ctx, h); err != nil {
+			return nil, nil, false, err
+		}
+		viaEntry = true
+	}
+	if key, err = unwrapDataKey(s.name, h, kek); err != nil {
+		return nil, nil, false, err
+	}
+	return key, kek, viaEntry, nil
+}
+
+// unsealKey unseals the data key of a version 1 head with the sealer of
+// its seal mode. Every failure wraps ErrUnseal.
+func (s *KubeStore) unsealKey(h kubeHead) ([]byte, error) {
 	if !h.mode.Seals() {
-		return nil, nil, fmt.Errorf("%w: the state's seal mode is %s, so its data key is not kept across restarts: recover it with the owners' recovery keys", ErrUnseal, h.mode)
+		return nil, fmt.Errorf("%w: the state's seal mode is %s, so its data key is not kept across restarts: recover it with the owners' recovery keys", ErrUnseal, h.mode)
 	}
 	sealer := s.sealers[h.mode]
 	if sealer == nil {
-		return nil, nil, fmt.Errorf("%w: the state is sealed in seal mode %s, for which this Coordinator has no sealer", ErrUnseal, h.mode)
+		return nil, fmt.Errorf("%w: the state is sealed in seal mode %s, for which this Coordinator has no sealer", ErrUnseal, h.mode)
 	}
 	code, _ := h.mode.Code()
 	last := fmt.Errorf("%w: the head holds no data key of this state sealed in seal mode %s", ErrUnseal, h.mode)
@@ -406,10 +528,9 @@ func (s *KubeStore) unsealKey(h kubeHead) ([]byte, *sealedEntry, error) {
 			last = fmt.Errorf("%w: an unsealed data key does not match the head's key check", ErrUnseal)
 			continue
 		}
-		e.sealed = bytes.Clone(e.sealed)
-		return key, &e, nil
+		return key, nil
 	}
-	return nil, nil, last
+	return nil, last
 }
 
 // Commit writes changes as a delta object and swaps the head to list it.
@@ -452,7 +573,7 @@ func (s *KubeStore) commit(ctx context.Context, changes map[string][]byte) error
 		}
 		state := make(map[string][]byte, len(changes))
 		applyChanges(state, changes)
-		if err := s.writeState(ctx, key, s.defaultMode, nil, state, false); err != nil {
+		if err := s.writeState(ctx, key, s.defaultMode, nil, state, false, true); err != nil {
 			return err
 		}
 		s.phase = phaseOpen
@@ -466,7 +587,11 @@ func (s *KubeStore) commit(ctx context.Context, changes map[string][]byte) error
 	if len(s.head.segments)+1 > maxHeadSegments || s.head.chunkCount()+len(pieces) > maxHeadChunks {
 		// No room for another delta: write the new state as a base.
 		state := withChanges(s.state, changes)
-		return s.writeState(ctx, s.key, s.mode, s.recovery, state, true)
+		return s.writeState(ctx, s.key, s.mode, s.recovery, state, true, false)
+	}
+	ks, err := s.prepareKEK(ctx, s.key, s.mode, false)
+	if err != nil {
+		return err
 	}
 	refs, err := s.putChunks(ctx, gen, pieces)
 	if err != nil {
@@ -475,9 +600,12 @@ func (s *KubeStore) commit(ctx context.Context, changes map[string][]byte) error
 	h := s.head
 	h.generation = gen
 	h.segments = append(append([]segment(nil), s.head.segments...), segment{kind: segDelta, id: gen, pieces: refs})
+	ks.apply(&h)
 	if err := s.swapHead(ctx, h, s.aead, refs, true); err != nil {
+		s.abandonKEK(ctx, ks, err)
 		return err
 	}
+	s.finishKEK(ctx, ks)
 	applyChanges(s.state, changes)
 	s.maybeCompact(ctx)
 	return nil
@@ -573,6 +701,7 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 	oldOK := s.headOK
 	s.exists, s.rv, s.head, s.headOK, s.headRaw = true, out.ResourceVersion, h, true, data
 	s.maxGen = max(s.maxGen, h.generation)
+	s.seenGen = max(s.seenGen, h.generation)
 	s.wrote(out.ResourceVersion)
 	if err := s.at("head-written"); err != nil {
 		return err
@@ -590,17 +719,19 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 	return nil
 }
 
-// writeState writes state as a new base under key, sealed in mode, with
-// recovery data, and swaps the head to it. dropOld deletes the previous
-// head's chunks afterwards; without it they are kept (state that was not
-// opened is kept aside). On success the store adopts the new state.
-func (s *KubeStore) writeState(ctx context.Context, key []byte, mode seal.Mode, recovery []byte, state map[string][]byte, dropOld bool) error {
+// writeState writes state as a new base under key, in seal mode mode,
+// with recovery data, and swaps the head to it. dropOld deletes the
+// previous head's chunks afterwards; without it they are kept (state that
+// was not opened is kept aside). rotate puts the key under a new
+// key-encryption key (see prepareKEK). On success the store adopts the
+// new state.
+func (s *KubeStore) writeState(ctx context.Context, key []byte, mode seal.Mode, recovery []byte, state map[string][]byte, dropOld, rotate bool) error {
 	aead, err := newAEAD(key)
 	if err != nil {
 		return err
 	}
 	kc := keyCheckOf(key)
-	entry, err := s.sealFor(key, kc, mode)
+	ks, err := s.prepareKEK(ctx, key, mode, rotate)
 	if err != nil {
 		return err
 	}
@@ -610,9 +741,7 @@ func (s *KubeStore) writeState(ctx context.Context, key []byte, mode seal.Mode, 
 		return err
 	}
 	h := kubeHead{keyCheck: kc, generation: gen, mode: mode, recoverySize: uint32(len(recovery))} //nolint:gosec // G115: at most maxRecoveryDataSize
-	if entry != nil {
-		h.entries = []sealedEntry{*entry}
-	}
+	ks.apply(&h)
 	var created []chunkRef
 	if len(recovery) > 0 && bytes.Equal(recovery, s.recovery) && s.headOK && s.phase == phaseOpen {
 		h.recovery = s.head.recovery
@@ -630,34 +759,89 @@ func (s *KubeStore) writeState(ctx context.Context, key []byte, mode seal.Mode, 
 	created = append(created, refs...)
 	h.segments = []segment{{kind: segBase, id: gen, pieces: refs}}
 	if err := s.swapHead(ctx, h, aead, created, dropOld); err != nil {
+		s.abandonKEK(ctx, ks, err)
 		return err
 	}
-	s.key, s.aead, s.state, s.recovery, s.mode, s.sealed = key, aead, state, recovery, mode, entry
+	s.key, s.aead, s.state, s.recovery, s.mode = key, aead, state, recovery, mode
+	s.finishKEK(ctx, ks)
 	return nil
 }
 
-// sealFor returns the sealed entry of key in mode, reusing the open one;
-// nil in Disabled.
-func (s *KubeStore) sealFor(key []byte, kc [keyCheckSize]byte, mode seal.Mode) (*sealedEntry, error) {
-	if !mode.Seals() {
-		return nil, nil
+// kekSet is the key-encryption key of a head about to be written and
+// the head's fields that hold it.
+type kekSet struct {
+	kek        []byte
+	rotated    bool
+	undo       kekUndo
+	kekCheck   [keyCheckSize]byte
+	wrappedKey []byte
+	wrappedKEK []byte
+}
+
+func (ks kekSet) apply(h *kubeHead) {
+	h.version, h.entries = headVersion, nil
+	h.kekCheck, h.wrappedKey, h.wrappedKEK = ks.kekCheck, ks.wrappedKey, ks.wrappedKEK
+}
+
+// prepareKEK returns the key-encryption key of a head about to be written
+// with dataKey in mode: the open state's, or a new random one when rotate
+// is set, when there is none (nothing open, or a version 1 head), or when
+// mode is not the open state's (so that no platform keeps the key sealed
+// in a mode the state has left). Before the head is written, the key is
+// sealed for this platform into the KEK map (unless mode is Disabled): a
+// crash between the two leaves the head in force with the entries that
+// open it; only this platform's own entry may have been replaced by one
+// for a key never used, when its sealer for mode is the one of the head's
+// mode (see the package documentation).
+func (s *KubeStore) prepareKEK(ctx context.Context, dataKey []byte, mode seal.Mode, rotate bool) (kekSet, error) {
+	rotate = rotate || s.kek == nil || s.head.version != headVersion || mode != s.mode
+	if !rotate && bytes.Equal(dataKey, s.key) {
+		h := s.head
+		return kekSet{kek: s.kek, kekCheck: h.kekCheck, wrappedKey: h.wrappedKey, wrappedKEK: h.wrappedKEK}, nil
 	}
-	if s.sealed != nil && s.sealed.mode == mode && s.sealed.keyCheck == kc {
-		return s.sealed, nil
+	ks := kekSet{kek: s.kek, rotated: rotate}
+	if rotate {
+		var err error
+		if ks.kek, err = newDataKey(); err != nil {
+			return ks, fmt.Errorf("key-encryption key: %w", err)
+		}
 	}
-	sealer := s.sealers[mode]
-	if sealer == nil {
-		return nil, fmt.Errorf("seal data key: this Coordinator has no sealer for seal mode %s", mode)
+	ks.kekCheck = kekCheckOf(ks.kek)
+	var err error
+	if ks.wrappedKey, ks.wrappedKEK, err = wrapKeys(s.name, dataKey, ks.kek); err != nil {
+		return ks, fmt.Errorf("wrap the data key: %w", err)
 	}
-	code, err := mode.Code()
-	if err != nil {
-		return nil, err
+	if ks.undo, err = s.putKEKEntry(ctx, ks.kek, mode); err != nil {
+		return ks, err
 	}
-	sealed, err := sealer.Seal(key, sealedKeyAAD(code, kc))
-	if err != nil {
-		return nil, fmt.Errorf("seal data key in seal mode %s: %w", mode, err)
+	if err := s.at("kek-entry-written"); err != nil {
+		return ks, err
 	}
-	return &sealedEntry{mode: mode, keyCheck: kc, sealed: sealed}, nil
+	return ks, nil
+}
+
+// abandonKEK takes back this platform's entry written for a head whose
+// write was refused because it lost a race (ErrConflict): the winner's
+// key may be the one the entry held before. After any other failure the
+// head may have been written, and the entry stays.
+func (s *KubeStore) abandonKEK(ctx context.Context, ks kekSet, err error) {
+	if errors.Is(err, ErrConflict) {
+		s.undoKEKEntry(ctx, ks.undo)
+	}
+}
+
+// finishKEK adopts the key-encryption key of a head just written; after a
+// new one it removes the entries of every other from the KEK map. A
+// failure there is logged: those entries open no head and are removed by
+// the next change of key.
+func (s *KubeStore) finishKEK(ctx context.Context, ks kekSet) {
+	s.kek, s.hintKey, s.hintKEK = ks.kek, s.key, ks.kek
+	if !ks.rotated {
+		return
+	}
+	if err := s.dropOtherKEKs(ctx, ks.kekCheck); err != nil {
+		s.log.Warn("store: could not remove the entries of an earlier key-encryption key", "map", s.kekMap, "err", err)
+	}
 }
 
 // maybeCompact writes the state as a new base once the deltas are larger
@@ -671,7 +855,7 @@ func (s *KubeStore) maybeCompact(ctx context.Context) {
 	if deltaBytes <= max(s.compactMin, s.head.segments[0].size()) && len(s.head.segments)-1 < s.maxDeltas {
 		return
 	}
-	if err := s.writeState(ctx, s.key, s.mode, s.recovery, s.state, true); err != nil {
+	if err := s.writeState(ctx, s.key, s.mode, s.recovery, s.state, true, false); err != nil {
 		s.log.Warn("store: compaction failed", "generation", s.head.generation, "err", err)
 		return
 	}
@@ -758,7 +942,7 @@ func (s *KubeStore) ResetWith(ctx context.Context, state map[string][]byte, opts
 		}
 	}
 	s.broken = nil
-	if err := s.writeState(ctx, key, mode, recovery, cloneState(state), opened); err != nil {
+	if err := s.writeState(ctx, key, mode, recovery, cloneState(state), opened, !opened); err != nil {
 		return nil, fmt.Errorf("store: reset: %w", err)
 	}
 	s.phase, s.stale = phaseOpen, false
@@ -802,9 +986,9 @@ func (s *KubeStore) discard(ctx context.Context) error {
 }
 
 // Unlock opens the stored state with a data key supplied by the owners,
-// seals that key for this machine in the state's seal mode and swaps the
-// head to one that lists it. A wrong key (ErrWrongDataKey) or unreadable
-// objects change nothing.
+// puts it under a new key-encryption key, seals that for this platform in
+// the state's seal mode and swaps the head to one that holds it. A wrong
+// key (ErrWrongDataKey) or unreadable objects change nothing.
 func (s *KubeStore) Unlock(ctx context.Context, dataKey []byte) (map[string][]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -817,7 +1001,7 @@ func (s *KubeStore) Unlock(ctx context.Context, dataKey []byte) (map[string][]by
 	var d kubeRead
 	var err error
 	for range maxLoadAttempts {
-		if d, err = s.read(ctx, dataKey); !errors.Is(err, errHeadMoved) {
+		if d, err = s.read(ctx, readKeys{dataKey: dataKey}); !errors.Is(err, errHeadMoved) {
 			break
 		}
 	}
@@ -826,22 +1010,21 @@ func (s *KubeStore) Unlock(ctx context.Context, dataKey []byte) (map[string][]by
 	}
 	s.broken, s.stale = nil, false
 	s.headKnown, s.exists, s.rv, s.headRaw, s.head, s.headOK = true, true, d.rv, d.raw, d.head, true
-	s.key, s.aead, s.recovery, s.mode, s.sealed = d.key, d.aead, d.recovery, d.head.mode, nil
-	entry, err := s.sealFor(d.key, d.head.keyCheck, d.head.mode)
+	s.key, s.aead, s.recovery, s.mode, s.kek = d.key, d.aead, d.recovery, d.head.mode, nil
+	ks, err := s.prepareKEK(ctx, d.key, d.head.mode, true)
 	if err != nil {
 		return nil, fmt.Errorf("store: unlock: %w", err)
 	}
 	h := d.head
 	h.generation = s.nextGen()
-	h.entries = nil
-	if entry != nil {
-		h.entries = []sealedEntry{*entry}
-	}
+	ks.apply(&h)
 	if err := s.swapHead(ctx, h, d.aead, nil, false); err != nil {
+		s.abandonKEK(ctx, ks, err)
 		return nil, fmt.Errorf("store: unlock: %w", err)
 	}
-	s.state, s.sealed, s.phase = d.state, entry, phaseOpen
-	s.log.Info("store: unlocked stored state and sealed its data key for this machine", "generation", h.generation)
+	s.finishKEK(ctx, ks)
+	s.state, s.phase = d.state, phaseOpen
+	s.log.Info("store: unlocked stored state under a new key-encryption key sealed for this platform", "generation", h.generation)
 	return cloneState(s.state), nil
 }
 
@@ -867,9 +1050,14 @@ func (s *KubeStore) SetRecoveryData(ctx context.Context, data []byte) error {
 	if len(data) > maxRecoveryDataSize {
 		return fmt.Errorf("store: set recovery data: %d bytes exceeds the limit %d", len(data), maxRecoveryDataSize)
 	}
+	ks, err := s.prepareKEK(ctx, s.key, s.mode, false)
+	if err != nil {
+		return fmt.Errorf("store: set recovery data: %w", err)
+	}
 	gen := s.nextGen()
 	h := s.head
 	h.generation, h.recoverySize, h.recovery = gen, uint32(len(data)), nil //nolint:gosec // G115: at most maxRecoveryDataSize
+	ks.apply(&h)
 	if len(data) > 0 {
 		refs, err := s.putChunks(ctx, gen, cut(cloneValue(data), s.pieceSize))
 		if err != nil {
@@ -878,8 +1066,10 @@ func (s *KubeStore) SetRecoveryData(ctx context.Context, data []byte) error {
 		h.recovery = refs
 	}
 	if err := s.swapHead(ctx, h, s.aead, h.recovery, true); err != nil {
+		s.abandonKEK(ctx, ks, err)
 		return fmt.Errorf("store: set recovery data: %w", err)
 	}
+	s.finishKEK(ctx, ks)
 	s.recovery = cloneValue(data)
 	return nil
 }
@@ -897,8 +1087,12 @@ func (s *KubeStore) SealMode() seal.Mode {
 	return s.mode
 }
 
-// SetSealMode swaps the head to one whose data key is sealed in mode (none
-// for Disabled). When nothing would change it writes nothing.
+// SetSealMode swaps the head to one in seal mode mode, with the data key
+// under a new key-encryption key sealed for this platform in that mode
+// (none in Disabled); the entries of the former key are removed. Other
+// Coordinators that have the state open follow with the data key they
+// hold and add their own entries. When nothing would change it writes
+// nothing.
 func (s *KubeStore) SetSealMode(ctx context.Context, mode seal.Mode) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -911,22 +1105,25 @@ func (s *KubeStore) SetSealMode(ctx context.Context, mode seal.Mode) error {
 	if s.phase != phaseOpen {
 		return fmt.Errorf("store: set seal mode: %w", ErrNotOpen)
 	}
-	if s.mode == mode && (s.sealed != nil) == mode.Seals() {
+	if s.mode == mode && s.head.version == headVersion {
 		return nil
 	}
-	entry, err := s.sealFor(s.key, s.head.keyCheck, mode)
+	if !s.CanSeal(mode) {
+		return fmt.Errorf("store: set seal mode %s: this Coordinator has no sealer for it", mode)
+	}
+	ks, err := s.prepareKEK(ctx, s.key, mode, false)
 	if err != nil {
 		return fmt.Errorf("store: set seal mode %s: %w", mode, err)
 	}
 	h := s.head
-	h.generation, h.mode, h.entries = s.nextGen(), mode, nil
-	if entry != nil {
-		h.entries = []sealedEntry{*entry}
-	}
+	h.generation, h.mode = s.nextGen(), mode
+	ks.apply(&h)
 	if err := s.swapHead(ctx, h, s.aead, nil, false); err != nil {
+		s.abandonKEK(ctx, ks, err)
 		return fmt.Errorf("store: set seal mode %s: %w", mode, err)
 	}
-	s.mode, s.sealed = mode, entry
+	s.mode = mode
+	s.finishKEK(ctx, ks)
 	return nil
 }
 
@@ -935,6 +1132,7 @@ func (s *KubeStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.forget()
+	s.hintKey, s.hintKEK = nil, nil
 	s.phase = phaseClosed
 	return nil
 }

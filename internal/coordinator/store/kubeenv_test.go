@@ -28,7 +28,13 @@ func kubeSealers(s seal.Sealer) map[seal.Mode]seal.Sealer {
 // openKube opens a KubeStore on namespace ns of the shared control plane.
 func openKube(t testing.TB, ns string, sealer seal.Sealer) *KubeStore {
 	t.Helper()
-	s, err := OpenKube(KubeOptions{Client: kubeEnv(t).Clientset, Namespace: ns, Sealers: kubeSealers(sealer)})
+	return openKubeSealers(t, ns, kubeSealers(sealer))
+}
+
+// openKubeSealers is openKube with a sealer per seal mode.
+func openKubeSealers(t testing.TB, ns string, sealers map[seal.Mode]seal.Sealer) *KubeStore {
+	t.Helper()
+	s, err := OpenKube(KubeOptions{Client: kubeEnv(t).Clientset, Namespace: ns, Sealers: sealers})
 	if err != nil {
 		t.Fatalf("OpenKube: %v", err)
 	}

@@ -14,7 +14,19 @@ import (
 const (
 	headMagic    = "mmkhead\x00"
 	segmentMagic = "mmkseg\x00\x00"
-	headVersion  = 1
+	wrapMagic    = "mmkwrap\x00"
+	// headVersion is the head format this build writes; a
+	// legacyHeadVersion head, which holds the data key sealed per seal
+	// mode instead of wrapped under a key-encryption key, is still read.
+	headVersion       = 2
+	legacyHeadVersion = 1
+
+	// wrapDataKey and wrapKEK tell the two wrapped keys of a head apart
+	// in their additional data.
+	wrapDataKey byte = 1
+	wrapKEK     byte = 2
+	// wrappedSize is a 32-byte key wrapped: nonce ‖ ciphertext ‖ tag.
+	wrappedSize = nonceSize + dataKeySize + tagSize
 
 	// segBase holds a whole state, segDelta the changes of one commit.
 	segBase  byte = 1
@@ -64,10 +76,18 @@ func (g segment) size() int64 {
 
 // kubeHead is the content of the head object.
 type kubeHead struct {
+	version    uint16
 	keyCheck   [keyCheckSize]byte
 	generation uint64
 	mode       seal.Mode
-	entries    []sealedEntry
+	// kekCheck names the key-encryption key; wrappedKey is the data key
+	// under it, wrappedKEK the key-encryption key under the data key
+	// (version 2).
+	kekCheck   [keyCheckSize]byte
+	wrappedKey []byte
+	wrappedKEK []byte
+	// entries are the data key sealed per seal mode (version 1 only).
+	entries []sealedEntry
 	// recovery holds the recovery data, unencrypted, in chunk objects.
 	recoverySize uint32
 	recovery     []chunkRef
@@ -140,13 +160,80 @@ func (h kubeHead) refLists() [][]chunkRef {
 	return lists
 }
 
+// wrapAAD binds a wrapped key to its state, its kind and both keys'
+// checks.
+func wrapAAD(name string, kind byte, keyCheck, kekCheck [keyCheckSize]byte) []byte {
+	b := make([]byte, 0, 8+1+2+len(name)+2*keyCheckSize)
+	b = append(b, wrapMagic...)
+	b = append(b, kind)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(name))) //nolint:gosec // G115: object names are at most 253 bytes
+	b = append(b, name...)
+	b = append(b, keyCheck[:]...)
+	return append(b, kekCheck[:]...)
+}
+
+// wrapKeys returns the data key wrapped under kek and kek wrapped under
+// the data key, as a version 2 head holds them.
+func wrapKeys(name string, dataKey, kek []byte) (wrappedKey, wrappedKEK []byte, err error) {
+	kc, kk := keyCheckOf(dataKey), kekCheckOf(kek)
+	kekAEAD, err := newAEAD(kek)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyAEAD, err := newAEAD(dataKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	if wrappedKey, err = encrypt(nil, kekAEAD, dataKey, wrapAAD(name, wrapDataKey, kc, kk)); err != nil {
+		return nil, nil, err
+	}
+	if wrappedKEK, err = encrypt(nil, keyAEAD, kek, wrapAAD(name, wrapKEK, kc, kk)); err != nil {
+		return nil, nil, err
+	}
+	return wrappedKey, wrappedKEK, nil
+}
+
+// unwrapDataKey returns the data key of a version 2 head opened with kek.
+// Every failure wraps ErrUnseal.
+func unwrapDataKey(name string, h kubeHead, kek []byte) ([]byte, error) {
+	if len(kek) != dataKeySize || kekCheckOf(kek) != h.kekCheck {
+		return nil, fmt.Errorf("%w: the key-encryption key is not the one of the head", ErrUnseal)
+	}
+	aead, err := newAEAD(kek)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnseal, err)
+	}
+	key, err := decrypt(aead, h.wrappedKey, wrapAAD(name, wrapDataKey, h.keyCheck, h.kekCheck))
+	if err != nil || len(key) != dataKeySize || keyCheckOf(key) != h.keyCheck {
+		return nil, corrupt("the data key wrapped in the head does not open with its key-encryption key")
+	}
+	return key, nil
+}
+
+// unwrapKEK returns the key-encryption key of a version 2 head opened
+// with its data key. Every failure wraps ErrUnseal.
+func unwrapKEK(name string, h kubeHead, dataKey []byte) ([]byte, error) {
+	if len(dataKey) != dataKeySize || keyCheckOf(dataKey) != h.keyCheck {
+		return nil, fmt.Errorf("%w: %w", ErrUnseal, ErrWrongDataKey)
+	}
+	aead, err := newAEAD(dataKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnseal, err)
+	}
+	kek, err := decrypt(aead, h.wrappedKEK, wrapAAD(name, wrapKEK, h.keyCheck, h.kekCheck))
+	if err != nil || len(kek) != dataKeySize || kekCheckOf(kek) != h.kekCheck {
+		return nil, corrupt("the key-encryption key wrapped in the head does not open with its data key")
+	}
+	return kek, nil
+}
+
 func encodeHead(h kubeHead, aead cipher.AEAD, name string) ([]byte, error) {
 	code, err := h.mode.Code()
 	if err != nil {
 		return nil, fmt.Errorf("head: %w", err)
 	}
-	if len(h.entries) > maxHeadEntries || (len(h.entries) > 0) != h.mode.Seals() {
-		return nil, fmt.Errorf("head: %d sealed keys in seal mode %s", len(h.entries), h.mode)
+	if len(h.entries) > 0 || len(h.wrappedKey) != wrappedSize || len(h.wrappedKEK) != wrappedSize {
+		return nil, errors.New("head: no key-encryption key (a version 1 head is not written)")
 	}
 	if len(h.segments) > maxHeadSegments || h.chunkCount() > maxHeadChunks {
 		return nil, fmt.Errorf("head: %d segments in %d chunks exceed the limits %d and %d", len(h.segments), h.chunkCount(), maxHeadSegments, maxHeadChunks)
@@ -165,17 +252,9 @@ func encodeHead(h kubeHead, aead cipher.AEAD, name string) ([]byte, error) {
 	b = append(b, h.keyCheck[:]...)
 	b = binary.LittleEndian.AppendUint64(b, h.generation)
 	b = append(b, code)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.entries))) //nolint:gosec // G115: at most maxHeadEntries, checked above
-	for _, e := range h.entries {
-		ec, err := e.mode.Code()
-		if err != nil || !e.mode.Seals() || len(e.sealed) > maxSealedKeySize {
-			return nil, fmt.Errorf("head: a sealed key of seal mode %q and %d bytes", e.mode, len(e.sealed))
-		}
-		b = append(b, ec)
-		b = append(b, e.keyCheck[:]...)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.sealed))) //nolint:gosec // G115: at most maxSealedKeySize, checked above
-		b = append(b, e.sealed...)
-	}
+	b = append(b, h.kekCheck[:]...)
+	b = append(b, h.wrappedKey...)
+	b = append(b, h.wrappedKEK...)
 	b = binary.LittleEndian.AppendUint32(b, h.recoverySize)
 	b = appendRefs(b, h.recovery)
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.segments))) //nolint:gosec // G115: at most maxHeadSegments, checked above
@@ -283,8 +362,8 @@ func parseHead(b []byte) (h kubeHead, body, tag []byte, err error) {
 	if string(r.take(8, "magic")) != headMagic {
 		return h, nil, nil, errors.New("head: bad magic (not a marblemesh state head)")
 	}
-	if v := r.u16("version"); v != headVersion {
-		return h, nil, nil, fmt.Errorf("head: format version %d, this build reads %d", v, headVersion)
+	if h.version = r.u16("version"); h.version != headVersion && h.version != legacyHeadVersion && r.err == nil {
+		return h, nil, nil, fmt.Errorf("head: format version %d, this build reads %d and %d", h.version, legacyHeadVersion, headVersion)
 	}
 	if f := r.u16("flags"); f != 0 && r.err == nil {
 		return h, nil, nil, fmt.Errorf("head: unknown flags 0x%04x", f)
@@ -298,26 +377,12 @@ func parseHead(b []byte) (h kubeHead, body, tag []byte, err error) {
 	if h.mode, err = seal.ModeOfCode(code); err != nil {
 		return h, nil, nil, fmt.Errorf("head: %w", err)
 	}
-	n := int(r.u16("sealed key count"))
-	if r.err == nil && (n > maxHeadEntries || (n > 0) != h.mode.Seals()) {
-		return h, nil, nil, fmt.Errorf("head: %d sealed keys in seal mode %s", n, h.mode)
-	}
-	for i := 0; i < n && r.err == nil; i++ {
-		var e sealedEntry
-		ec := r.u8("sealed key mode")
-		copy(e.keyCheck[:], r.take(keyCheckSize, "sealed key check"))
-		l := r.u32("sealed key length")
-		if r.err == nil && l > maxSealedKeySize {
-			return h, nil, nil, fmt.Errorf("head: sealed key %d of %d bytes exceeds the limit %d", i, l, maxSealedKeySize)
-		}
-		e.sealed = r.take(int(l), "sealed key")
-		if r.err != nil {
-			break
-		}
-		if e.mode, err = seal.ModeOfCode(ec); err != nil || !e.mode.Seals() {
-			return h, nil, nil, fmt.Errorf("head: sealed key %d: seal mode code %d", i, ec)
-		}
-		h.entries = append(h.entries, e)
+	if h.version == headVersion {
+		copy(h.kekCheck[:], r.take(keyCheckSize, "key-encryption key check"))
+		h.wrappedKey = r.take(wrappedSize, "wrapped data key")
+		h.wrappedKEK = r.take(wrappedSize, "wrapped key-encryption key")
+	} else if err := parseLegacyEntries(r, &h); err != nil {
+		return h, nil, nil, err
 	}
 	total := 0
 	h.recoverySize = r.u32("recovery data size")
@@ -358,6 +423,33 @@ func parseHead(b []byte) (h kubeHead, body, tag []byte, err error) {
 		return h, nil, nil, errors.New("head: no base segment")
 	}
 	return h, body, tag, nil
+}
+
+// parseLegacyEntries reads the sealed data keys of a version 1 head.
+func parseLegacyEntries(r *headReader, h *kubeHead) error {
+	var err error
+	n := int(r.u16("sealed key count"))
+	if r.err == nil && (n > maxHeadEntries || (n > 0) != h.mode.Seals()) {
+		return fmt.Errorf("head: %d sealed keys in seal mode %s", n, h.mode)
+	}
+	for i := 0; i < n && r.err == nil; i++ {
+		var e sealedEntry
+		ec := r.u8("sealed key mode")
+		copy(e.keyCheck[:], r.take(keyCheckSize, "sealed key check"))
+		l := r.u32("sealed key length")
+		if r.err == nil && l > maxSealedKeySize {
+			return fmt.Errorf("head: sealed key %d of %d bytes exceeds the limit %d", i, l, maxSealedKeySize)
+		}
+		e.sealed = r.take(int(l), "sealed key")
+		if r.err != nil {
+			break
+		}
+		if e.mode, err = seal.ModeOfCode(ec); err != nil || !e.mode.Seals() {
+			return fmt.Errorf("head: sealed key %d: seal mode code %d", i, ec)
+		}
+		h.entries = append(h.entries, e)
+	}
+	return nil
 }
 
 // verifyHead checks the tag of a parsed head under aead.
