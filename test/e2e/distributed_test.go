@@ -58,7 +58,11 @@ func (x *e2e) installDistributed() {
 		}
 		x.checkCoordinatorProcessEnv(p)
 	}
-	status := x.mustMarblerun("status", x.coordAddr(), "--insecure", "--coordinator-cert", x.certFile)
+	status, err := x.marblerun("status", x.coordAddr(), "--insecure", "--coordinator-cert", x.certFile)
+	if err != nil {
+		x.logCoordinators(pods)
+		x.t.Fatalf("status of the fresh distributed Coordinators: %v\n%s", err, status)
+	}
 	if !strings.Contains(status, "2") {
 		x.t.Fatalf("status of a fresh distributed Coordinator: want state 2 (waiting for a manifest), got:\n%s", status)
 	}
@@ -94,6 +98,15 @@ func (x *e2e) chartWithReplicas(n int) string {
 		x.t.Fatal(err)
 	}
 	return dir
+}
+
+// logCoordinators logs what each Coordinator printed, to tell why they
+// disagree or fail.
+func (x *e2e) logCoordinators(pods []corev1.Pod) {
+	for _, p := range pods {
+		logs, err := x.agent.Logs(installNS, p.Name, "coordinator")
+		x.t.Logf("log of Coordinator %s (%v):\n%s", p.Name, err, logs)
+	}
 }
 
 // checkCoordinatorProcessEnv compares what the Coordinator's process got
@@ -214,9 +227,10 @@ func (x *e2e) marblesDuringFailover(ns string) {
 			x.t.Errorf("the deleted Coordinator %s is back among the Ready ones", p.Name)
 		}
 	}
-	status := x.mustMarblerun("status", x.coordAddr(), "--insecure", "--coordinator-cert", x.certFile)
-	if !strings.Contains(status, "3") {
-		x.t.Fatalf("status after the failover: want state 3 (accepting marbles), got:\n%s", status)
+	status, err := x.marblerun("status", x.coordAddr(), "--insecure", "--coordinator-cert", x.certFile)
+	if err != nil || !strings.Contains(status, "3") {
+		x.logCoordinators(after)
+		x.t.Fatalf("status after the failover: want state 3 (accepting marbles), got %v:\n%s", err, status)
 	}
 	x.tl.Addf("after the failover: %d Coordinators Ready, status %s", len(after), strings.TrimSpace(status))
 }
