@@ -20,8 +20,12 @@ func newCheckCmd(out *output, namespace func() string) *cobra.Command {
 		Short: "Wait until MarbleRun's Deployments on the cluster are ready",
 		Long: `Check the Deployments marble-injector and marblerun-coordinator in the
 namespace given with -n (default marblerun) and wait until all their replicas
-are available, printing the progress. A Deployment that does not exist is
-reported and skipped; it is an error when neither exists.`,
+are available, printing the progress. For the Coordinator, which may run
+several replicas (install --distributed-deployment --replicas N), every
+replica's Pod is listed with its node, whether it is ready (or why not, as far
+as its status tells) and how often it restarted, again whenever one of them
+changes. A Deployment that does not exist is reported and skipped; it is an
+error when neither exists.`,
 		Args: exactArgs(0, "none"),
 	}
 	kf := addKubeFlags(cmd)

@@ -64,10 +64,19 @@ func TestInstallCommands(t *testing.T) {
 		ns := kube.Namespace(t)
 		kc := []string{"--kubeconfig", kube.Kubeconfig, "-n", ns}
 		e := e.sub(t)
-		e.ok(append([]string{"install", "--simulation", "--distributed-deployment", "--resource-key", "sgx.intel.com/epc"}, kc...)...)
+		e.ok(append([]string{"install", "--simulation", "--distributed-deployment", "--replicas", "3", "--resource-key", "sgx.intel.com/epc"}, kc...)...)
 		d, err := kube.Clientset.AppsV1().Deployments(ns).Get(t.Context(), "marblerun-coordinator", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
+			t.Errorf("--replicas 3: the Deployment has %v replicas", d.Spec.Replicas)
+		}
+		if _, err := kube.Clientset.PolicyV1().PodDisruptionBudgets(ns).Get(t.Context(), "marblerun-coordinator", metav1.GetOptions{}); err != nil {
+			t.Errorf("the Coordinator's PodDisruptionBudget: %v", err)
+		}
+		if _, err := kube.Clientset.CoreV1().Services(ns).Get(t.Context(), "coordinator-key-api", metav1.GetOptions{}); err != nil {
+			t.Errorf("the key API Service: %v", err)
 		}
 		env := map[string]string{}
 		for _, v := range d.Spec.Template.Spec.Containers[0].Env {
@@ -82,8 +91,15 @@ func TestInstallCommands(t *testing.T) {
 		if pvcs, err := kube.Clientset.CoreV1().PersistentVolumeClaims(ns).List(t.Context(), metav1.ListOptions{}); err != nil || len(pvcs.Items) != 0 {
 			t.Errorf("claims of a distributed installation: %v %v", pvcs, err)
 		}
-		// The state a Coordinator would have written, and a Secret of
-		// someone else's.
+		// The state a Coordinator would have written (its Secrets and KEK
+		// ConfigMap), and a Secret and a ConfigMap of someone else's.
+		stateLabels := map[string]string{"app.kubernetes.io/managed-by": "marblemesh", "marblemesh.io/state": "marblerun-state"}
+		for name, labels := range map[string]map[string]string{"marblerun-sealed-kek": stateLabels, "unrelated": {"app.kubernetes.io/managed-by": "marblemesh"}} {
+			_, err := kube.Clientset.CoreV1().ConfigMaps(ns).Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
 		for name, labels := range map[string]map[string]string{
 			"marblerun-state":         {"app.kubernetes.io/managed-by": "marblemesh", "marblemesh.io/state": "marblerun-state", "marblemesh.io/object": "head"},
 			"marblerun-state-1-abc-0": {"app.kubernetes.io/managed-by": "marblemesh", "marblemesh.io/state": "marblerun-state", "marblemesh.io/object": "chunk"},
@@ -95,7 +111,7 @@ func TestInstallCommands(t *testing.T) {
 			}
 		}
 		r := e.ok(append([]string{"uninstall"}, kc...)...)
-		for _, want := range []string{"Kept the Coordinator's state: 2 Secrets labelled marblemesh.io/state=marblerun-state",
+		for _, want := range []string{"Kept the Coordinator's state: 2 Secrets and 1 ConfigMap labelled marblemesh.io/state=marblerun-state",
 			"marblerun uninstall -n " + ns + " --delete-state", "MarbleRun uninstalled successfully"} {
 			if !strings.Contains(r.stdout, want) {
 				t.Errorf("uninstall output lacks %q:\n%s", want, r.stdout)
@@ -105,8 +121,14 @@ func TestInstallCommands(t *testing.T) {
 			t.Errorf("the Coordinator's Role after uninstall: %v", err)
 		}
 		r = e.ok(append([]string{"uninstall", "--delete-state"}, kc...)...)
-		if !strings.Contains(r.stdout, "Deleted 2 Secrets of the Coordinator's state (label marblemesh.io/state)") {
+		if !strings.Contains(r.stdout, "Deleted the Coordinator's state: 2 Secrets and 1 ConfigMap (label marblemesh.io/state)") {
 			t.Errorf("uninstall --delete-state output:\n%s", r.stdout)
+		}
+		if _, err := kube.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), "marblerun-sealed-kek", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("the KEK ConfigMap after uninstall --delete-state: %v", err)
+		}
+		if _, err := kube.Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), "unrelated", metav1.GetOptions{}); err != nil {
+			t.Errorf("an unrelated ConfigMap after uninstall --delete-state: %v", err)
 		}
 		list, err := kube.Clientset.CoreV1().Secrets(ns).List(t.Context(), metav1.ListOptions{})
 		if err != nil {
@@ -143,4 +165,29 @@ func TestInstallVersionFlag(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(e.dir, "config")); err == nil {
 		t.Error("install wrote to the config folder")
 	}
+}
+
+// TestInstallReplicasFlag: --replicas is refused without
+// --distributed-deployment and outside 1..15, before any cluster is
+// contacted.
+func TestInstallReplicasFlag(t *testing.T) {
+	e := newEnv(t)
+	kc := []string{"--kubeconfig", filepath.Join(t.TempDir(), "unused")}
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--replicas", "3"}, []string{"--replicas 3 needs --distributed-deployment", "Add --distributed-deployment"}},
+		{[]string{"--replicas", "1"}, []string{"--replicas 1 needs --distributed-deployment"}},
+		{[]string{"--replicas", "0", "--distributed-deployment"}, []string{"--replicas 0: the Coordinator runs 1 to 15 replicas", "from 1 to 15"}},
+		{[]string{"--replicas", "16", "--distributed-deployment"}, []string{"--replicas 16: the Coordinator runs 1 to 15 replicas"}},
+		{[]string{"--replicas", "-2", "--distributed-deployment"}, []string{"--replicas -2: the Coordinator runs 1 to 15 replicas"}},
+		{[]string{"--replicas", "three", "--distributed-deployment"}, []string{`invalid argument "three" for "--replicas"`}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			e.sub(t).fail(tc.want, append(append([]string{"install"}, tc.args...), kc...)...)
+		})
+	}
+	// Within bounds the flags pass, and the cluster is asked for next.
+	e.fail([]string{"kubeconfig"}, append([]string{"install", "--distributed-deployment", "--replicas", "15"}, kc...)...)
 }

@@ -1,7 +1,12 @@
 package install
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/marblemesh/marblemesh/charts"
 )
 
 // keyAPIPort is the port of the key API Service and container.
@@ -50,6 +57,8 @@ func TestChartReplicas(t *testing.T) {
 	}
 	one, sixty := intstr.FromInt32(1), intstr.FromString("60%")
 	for name, w := range map[string]want{
+		"cli-replicas": {replicas: 3, distributed: true, spread: corev1.ScheduleAnyway, budget: &policyv1.PodDisruptionBudgetSpec{MaxUnavailable: &one},
+			state: "marblerun-state", kekMap: "marblerun-sealed-kek", keyAPI: "coordinator-key-api"},
 		"helm-replicas": {replicas: 3, distributed: true, spread: corev1.ScheduleAnyway, budget: &policyv1.PodDisruptionBudgetSpec{MaxUnavailable: &one},
 			state: "marblerun-state", kekMap: "marblerun-sealed-kek", keyAPI: "coordinator-key-api"},
 		"helm-replicas-tuned": {replicas: 5, distributed: true, spread: corev1.DoNotSchedule, budget: &policyv1.PodDisruptionBudgetSpec{MinAvailable: &sixty},
@@ -248,4 +257,116 @@ func countKind[T runtime.Object](objs []runtime.Object) int {
 		}
 	}
 	return n
+}
+
+// TestValuesReplicas: install's --replicas reaches coordinator.replicas in
+// distributed mode only, within the chart's bounds, which are MaxReplicas.
+func TestValuesReplicas(t *testing.T) {
+	base := Settings{Simulation: true, MeshServerPort: 2001, ClientServerPort: 4433}
+	for _, tc := range []struct {
+		replicas    int
+		distributed bool
+		want        any    // coordinator.replicas, nil for unset
+		err         string // the error, "" for none
+	}{
+		{replicas: 0, distributed: false, want: nil},
+		{replicas: 0, distributed: true, want: nil},
+		{replicas: 1, distributed: true, want: 1},
+		{replicas: 3, distributed: true, want: 3},
+		{replicas: MaxReplicas, distributed: true, want: MaxReplicas},
+		{replicas: 3, distributed: false, err: "--replicas 3 needs --distributed-deployment"},
+		{replicas: 1, distributed: false, err: "--replicas 1 needs --distributed-deployment"},
+		{replicas: MaxReplicas + 1, distributed: true, err: "--replicas 16: the Coordinator runs 1 to 15 replicas"},
+		{replicas: -1, distributed: true, err: "--replicas -1: the Coordinator runs 1 to 15 replicas"},
+	} {
+		s := base
+		s.Replicas, s.Distributed = tc.replicas, tc.distributed
+		vals, err := Values(s, nil)
+		if tc.err != "" {
+			var ie *Error
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !errors.As(err, &ie) || ie.Next == "" {
+				t.Errorf("replicas %d, distributed %v: got %v, want an error with %q and advice", tc.replicas, tc.distributed, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("replicas %d, distributed %v: %v", tc.replicas, tc.distributed, err)
+		}
+		coord := vals["coordinator"].(map[string]any)
+		if got := coord["replicas"]; got != tc.want {
+			t.Errorf("replicas %d, distributed %v: coordinator.replicas %v, want %v", tc.replicas, tc.distributed, got, tc.want)
+		}
+	}
+}
+
+// TestMaxReplicasIsTheSchemas: the CLI's bound on --replicas is the
+// chart's on coordinator.replicas.
+func TestMaxReplicasIsTheSchemas(t *testing.T) {
+	ch, err := LoadChart("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var schema struct {
+		Properties struct {
+			Coordinator struct {
+				Properties struct {
+					Replicas struct {
+						Minimum *int `json:"minimum"`
+						Maximum *int `json:"maximum"`
+					} `json:"replicas"`
+				} `json:"properties"`
+			} `json:"coordinator"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(ch.Schema, &schema); err != nil {
+		t.Fatal(err)
+	}
+	r := schema.Properties.Coordinator.Properties.Replicas
+	if r.Maximum == nil || *r.Maximum != MaxReplicas || r.Minimum == nil || *r.Minimum != 0 {
+		t.Errorf("the schema bounds coordinator.replicas to %v..%v, the CLI to 1..%d (0 is the chart's only)", r.Minimum, r.Maximum, MaxReplicas)
+	}
+}
+
+// TestChartReadmeValues: the values table of the chart's README names
+// values the chart has, with their defaults, and covers the values of
+// distributed mode.
+func TestChartReadmeValues(t *testing.T) {
+	readme, err := fs.ReadFile(charts.MarbleRun(), "README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := LoadChart("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `([a-zA-Z.]+)` \\| `([^`]*)` \\|")
+	seen := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
+		key, def := m[1], m[2]
+		seen[key] = true
+		var v any = ch.Values
+		for _, part := range strings.Split(key, ".") {
+			mp, ok := v.(map[string]any)
+			if !ok {
+				t.Fatalf("README value %s: not in values.yaml", key)
+			}
+			if v, ok = mp[part]; !ok {
+				t.Fatalf("README value %s: not in values.yaml", key)
+			}
+		}
+		got := fmt.Sprint(v)
+		if v == nil {
+			got = "null"
+		}
+		if got != def {
+			t.Errorf("README value %s: default %q, values.yaml %q", key, def, got)
+		}
+	}
+	for _, key := range []string{"coordinator.distributedDeployment", "coordinator.replicas", "coordinator.stateSecretName", "coordinator.kekConfigMap",
+		"coordinator.keyAPIName", "coordinator.podDisruptionBudget.enabled", "coordinator.podDisruptionBudget.maxUnavailable",
+		"coordinator.podDisruptionBudget.minAvailable", "coordinator.topologySpread.whenUnsatisfiable"} {
+		if !seen[key] {
+			t.Errorf("the chart's README has no row for %s", key)
+		}
+	}
 }

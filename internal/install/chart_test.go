@@ -135,6 +135,8 @@ dcap: {qcnlConfig: '{"pccs_url": "https://pccs.internal/"}'}`),
 		// The state in Secrets: marblerun install --distributed-deployment
 		// and the Helm values with a state name of one's own.
 		"cli-distributed": cliValues(t, Settings{Simulation: true, MeshServerPort: 2001, ClientServerPort: 4433, Distributed: true}),
+		// marblerun install --distributed-deployment --replicas 3
+		"cli-replicas": cliValues(t, Settings{Simulation: true, MeshServerPort: 2001, ClientServerPort: 4433, Distributed: true, Replicas: 3}),
 		"helm-distributed": parseValues(t, `
 coordinator: {distributedDeployment: true, stateSecretName: my-state, replicas: 1}`),
 		// Several replicas, with the chart's defaults and with values of

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -48,7 +52,9 @@ func deploymentReady(d *appsv1.Deployment) (ready bool, available, want int32) {
 
 // Wait checks marble-injector and then marblerun-coordinator. A missing
 // Deployment is reported and skipped; for the others it waits until all
-// replicas are available, at most timeout in all. It returns
+// replicas are available, at most timeout in all, printing how many are
+// whenever that changes and, for the Coordinator, each replica's Pod (name,
+// node, readiness, restarts) whenever one of them changes. It returns
 // ErrNotInstalled (wrapped) when both are missing.
 func (w Waiter) Wait(ctx context.Context, timeout time.Duration) error {
 	out := w.Out
@@ -76,16 +82,24 @@ func (w Waiter) Wait(ctx context.Context, timeout time.Duration) error {
 			}
 			ready, available, want := deploymentReady(d)
 			line := fmt.Sprintf("%s pods ready: %d/%d", name, available, want)
-			if line != last {
-				fmt.Fprintln(out, line)
-				last = line
+			block := line + "\n"
+			if name == CoordinatorDeployment {
+				pods, err := w.podStates(ctx, d)
+				if err != nil {
+					return err
+				}
+				block += pods
+			}
+			if block != last {
+				fmt.Fprint(out, block)
+				last = block
 			}
 			if ready {
 				break
 			}
 			left := time.Until(deadline)
 			if left <= 0 {
-				return withNext(fmt.Errorf("%s is not ready after %s (%s)", name, timeout, last),
+				return withNext(fmt.Errorf("%s is not ready after %s (%s)", name, timeout, line),
 					fmt.Sprintf("See why with 'kubectl -n %s describe deployment %s' and its Pods' events, or wait longer with --timeout.", w.Namespace, name))
 			}
 			select {
@@ -100,4 +114,74 @@ func (w Waiter) Wait(ctx context.Context, timeout time.Duration) error {
 			"Install it with 'marblerun install', or give the namespace of your installation with -n.")
 	}
 	return nil
+}
+
+// maxShownPods bounds the Pods listed for one Deployment.
+const maxShownPods = 50
+
+// podStates lists the Pods of d's selector, one line each: name, node,
+// readiness and restarts.
+func (w Waiter) podStates(ctx context.Context, d *appsv1.Deployment) (string, error) {
+	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	if err != nil {
+		return "", fmt.Errorf("the selector of Deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	list, err := w.Clientset.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String(), Limit: maxShownPods})
+	if err != nil {
+		return "", withNext(fmt.Errorf("listing the Pods of Deployment %s/%s: %w", d.Namespace, d.Name, err),
+			"Use a kubeconfig whose user may list Pods in the namespace.")
+	}
+	pods := list.Items
+	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	for i := range pods {
+		p := &pods[i]
+		node := p.Spec.NodeName
+		if node == "" {
+			node = "(no node)"
+		}
+		fmt.Fprintf(tw, "  %s\tnode %s\t%s\trestarts %d\n", p.Name, node, podReadiness(p), podRestarts(p))
+	}
+	if err := tw.Flush(); err != nil {
+		return "", err
+	}
+	if list.Continue != "" {
+		fmt.Fprintf(&b, "  (more Pods than the %d shown)\n", maxShownPods)
+	}
+	return b.String(), nil
+}
+
+// podReadiness says whether p is Ready and, if not, why as far as its
+// status tells.
+func podReadiness(p *corev1.Pod) string {
+	if p.DeletionTimestamp != nil {
+		return "terminating"
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+			return "ready"
+		}
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.State.Waiting != nil && cs.State.Waiting.Reason != "" {
+			return "not ready (" + cs.State.Waiting.Reason + ")"
+		}
+		if cs.State.Terminated != nil && cs.State.Terminated.Reason != "" {
+			return "not ready (" + cs.State.Terminated.Reason + ")"
+		}
+	}
+	if p.Status.Phase != "" && p.Status.Phase != corev1.PodRunning {
+		return "not ready (" + string(p.Status.Phase) + ")"
+	}
+	return "not ready"
+}
+
+// podRestarts sums the restarts of p's containers.
+func podRestarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, cs := range p.Status.ContainerStatuses {
+		n += cs.RestartCount
+	}
+	return n
 }

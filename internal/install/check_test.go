@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/marblemesh/marblemesh/test/kubetest"
 
@@ -138,5 +139,96 @@ func waitFor(t *testing.T, out *testsupport.SyncBuffer, want string) {
 			t.Fatalf("output %q never held %q", out.String(), want)
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+}
+
+// coordinatorPod is a Pod of the Coordinator's Deployment (labels app=
+// marblerun-coordinator, as createDeployment makes them) on node, ready or
+// not, with restarts.
+func coordinatorPod(name, node string, ready bool, restarts int32, waiting string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "mr", Labels: map[string]string{"app": CoordinatorDeployment}},
+		Spec:       corev1.PodSpec{NodeName: node},
+		Status:     corev1.PodStatus{Phase: corev1.PodRunning},
+	}
+	cond := corev1.ConditionFalse
+	if ready {
+		cond = corev1.ConditionTrue
+	}
+	p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: cond}}
+	cs := corev1.ContainerStatus{Name: "coordinator", RestartCount: restarts}
+	if waiting != "" {
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: waiting}
+	}
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{cs}
+	return p
+}
+
+// TestWaiterReplicas: the Coordinator's replicas are listed one by one
+// (name, node, readiness, restarts), again whenever one changes, and the
+// wait ends when all are available.
+func TestWaiterReplicas(t *testing.T) {
+	replicas := int32(3)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: CoordinatorDeployment, Namespace: "mr"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": CoordinatorDeployment}},
+		},
+		Status: appsv1.DeploymentStatus{Replicas: 3, AvailableReplicas: 1},
+	}
+	pending := coordinatorPod("marblerun-coordinator-c", "", false, 0, "")
+	pending.Status.Phase = corev1.PodPending
+	cs := fake.NewClientset(d,
+		coordinatorPod("marblerun-coordinator-b", "node-2", false, 4, "CrashLoopBackOff"),
+		coordinatorPod("marblerun-coordinator-a", "node-1", true, 0, ""),
+		pending,
+		// Not the Coordinator's.
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: "mr", Labels: map[string]string{"app": "other"}}},
+	)
+	out := &testsupport.SyncBuffer{}
+	w := Waiter{Clientset: cs, Namespace: "mr", Out: out, Interval: 5 * time.Millisecond}
+	err := w.Wait(t.Context(), 50*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "marblerun-coordinator is not ready after 50ms (marblerun-coordinator pods ready: 1/3)") {
+		t.Errorf("got %v", err)
+	}
+	want := "marble-injector is not installed in namespace mr\n" +
+		"marblerun-coordinator pods ready: 1/3\n" +
+		"  marblerun-coordinator-a  node node-1     ready                         restarts 0\n" +
+		"  marblerun-coordinator-b  node node-2     not ready (CrashLoopBackOff)  restarts 4\n" +
+		"  marblerun-coordinator-c  node (no node)  not ready (Pending)           restarts 0\n"
+	if out.String() != want {
+		t.Errorf("output:\n%s\nwant:\n%s", out, want)
+	}
+
+	// The failing replica recovers, the pending one is scheduled and
+	// becomes ready: each change is shown, then the wait ends.
+	out = &testsupport.SyncBuffer{}
+	w.Out = out
+	done := make(chan error, 1)
+	go func() { done <- w.Wait(t.Context(), 20*time.Second) }()
+	waitFor(t, out, "not ready (Pending)")
+	set := func(p *corev1.Pod) {
+		t.Helper()
+		if _, err := cs.CoreV1().Pods("mr").Update(t.Context(), p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(coordinatorPod("marblerun-coordinator-b", "node-2", true, 5, ""))
+	waitFor(t, out, "  marblerun-coordinator-b  node node-2     ready                restarts 5\n")
+	set(coordinatorPod("marblerun-coordinator-c", "node-3", true, 0, ""))
+	d.Status.AvailableReplicas = 3
+	if _, err := cs.AppsV1().Deployments("mr").UpdateStatus(t.Context(), d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	last := "marblerun-coordinator pods ready: 3/3\n" +
+		"  marblerun-coordinator-a  node node-1  ready  restarts 0\n" +
+		"  marblerun-coordinator-b  node node-2  ready  restarts 5\n" +
+		"  marblerun-coordinator-c  node node-3  ready  restarts 0\n"
+	if !strings.HasSuffix(out.String(), last) {
+		t.Errorf("output:\n%s\nwant it to end in:\n%s", out, last)
 	}
 }

@@ -49,6 +49,8 @@ var (
 	// helmInjector is followed by the CA bundle flag, see kubectlSecret.
 	helmInjector    = []string{"--set", "marbleInjector.start=true"}
 	helmCertManager = []string{"--create-namespace", "--set", "marbleInjector.start=true", "--set", "marbleInjector.useCertManager=true"}
+	// helmReplicas is marblerun install --distributed-deployment --replicas 3.
+	helmReplicas = []string{"--set", "coordinator.distributedDeployment=true,coordinator.replicas=3"}
 	// helmAzure gives Azure's SGX resource key as marblerun install does
 	// when it finds Azure's device plugin on the nodes.
 	helmAzure = []string{
@@ -170,6 +172,16 @@ func TestHelmOnlyInstall(t *testing.T) {
 		injector:      true,
 		helm:          concat(helmHostname, helmAzure, helmInjector),
 		intended:      append([]intendedDiff{diffRelease, diffCASecret}, diffCertsLabels...),
+	}, {
+		name: "three distributed replicas in simulation without injector",
+		cli: func(o *Options) {
+			o.Simulation = true
+			o.DisableAutoInjection = true
+			o.DistributedDeployment = true
+			o.Replicas = 3
+		},
+		helm:     concat([]string{"--create-namespace"}, helmSimulation, helmReplicas),
+		intended: []intendedDiff{diffRelease, diffNamespaceLabel},
 	}, {
 		name: "simulation with cert-manager",
 		cli: func(o *Options) {
@@ -682,7 +694,7 @@ func TestHelmOnlyReadme(t *testing.T) {
 		"--set marbleInjector.CABundle=$(base64 -w0 ca.crt)",
 		"marblerun install --simulation --domain " + helmOnlyDomain + "\n",
 	}
-	for _, args := range [][]string{helmSimulation, helmHostname, helmInjector, helmCertManager, helmAzure} {
+	for _, args := range [][]string{helmSimulation, helmHostname, helmInjector, helmCertManager, helmAzure, helmReplicas} {
 		for i := 0; i < len(args); i++ {
 			switch args[i] {
 			case "--set":

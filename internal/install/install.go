@@ -42,6 +42,9 @@ type Options struct {
 	// DistributedDeployment keeps the Coordinator's state in Secrets of
 	// the namespace instead of on a PersistentVolumeClaim.
 	DistributedDeployment bool
+	// Replicas is the number of Coordinator replicas, 1 to MaxReplicas,
+	// with DistributedDeployment only; 0 means one.
+	Replicas int
 	// MeshServerPort and ClientServerPort are the Coordinator's ports.
 	MeshServerPort, ClientServerPort int
 	// Wait waits until the Deployments are ready, up to WaitTimeout.
@@ -132,6 +135,7 @@ func Install(ctx context.Context, c *Cluster, o Options) error {
 		ClientServerPort: o.ClientServerPort,
 		Injector:         !o.DisableAutoInjection,
 		Distributed:      o.DistributedDeployment,
+		Replicas:         o.Replicas,
 	}
 	if s.ResourceKey == "" {
 		nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})

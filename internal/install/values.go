@@ -35,6 +35,28 @@ type Settings struct {
 	// namespace (coordinator.distributedDeployment) instead of on a
 	// PersistentVolumeClaim.
 	Distributed bool
+	// Replicas is the number of Coordinator replicas
+	// (coordinator.replicas), 1 to MaxReplicas, and needs Distributed; 0
+	// leaves the chart's default of one.
+	Replicas int
+}
+
+// MaxReplicas bounds the Coordinator's replicas, as the chart's schema
+// does (coordinator.replicas).
+const MaxReplicas = 15
+
+// CheckReplicas tells whether n Coordinator replicas can be installed,
+// with or without distributed mode.
+func CheckReplicas(n int, distributed bool) error {
+	if n < 1 || n > MaxReplicas {
+		return withNext(fmt.Errorf("--replicas %d: the Coordinator runs 1 to %d replicas", n, MaxReplicas),
+			fmt.Sprintf("Give --replicas a number from 1 to %d.", MaxReplicas))
+	}
+	if !distributed {
+		return withNext(fmt.Errorf("--replicas %d needs --distributed-deployment: Coordinators that keep their state on a PersistentVolumeClaim cannot share it", n),
+			"Add --distributed-deployment, or leave out --replicas for one Coordinator.")
+	}
+	return nil
 }
 
 // Values returns the chart values of s. defaults are the chart's own
@@ -67,6 +89,12 @@ func Values(s Settings, defaults map[string]any) (map[string]any, error) {
 	}
 	if s.Distributed {
 		coord["distributedDeployment"] = true
+	}
+	if s.Replicas != 0 {
+		if err := CheckReplicas(s.Replicas, s.Distributed); err != nil {
+			return nil, err
+		}
+		coord["replicas"] = s.Replicas
 	}
 	vals := map[string]any{"coordinator": coord}
 

@@ -14,9 +14,12 @@ package kubetest
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,6 +64,15 @@ type Env struct {
 	BinDir string
 	// Dir is the folder of the control plane's certificates, data and logs.
 	Dir string
+
+	te      *envtest.Environment
+	certDir string
+	apiLog  *logFile
+	// mu guards apiDown and guards, which StopAPIServer and
+	// StartAPIServer change.
+	mu      sync.Mutex
+	apiDown bool
+	guards  []func()
 }
 
 type options struct {
@@ -102,7 +114,7 @@ func BinDir(ctx context.Context) (string, error) {
 // -short mode and fails it when the binaries can neither be found nor built.
 func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
-	if testing.Short() {
+	if testing.Testing() && testing.Short() {
 		t.Skip("kubetest: skipping a test that runs a Kubernetes control plane in -short mode")
 	}
 	var o options
@@ -188,19 +200,21 @@ func Start(t testing.TB, opts ...Option) *Env {
 		showLogs(t, etcdLog, apiLog)
 		t.Fatalf("kubetest: starting etcd and kube-apiserver: %v (stop: %v)", err, stopErr)
 	}
-	var stopGuard func()
+	e.te, e.certDir, e.apiLog = te, certDir, apiLog
 	t.Cleanup(func() {
 		if err := te.Stop(); err != nil {
 			t.Errorf("kubetest: stopping etcd and kube-apiserver: %v", err)
 		}
-		if stopGuard != nil {
-			stopGuard()
+		e.mu.Lock()
+		for _, stop := range e.guards {
+			stop()
 		}
+		e.mu.Unlock()
 		if t.Failed() {
 			showLogs(t, etcdLog, apiLog)
 		}
 	})
-	stopGuard = guardOrphans(t, "--data-dir="+dataDir, "--cert-dir="+certDir)
+	e.guards = append(e.guards, guardOrphans(t, "--data-dir="+dataDir, "--cert-dir="+certDir))
 	if !strings.HasPrefix(cfg.Host, "https://127.0.0.1:") {
 		t.Fatalf("kubetest: the API server serves %s, not 127.0.0.1", cfg.Host)
 	}
@@ -291,4 +305,57 @@ func (e *Env) Namespace(t testing.TB) string {
 		}
 	})
 	return ns.Name
+}
+
+// StopAPIServer stops the kube-apiserver and leaves etcd running, so that
+// a test sees its clients lose the API server. On Linux the API server is
+// killed (SIGKILL, as when its node fails): a graceful stop would wait for
+// its clients' watches to end. StartAPIServer starts it again. The test
+// fails when the API server is stopped already or does not stop.
+func (e *Env) StopAPIServer(t testing.TB) {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.apiDown {
+		t.Fatalf("kubetest: the API server is stopped already")
+	}
+	if err := killChildren("--cert-dir=" + e.certDir); err != nil {
+		t.Fatalf("kubetest: killing kube-apiserver: %v", err)
+	}
+	// Stop waits for the exit of the killed process (elsewhere, it stops
+	// it with SIGTERM).
+	if err := e.te.ControlPlane.APIServer.Stop(); err != nil {
+		t.Fatalf("kubetest: stopping kube-apiserver: %v", err)
+	}
+	e.apiDown = true
+}
+
+// StartAPIServer starts the kube-apiserver that StopAPIServer stopped, on
+// the same etcd, address, port and certificates, so that clients of
+// Config reconnect with the credentials they have. It returns once the
+// API server answers its health check. The test fails when the API server
+// is running or does not start.
+func (e *Env) StartAPIServer(t testing.TB) {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.apiDown {
+		t.Fatalf("kubetest: the API server is running already")
+	}
+	start := time.Now()
+	if err := e.te.ControlPlane.APIServer.Start(); err != nil {
+		showLogs(t, e.apiLog)
+		t.Fatalf("kubetest: starting kube-apiserver again: %v", err)
+	}
+	e.apiDown = false
+	e.guards = append(e.guards, guardOrphans(t, "--cert-dir="+e.certDir))
+	serving := e.te.ControlPlane.APIServer.SecureServing
+	want, err := url.Parse(e.Config.Host)
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
+	if got := net.JoinHostPort(serving.Address, serving.Port); got != want.Host {
+		t.Fatalf("kubetest: the API server came back at %s, not at %s", got, want.Host)
+	}
+	t.Logf("kubetest: kube-apiserver ready again at %s in %s", e.Config.Host, time.Since(start).Round(time.Millisecond))
 }

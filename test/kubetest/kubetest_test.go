@@ -231,3 +231,70 @@ func TestKubernetesServiceIP(t *testing.T) {
 		}
 	}
 }
+
+// TestStartCommand starts a control plane as a program that is not a test
+// does, and checks that it serves and that stop removes it.
+func TestStartCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Kubernetes control plane")
+	}
+	e, stop, err := StartCommand()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			stop()
+		}
+	}()
+	if _, err := e.Clientset.CoreV1().Namespaces().Create(t.Context(), &corev1.Namespace{
+		ObjectMeta: metav1.ObjectMeta{Name: "command"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	stopped = true
+	if _, err := e.Clientset.CoreV1().Namespaces().Get(t.Context(), "command", metav1.GetOptions{}); err == nil {
+		t.Error("the API server still answers after stop")
+	}
+	if _, err := os.Stat(e.Dir); !os.IsNotExist(err) {
+		t.Errorf("the control plane's folder %s is left after stop (stat: %v)", e.Dir, err)
+	}
+}
+
+// TestStopAndStartAPIServer stops the API server and starts it again: in
+// between, requests of the Env's client fail; afterwards the same client,
+// with the same address and credentials, reads what was written before
+// (etcd kept running) and writes again.
+func TestStopAndStartAPIServer(t *testing.T) {
+	e := Start(t)
+	ns := e.Namespace(t)
+	cms := e.Clientset.CoreV1().ConfigMaps(ns)
+	if _, err := cms.Create(t.Context(), &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "before"},
+		Data:       map[string]string{"k": "v"},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	e.StopAPIServer(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	_, err := cms.Get(ctx, "before", metav1.GetOptions{})
+	cancel()
+	if err == nil {
+		t.Fatal("a read while the API server is stopped succeeded")
+	}
+
+	e.StartAPIServer(t)
+	got, err := cms.Get(t.Context(), "before", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("reading after the restart: %v", err)
+	}
+	if got.Data["k"] != "v" {
+		t.Errorf("after the restart: data %v, want k=v", got.Data)
+	}
+	if _, err := cms.Create(t.Context(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "after"}}, metav1.CreateOptions{}); err != nil {
+		t.Errorf("writing after the restart: %v", err)
+	}
+}

@@ -2,6 +2,8 @@ package kubetest
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,4 +99,23 @@ func childrenWith(args []string) ([]string, error) {
 		}
 	}
 	return pids, nil
+}
+
+// killChildren sends SIGKILL to the child processes of this process that
+// have one of args as an argument.
+func killChildren(args ...string) error {
+	pids, err := childrenWith(args)
+	if err != nil {
+		return err
+	}
+	for _, p := range pids {
+		pid, err := strconv.Atoi(p)
+		if err != nil {
+			return err
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("killing process %d: %w", pid, err)
+		}
+	}
+	return nil
 }

@@ -37,6 +37,19 @@ func (s *Shared) Env(t testing.TB, opts ...Option) *Env {
 	return s.env
 }
 
+// StartCommand starts a control plane like Start for a program that is not
+// a test, such as a benchmark command: it returns the control plane and
+// the function that stops it, or the error that Start would fail a test
+// with.
+func StartCommand(opts ...Option) (env *Env, stop func(), err error) {
+	owner := newOwnerTB()
+	if env, err = owner.start(opts...); err != nil {
+		owner.cleanup()
+		return nil, nil, err
+	}
+	return env, owner.cleanup, nil
+}
+
 // Stop stops the shared control plane, if one was started.
 func (s *Shared) Stop() {
 	if s.owner != nil {

@@ -7,6 +7,14 @@
 // measures the Coordinator at that address (any implementation of the wire
 // protocol, already holding a manifest with the -type marble); -pid adds
 // its CPU time.
+//
+// With -ha it runs only the section on several Coordinators in
+// distributed mode instead: it starts a kube-apiserver with etcd on
+// loopback (test/kubetest), one Coordinator and -ha-replicas replicas
+// behind loopback round-robin balancers on states in Secrets, and
+// compares them in alternating rounds (activations with and without
+// MaxActivations, secret sets), measures failover after SIGKILL and the
+// memory of each replica.
 package main
 
 import (
@@ -31,6 +39,8 @@ import (
 )
 
 type options struct {
+	ha          haOptions
+	runHA       bool
 	mesh        string
 	pid         int
 	marbleType  string
@@ -58,8 +68,26 @@ func main() {
 	floorResponse := flag.Int("floor-response", 4096, "internal: encoded size of the floor mesh server's response")
 	cpuProfile := flag.String("cpuprofile", "", "write the load generator's CPU profile to this file")
 	curves := flag.String("curves", "P-256,P-384", "comma-separated marble key curves for the activation runs")
+	flag.BoolVar(&o.runHA, "ha", false, "run only the section on several Coordinators in distributed mode (starts a Kubernetes API server); it uses -c, -rounds, -rss-marbles and -type")
+	flag.IntVar(&o.ha.replicas, "ha-replicas", 3, "with -ha: Coordinators of the replicated configuration (at least 2)")
+	flag.IntVar(&o.ha.n, "ha-n", 1000, "with -ha: activations without MaxActivations per round (0 skips them)")
+	flag.IntVar(&o.ha.limited, "ha-limited", 200, "with -ha: activations with MaxActivations per round (0 skips them)")
+	flag.IntVar(&o.ha.secrets, "ha-secrets", 100, "with -ha: secret sets per round (0 skips them)")
+	flag.IntVar(&o.ha.writeC, "ha-write-c", 4, "with -ha: concurrent clients of limited activations and secret sets")
+	flag.DurationVar(&o.ha.limit, "ha-limit", 8*time.Second, "with -ha: no operation of a measured run starts after this time (0: no limit)")
+	flag.IntVar(&o.ha.kills, "ha-kills", 5, "with -ha: replicas killed with SIGKILL under load (0 skips failover)")
 	flag.Parse()
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if err := checkModeFlags(o.runHA, set); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	o.out = os.Stdout
+	if o.ha.replicas < 2 || o.ha.writeC < 1 || o.concurrency < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -ha-replicas must be at least 2, -ha-write-c and -c at least 1")
+		os.Exit(2)
+	}
 	if *floorServe != "" {
 		if err := serveFloorUntilEOF(*floorServe, *floorAddr, *floorResponse); err != nil {
 			fmt.Fprintln(os.Stderr, "floor server:", err)
@@ -86,6 +114,28 @@ func main() {
 	}
 }
 
+// Flags that only one mode reads: those of the section on several
+// Coordinators (-ha), and those of the other sections.
+var (
+	haOnlyFlags    = []string{"ha-replicas", "ha-n", "ha-limited", "ha-secrets", "ha-write-c", "ha-kills", "ha-limit"}
+	nonHAOnlyFlags = []string{"mesh", "pid", "n", "steady", "curves"}
+)
+
+// checkModeFlags refuses a flag set on the command line (set) that the
+// chosen mode would ignore.
+func checkModeFlags(ha bool, set map[string]bool) error {
+	unread, mode := haOnlyFlags, "without -ha"
+	if ha {
+		unread, mode = nonHAOnlyFlags, "with -ha"
+	}
+	for _, name := range unread {
+		if set[name] {
+			return fmt.Errorf("-%s has no effect %s", name, mode)
+		}
+	}
+	return nil
+}
+
 // startCPUProfile profiles the load generator until stop is called.
 func startCPUProfile(path string) (stop func(), err error) {
 	f, err := os.Create(path)
@@ -100,6 +150,9 @@ func startCPUProfile(path string) (stop func(), err error) {
 }
 
 func run(o options) error {
+	if o.runHA {
+		return runHA(o)
+	}
 	if o.mesh != "" {
 		fmt.Fprintf(o.out, "### Coordinator at %s\n\n", o.mesh)
 		for _, curve := range o.curves {
@@ -169,6 +222,10 @@ type result struct {
 	p50, p99   time.Duration
 	cpuPerAct  time.Duration
 	cpuMeasure bool
+	// apiPerOp is the CPU time of the Kubernetes API server and etcd per
+	// operation, when measured.
+	apiPerOp   time.Duration
+	apiMeasure bool
 }
 
 func (r result) print(w io.Writer, curve elliptic.Curve) {
@@ -198,6 +255,25 @@ func activations(mesh string, pid int, marbleType string, curve elliptic.Curve, 
 // identity prepared beforehand and a fresh UUID, and reads the CPU time
 // the process pid used meanwhile.
 func measure(pid int, marbleType string, curve elliptic.Curve, n, c int, op func(id *coordtest.MarbleIdentity, uid string) error) (result, error) {
+	l := load{n: n, c: c}
+	if pid > 0 {
+		l.pids = []int{pid}
+	}
+	return measureMarbles(l, marbleType, curve, op)
+}
+
+// load is a measured run: n operations from c concurrent workers.
+type load struct {
+	n, c int
+	// pids are the processes whose CPU time is measured, apiPids those
+	// whose CPU time is measured apart (the Kubernetes API server's).
+	pids, apiPids []int
+	// limit, if not 0, ends the run early: no operation starts after it.
+	limit time.Duration
+}
+
+// measureMarbles is measure for the load l.
+func measureMarbles(l load, marbleType string, curve elliptic.Curve, op func(id *coordtest.MarbleIdentity, uid string) error) (result, error) {
 	ids := make([]*coordtest.MarbleIdentity, 64)
 	for i := range ids {
 		id, err := coordtest.NewMarbleIdentity(curve, marbleType)
@@ -206,29 +282,43 @@ func measure(pid int, marbleType string, curve elliptic.Curve, n, c int, op func
 		}
 		ids[i] = id
 	}
-	uuids := make([]string, n)
+	uuids := make([]string, l.n)
 	for i := range uuids {
 		uuids[i] = uuid.NewString()
 	}
-	lat := make([]time.Duration, n)
-	var next, failures atomic.Int64
+	return measureOps(l, func(i int) error { return op(ids[i%len(ids)], uuids[i]) })
+}
+
+// measureOps runs op(i) for i in [0, l.n) from l.c concurrent workers,
+// or fewer when l.limit ends the run, and reads the CPU time of l.pids
+// and l.apiPids meanwhile.
+func measureOps(l load, op func(i int) error) (result, error) {
+	if l.n <= 0 {
+		return result{}, fmt.Errorf("nothing to measure: %d operations", l.n)
+	}
+	lat := make([]time.Duration, l.n)
+	var next, done, failures atomic.Int64
 	var firstErr atomic.Value
-	cpu0, cpuOK := cpuTime(pid)
+	cpu0, cpuOK := cpuSum(l.pids)
+	api0, apiOK := cpuSum(l.apiPids)
 	start := time.Now()
 	var wg sync.WaitGroup
-	for w := 0; w < c; w++ {
+	for w := 0; w < l.c; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
+				if l.limit > 0 && time.Since(start) > l.limit {
 					return
 				}
-				id := ids[i%len(ids)]
+				i := int(next.Add(1)) - 1
+				if i >= l.n {
+					return
+				}
 				t0 := time.Now()
-				err := op(id, uuids[i])
+				err := op(i)
 				lat[i] = time.Since(t0)
+				done.Add(1)
 				if err != nil {
 					failures.Add(1)
 					firstErr.CompareAndSwap(nil, err)
@@ -238,17 +328,48 @@ func measure(pid int, marbleType string, curve elliptic.Curve, n, c int, op func
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu1, _ := cpuTime(pid)
+	cpu1, cpu1OK := cpuSum(l.pids)
+	api1, api1OK := cpuSum(l.apiPids)
+	// Operations are taken in order, so the first n ran.
+	n := int(done.Load())
 	if e := firstErr.Load(); e != nil && failures.Load() == int64(n) {
-		return result{}, fmt.Errorf("every activation failed, first error: %v", e)
+		return result{}, fmt.Errorf("every operation failed, first error: %v", e)
 	}
-	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
-	r := result{n: n, errors: int(failures.Load()), elapsed: elapsed, p50: lat[n/2], p99: lat[n*99/100]}
-	if cpuOK && pid > 0 {
+	lat = lat[:n]
+	slices.Sort(lat)
+	r := result{n: n, errors: int(failures.Load()), elapsed: elapsed, p50: percentile(lat, 50), p99: percentile(lat, 99)}
+	if cpuOK && cpu1OK {
 		r.cpuMeasure = true
 		r.cpuPerAct = (cpu1 - cpu0) / time.Duration(n)
 	}
+	if apiOK && api1OK {
+		r.apiMeasure = true
+		r.apiPerOp = (api1 - api0) / time.Duration(n)
+	}
 	return r, nil
+}
+
+// percentile returns the latency below which percent per cent of sorted
+// (ascending, not empty) lie: the element at index len*percent/100.
+func percentile(sorted []time.Duration, percent int) time.Duration {
+	return sorted[min(len(sorted)*percent/100, len(sorted)-1)]
+}
+
+// cpuSum returns the CPU time the processes pids have used so far
+// together; false when pids is empty or one cannot be read.
+func cpuSum(pids []int) (time.Duration, bool) {
+	if len(pids) == 0 {
+		return 0, false
+	}
+	var sum time.Duration
+	for _, pid := range pids {
+		t, ok := cpuTime(pid)
+		if !ok {
+			return 0, false
+		}
+		sum += t
+	}
+	return sum, true
 }
 
 func activateOnce(mesh string, id *coordtest.MarbleIdentity, marbleType, uid string) error {

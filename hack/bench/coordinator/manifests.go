@@ -8,7 +8,45 @@ import (
 // benchManifest has one realistic marble type: a shared and a per-marble
 // key delivered through a templated file and environment variable.
 func benchManifest(marbleType string) []byte {
-	m := map[string]any{
+	return marshalManifest(benchManifestMap(marbleType))
+}
+
+// Names in the manifest of the section on several Coordinators.
+const (
+	// haLimitedType is a marble type with MaxActivations.
+	haLimitedType = "limited"
+	// haUserSecret is the user-defined secret the benchmark user sets.
+	haUserSecret = "userKey"
+)
+
+// haManifest is benchManifest with a marble type haLimitedType like
+// marbleType but with MaxActivations (high enough never to be reached),
+// and a user with the client certificate userPEM who may write the
+// user-defined secret haUserSecret.
+func haManifest(marbleType, userName, userPEM string) []byte {
+	m := benchManifestMap(marbleType)
+	marbles := m["Marbles"].(map[string]any)
+	limited := map[string]any{"MaxActivations": 1 << 40}
+	for k, v := range marbles[marbleType].(map[string]any) {
+		limited[k] = v
+	}
+	marbles[haLimitedType] = limited
+	m["Secrets"].(map[string]any)[haUserSecret] = map[string]any{"Type": "symmetric-key", "Size": 256, "UserDefined": true}
+	m["Users"] = map[string]any{userName: map[string]any{"Certificate": userPEM, "Roles": []string{"writer"}}}
+	m["Roles"] = map[string]any{"writer": map[string]any{"ResourceType": "Secrets", "ResourceNames": []string{haUserSecret}, "Actions": []string{"WriteSecret"}}}
+	return marshalManifest(m)
+}
+
+func marshalManifest(m map[string]any) []byte {
+	raw, err := json.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return raw
+}
+
+func benchManifestMap(marbleType string) map[string]any {
+	return map[string]any{
 		"Packages": map[string]any{"pkg": map[string]any{"Debug": true, "UniqueID": "6b2822ac2585040d4b9397675d54977a71ef292ab5b3c0a6acceca26074ae585"}},
 		"Marbles": map[string]any{marbleType: map[string]any{
 			"Package": "pkg",
@@ -23,11 +61,6 @@ func benchManifest(marbleType string) []byte {
 			"own":    map[string]any{"Type": "symmetric-key", "Size": 256},
 		},
 	}
-	raw, err := json.Marshal(m)
-	if err != nil {
-		panic(err)
-	}
-	return raw
 }
 
 // largeManifest has the given numbers of marbles and secrets.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/api"
+	"github.com/marblemesh/marblemesh/internal/coordinator"
 )
 
 // coordinatorProc is a Coordinator started as a subprocess.
@@ -27,6 +28,8 @@ type coordinatorProc struct {
 	mesh   string
 	client *http.Client
 	base   string
+	// roots holds the Coordinator's root certificate, once pinned.
+	roots *x509.CertPool
 }
 
 func runOwn(o options) error {
@@ -35,12 +38,9 @@ func runOwn(o options) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "coordinator")
-	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/coordinator")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("building the Coordinator: %w", err)
+	bin, err := buildCoordinator(tmp)
+	if err != nil {
+		return err
 	}
 	w := o.out
 	manifest := benchManifest(o.marbleType)
@@ -215,6 +215,18 @@ func runOwn(o options) error {
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
 
+// buildCoordinator builds ./cmd/coordinator into dir.
+func buildCoordinator(dir string) (string, error) {
+	bin := filepath.Join(dir, "coordinator")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/coordinator")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		return "", fmt.Errorf("building the Coordinator: %w", err)
+	}
+	return bin, nil
+}
+
 // startWithManifest starts a Coordinator and sets manifest.
 func startWithManifest(bin, sealDir string, manifest []byte) (*coordinatorProc, error) {
 	c, err := startCoordinator(bin, sealDir)
@@ -228,6 +240,7 @@ func startWithManifest(bin, sealDir string, manifest []byte) (*coordinatorProc, 
 	return c, nil
 }
 
+// startCoordinator starts a Coordinator on the file store in sealDir.
 func startCoordinator(bin, sealDir string) (*coordinatorProc, error) {
 	mesh, err := freeAddr()
 	if err != nil {
@@ -237,26 +250,42 @@ func startCoordinator(bin, sealDir string) (*coordinatorProc, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin)
-	cmd.Env = append(os.Environ(),
-		"OE_SIMULATION=1",
-		"EDG_COORDINATOR_SEAL_DIR="+sealDir,
-		"EDG_COORDINATOR_MESH_ADDR="+mesh,
-		"EDG_COORDINATOR_CLIENT_ADDR="+client,
-		"EDG_COORDINATOR_DNS_NAMES=localhost",
-		fmt.Sprintf("GOMAXPROCS=%d", runtime.NumCPU()),
-	)
-	cmd.Stdout = io.Discard
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the Coordinator: %w", err)
+	return startCoordinatorAt(bin, mesh, client, coordinator.EnvSealDir+"="+sealDir)
+}
+
+// startCoordinatorAt starts a Coordinator in simulation with its mesh and
+// client APIs on the given addresses and the store settings env, and waits
+// for its client API.
+func startCoordinatorAt(bin, mesh, client string, env ...string) (*coordinatorProc, error) {
+	c, err := launchCoordinator(bin, mesh, client, env...)
+	if err != nil {
+		return nil, err
 	}
-	c := &coordinatorProc{cmd: cmd, mesh: mesh, base: "https://" + client}
 	if err := c.pin(); err != nil {
 		c.stop()
 		return nil, err
 	}
 	return c, nil
+}
+
+// launchCoordinator starts the process of startCoordinatorAt without
+// waiting for it.
+func launchCoordinator(bin, mesh, client string, env ...string) (*coordinatorProc, error) {
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(),
+		coordinator.EnvSimulation+"=1",
+		coordinator.EnvMeshAddr+"="+mesh,
+		coordinator.EnvClientAddr+"="+client,
+		coordinator.EnvDNSNames+"=localhost",
+		fmt.Sprintf("GOMAXPROCS=%d", runtime.NumCPU()),
+	)
+	cmd.Env = append(cmd.Env, env...)
+	cmd.Stdout = io.Discard
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the Coordinator: %w", err)
+	}
+	return &coordinatorProc{cmd: cmd, mesh: mesh, base: "https://" + client}, nil
 }
 
 // pin waits for the client API and trusts the root it serves; the
@@ -281,6 +310,7 @@ func (c *coordinatorProc) pin() error {
 				}
 				pool := x509.NewCertPool()
 				pool.AddCert(root)
+				c.roots = pool
 				c.client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
 				return nil
 			}

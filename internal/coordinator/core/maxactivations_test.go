@@ -110,6 +110,17 @@ func TestMaxActivationsWhileSecretsAreWritten(t *testing.T) {
 	if got := countOf(restarted); got != limit {
 		t.Fatalf("activation count after the refused activation = %d, want %d", got, limit)
 	}
+	stored, err := st.Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts, err := StoredActivations(stored); err != nil || counts["limited"] != limit || len(counts) != 1 {
+		t.Fatalf("StoredActivations = %v, %v; want limited=%d only", counts, err, limit)
+	}
+	stored[prefixActivations+"limited"] = []byte("many")
+	if _, err := StoredActivations(stored); err == nil {
+		t.Fatal("StoredActivations accepted a count that is not a number")
+	}
 	again := newSimCore(t, st)
 	if _, err := activate(again, newMarbleID(t), "limited", uuid.NewString(), nil); KindOf(err) != KindResourceExhausted {
 		t.Fatalf("activation after a second restart: %v, want ResourceExhausted", err)

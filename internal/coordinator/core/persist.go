@@ -169,15 +169,15 @@ func restore(st map[string][]byte) (*storedState, error) {
 	for k, v := range st {
 		switch {
 		case strings.HasPrefix(k, prefixActivations):
-			n, perr := strconv.ParseUint(string(v), 10, 64)
+			n, perr := parseStoredCount(k, v)
 			if perr != nil {
-				return nil, fmt.Errorf("activation counter %q: %w", k, perr)
+				return nil, perr
 			}
 			out.activations[strings.TrimPrefix(k, prefixActivations)] = n
 		case strings.HasPrefix(k, prefixCounter):
-			n, perr := strconv.ParseUint(string(v), 10, 64)
+			n, perr := parseStoredCount(k, v)
 			if perr != nil {
-				return nil, fmt.Errorf("monotonic counter %q: %w", k, perr)
+				return nil, perr
 			}
 			out.counters[strings.TrimPrefix(k, prefixCounter)] = n
 		case strings.HasPrefix(k, prefixUpdateLog):

@@ -20,7 +20,10 @@ const maxWriteAttempts = 8
 // would have, had it arrived after the other write. After
 // maxWriteAttempts lost races write gives up with an error of
 // KindUnavailable. A write whose outcome the store cannot tell is not run
-// again (see unknownOutcome).
+// again (see unknownOutcome). A write that the store could not even begin
+// (store.ErrUnavailable) fails with KindUnavailable; one refused because
+// an earlier failed read left the store without open state
+// (store.ErrNotOpen) reads the stored state first and runs again.
 //
 // op must read everything it checks from c on every call and change
 // nothing in c when it fails.
@@ -35,10 +38,23 @@ func (c *Core) write(ctx context.Context, what string, op func() error) error {
 	}
 	for attempt := 1; ; attempt++ {
 		err := op()
-		if errors.Is(err, store.ErrBroken) {
+		switch {
+		case errors.Is(err, store.ErrBroken):
 			return c.unknownOutcome(ctx, what, err)
-		}
-		if !errors.Is(err, store.ErrConflict) {
+		case errors.Is(err, store.ErrUnavailable):
+			return newError(KindUnavailable, err, "%s: the store cannot be reached; nothing was written; try again", what)
+		case errors.Is(err, store.ErrNotOpen) && !errors.Is(err, store.ErrUnseal):
+			// An earlier reading of the stored state failed (the store
+			// was unreachable) and left the store without open state:
+			// read it again before the write can run.
+			if rerr := c.load(ctx, false); rerr != nil {
+				return newError(KindUnavailable, rerr, "%s: the stored state cannot be read; try again", what)
+			}
+			if attempt == maxWriteAttempts {
+				return newError(KindUnavailable, err, "%s: the stored state could not be kept open; try again", what)
+			}
+			continue
+		case !errors.Is(err, store.ErrConflict):
 			return err
 		}
 		if attempt == maxWriteAttempts {

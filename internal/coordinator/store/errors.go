@@ -31,6 +31,10 @@ var (
 	// changed the stored state since this store last read or wrote it.
 	// Nothing of the write is stored; Load, check and retry.
 	ErrConflict = errors.New("the stored state was changed by another writer")
+	// ErrUnavailable is wrapped by a write that failed because the
+	// Kubernetes API could not be reached or could not serve it for now,
+	// before any of it took effect: nothing was stored; retry later.
+	ErrUnavailable = errors.New("the Kubernetes API is unavailable")
 	// ErrRollback is returned by Load when the stored state is older than
 	// state this store has already read or written: it was rolled back.
 	ErrRollback = errors.New("the stored state is older than state seen before")

@@ -640,7 +640,7 @@ func (s *KubeStore) putChunks(ctx context.Context, gen uint64, pieces [][]byte) 
 		}, metav1.CreateOptions{})
 		if err != nil {
 			s.deleteChunks(ctx, refs)
-			return nil, fmt.Errorf("create chunk %s: %w", r.name, err)
+			return nil, fmt.Errorf("create chunk %s: %w", r.name, unavailable(err))
 		}
 		refs = append(refs, r)
 		if err := s.at("chunk-created"); err != nil {
@@ -1135,4 +1135,21 @@ func (s *KubeStore) Close() error {
 	s.hintKey, s.hintKEK = nil, nil
 	s.phase = phaseClosed
 	return nil
+}
+
+// unavailable marks err, an error of the Kubernetes API, with
+// ErrUnavailable when it says that the API could not be reached or could
+// not serve the request for now (no connection, overloaded, timed out,
+// shutting down), rather than that the request was refused.
+func unavailable(err error) error {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) {
+		// No answer from the API server: the connection failed.
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if apierrors.IsServiceUnavailable(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsTooManyRequests(err) || apierrors.IsInternalError(err) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
 }

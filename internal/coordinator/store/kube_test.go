@@ -7,11 +7,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -617,4 +619,45 @@ func countChunks(t testing.TB, c kubernetes.Interface) int {
 		t.Fatal(err)
 	}
 	return len(list.Items)
+}
+
+// TestKubeChunkWriteErrors: with the fake clientset, a chunk that cannot
+// be created because the API server is unreachable or cannot serve for
+// now fails the commit with ErrUnavailable, one that the API server
+// refuses does not; either way nothing is stored and the next commit,
+// without a Load, succeeds.
+func TestKubeChunkWriteErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		err         error
+		unavailable bool
+	}{
+		{"no connection", &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, true},
+		{"unavailable", apierrors.NewServiceUnavailable("shutting down"), true},
+		{"timeout", apierrors.NewTimeoutError("etcd", 1), true},
+		{"forbidden", apierrors.NewForbidden(corev1.Resource("secrets"), "x", errors.New("RBAC")), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset()
+			s, err := OpenKube(KubeOptions{Client: client, Namespace: "ns", Sealers: kubeSealers(sealerWith(t, 1))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Reset(t.Context(), kv("a", "1")); err != nil {
+				t.Fatal(err)
+			}
+			client.PrependReactor("create", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, tc.err
+			})
+			err = s.Commit(t.Context(), kv("b", "2"))
+			if err == nil || errors.Is(err, ErrUnavailable) != tc.unavailable || errors.Is(err, ErrBroken) {
+				t.Fatalf("commit: %v; want an error, ErrUnavailable %v, not ErrBroken", err, tc.unavailable)
+			}
+			client.ReactionChain = client.ReactionChain[1:]
+			if err := s.Commit(t.Context(), kv("c", "3")); err != nil {
+				t.Fatal(err)
+			}
+			requireState(t, loadOK(t, s), kv("a", "1", "c", "3"))
+		})
+	}
 }
