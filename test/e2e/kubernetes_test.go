@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,13 +63,42 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		t.Skip("the node agent runs containers in namespaces and needs root")
 	}
 	x := setup(t)
-	x.install()
-	x.checkReady()
-	x.setManifest()
-	ns := x.env.Namespace(t)
-	x.deployMarbles(ns)
-	x.recreateServer(ns)
-	x.uninstall()
+	// The two installations share the control plane, the node agent and
+	// the binaries; each one removes itself at its end.
+	if !t.Run("Default", func(t *testing.T) {
+		x := x.in(t)
+		x.install()
+		x.checkReady()
+		x.setManifest()
+		ns := x.env.Namespace(t)
+		x.deployMarbles(ns)
+		x.recreateServer(ns)
+		x.uninstall()
+	}) {
+		t.Fatal("the default installation failed and may be left behind; not installing again")
+	}
+	// The Coordinator keeps its state in Secrets (--distributed-deployment)
+	// and reaches the API server with its in-cluster configuration; it is
+	// killed while marbles start: every marble still activates, the state
+	// survives and the Coordinator Deployment is back at all replicas Ready.
+	t.Run("DistributedFailover", func(t *testing.T) {
+		x := x.in(t)
+		x.installDistributed()
+		x.setManifest()
+		x.checkStateInSecrets()
+		ns := x.env.Namespace(t)
+		x.marblesDuringFailover(ns)
+		x.uninstallDistributed()
+	})
+}
+
+// in is x for the subtest t, with a file of its own for the certificate
+// of its installation's Coordinator.
+func (x *e2e) in(t *testing.T) *e2e {
+	y := *x
+	y.t, y.ctx = t, t.Context()
+	y.certFile = filepath.Join(x.work, "coordinator-cert-"+filepath.Base(t.Name())+".pem")
+	return &y
 }
 
 // setup builds the binaries and starts a control plane and a node agent
@@ -96,12 +126,17 @@ func setup(tb testing.TB) *e2e {
 	x := &e2e{t: tb, ctx: tb.Context(), cs: env.Clientset, env: env, tl: tl, bin: bin, work: tb.TempDir()}
 	x.certFile = filepath.Join(x.work, "coordinator-cert.pem")
 
+	apiURL, err := url.Parse(env.Config.Host)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	agent, err := nodeagent.Start(tb.Context(), nodeagent.Config{
-		Client:   env.Clientset,
-		NodeName: "sgx-node-1",
-		Dir:      filepath.Join(x.work, "node"),
-		Helper:   filepath.Join(bin, "nodeagent-exec"),
-		Images:   x.images(),
+		Client:    env.Clientset,
+		APIServer: apiURL.Host, // for distributed Coordinators' in-cluster clients
+		NodeName:  "sgx-node-1",
+		Dir:       filepath.Join(x.work, "node"),
+		Helper:    filepath.Join(bin, "nodeagent-exec"),
+		Images:    x.images(),
 		Capacity: corev1.ResourceList{
 			sgxKey:                    resource.MustParse("1Gi"),
 			"sgx.intel.com/enclave":   resource.MustParse("110"),

@@ -93,7 +93,8 @@ func WithControllers() Option {
 }
 
 // WithServiceCIDR sets the range the API server allocates Service cluster
-// IPs from (envtest's default is 10.0.0.0/24). A loopback range such as
+// IPs from (default 10.0.0.0/24). Its first address is the `kubernetes`
+// Service's, which the API server's certificate names. A loopback range such as
 // 127.20.0.0/16 lets a test stand in for kube-proxy: it can listen on each
 // Service's cluster IP, and the API server reaches webhooks through it.
 func WithServiceCIDR(cidr string) Option {
@@ -136,6 +137,14 @@ func Start(t testing.TB, opts ...Option) *Env {
 			t.Fatalf("kubetest: %v", err)
 		}
 	}
+	serviceCIDR := o.serviceCIDR
+	if serviceCIDR == "" {
+		serviceCIDR = defaultServiceCIDR
+	}
+	caPEM, err := writeAPIServerCerts(certDir, serviceCIDR)
+	if err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
 	etcdLog := newLogFile(t, filepath.Join(dir, "etcd.log"))
 	apiLog := newLogFile(t, filepath.Join(dir, "kube-apiserver.log"))
 
@@ -165,6 +174,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 			KubectlPath: filepath.Join(bin, "kubectl"),
 		},
 	}
+	te.ControlPlane.APIServer.CA = caPEM
 	te.ControlPlane.Etcd.Configure().Set("unsafe-no-fsync", "true")
 	api := te.ControlPlane.APIServer.Configure()
 	api.Set("bind-address", "127.0.0.1")
@@ -172,9 +182,7 @@ func Start(t testing.TB, opts ...Option) *Env {
 	api.Set("endpoint-reconciler-type", "none")
 	api.Set("service-account-issuer", serviceAccountIssuer)
 	api.Set("enable-admission-plugins", "MutatingAdmissionWebhook,ValidatingAdmissionWebhook")
-	if o.serviceCIDR != "" {
-		api.Set("service-cluster-ip-range", o.serviceCIDR)
-	}
+	api.Set("service-cluster-ip-range", serviceCIDR)
 	if o.controllers {
 		// The controller manager creates the ServiceAccounts that this
 		// plugin requires of every Pod.

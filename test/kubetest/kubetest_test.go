@@ -2,6 +2,9 @@ package kubetest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +78,36 @@ func TestStart(t *testing.T) {
 	}, metav1.CreateOptions{})
 	if err != nil {
 		t.Errorf("creating a Pod without controllers: %v", err)
+	}
+
+	// The serving certificate names the `kubernetes` Service's cluster IP,
+	// the first of the Service range, for in-cluster clients.
+	var kube *corev1.Service
+	poll(t, "the kubernetes Service", func(ctx context.Context) (bool, error) {
+		kube, err = cs.CoreV1().Services(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
+		return err == nil, nil
+	})
+	if kube.Spec.ClusterIP != "10.0.0.1" {
+		t.Errorf("the kubernetes Service has cluster IP %s, want 10.0.0.1", kube.Spec.ClusterIP)
+	}
+	apiURL, err := url.Parse(e.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(e.Config.CAData) {
+		t.Fatal("the client configuration has no CA")
+	}
+	for _, name := range []string{kube.Spec.ClusterIP, "127.0.0.1", "localhost"} {
+		conn, err := tls.Dial("tcp", apiURL.Host, &tls.Config{RootCAs: roots, ServerName: name, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			t.Errorf("TLS to the API server as %s: %v", name, err)
+			continue
+		}
+		conn.Close()
+	}
+	if _, err := tls.Dial("tcp", apiURL.Host, &tls.Config{RootCAs: roots, ServerName: "10.0.0.2", MinVersion: tls.VersionTLS12}); err == nil {
+		t.Error("the API server's certificate also verifies for 10.0.0.2")
 	}
 
 	// The kubeconfig file reaches the same server, also for kubectl.
@@ -174,6 +207,28 @@ func TestStartInShortModeSkips(t *testing.T) {
 	})
 	if ran {
 		t.Error("Start did not skip in -short mode")
+	}
+}
+
+func TestKubernetesServiceIP(t *testing.T) {
+	for cidr, want := range map[string]string{
+		"10.0.0.0/24":   "10.0.0.1",
+		"127.20.0.0/16": "127.20.0.1",
+		"127.20.5.7/16": "127.20.0.1",
+		"fd00:10::/108": "fd00:10::1",
+		"not-a-cidr":    "",
+		"10.0.0.255/32": "",
+	} {
+		ip, err := kubernetesServiceIP(cidr)
+		if want == "" {
+			if err == nil {
+				t.Errorf("%s: got %s, want an error", cidr, ip)
+			}
+			continue
+		}
+		if err != nil || ip.String() != want {
+			t.Errorf("%s: got %v, %v; want %s", cidr, ip, err, want)
+		}
 	}
 }
 

@@ -76,6 +76,12 @@ type Leaf struct {
 // Issue creates a serving certificate for 127.0.0.1, ::1 and localhost,
 // with the given common name.
 func (ca *CA) Issue(commonName string) (*Leaf, error) {
+	return ca.IssueFor(commonName)
+}
+
+// IssueFor is Issue for the loopback names and also extraIPs, e.g. a
+// Service's cluster IP that clients dial.
+func (ca *CA) IssueFor(commonName string, extraIPs ...net.IP) (*Leaf, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generating key: %w", err)
@@ -93,7 +99,7 @@ func (ca *CA) Issue(commonName string) (*Leaf, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:  append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, extraIPs...),
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

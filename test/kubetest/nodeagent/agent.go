@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -65,6 +66,15 @@ type Config struct {
 	// ClusterDomain is the DNS suffix of Service names (default
 	// cluster.local).
 	ClusterDomain string
+	// APIServer is the API server's host:port in the machine's network
+	// namespace, e.g. "127.0.0.1:6443". With it the agent forwards the
+	// `kubernetes` Service of namespace default there (the API server keeps
+	// no endpoints for it on loopback) and gives every container
+	// KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT, as the kubelet
+	// does, so that in-cluster clients reach the API server with the
+	// service-account files mounted into the Pod. The API server's
+	// certificate must name the Service's cluster IP (kubetest's does).
+	APIServer string
 	// ProbeInterval is how often probes run (default 250ms).
 	ProbeInterval time.Duration
 	// Timeline receives what the agent does; nil drops it.
@@ -245,6 +255,40 @@ func (a *Agent) PodProcesses(namespace, pod string) int {
 		}
 	}
 	return n
+}
+
+// KillContainer sends SIGKILL to the running process of a container, as
+// when it crashes or the machine's OOM killer ends it; the Pod's
+// restartPolicy decides what follows. It returns the process ID killed.
+func (a *Agent) KillContainer(namespace, pod, container string) (int, error) {
+	a.mu.Lock()
+	var cs []*containerRun
+	for _, p := range a.pods {
+		if p.namespace == namespace && p.name == pod {
+			p.mu.Lock()
+			cs = append(cs, p.containers...)
+			p.mu.Unlock()
+		}
+	}
+	a.mu.Unlock()
+	for _, c := range cs {
+		if c.spec.Name != container {
+			continue
+		}
+		c.mu.Lock()
+		cmd := c.cmd
+		c.mu.Unlock()
+		if cmd == nil {
+			return 0, fmt.Errorf("nodeagent: container %s of %s/%s is not running", container, namespace, pod)
+		}
+		// The container leads its own process group.
+		if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); err != nil {
+			return 0, fmt.Errorf("nodeagent: killing container %s of %s/%s: %w", container, namespace, pod, err)
+		}
+		a.cfg.Timeline.Addf("node agent: killed container %s of %s/%s (pid %d)", container, namespace, pod, cmd.Process.Pid)
+		return cmd.Process.Pid, nil
+	}
+	return 0, fmt.Errorf("nodeagent: no container %s of a Pod %s/%s on this node", container, namespace, pod)
 }
 
 // Logs returns what the container printed so far, over all its restarts.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -64,11 +65,16 @@ func TestAgentOnAPIServer(t *testing.T) {
 		"github.com/marblemesh/marblemesh/test/kubetest/nodeagent/internal/testserver",
 	)
 	env := kubetest.Start(t, kubetest.WithControllers(), kubetest.WithServiceCIDR("127.21.0.0/16"))
+	apiURL, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := filepath.Join(t.TempDir(), "node")
 	agent, err := Start(t.Context(), Config{
-		Client: env.Clientset,
-		Dir:    dir,
-		Helper: filepath.Join(bin, "nodeagent-exec"),
+		Client:    env.Clientset,
+		APIServer: apiURL.Host,
+		Dir:       dir,
+		Helper:    filepath.Join(bin, "nodeagent-exec"),
 		Images: map[string]Image{
 			"test.local/shell": {
 				HostDirs:   []string{"/usr", "/bin", "/lib", "/lib64"},
@@ -95,6 +101,8 @@ func TestAgentOnAPIServer(t *testing.T) {
 	t.Run("Features", func(t *testing.T) {
 		for name, fn := range map[string]func(*testing.T){
 			"EnvResolution":          x.testEnv,
+			"InClusterClient":        x.testInClusterClient,
+			"KillContainer":          x.testKillContainer,
 			"EnvMissingSecret":       x.testEnvMissingSecret,
 			"Volumes":                x.testVolumes,
 			"PersistentVolumeClaim":  x.testClaim,
@@ -359,6 +367,7 @@ func (x *fixture) testEnv(t *testing.T) {
 		{Name: "POD_NAME", ValueFrom: ref("metadata.name")},
 		{Name: "POD_UID", ValueFrom: ref("metadata.uid")},
 		{Name: "POD_IP", ValueFrom: ref("status.podIP")},
+		{Name: "POD_NAMESPACE", ValueFrom: ref("metadata.namespace")},
 		{Name: "PW", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "env-secret"}, Key: "pw"}}},
 		{Name: "MODE", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "env-cm"}, Key: "mode"}}},
 	}
@@ -367,22 +376,82 @@ func (x *fixture) testEnv(t *testing.T) {
 	if p.Status.PodIP == "" {
 		t.Error("the Pod has no IP in its status")
 	}
+	kube, err := x.cs.CoreV1().Services(metav1.NamespaceDefault).Get(t.Context(), "kubernetes", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	expectVars(t, vars(x.logs(t, "env", "main")), map[string]string{
-		"arg":       "env",
-		"HOSTNAME":  "env",
-		"NAME":      "world",
-		"GREETING":  "hello world",
-		"LITERAL":   "$(NAME)",
-		"UNKNOWN":   "$(NOPE)",
-		"FROM_CFG":  "blue",
-		"POD_NAME":  "env",
-		"POD_UID":   string(p.UID),
-		"POD_IP":    p.Status.PodIP,
-		"PW":        "hunter2",
-		"MODE":      "fast",
-		"CFG_mode":  "fast",
-		"CFG_color": "blue",
+		"KUBERNETES_SERVICE_HOST": kube.Spec.ClusterIP,
+		"KUBERNETES_SERVICE_PORT": "443",
+		"POD_NAMESPACE":           x.ns,
+		"arg":                     "env",
+		"HOSTNAME":                "env",
+		"NAME":                    "world",
+		"GREETING":                "hello world",
+		"LITERAL":                 "$(NAME)",
+		"UNKNOWN":                 "$(NOPE)",
+		"FROM_CFG":                "blue",
+		"POD_NAME":                "env",
+		"POD_UID":                 string(p.UID),
+		"POD_IP":                  p.Status.PodIP,
+		"PW":                      "hunter2",
+		"MODE":                    "fast",
+		"CFG_mode":                "fast",
+		"CFG_color":               "blue",
 	})
+}
+
+// testInClusterClient: a container reaches the API server with client-go's
+// in-cluster configuration (the `kubernetes` Service's variables and the
+// service-account token, CA and namespace the Pod mounts) and is
+// authenticated as its ServiceAccount.
+func (x *fixture) testInClusterClient(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "incluster"},
+		Spec: corev1.PodSpec{
+			RestartPolicy: corev1.RestartPolicyNever,
+			Containers:    []corev1.Container{{Name: "main", Image: serverImage, Args: []string{"-whoami"}}},
+		},
+	}
+	x.create(t, pod)
+	x.waitPod(t, "incluster", "it succeeds", phase(corev1.PodSucceeded))
+	expectVars(t, vars(x.logs(t, "incluster", "main")), map[string]string{
+		"user":      "system:serviceaccount:" + x.ns + ":default",
+		"namespace": x.ns,
+	})
+}
+
+// testKillContainer: a killed container is reported with exit code 137
+// and restarted per restartPolicy Always.
+func (x *fixture) testKillContainer(t *testing.T) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "crashes"},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{serverContainer("main")}},
+	}
+	x.create(t, pod)
+	p := x.waitPod(t, "crashes", "it runs", running("main"))
+	first := pid(t, p, "main")
+	killed, err := x.agent.KillContainer(x.ns, "crashes", "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed != first {
+		t.Errorf("KillContainer killed %d, want the container's process %d", killed, first)
+	}
+	p = x.waitPod(t, "crashes", "it runs again", func(p *corev1.Pod) bool {
+		cs, ok := containerStatus(p, "main")
+		return ok && cs.RestartCount == 1 && cs.State.Running != nil
+	})
+	cs, _ := containerStatus(p, "main")
+	if last := cs.LastTerminationState.Terminated; last == nil || last.ExitCode != 137 {
+		t.Errorf("last termination %+v, want exit code 137 (SIGKILL)", last)
+	}
+	if pid(t, p, "main") == first {
+		t.Error("the restarted container has the killed process's ID")
+	}
+	if _, err := x.agent.KillContainer(x.ns, "crashes", "nope"); err == nil {
+		t.Error("KillContainer of a container the Pod does not have succeeded")
+	}
 }
 
 func (x *fixture) testEnvMissingSecret(t *testing.T) {

@@ -23,7 +23,11 @@
 // Services, tests reach a Service at its cluster IP, and Pods reach one by
 // name: /etc/hosts in every container maps `name`, `name.ns`, `name.ns.svc`
 // and `name.ns.svc.<cluster domain>` to the cluster IP. Pod IPs are
-// reported but not routable. Inside a Pod, Services are not served on the
+// reported but not routable. Given the API server's address
+// (Config.APIServer), the agent forwards the `kubernetes` Service there and
+// sets KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT in every
+// container, so that in-cluster clients work with the service-account
+// token, CA and namespace the Pod mounts. Inside a Pod, Services are not served on the
 // port numbers its containers declare (the agent's socket would keep the
 // container from listening there; kube-proxy rewrites packets instead).
 //

@@ -214,27 +214,12 @@ func (x *proxy) forward(c net.Conn, service, addr string) {
 	if sp == nil {
 		return
 	}
-	pods := x.a.readyPods(s.Namespace, s.Spec.Selector)
-	if len(pods) == 0 {
+	netns, target, ok := x.backend(s, sp)
+	if !ok {
 		return
 	}
-	slices.SortFunc(pods, func(a, b *podRun) int { return strings.Compare(string(a.uid), string(b.uid)) })
-	p := pods[int(x.rr.Add(1)%uint64(len(pods)))]
-	target := int(sp.Port)
-	if sp.TargetPort.IntVal != 0 || sp.TargetPort.StrVal != "" {
-		found := false
-		for _, ctr := range p.currentPod().Spec.Containers {
-			if n, ok := resolvePort(sp.TargetPort, ctr); ok {
-				target, found = n, true
-				break
-			}
-		}
-		if !found {
-			return
-		}
-	}
 	ctx, cancel := context.WithTimeout(x.a.ctx, 5*time.Second)
-	b, err := dialIn(ctx, p.netNS(), net.JoinHostPort("127.0.0.1", strconv.Itoa(target)))
+	b, err := dialIn(ctx, netns, target)
 	cancel()
 	if err != nil {
 		return
@@ -265,6 +250,57 @@ func (x *proxy) forward(c net.Conn, service, addr string) {
 	go pipe(c, b)
 	<-done
 	<-done
+}
+
+// backend picks where a connection to a Service port goes: the network
+// namespace and address of a Ready Pod of the Service, round robin, or the
+// API server for the `kubernetes` Service when the agent knows it.
+func (x *proxy) backend(s *corev1.Service, sp *corev1.ServicePort) (netns, addr string, ok bool) {
+	if serviceKey(s) == kubernetesService && x.a.cfg.APIServer != "" {
+		return "", x.a.cfg.APIServer, true
+	}
+	pods := x.a.readyPods(s.Namespace, s.Spec.Selector)
+	if len(pods) == 0 {
+		return "", "", false
+	}
+	slices.SortFunc(pods, func(a, b *podRun) int { return strings.Compare(string(a.uid), string(b.uid)) })
+	p := pods[int(x.rr.Add(1)%uint64(len(pods)))]
+	target := int(sp.Port)
+	if sp.TargetPort.IntVal != 0 || sp.TargetPort.StrVal != "" {
+		found := false
+		for _, ctr := range p.currentPod().Spec.Containers {
+			if n, ok := resolvePort(sp.TargetPort, ctr); ok {
+				target, found = n, true
+				break
+			}
+		}
+		if !found {
+			return "", "", false
+		}
+	}
+	return p.netNS(), net.JoinHostPort("127.0.0.1", strconv.Itoa(target)), true
+}
+
+// kubernetesService is the Service through which Pods reach the API server.
+const kubernetesService = "default/kubernetes"
+
+// apiServerEnv is what the kubelet tells every container about the
+// `kubernetes` Service: its cluster IP and HTTPS port. It fails while the
+// Service is not known yet.
+func (x *proxy) apiServerEnv() (host, port string, err error) {
+	x.mu.Lock()
+	s := x.services[kubernetesService]
+	x.mu.Unlock()
+	if s == nil || s.Spec.ClusterIP == "" || s.Spec.ClusterIP == corev1.ClusterIPNone || len(s.Spec.Ports) == 0 {
+		return "", "", fmt.Errorf("the Service %s has no cluster IP and port yet", kubernetesService)
+	}
+	p := s.Spec.Ports[0]
+	for _, sp := range s.Spec.Ports {
+		if sp.Name == "https" {
+			p = sp
+		}
+	}
+	return s.Spec.ClusterIP, strconv.Itoa(int(p.Port)), nil
 }
 
 // hostsFile is the /etc/hosts of containers in namespace.

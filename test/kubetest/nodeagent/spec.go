@@ -130,6 +130,14 @@ func (a *Agent) containerEnv(ctx context.Context, pod *corev1.Pod, c corev1.Cont
 		set(k, v)
 	}
 	set("HOSTNAME", pod.Name)
+	if a.cfg.APIServer != "" {
+		host, port, err := a.proxy.apiServerEnv()
+		if err != nil {
+			return nil, err
+		}
+		set("KUBERNETES_SERVICE_HOST", host)
+		set("KUBERNETES_SERVICE_PORT", port)
+	}
 	cms := a.cfg.Client.CoreV1().ConfigMaps(pod.Namespace)
 	secrets := a.cfg.Client.CoreV1().Secrets(pod.Namespace)
 	for _, from := range c.EnvFrom {
