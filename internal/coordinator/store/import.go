@@ -22,14 +22,6 @@ const (
 	importRetryWait = 100 * time.Millisecond
 )
 
-// Moving state between stores. A single Coordinator's FileStore is moved
-// into a KubeStore with the data key, seal mode and recovery data it has:
-// the owners' recovery secrets encrypt that data key, so a new one would
-// make them useless. ExportFile reads the FileStore without writing
-// anything, KubeStore.Import writes it as the KubeStore's first
-// generation, and KeyCheck tells, without opening anything, whether both
-// hold the same data key (the import is done).
-
 // ErrImportConflict is returned by KubeStore.Import when the shared state
 // already exists under another data key than the imported one.
 var ErrImportConflict = errors.New("the shared state already exists under another data key")
