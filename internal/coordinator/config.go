@@ -45,6 +45,10 @@ const (
 	EnvK8sStateName = "EDG_K8S_STATE_NAME"
 	EnvK8sNamespace = "EDG_K8S_NAMESPACE"
 	EnvK8sKEKMap    = "EDG_K8S_KEK_MAP"
+	// EnvImportSealDir, in distributed mode, names the seal folder of a
+	// single Coordinator whose state is imported at start when there is
+	// no shared state yet.
+	EnvImportSealDir = "EDG_COORDINATOR_IMPORT_SEAL_DIR"
 	// EnvKubeconfig, in distributed mode, names a kubeconfig file that
 	// replaces the in-cluster configuration (outside a cluster, in tests).
 	EnvKubeconfig = "KUBECONFIG"
@@ -119,6 +123,11 @@ type Config struct {
 	// ReplicaName names this Coordinator in status; empty means the host
 	// name.
 	ReplicaName string
+	// ImportSealDir, with StoreK8sSecret, is the seal folder of a single
+	// Coordinator's file store: at start, when the shared state does not
+	// exist yet, that state is imported into it with the same data key,
+	// seal mode and recovery data; the folder is only read.
+	ImportSealDir string
 	// StartupManifest, if set, is a manifest file applied at boot.
 	StartupManifest string
 	// Simulation admits marbles without attestation (insecure).
@@ -214,6 +223,10 @@ func Describe() string {
 		EnvK8sNamespace + "                 namespace of the Secrets (default: the Pod's, from " + serviceAccountNamespaceFile + ")",
 		EnvK8sKEKMap + "                   ConfigMap in that namespace holding the state's key-encryption key sealed for",
 		"                                  each platform (default \"" + store.DefaultKEKMapName + "\")",
+		EnvImportSealDir + "   seal folder of a single Coordinator (read only): when the shared state does not exist",
+		"                                  yet, its state is imported with the same data key, seal mode and recovery data, so the",
+		"                                  owners' recovery keys stay valid; a restart with it left set carries on if the shared",
+		"                                  state has that data key and refuses to start if it has another (default: none)",
 		EnvKubeconfig + "                        kubeconfig file to reach the Kubernetes API (default: the in-cluster service account);",
 		"                                  read in distributed mode only",
 		EnvKeyAPIAddr + "      key API listen address, where replicas hand the key to attested peers (default \"" + DefaultKeyAPIAddr + "\");",
@@ -307,6 +320,9 @@ func storeFromEnv(cfg *Config, getenv func(string) string, cwd string, readFile 
 				return fmt.Errorf("%s is set, but only the distributed mode (%s=1) keeps the state in Secrets", name, EnvDistributed)
 			}
 		}
+		if getenv(EnvImportSealDir) != "" {
+			return fmt.Errorf("%s is set, but only a Coordinator in distributed mode (%s=1) imports a single Coordinator's state; unset it", EnvImportSealDir, EnvDistributed)
+		}
 		cfg.Store = StoreFile
 		cfg.SealDir = orDefault(getenv(EnvSealDir), filepath.Join(cwd, "marblerun-coordinator-data"))
 		return nil
@@ -352,6 +368,7 @@ func storeFromEnv(cfg *Config, getenv func(string) string, cwd string, readFile 
 	if cfg.PodIP != "" && net.ParseIP(cfg.PodIP) == nil {
 		return fmt.Errorf("%s=%q is not an IP address", EnvPodIP, cfg.PodIP)
 	}
+	cfg.ImportSealDir = strings.TrimSpace(getenv(EnvImportSealDir))
 	return nil
 }
 

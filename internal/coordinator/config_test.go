@@ -129,7 +129,7 @@ func TestMainHelp(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	for _, want := range []string{EnvMeshAddr, EnvClientAddr, EnvSealDir, EnvSimulation, "--simulation",
-		EnvDistributed, EnvStoreBackend, EnvK8sStateName, EnvK8sNamespace, EnvK8sKEKMap, EnvKubeconfig, EnvKeyAPIAddr, EnvK8sServiceName, EnvPodIP, EnvPodName,
+		EnvDistributed, EnvStoreBackend, EnvK8sStateName, EnvK8sNamespace, EnvK8sKEKMap, EnvImportSealDir, EnvKubeconfig, EnvKeyAPIAddr, EnvK8sServiceName, EnvPodIP, EnvPodName,
 		"k8s-secret", "marblerun-state", "marblerun-sealed-kek", "marblemesh.io/state",
 		EnvAttestationDir, EnvSealMode, EnvQCNLConf, "ProductKey", "UniqueKey", "_sgx_mrsigner", "_sgx_mrenclave", "HKDF-SHA256", "pccs_url", "use_secure_cert"} {
 		if !strings.Contains(errOut.String(), strings.TrimPrefix(want, "-")) {
@@ -198,6 +198,11 @@ func TestConfigStore(t *testing.T) {
 			c.KubeKEKMapName = "my.kek-map"
 			return c
 		}(), ""},
+		{"distributed, importing a seal folder", map[string]string{EnvDistributed: "1", EnvImportSealDir: "/import/seal"}, inPod, func() Config {
+			c := kube("pod-ns", "marblerun-state", "")
+			c.ImportSealDir = "/import/seal"
+			return c
+		}(), ""},
 		{"distributed, namespace set outside a Pod", map[string]string{EnvDistributed: "1", EnvK8sNamespace: "mr"}, outside, kube("mr", "marblerun-state", ""), ""},
 		{"distributed, namespace set wins over the Pod's", map[string]string{EnvDistributed: "1", EnvK8sNamespace: "other"}, inPod, kube("other", "marblerun-state", ""), ""},
 
@@ -206,6 +211,7 @@ func TestConfigStore(t *testing.T) {
 		{"state name without distributed mode", map[string]string{EnvK8sStateName: "s"}, inPod, Config{}, EnvK8sStateName + " is set, but only the distributed mode"},
 		{"KEK map without distributed mode", map[string]string{EnvK8sKEKMap: "m"}, inPod, Config{}, EnvK8sKEKMap + " is set, but only the distributed mode"},
 		{"bad KEK map name", map[string]string{EnvDistributed: "1", EnvK8sKEKMap: "Map_1"}, inPod, Config{}, EnvK8sKEKMap + `: key-encryption key map name "Map_1"`},
+		{"import without distributed mode", map[string]string{EnvSealDir: "/seal", EnvImportSealDir: "/seal"}, inPod, Config{}, EnvImportSealDir + " is set, but only a Coordinator in distributed mode"},
 		{"namespace without distributed mode", map[string]string{EnvK8sNamespace: "mr"}, inPod, Config{}, EnvK8sNamespace + " is set, but only the distributed mode"},
 		{"key API address without distributed mode", map[string]string{EnvKeyAPIAddr: ":5433"}, inPod, Config{}, EnvKeyAPIAddr + " is set, but only the distributed mode"},
 		{"key API Service without distributed mode", map[string]string{EnvK8sServiceName: "k"}, inPod, Config{}, EnvK8sServiceName + " is set, but only the distributed mode"},
@@ -234,7 +240,7 @@ func TestConfigStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := Config{Store: c.Store, SealDir: c.SealDir, KubeNamespace: c.KubeNamespace, KubeStateName: c.KubeStateName, KubeKEKMapName: c.KubeKEKMapName, Kubeconfig: c.Kubeconfig,
-				KeyAPIAddr: c.KeyAPIAddr, KeyAPIService: c.KeyAPIService, PodIP: c.PodIP, ReplicaName: c.ReplicaName}
+				KeyAPIAddr: c.KeyAPIAddr, KeyAPIService: c.KeyAPIService, PodIP: c.PodIP, ReplicaName: c.ReplicaName, ImportSealDir: c.ImportSealDir}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("store settings %+v, want %+v", got, tc.want)
 			}

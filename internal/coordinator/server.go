@@ -69,9 +69,16 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	st, where, err := openStore(cfg, store.Options{Sealers: p.sealers, DefaultMode: mode, Logger: logger})
+	storeOpts := store.Options{Sealers: p.sealers, DefaultMode: mode, Logger: logger}
+	st, where, err := openStore(cfg, storeOpts)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.ImportSealDir != "" {
+		if err := importSealDir(context.Background(), cfg, st, storeOpts, logger); err != nil {
+			_ = st.Close()
+			return nil, err
+		}
 	}
 	where = append([]any{"store", cfg.storeBackend()}, where...)
 	logger.Info("sealed state store opened", where...)

@@ -140,6 +140,10 @@ dcap: {qcnlConfig: '{"pccs_url": "https://pccs.internal/"}'}`),
 		"cli-replicas": cliValues(t, Settings{Simulation: true, MeshServerPort: 2001, ClientServerPort: 4433, Distributed: true, Replicas: 3}),
 		"helm-distributed": parseValues(t, `
 coordinator: {distributedDeployment: true, stateSecretName: my-state, replicas: 1}`),
+		// A distributed Coordinator importing a single Coordinator's
+		// state from its claim, mounted read-only.
+		"helm-distributed-import": parseValues(t, `
+coordinator: {distributedDeployment: true, importStateFromPVC: coordinator-pv-claim}`),
 		// Several replicas, with the chart's defaults and with values of
 		// one's own.
 		"helm-replicas": parseValues(t, `
@@ -680,6 +684,8 @@ func TestChartRefusesSettings(t *testing.T) {
 		"disruption budget without bound":     {`coordinator: {distributedDeployment: true, replicas: 3, podDisruptionBudget: {maxUnavailable: null}}`, "neither maxUnavailable nor minAvailable"},
 		"claim in distributed mode":           {`coordinator: {distributedDeployment: true, pvcName: my-claim}`, "coordinator.pvcName is set"},
 		"state name without distributed mode": {`coordinator: {stateSecretName: other-state}`, "only a distributed Coordinator"},
+		"import without distributed mode":     {`coordinator: {importStateFromPVC: coordinator-pv-claim}`, "coordinator.importStateFromPVC is \"coordinator-pv-claim\", but only a distributed Coordinator"},
+		"import with several replicas":        {`coordinator: {distributedDeployment: true, replicas: 3, importStateFromPVC: coordinator-pv-claim}`, "import with coordinator.replicas=1, then leave importStateFromPVC empty and scale up"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := render(t, "marblerun", parseValues(t, c.vals))

@@ -118,6 +118,25 @@ func OpenFile(dir string, sealer seal.Sealer, logger *slog.Logger) (*FileStore, 
 // Open opens the store in dir, creating dir (mode 0700) if needed, and
 // locks it against other users. It reads nothing yet: call Load.
 func Open(dir string, opts Options) (*FileStore, error) {
+	s, insecure, err := newFileStore(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: open: create seal directory: %w", err)
+	}
+	if s.lock, err = lockDir(filepath.Join(dir, lockName)); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	if insecure {
+		s.log.Warn("store: the sealer offers no protection (simulation); stored state is not confidential", "dir", dir)
+	}
+	return s, nil
+}
+
+// newFileStore checks opts and returns a store for dir that has touched
+// nothing yet, and whether one of its sealers is insecure.
+func newFileStore(dir string, opts Options) (*FileStore, bool, error) {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -127,42 +146,31 @@ func Open(dir string, opts Options) (*FileStore, error) {
 		mode = seal.ModeProductKey
 	}
 	if _, err := mode.Code(); err != nil {
-		return nil, fmt.Errorf("store: open: default %w", err)
+		return nil, false, fmt.Errorf("store: open: default %w", err)
 	}
 	if !mode.Seals() {
-		return nil, fmt.Errorf("store: open: the default seal mode cannot be %s", mode)
+		return nil, false, fmt.Errorf("store: open: the default seal mode cannot be %s", mode)
 	}
 	if opts.Sealers[mode] == nil {
-		return nil, fmt.Errorf("store: open: no sealer for the default seal mode %s", mode)
+		return nil, false, fmt.Errorf("store: open: no sealer for the default seal mode %s", mode)
 	}
 	sealers := make(map[seal.Mode]seal.Sealer, len(opts.Sealers))
 	insecure := false
 	for m, sl := range opts.Sealers {
 		if _, err := m.Code(); err != nil || !m.Seals() || sl == nil {
-			return nil, fmt.Errorf("store: open: a sealer for seal mode %q", m)
+			return nil, false, fmt.Errorf("store: open: a sealer for seal mode %q", m)
 		}
 		sealers[m] = sl
 		insecure = insecure || sl.Insecure()
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("store: open: create seal directory: %w", err)
-	}
-	lock, err := lockDir(filepath.Join(dir, lockName))
-	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", dir, err)
-	}
-	if insecure {
-		logger.Warn("store: the sealer offers no protection (simulation); stored state is not confidential", "dir", dir)
 	}
 	return &FileStore{
 		dir:         dir,
 		sealers:     sealers,
 		defaultMode: mode,
 		log:         logger,
-		lock:        lock,
 		compactMin:  defaultCompactMin,
 		mode:        mode,
-	}, nil
+	}, insecure, nil
 }
 
 func (s *FileStore) path(name string) string { return filepath.Join(s.dir, name) }

@@ -32,3 +32,31 @@ func lockDir(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// lockDirShared opens path read-only, if it exists, and takes a shared,
+// non-blocking flock on it: it fails with ErrLocked while a Coordinator
+// holds the directory, and creates or writes nothing. A missing lock file
+// (no Coordinator ever opened the directory) returns nil.
+func lockDirShared(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	for {
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		if !errors.Is(err, syscall.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("lock %s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}

@@ -15,3 +15,9 @@ func lockDir(path string) (*os.File, error) {
 	return nil, fmt.Errorf("lock %s: %w", path,
 		errors.New("exclusive directory locking is not implemented on "+runtime.GOOS))
 }
+
+// lockDirShared fails like lockDir: a directory that cannot be locked is
+// not read either.
+func lockDirShared(path string) (*os.File, error) {
+	return lockDir(path)
+}

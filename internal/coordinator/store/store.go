@@ -244,6 +244,21 @@
 // the newer generation, and a fresh start opens whatever older state it
 // finds, as long as the objects are authentic and the KEK map opens them.
 //
+// # Moving a FileStore into a KubeStore
+//
+// ExportFile reads a FileStore's directory as Load does, without creating,
+// locking exclusively or writing anything (it takes a shared flock on the
+// lock file if there is one, so it fails with ErrLocked while a
+// Coordinator holds the directory), and returns the state with its data
+// key, seal mode and recovery data. KubeStore.Import writes them as the
+// first generation of a KubeStore, under a new key-encryption key; the
+// head's creation is the compare-and-swap point, so of several stores
+// importing at once exactly one writes. The data key stays the same, so
+// recovery data computed from it (the owners' recovery secrets) still
+// opens the state. FileKeyCheck and KubeStore.HeadKeyCheck return the key
+// check of either side without unsealing anything, which tells whether an
+// import was done already.
+//
 // The sealed data key (for KubeStore, the sealed KEK) is the only
 // protection of the state: with seal.SimulationSealer the state is
 // readable by anyone who can read the directory or the KEK map.
