@@ -192,7 +192,11 @@ func TestConfigStore(t *testing.T) {
 		{"distributed, key API settings", map[string]string{
 			EnvDistributed: "1", EnvKeyAPIAddr: "127.0.0.1:6000", EnvK8sServiceName: "my-key-api", EnvPodIP: "10.1.2.3", EnvPodName: "coordinator-0",
 		}, inPod, withKeyAPI(kube("pod-ns", "marblerun-state", ""), "127.0.0.1:6000", "my-key-api", "10.1.2.3", "coordinator-0"), ""},
-		{"Pod IP and name are not the file store's", map[string]string{EnvPodIP: "10.1.2.3", EnvPodName: "c-0"}, inPod, file, ""},
+		{"the Pod IP is not the file store's; the Pod name names it in status", map[string]string{EnvPodIP: "10.1.2.3", EnvPodName: "c-0"}, inPod, func() Config {
+			c := file
+			c.ReplicaName = "c-0"
+			return c
+		}(), ""},
 		{"distributed, KEK map name", map[string]string{EnvDistributed: "1", EnvK8sKEKMap: "my.kek-map"}, inPod, func() Config {
 			c := kube("pod-ns", "marblerun-state", "")
 			c.KubeKEKMapName = "my.kek-map"
