@@ -247,3 +247,40 @@ func TestKubeCatchUpAfterCrashedWrites(t *testing.T) {
 	}
 	requireState(t, loadOK(t, b), want)
 }
+
+// BenchmarkKubeLoadAfterCommit measures a load of the large state by a
+// store that holds it, after another store committed one key: caught up
+// from the held state, or read in full.
+func BenchmarkKubeLoadAfterCommit(b *testing.B) {
+	for _, full := range []bool{false, true} {
+		name := "incremental"
+		if full {
+			name = "full"
+		}
+		b.Run(name, func(b *testing.B) {
+			ns := kubeEnv(b).Namespace(b)
+			var cw, cr requestCount
+			w, r := countedKube(b, ns, &cw), countedKube(b, ns, &cr)
+			if _, err := w.Reset(b.Context(), largeState(b)); err != nil {
+				b.Fatal(err)
+			}
+			loadOK(b, r)
+			cr.reset()
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				if err := w.Commit(b.Context(), kv("activations/marble-00042", strconv.Itoa(i))); err != nil {
+					b.Fatal(err)
+				}
+				if full {
+					r.unsynced = true
+				}
+				b.StartTimer()
+				if _, err := r.Load(b.Context()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(cr.reads.Load())/float64(b.N), "reads/op")
+		})
+	}
+}
