@@ -47,6 +47,11 @@ func TestRestartKeepsStateInSecrets(t *testing.T) {
 	if !strings.Contains(string(text), `coordinator_store_info{backend="k8s-secret"} 1`) {
 		t.Errorf("metrics do not name the store:\n%s", text)
 	}
+	for _, m := range []string{`coordinator_store_conflicts_total 0`, `coordinator_store_loads_total{kind="incremental"}`, `coordinator_store_loads_total{kind="full"}`} {
+		if !strings.Contains(string(text), m) {
+			t.Errorf("metrics lack %s:\n%s", m, text)
+		}
+	}
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -100,6 +100,10 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	}, []string{"backend"})
 	storeInfo.WithLabelValues(cfg.storeBackend()).Set(1)
 	reg.MustRegister(storeInfo)
+	if c, ok := st.(prometheus.Collector); ok {
+		// The shared store's counters of lost races and of loads.
+		reg.MustRegister(c)
+	}
 	s.core, err = core.New(core.Config{
 		DNSNames:   cfg.DNSNames,
 		Simulation: cfg.Simulation,

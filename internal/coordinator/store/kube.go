@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -95,6 +97,10 @@ type KubeStore struct {
 	phase  phase
 	broken error // a write of unknown outcome: Load first
 	stale  bool  // a write lost a race: Load first
+	// unsynced: a write stopped (at a hook) after adopting its head and
+	// before the state was brought up to it, so the state is not the
+	// head's and cannot be caught up from.
+	unsynced bool
 
 	// headKnown tells whether exists and rv are what the head was when
 	// last read or written: whether there was one, and its resourceVersion.
@@ -131,6 +137,12 @@ type KubeStore struct {
 	hintKey, hintKEK []byte
 	// rolledBack is set while the last load was refused with ErrRollback.
 	rolledBack bool
+	// entryKEK and entryMode are the key-encryption key and seal mode of
+	// this platform's entry of the KEK map as a load last found or wrote
+	// it: a load that opens the head with that key does not check the
+	// map again.
+	entryKEK  []byte
+	entryMode seal.Mode
 
 	pieceSize  int
 	compactMin int64
@@ -138,9 +150,36 @@ type KubeStore struct {
 	// hook, when set, is called at the named points of every write; a
 	// non-nil result stops the write there, as a crash would.
 	hook func(point string) error
+
+	// conflicts counts writes that lost a race; loads counts loads that
+	// opened the state, by how ("incremental" or "full").
+	conflicts prometheus.Counter
+	loads     *prometheus.CounterVec
 }
 
-var _ Store = (*KubeStore)(nil)
+var (
+	_ Store                = (*KubeStore)(nil)
+	_ prometheus.Collector = (*KubeStore)(nil)
+)
+
+// Kinds of load counted by the metric coordinator_store_loads_total.
+const (
+	loadIncremental = "incremental"
+	loadFull        = "full"
+)
+
+// Describe implements prometheus.Collector: the store's counters of lost
+// races and of loads.
+func (s *KubeStore) Describe(ch chan<- *prometheus.Desc) {
+	s.conflicts.Describe(ch)
+	s.loads.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (s *KubeStore) Collect(ch chan<- prometheus.Metric) {
+	s.conflicts.Collect(ch)
+	s.loads.Collect(ch)
+}
 
 // OpenKube returns a store for the state in opts.Namespace. It reads
 // nothing yet: call Load.
@@ -183,10 +222,21 @@ func OpenKube(opts KubeOptions) (*KubeStore, error) {
 			logger.Warn("store: the sealer offers no protection (simulation); stored state is not confidential", "namespace", opts.Namespace)
 		}
 	}
+	loads := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "coordinator_store_loads_total",
+		Help: "Loads of the shared state that opened it, by kind: incremental (only the deltas added since the state held) or full (every object).",
+	}, []string{"kind"})
+	loads.WithLabelValues(loadIncremental)
+	loads.WithLabelValues(loadFull)
 	return &KubeStore{
 		client: opts.Client, watchClient: opts.WatchClient, ns: opts.Namespace, name: name, kekMap: kekMap,
 		sealers: sealers, defaultMode: mode, log: logger, mode: mode,
 		pieceSize: defaultPieceSize, compactMin: defaultCompactMin, maxDeltas: defaultMaxDeltas,
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "coordinator_store_conflicts_total",
+			Help: "Writes to the shared state refused because another Coordinator wrote first (lost races).",
+		}),
+		loads: loads,
 	}, nil
 }
 
@@ -280,11 +330,12 @@ func (s *KubeStore) RaiseGenerationFloor(gen uint64) {
 
 // load is Load with keys. s.mu must be held.
 func (s *KubeStore) load(ctx context.Context, keys readKeys, what string) (map[string][]byte, error) {
+	held := s.held()
 	s.forget()
 	var d kubeRead
 	var err error
 	for range maxLoadAttempts {
-		d, err = s.read(ctx, keys)
+		d, err = s.read(ctx, keys, held)
 		if !errors.Is(err, errHeadMoved) {
 			break
 		}
@@ -296,9 +347,22 @@ func (s *KubeStore) load(ctx context.Context, keys readKeys, what string) (map[s
 	switch {
 	case err == nil:
 		s.adopt(d)
-		if d.head.version == headVersion && d.head.mode.Seals() && !d.viaEntry {
+		kind := loadFull
+		if d.incremental {
+			kind = loadIncremental
+		}
+		s.loads.WithLabelValues(kind).Inc()
+		switch {
+		case d.head.version != headVersion || !d.head.mode.Seals():
+		case d.viaEntry:
+			s.entryKEK, s.entryMode = d.kek, d.head.mode
+		case d.head.mode == s.entryMode && bytes.Equal(d.kek, s.entryKEK):
+			// This store found or wrote that entry already.
+		default:
 			if _, perr := s.putKEKEntry(ctx, d.kek, d.head.mode); perr != nil {
 				s.log.Warn("store: could not seal the key-encryption key for this platform; a later load tries again", "map", s.kekMap, "err", perr)
+			} else {
+				s.entryKEK, s.entryMode = d.kek, d.head.mode
 			}
 		}
 		return cloneState(s.state), nil
@@ -313,10 +377,18 @@ func (s *KubeStore) load(ctx context.Context, keys readKeys, what string) (map[s
 	return nil, fmt.Errorf("store: %s %s/%s: %w", what, s.ns, s.name, err)
 }
 
+// held returns the open state, if any, for a load to catch up from.
+func (s *KubeStore) held() *heldState {
+	if s.phase != phaseOpen || s.unsynced || !s.headOK || s.aead == nil || s.state == nil {
+		return nil
+	}
+	return &heldState{head: s.head, state: s.state, recovery: s.recovery}
+}
+
 // forget drops the open state, keeping the highest generation seen and
 // the keys of the state last opened.
 func (s *KubeStore) forget() {
-	s.phase, s.broken, s.stale, s.rolledBack = phaseUnloaded, nil, false, false
+	s.phase, s.broken, s.stale, s.rolledBack, s.unsynced = phaseUnloaded, nil, false, false, false
 	s.headKnown, s.exists, s.rv, s.headRaw, s.head, s.headOK = false, false, "", nil, kubeHead{}, false
 	s.key, s.aead, s.state, s.recovery, s.mode, s.kek = nil, nil, nil, nil, s.defaultMode, nil
 }
@@ -353,11 +425,53 @@ type kubeRead struct {
 	// viaEntry: the key came from this platform's entry of the KEK map.
 	viaEntry bool
 	state    map[string][]byte
+	// incremental: state is the held state with the head's new deltas
+	// applied, not read in full.
+	incremental bool
+}
+
+// heldState is the open state a load may catch up from: the head it was
+// read or written as, the state, and the recovery data.
+type heldState struct {
+	head     kubeHead
+	state    map[string][]byte
+	recovery []byte
+}
+
+// extends tells whether h lists the same base and recovery data as the
+// held head, and its deltas continued: the held head's segments, chunk
+// for chunk (names, sizes and digests), are a prefix of h's, and h is
+// under the same data key. The held state is then h's state without its
+// further deltas.
+func (held *heldState) extends(h kubeHead) bool {
+	if held == nil {
+		return false
+	}
+	hh := held.head
+	if h.keyCheck != hh.keyCheck || h.generation < hh.generation ||
+		len(h.segments) < len(hh.segments) || len(hh.segments) == 0 ||
+		h.recoverySize != hh.recoverySize || !slices.Equal(h.recovery, hh.recovery) {
+		return false
+	}
+	for i, g := range hh.segments {
+		n := h.segments[i]
+		if n.kind != g.kind || n.id != g.id || !slices.Equal(n.pieces, g.pieces) {
+			return false
+		}
+	}
+	return true
 }
 
 // read reads the head and its chunks without writing, opening the data
 // key with keys.
-func (s *KubeStore) read(ctx context.Context, keys readKeys) (kubeRead, error) {
+//
+// When held extends to the head (see heldState.extends), only the chunks
+// of the head's further deltas are read, and applied to the held state:
+// the head is opened, authenticated and checked against the rollback
+// floor as in a full read, and the held state was read or written under
+// the same data key and head chain. Otherwise every chunk is read. On
+// success the held state's map is taken over (updated in place).
+func (s *KubeStore) read(ctx context.Context, keys readKeys, held *heldState) (kubeRead, error) {
 	var d kubeRead
 	sec, err := s.secrets().Get(ctx, s.name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -378,11 +492,16 @@ func (s *KubeStore) read(ctx context.Context, keys readKeys) (kubeRead, error) {
 		return d, corrupt("%v", err)
 	}
 	d.headOK, d.head = true, h
-	pieces, err := s.fetch(ctx, d.rv, h.recovery)
-	if err != nil {
-		return d, err
+	catchUp := held != nil && held.extends(h)
+	var pieces map[string][]byte
+	if catchUp {
+		d.recovery = cloneValue(held.recovery)
+	} else {
+		if pieces, err = s.fetch(ctx, d.rv, h.recovery); err != nil {
+			return d, err
+		}
+		d.recovery = join(h.recovery, pieces)
 	}
-	d.recovery = join(h.recovery, pieces)
 
 	switch {
 	case keys.dataKey != nil:
@@ -416,23 +535,31 @@ func (s *KubeStore) read(ctx context.Context, keys readKeys) (kubeRead, error) {
 	if h.generation < s.maxGen {
 		return d, fmt.Errorf("%w: the head is generation %d, this store has seen or been told of generation %d", ErrRollback, h.generation, s.maxGen)
 	}
+	segs := h.segments
+	if catchUp {
+		segs = h.segments[len(held.head.segments):]
+	}
 	var refs []chunkRef
-	for _, g := range h.segments {
+	for _, g := range segs {
 		refs = append(refs, g.pieces...)
 	}
 	if pieces, err = s.fetch(ctx, d.rv, refs); err != nil {
 		return d, err
 	}
-	for i, g := range h.segments {
-		m, err := openSegment(d.aead, s.name, h.keyCheck, g, join(g.pieces, pieces))
-		if err != nil {
+	opened := make([]map[string][]byte, len(segs))
+	for i, g := range segs {
+		if opened[i], err = openSegment(d.aead, s.name, h.keyCheck, g, join(g.pieces, pieces)); err != nil {
 			return d, corrupt("%v", err)
 		}
-		if i == 0 {
-			d.state = m
-		} else {
-			applyChanges(d.state, m)
-		}
+	}
+	// Every segment opened: only now is the held state changed.
+	if catchUp {
+		d.state, d.incremental = held.state, true
+	} else {
+		d.state, opened = opened[0], opened[1:]
+	}
+	for _, m := range opened {
+		applyChanges(d.state, m)
 	}
 	return d, nil
 }
@@ -704,6 +831,7 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) || (s.exists && apierrors.IsNotFound(err)):
 		s.deleteChunks(ctx, created)
 		s.stale = true
+		s.conflicts.Inc()
 		return fmt.Errorf("%w: %s/%s moved since generation %d was read", ErrConflict, s.ns, s.name, s.head.generation)
 	case err != nil:
 		// The write may or may not have happened: keep its chunks and
@@ -719,8 +847,12 @@ func (s *KubeStore) swapHead(ctx context.Context, h kubeHead, aead cipher.AEAD, 
 	s.gen.Store(h.generation)
 	s.wrote(out.ResourceVersion)
 	if err := s.at("head-written"); err != nil {
+		// Stopped before the caller brought the state up to h.
+		s.unsynced = true
 		return err
 	}
+	// The caller brings the state up to h without further failure.
+	s.unsynced = false
 	if dropOld && oldOK {
 		keep := h.chunks()
 		var gone []chunkRef
@@ -791,6 +923,9 @@ type kekSet struct {
 	kekCheck   [keyCheckSize]byte
 	wrappedKey []byte
 	wrappedKEK []byte
+	// entryMode is the seal mode of this platform's entry of the KEK map
+	// that prepareKEK wrote or found for kek; empty if it did not.
+	entryMode seal.Mode
 }
 
 func (ks kekSet) apply(h *kubeHead) {
@@ -829,6 +964,9 @@ func (s *KubeStore) prepareKEK(ctx context.Context, dataKey []byte, mode seal.Mo
 	if ks.undo, err = s.putKEKEntry(ctx, ks.kek, mode); err != nil {
 		return ks, err
 	}
+	if mode.Seals() {
+		ks.entryMode = mode
+	}
 	if err := s.at("kek-entry-written"); err != nil {
 		return ks, err
 	}
@@ -851,6 +989,9 @@ func (s *KubeStore) abandonKEK(ctx context.Context, ks kekSet, err error) {
 // the next change of key.
 func (s *KubeStore) finishKEK(ctx context.Context, ks kekSet) {
 	s.kek, s.hintKey, s.hintKEK = ks.kek, s.key, ks.kek
+	if ks.entryMode != "" {
+		s.entryKEK, s.entryMode = ks.kek, ks.entryMode
+	}
 	if !ks.rotated {
 		return
 	}
@@ -971,12 +1112,14 @@ func (s *KubeStore) reread(ctx context.Context) error {
 	sec, err := s.secrets().Get(ctx, s.name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		s.headKnown, s.exists, s.rv, s.headRaw, s.headOK = true, false, "", nil, false
+		s.headKnown, s.exists, s.rv, s.headRaw, s.headOK, s.unsynced = true, false, "", nil, false, true
 		return nil
 	case err != nil:
 		return fmt.Errorf("read head: %w", err)
 	}
 	s.headKnown, s.exists, s.rv, s.headRaw = true, true, sec.ResourceVersion, sec.Data[headDataKey]
+	// The head read here is not the one the held state is of.
+	s.unsynced = true
 	if h, _, _, err := parseHead(s.headRaw); err == nil {
 		s.head, s.headOK = h, true
 	}
@@ -1016,7 +1159,7 @@ func (s *KubeStore) Unlock(ctx context.Context, dataKey []byte) (map[string][]by
 	var d kubeRead
 	var err error
 	for range maxLoadAttempts {
-		if d, err = s.read(ctx, readKeys{dataKey: dataKey}); !errors.Is(err, errHeadMoved) {
+		if d, err = s.read(ctx, readKeys{dataKey: dataKey}, nil); !errors.Is(err, errHeadMoved) {
 			break
 		}
 	}
@@ -1147,7 +1290,7 @@ func (s *KubeStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.forget()
-	s.hintKey, s.hintKEK = nil, nil
+	s.hintKey, s.hintKEK, s.entryKEK = nil, nil, nil
 	s.phase = phaseClosed
 	return nil
 }

@@ -227,7 +227,19 @@
 //
 // Load reads the head, checks it, opens the data key, authenticates the
 // head, then reads every chunk (in parallel), checks its size and digest
-// against the head and decrypts the segments. If a chunk is missing
+// against the head and decrypts the segments. A store that holds the
+// state of a head catches up instead when the new head extends it: same
+// key check, same recovery data list, and the held head's segments, chunk
+// for chunk (name, size, SHA-256), a prefix of the new head's. It then
+// opens and authenticates the new head exactly as above (keys, tag,
+// rollback floor) and reads and decrypts only the chunks of the further
+// deltas, applying them to the state it holds; anything else (a new base,
+// another key, a write of this store stopped between its head swap and
+// its state update) is a full read. The metric
+// coordinator_store_loads_total{kind="incremental"|"full"} counts both,
+// coordinator_store_conflicts_total the writes that lost a race. A load
+// that opened the head with the keys it held checks this platform's entry
+// of the KEK map once per key-encryption key, not on every load. If a chunk is missing
 // because the head moved meanwhile, Load starts over. Anything that fails
 // its checks is refused with ErrUnseal and ErrCorrupt, never repaired.
 //
