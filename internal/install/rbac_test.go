@@ -91,7 +91,7 @@ coordinator: {distributedDeployment: true, replicas: 3, stateSecretName: `+state
 				t.Fatal(err)
 			}
 			s, err := store.OpenKube(store.KubeOptions{
-				Client: sa, Namespace: ns, Name: stateName,
+				Client: sa, Namespace: ns, Name: stateName, KEKMapName: kekMap,
 				Sealers: map[seal.Mode]seal.Sealer{seal.ModeProductKey: sealer, seal.ModeUniqueKey: sealer},
 				Logger:  slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 			})
@@ -193,11 +193,20 @@ coordinator: {distributedDeployment: true, replicas: 3, stateSecretName: `+state
 	})
 
 	t.Run("KEK ConfigMap", func(t *testing.T) {
-		cm, err := sa.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: kekMap}}, metav1.CreateOptions{})
+		// The stores above created the map and wrote their entries
+		// through the Role: create, get and update are allowed.
+		cm, err := sa.CoreV1().ConfigMaps(ns).Get(ctx, kekMap, metav1.GetOptions{})
 		if err != nil {
-			t.Fatalf("create: %v", err)
+			t.Fatalf("the KEK map the stores wrote: %v", err)
 		}
-		cm.BinaryData = map[string][]byte{"00aa": {1, 2, 3}}
+		entries := len(cm.BinaryData)
+		if entries == 0 {
+			t.Fatal("the stores wrote no entry into the KEK map")
+		}
+		if cm.BinaryData == nil {
+			cm.BinaryData = map[string][]byte{}
+		}
+		cm.BinaryData["00aa"] = []byte{1, 2, 3}
 		if _, err := sa.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 			t.Errorf("update: %v", err)
 		}
@@ -206,7 +215,7 @@ coordinator: {distributedDeployment: true, replicas: 3, stateSecretName: `+state
 			t.Errorf("patch: %v", err)
 		}
 		got, err := sa.CoreV1().ConfigMaps(ns).Get(ctx, kekMap, metav1.GetOptions{})
-		if err != nil || len(got.BinaryData) != 2 {
+		if err != nil || len(got.BinaryData) != entries+2 {
 			t.Errorf("get: %v, %v", got, err)
 		}
 		if _, err := admin.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "someone-elses"}}, metav1.CreateOptions{}); err != nil {
