@@ -601,3 +601,28 @@ func TestReplicasDescribesEveryPeer(t *testing.T) {
 		}
 	}
 }
+
+// TestAttestedReplicaStatus: GetReplicaStatus is attested like the key: a
+// peer of the same identity is described, one of another signer is refused
+// in the handshake by the asking replica and reported unreachable.
+func TestAttestedReplicaStatus(t *testing.T) {
+	p := newSGX(t)
+	otherSigner := func(q *sgxtest.QuoteParts) { q.MRSigner[0] ^= 0xff }
+	same := startReplica(t, p, &fakeCore{kek: []byte("k"), gen: 3}, staticPeers{})
+	other := startReplica(t, p.with(otherSigner), &fakeCore{kek: []byte("k"), gen: 3}, staticPeers{})
+	asker := startReplica(t, p, &fakeCore{}, staticPeers{same.addr, other.addr})
+	got := asker.api.Replicas(t.Context())
+	byName := map[string]wire.ReplicaStatus{}
+	for _, r := range got {
+		byName[r.Name] = r
+	}
+	if r := byName["replica-"+same.addr]; !r.Ready || r.Generation != 3 {
+		t.Errorf("peer of the same identity = %+v; all %+v", r, got)
+	}
+	if _, ok := byName["replica-"+other.addr]; ok {
+		t.Errorf("a peer of another signer was described: %+v", got)
+	}
+	if r := byName[other.addr]; !strings.HasPrefix(r.Reason, "unreachable: ") || !strings.Contains(r.Reason, ErrPeerRefused.Error()) {
+		t.Errorf("peer of another signer = %+v, want it unreachable as refused", r)
+	}
+}
