@@ -19,11 +19,14 @@ const (
 
 // CoordinatorStatus is the Coordinator's state code and description, and
 // the description of the Coordinator that answered (nil when it does not
-// report one: MarbleRun's Coordinators and the legacy path).
+// report one: MarbleRun's Coordinators and the legacy path). Replicas
+// describes every replica of a distributed Coordinator, the one that
+// answered first; it is nil otherwise.
 type CoordinatorStatus struct {
-	Code    int
-	Message string
-	Replica *wire.ReplicaStatus
+	Code     int
+	Message  string
+	Replica  *wire.ReplicaStatus
+	Replicas []wire.ReplicaStatus
 }
 
 // Status returns the Coordinator's state.
@@ -48,5 +51,5 @@ func Status(ctx context.Context, endpoint string, trustedRoot *x509.Certificate)
 	if err := decode(resp.data, "status", &d); err != nil {
 		return nil, err
 	}
-	return &CoordinatorStatus{Code: d.Code, Message: d.Message, Replica: d.Replica}, nil
+	return &CoordinatorStatus{Code: d.Code, Message: d.Message, Replica: d.Replica, Replicas: d.Replicas}, nil
 }

@@ -47,10 +47,13 @@ type Reply struct {
 
 // StatusV2 answers GET /api/v2/status. Replica describes the Coordinator
 // that answered; it is absent from Coordinators that do not report it.
+// Replicas describes every replica of a distributed Coordinator, the one
+// that answered first; it is absent outside distributed mode.
 type StatusV2 struct {
-	Code    int            `json:"code"`
-	Message string         `json:"message"`
-	Replica *ReplicaStatus `json:"replica,omitempty"`
+	Code     int             `json:"code"`
+	Message  string          `json:"message"`
+	Replica  *ReplicaStatus  `json:"replica,omitempty"`
+	Replicas []ReplicaStatus `json:"replicas,omitempty"`
 }
 
 // ReplicaStatus describes one Coordinator (one replica of a distributed

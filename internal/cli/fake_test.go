@@ -21,6 +21,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/test/coordtest"
 )
@@ -146,6 +147,9 @@ type fakeCoordinator struct {
 	recovery *rsa.PrivateKey
 	// uploads counts recovery secrets; two recover the fake.
 	uploads int
+	// replicas, if set, makes v2 status describe a distributed
+	// Coordinator.
+	replicas []wire.ReplicaStatus
 }
 
 func newFakeCoordinator(t *testing.T, legacy bool) *fakeCoordinator {
@@ -245,7 +249,11 @@ func (f *fakeCoordinator) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		pick(map[string]any{"cert": f.ca.chainPEM(), "quote": quote}, map[string]any{"Cert": f.ca.chainPEM(), "Quote": quote})
 	case "GET status":
-		pick(map[string]any{"code": 3, "message": "fake is running"}, map[string]any{"StatusCode": 3, "StatusMessage": "fake is running"})
+		v2Status := map[string]any{"code": 3, "message": "fake is running"}
+		if f.replicas != nil {
+			v2Status["replica"], v2Status["replicas"] = f.replicas[0], f.replicas
+		}
+		pick(v2Status, map[string]any{"StatusCode": 3, "StatusMessage": "fake is running"})
 	case "POST manifest":
 		f.manifest = manifestFromBody()
 		pick(map[string]any{"RecoverySecrets": map[string][]byte{"owner": []byte("encrypted")}}, map[string]any{"RecoverySecrets": map[string][]byte{"owner": []byte("encrypted")}})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/api"
+	"github.com/marblemesh/marblemesh/api/wire"
 )
 
 // TestLegacyFallback runs every command against a Coordinator that only
@@ -259,4 +260,27 @@ func TestUnverifiableQuote(t *testing.T) {
 	e.verifier = fakeVerifier{}
 	f.issue = func(*x509.Certificate, []byte) []byte { return []byte("garbage") }
 	e.fail([]string{"the quote is invalid: not a fake quote", "Do not trust this Coordinator"}, "certificate", "root", f.addr(), "--era-config", era, "-o", e.path("r.crt"))
+}
+
+// TestStatusReplicas: status prints every replica of a distributed
+// Coordinator, one line each, unreachable ones included, and its JSON
+// carries the list.
+func TestStatusReplicas(t *testing.T) {
+	t.Parallel()
+	f := newFakeCoordinator(t, false)
+	f.replicas = []wire.ReplicaStatus{
+		{Name: "coordinator-0", Ready: true, Generation: 12, StoreBackend: "k8s-secret"},
+		{Name: "coordinator-1", Degraded: true, Reason: "no round trip to the store has succeeded for 4s", Generation: 11, StoreBackend: "k8s-secret"},
+		{Name: "coordinator-2", Reason: "unreachable: key API peer 10.0.0.9:5433: context deadline exceeded"},
+	}
+	addr := f.addr()
+	e := newEnv(t)
+	r := e.ok("status", addr, "--insecure")
+	e.golden("status_replicas", r.stdout)
+	var st struct {
+		Replicas []wire.ReplicaStatus `json:"replicas"`
+	}
+	if err := json.Unmarshal([]byte(e.ok("status", addr, "--insecure", "--format", "json").stdout), &st); err != nil || !slices.Equal(st.Replicas, f.replicas) {
+		t.Fatalf("status --format json: replicas %+v, want %+v (%v)", st.Replicas, f.replicas, err)
+	}
 }

@@ -26,7 +26,10 @@ manifest, 3 running and accepting marbles.
 
 A Coordinator that describes itself adds a line naming it, whether it is
 Ready and, when it is degraded (it answers from a state that may be behind
-the shared one and refuses writes) or not Ready, why.`,
+the shared one and refuses writes) or not Ready, why. A distributed
+Coordinator describes every replica instead, one line each, the one that
+answered first; a replica it cannot reach is named by its Pod or address
+and is not ready with the reason "unreachable: ...".`,
 		Args: exactArgs(1, "<IP:PORT>"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			addr := args[0]
@@ -43,13 +46,20 @@ the shared one and refuses writes) or not Ready, why.`,
 			}
 			if format(cmd).json() {
 				return printJSON(out.stdout(), struct {
-					Code    int                 `json:"code"`
-					Message string              `json:"message"`
-					Replica *wire.ReplicaStatus `json:"replica,omitempty"`
-				}{st.Code, st.Message, st.Replica})
+					Code     int                  `json:"code"`
+					Message  string               `json:"message"`
+					Replica  *wire.ReplicaStatus  `json:"replica,omitempty"`
+					Replicas []wire.ReplicaStatus `json:"replicas,omitempty"`
+				}{st.Code, st.Message, st.Replica, st.Replicas})
 			}
 			fmt.Fprintf(out.stdout(), "%d: %s\n", st.Code, st.Message)
-			if st.Replica != nil {
+			switch {
+			case len(st.Replicas) > 0:
+				fmt.Fprintf(out.stdout(), "Replicas (%d, the one that answered first):\n", len(st.Replicas))
+				for _, r := range st.Replicas {
+					fmt.Fprintln(out.stdout(), "  "+replicaLine(r))
+				}
+			case st.Replica != nil:
 				fmt.Fprintln(out.stdout(), replicaLine(*st.Replica))
 			}
 			return nil
@@ -59,14 +69,19 @@ the shared one and refuses writes) or not Ready, why.`,
 	return cmd
 }
 
-// replicaLine describes the Coordinator that answered in one line.
+// replicaLine describes one Coordinator in one line; the store is left
+// out when unknown (a replica that could not be reached).
 func replicaLine(r wire.ReplicaStatus) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Coordinator %s (store %s", r.Name, r.StoreBackend)
-	if r.Generation != 0 {
-		fmt.Fprintf(&b, ", state generation %d", r.Generation)
+	fmt.Fprintf(&b, "Coordinator %s", r.Name)
+	if r.StoreBackend != "" {
+		fmt.Fprintf(&b, " (store %s", r.StoreBackend)
+		if r.Generation != 0 {
+			fmt.Fprintf(&b, ", state generation %d", r.Generation)
+		}
+		b.WriteString(")")
 	}
-	b.WriteString("): ")
+	b.WriteString(": ")
 	switch {
 	case r.Degraded:
 		b.WriteString("degraded, not ready")

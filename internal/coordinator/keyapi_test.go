@@ -2,10 +2,12 @@ package coordinator_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/internal/coordinator"
 	"github.com/marblemesh/marblemesh/internal/coordinator/keyapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
@@ -359,5 +362,88 @@ func TestKeyAPIAttestedPeers(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// replicasThrough returns the replicas /api/v2/status lists through c.
+func replicasThrough(t *testing.T, c *coordtest.Coordinator) []wire.ReplicaStatus {
+	t.Helper()
+	code, body := call(t, c, http.MethodGet, "/api/v2/status", nil)
+	if code != http.StatusOK {
+		t.Fatalf("status: %d %s", code, body.Message)
+	}
+	var s wire.StatusV2
+	if err := json.Unmarshal(body.Data, &s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Replicas
+}
+
+// TestKeyAPIStatusListsReplicas: status through one replica lists every
+// replica of the key API Service, one whose endpoint is not ready
+// included, and reports a stopped one, still listed, as unreachable.
+func TestKeyAPIStatusListsReplicas(t *testing.T) {
+	k := newKeyAPICluster(t)
+	node := coordtest.NewAESSealer(t)
+	named := coordtest.WithReplicaName
+	a := k.start(t, node, named("coordinator-a"))
+	b := k.start(t, node, named("coordinator-b"))
+	c := k.start(t, node, named("coordinator-c"))
+	for name, r := range map[string]*coordtest.Coordinator{"a": a, "b": b, "c": c} {
+		k.publish(t, name, r)
+	}
+	// B's endpoint is not ready: it is asked all the same.
+	slices := k.env.Clientset.DiscoveryV1().EndpointSlices(k.ns)
+	sb, err := slices.Get(t.Context(), "b", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Endpoints[0].Conditions.Ready = ptr.To(false)
+	if _, err := slices.Update(t.Context(), sb, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	got := replicasThrough(t, a)
+	names := make([]string, 0, len(got))
+	for _, r := range got {
+		names = append(names, r.Name)
+		if r.StoreBackend != coordinator.StoreK8sSecret || r.Reason != a.Server.Replica().Reason {
+			t.Errorf("replica %+v, want it on the shared store, as Ready as A", r)
+		}
+	}
+	if strings.Join(names, ",") != "coordinator-a,coordinator-b,coordinator-c" {
+		t.Fatalf("status through A lists %v, want A first, then B and C", names)
+	}
+
+	// C stops but its slice stays: it is reported unreachable by address.
+	if err := c.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	got = replicasThrough(t, a)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("status with a stopped replica took %v", d)
+	}
+	_, port, err := net.SplitHostPort(c.Server.KeyAPIAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cAddr := net.JoinHostPort(c.Config.PodIP, port)
+	// Peers sort by name: C's address comes before B's name.
+	if len(got) != 3 || got[0].Name != "coordinator-a" || got[2].Name != "coordinator-b" || !got[2].Ready {
+		t.Fatalf("status through A after C stopped: %+v", got)
+	}
+	if u := got[1]; u.Name != cAddr || u.Ready || !strings.HasPrefix(u.Reason, "unreachable: ") {
+		t.Fatalf("stopped C reported as %+v, want %s unreachable", u, cAddr)
+	}
+}
+
+// TestStatusOmitsReplicasOnFileStore: a Coordinator on the file store
+// describes itself only.
+func TestStatusOmitsReplicasOnFileStore(t *testing.T) {
+	c := coordtest.Start(t)
+	code, body := call(t, c, http.MethodGet, "/api/v2/status", nil)
+	if code != http.StatusOK || strings.Contains(string(body.Data), "replicas") || !strings.Contains(string(body.Data), `"replica"`) {
+		t.Fatalf("status: %d %s", code, body.Data)
 	}
 }

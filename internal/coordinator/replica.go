@@ -59,6 +59,16 @@ func (s *Server) Replica() wire.ReplicaStatus {
 	return rs
 }
 
+// Replicas describes every replica of a distributed Coordinator, this
+// one first, as keyapi.KeyAPI.Replicas does; it is nil outside
+// distributed mode.
+func (s *Server) Replicas(ctx context.Context) []wire.ReplicaStatus {
+	if s.replicas == nil {
+		return nil
+	}
+	return s.replicas.api.Replicas(ctx)
+}
+
 // Ready tells whether the Coordinator is Ready, and if not why.
 func (s *Server) Ready() (bool, string) {
 	v, _ := s.verdict()

@@ -60,7 +60,7 @@ func (s *Server) newReplicas(p *platform, reg prometheus.Registerer) (*replicas,
 		service = keyapi.DefaultServiceName
 	}
 	api, err := keyapi.New(context.Background(), keyapi.Config{
-		Core: s.core, Issuer: p.issuer, Verifier: p.verifier, Simulation: cfg.Simulation,
+		Core: s.core, Replica: s.Replica, Issuer: p.issuer, Verifier: p.verifier, Simulation: cfg.Simulation,
 		Peers: keyapi.EndpointSlices{
 			Client: cs, Namespace: cfg.KubeNamespace, Service: service,
 			SelfIP: cfg.PodIP, SelfPod: cfg.ReplicaName, SelfAddrs: self,

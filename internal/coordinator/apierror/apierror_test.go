@@ -135,3 +135,5 @@ func withCert(ctx context.Context) context.Context {
 type readyReplica struct{}
 
 func (readyReplica) Replica() wire.ReplicaStatus { return wire.ReplicaStatus{Ready: true} }
+
+func (readyReplica) Replicas(context.Context) []wire.ReplicaStatus { return nil }

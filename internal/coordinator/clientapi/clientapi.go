@@ -44,9 +44,11 @@ type Core interface {
 }
 
 // Replica describes the Coordinator that answers: status reports it and
-// GET /readyz answers from it.
+// GET /readyz answers from it. Replicas describes every replica of a
+// distributed Coordinator (nil otherwise), which status reports too.
 type Replica interface {
 	Replica() wire.ReplicaStatus
+	Replicas(ctx context.Context) []wire.ReplicaStatus
 }
 
 // Limits on request bodies.

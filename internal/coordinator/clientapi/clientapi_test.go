@@ -110,6 +110,9 @@ type fixedReplica wire.ReplicaStatus
 
 func (r fixedReplica) Replica() wire.ReplicaStatus { return wire.ReplicaStatus(r) }
 
+// Replicas is nil: the Coordinator is not distributed.
+func (fixedReplica) Replicas(context.Context) []wire.ReplicaStatus { return nil }
+
 func TestReady(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -135,5 +138,36 @@ func TestReady(t *testing.T) {
 				t.Fatalf("body %q, want %q", rec.Body.String(), tc.body)
 			}
 		})
+	}
+}
+
+// fleet describes a distributed Coordinator of two replicas.
+type fleet struct{}
+
+func (fleet) Replica() wire.ReplicaStatus {
+	return wire.ReplicaStatus{Name: "coordinator-0", Ready: true, StoreBackend: "k8s-secret"}
+}
+
+func (f fleet) Replicas(context.Context) []wire.ReplicaStatus {
+	return []wire.ReplicaStatus{f.Replica(), {Name: "10.0.0.9:5433", Reason: "unreachable: connection refused"}}
+}
+
+// TestStatusListsReplicas: v2 status carries every replica of a
+// distributed Coordinator; the legacy status does not.
+func TestStatusListsReplicas(t *testing.T) {
+	api := New(fakeCore{}, fleet{}, slog.New(slog.DiscardHandler), nil)
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/api/v2/status", nil))
+	var v2 struct{ Data wire.StatusV2 }
+	if err := json.Unmarshal(rec.Body.Bytes(), &v2); err != nil {
+		t.Fatal(err)
+	}
+	if got := v2.Data.Replicas; len(got) != 2 || got[0].Name != "coordinator-0" || got[1].Reason != "unreachable: connection refused" {
+		t.Fatalf("v2 replicas = %+v; body %s", got, rec.Body)
+	}
+	rec = httptest.NewRecorder()
+	api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/status", nil))
+	if rec.Code != http.StatusOK || strings.Contains(rec.Body.String(), "replicas") || strings.Contains(rec.Body.String(), "10.0.0.9") {
+		t.Fatalf("v1 status = %d %s", rec.Code, rec.Body)
 	}
 }

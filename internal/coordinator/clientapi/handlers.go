@@ -21,6 +21,8 @@ type statusOut struct {
 	state   core.State
 	msg     string
 	replica wire.ReplicaStatus
+	// replicas is nil outside distributed mode.
+	replicas []wire.ReplicaStatus
 }
 
 // quoteOut is the Coordinator's certificate chain and quote.
@@ -34,14 +36,20 @@ type manifestOut struct {
 
 // addBasic routes status, quote, manifest and the update log.
 func (a *API) addBasic() {
-	register(a, "status", http.MethodGet, op[struct{}, statusOut]{
-		call: func(*http.Request, struct{}) (statusOut, error) {
+	register(a, "status", http.MethodGet, op[bool, statusOut]{
+		// Only v2 reports every replica.
+		read: only(v2, func(http.ResponseWriter, *http.Request) (bool, bool) { return true, true }),
+		call: func(r *http.Request, allReplicas bool) (statusOut, error) {
 			state, msg := a.core.Status()
-			return statusOut{state, msg, a.replica.Replica()}, nil
+			out := statusOut{state: state, msg: msg, replica: a.replica.Replica()}
+			if allReplicas {
+				out.replicas = a.replica.Replicas(r.Context())
+			}
+			return out, nil
 		},
 		write: per(
 			func(w http.ResponseWriter, o statusOut) {
-				writeSuccess(w, wire.StatusV2{Code: int(o.state), Message: o.msg, Replica: &o.replica})
+				writeSuccess(w, wire.StatusV2{Code: int(o.state), Message: o.msg, Replica: &o.replica, Replicas: o.replicas})
 			},
 			func(w http.ResponseWriter, o statusOut) {
 				writeSuccess(w, wire.StatusV1{StatusCode: int(o.state), StatusMessage: o.msg})

@@ -31,7 +31,17 @@ const (
 // PeerSource lists the key API addresses (host:port) of the other
 // replicas.
 type PeerSource interface {
+	// Peers lists the replicas ready to hand over the key.
 	Peers(ctx context.Context) ([]string, error)
+	// Members lists every other replica, ready or not.
+	Members(ctx context.Context) ([]Member, error)
+}
+
+// Member is one replica's key API address (host:port) and, when the
+// EndpointSlice names it, its Pod.
+type Member struct {
+	Addr string
+	Pod  string
 }
 
 // EndpointSlices finds peers in the EndpointSlices of a Service: every
@@ -54,12 +64,29 @@ type EndpointSlices struct {
 // Peers lists the other replicas' key API addresses, in the order the API
 // server returned them and without duplicates.
 func (e EndpointSlices) Peers(ctx context.Context) ([]string, error) {
+	ms, err := e.list(ctx, true)
+	peers := make([]string, 0, len(ms))
+	for _, m := range ms {
+		peers = append(peers, m.Addr)
+	}
+	return peers, err
+}
+
+// Members lists every other replica's key API address, ready or not, in
+// the order the API server returned them and without duplicates.
+func (e EndpointSlices) Members(ctx context.Context) ([]Member, error) {
+	return e.list(ctx, false)
+}
+
+// list reads the Service's EndpointSlices: its endpoints other than the
+// replica itself, only the ready ones if readyOnly.
+func (e EndpointSlices) list(ctx context.Context, readyOnly bool) ([]Member, error) {
 	opts := metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + e.Service, Limit: slicePageSize}
 	if e.pageSize > 0 {
 		opts.Limit = e.pageSize
 	}
 	seen := map[string]bool{}
-	var peers []string
+	var peers []Member
 	for page := 0; ; page++ {
 		if page == maxSlicePages {
 			return peers, fmt.Errorf("listing EndpointSlices of Service %s/%s: more than %d pages of %d slices", e.Namespace, e.Service, maxSlicePages, opts.Limit)
@@ -69,10 +96,10 @@ func (e EndpointSlices) Peers(ctx context.Context) ([]string, error) {
 			return nil, fmt.Errorf("listing EndpointSlices of Service %s/%s: %w", e.Namespace, e.Service, err)
 		}
 		for i := range list.Items {
-			for _, addr := range e.slicePeers(&list.Items[i]) {
-				if !seen[addr] && len(peers) < maxPeers {
-					seen[addr] = true
-					peers = append(peers, addr)
+			for _, m := range e.slicePeers(&list.Items[i], readyOnly) {
+				if !seen[m.Addr] && len(peers) < maxPeers {
+					seen[m.Addr] = true
+					peers = append(peers, m)
 				}
 			}
 		}
@@ -83,9 +110,9 @@ func (e EndpointSlices) Peers(ctx context.Context) ([]string, error) {
 	}
 }
 
-// slicePeers returns the key API addresses of one slice's ready endpoints
-// other than the replica itself.
-func (e EndpointSlices) slicePeers(s *discoveryv1.EndpointSlice) []string {
+// slicePeers returns the key API addresses of one slice's endpoints
+// other than the replica itself, only the ready ones if readyOnly.
+func (e EndpointSlices) slicePeers(s *discoveryv1.EndpointSlice, readyOnly bool) []Member {
 	port := -1
 	for _, p := range s.Ports {
 		if p.Name != nil && *p.Name == PortName && p.Port != nil {
@@ -95,10 +122,10 @@ func (e EndpointSlices) slicePeers(s *discoveryv1.EndpointSlice) []string {
 	if port <= 0 || port > 65535 {
 		return nil
 	}
-	var out []string
+	var out []Member
 	for _, ep := range s.Endpoints {
 		// An unknown readiness counts as ready, as the API documents.
-		if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+		if readyOnly && ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 			continue
 		}
 		if len(ep.Addresses) == 0 {
@@ -115,7 +142,11 @@ func (e EndpointSlices) slicePeers(s *discoveryv1.EndpointSlice) []string {
 		if e.isSelf(addr) {
 			continue
 		}
-		out = append(out, addr)
+		m := Member{Addr: addr}
+		if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+			m.Pod = ep.TargetRef.Name
+		}
+		out = append(out, m)
 	}
 	return out
 }

@@ -90,6 +90,16 @@ func TestEndpointSlicesPeers(t *testing.T) {
 		t.Fatalf("peers %v, want %v", got, want)
 	}
 
+	// Members adds the endpoint that is not ready, and names Pods.
+	members, err := src.Members(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(members) != len(want)+1 || !slices.Contains(members, Member{Addr: "10.0.0.2:5433", Pod: "c-1"}) ||
+		!slices.Contains(members, Member{Addr: "10.0.0.1:5433", Pod: "c-0"}) || !slices.Contains(members, Member{Addr: "10.0.0.4:6000"}) {
+		t.Fatalf("members %+v, want the peers %v and 10.0.0.2:5433 (c-1)", members, want)
+	}
+
 	// Pages of one slice each read every slice too.
 	src.pageSize = 1
 	got, err = src.Peers(t.Context())

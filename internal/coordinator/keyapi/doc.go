@@ -10,6 +10,9 @@
 // the key API address (EDG_COORDINATOR_KEY_API_ADDR, ":5433" by default).
 // It answers the KEK and the generation of the newest state the replica
 // has seen, or FAILED_PRECONDITION while the replica holds no key.
+// GetReplicaStatus, on the same attested connection, answers how the
+// replica describes itself in status (api/wire ReplicaStatus), whether it
+// holds the key or not.
 //
 // Each replica creates an ephemeral P-256 key at start-up and a
 // self-signed certificate for it that carries, in extension OIDEvidence,
@@ -40,6 +43,11 @@
 // "grpc", except the replica itself (POD_IP, POD_NAME, or its own
 // listener). They are tried one after another in random order, each
 // within a bounded time.
+//
+// Status (Replicas) asks every endpoint of those slices, ready or not, at
+// most 32, in parallel within StatusTimeout; one that does not answer is
+// described by its Pod name (the endpoint's target), else its address,
+// as not ready with the reason "unreachable: ...".
 //
 // # Joining and rollback
 //

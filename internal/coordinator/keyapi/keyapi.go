@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -17,6 +20,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/keyapi/keyapipb"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
@@ -52,9 +56,19 @@ const (
 // maxKEKSize bounds the key a peer may return.
 const maxKEKSize = 1 << 10
 
+// Bounds of Replicas: at most maxStatusPeers peers are asked, all within
+// StatusTimeout, and a peer's reason is cut to maxReasonSize bytes.
+const (
+	maxStatusPeers = 32
+	StatusTimeout  = 1500 * time.Millisecond
+	maxReasonSize  = 512
+)
+
 // Config configures the key API of one replica.
 type Config struct {
 	Core Core
+	// Replica describes this replica; GetReplicaStatus answers it.
+	Replica func() wire.ReplicaStatus
 	// Issuer produces the replica's evidence and Verifier checks peers'.
 	// A nil or insecure Issuer is simulation: no evidence is issued or
 	// checked, which Simulation must confirm.
@@ -92,8 +106,8 @@ type KeyAPI struct {
 // simulation the issuer's evidence binds its key; in simulation a loud
 // warning is logged, since peers are then not attested at all.
 func New(ctx context.Context, cfg Config) (*KeyAPI, error) {
-	if cfg.Core == nil || cfg.Peers == nil || cfg.Logger == nil {
-		return nil, errors.New("key API: Core, Peers and Logger are required")
+	if cfg.Core == nil || cfg.Replica == nil || cfg.Peers == nil || cfg.Logger == nil {
+		return nil, errors.New("key API: Core, Replica, Peers and Logger are required")
 	}
 	insecure := cfg.Issuer == nil || cfg.Issuer.Insecure()
 	if insecure != cfg.Simulation {
@@ -173,11 +187,36 @@ func (s *service) GetKeyEncryptionKey(ctx context.Context, _ *keyapipb.GetKeyEnc
 	return &keyapipb.GetKeyEncryptionKeyResponse{KEK: kek, Generation: gen}, nil
 }
 
-// fetch asks the peer at addr for its key, within PeerTimeout. An error
-// wraps ErrPeerRefused when this replica refused the peer's evidence.
-func (k *KeyAPI) fetch(ctx context.Context, addr string) (kek []byte, gen uint64, err error) {
-	ctx, cancel := context.WithTimeout(ctx, k.cfg.PeerTimeout)
-	defer cancel()
+// GetReplicaStatus implements keyapipb.KeyAPIServer: it describes this
+// replica to an attested peer, whether it holds the key or not.
+func (s *service) GetReplicaStatus(context.Context, *keyapipb.GetReplicaStatusRequest) (*keyapipb.GetReplicaStatusResponse, error) {
+	r := s.k.cfg.Replica()
+	return &keyapipb.GetReplicaStatusResponse{
+		Name: r.Name, Ready: r.Ready, Degraded: r.Degraded, Reason: r.Reason,
+		Generation: r.Generation, StoreBackend: r.StoreBackend,
+	}, nil
+}
+
+// peerConn is an attested connection to one peer.
+type peerConn struct {
+	*grpc.ClientConn
+	// refused receives why this replica refused the peer's evidence.
+	refused chan error
+}
+
+// explain wraps err with the peer's address and, when this replica
+// refused the peer's evidence, with that refusal (ErrPeerRefused).
+func (c peerConn) explain(addr string, err error) error {
+	select {
+	case rerr := <-c.refused:
+		return fmt.Errorf("key API peer %s: %w", addr, rerr)
+	default:
+	}
+	return fmt.Errorf("key API peer %s: %w", addr, err)
+}
+
+// dial prepares an attested connection to the peer at addr.
+func (k *KeyAPI) dial(addr string) (peerConn, error) {
 	tlsConf := k.id.clientTLS()
 	verify := tlsConf.VerifyConnection
 	refused := make(chan error, 1)
@@ -200,22 +239,90 @@ func (k *KeyAPI) fetch(ctx context.Context, addr string) (kek []byte, gen uint64
 	}
 	conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
-		return nil, 0, fmt.Errorf("key API peer %s: %w", addr, err)
+		return peerConn{}, fmt.Errorf("key API peer %s: %w", addr, err)
+	}
+	return peerConn{ClientConn: conn, refused: refused}, nil
+}
+
+// fetch asks the peer at addr for its key, within PeerTimeout. An error
+// wraps ErrPeerRefused when this replica refused the peer's evidence.
+func (k *KeyAPI) fetch(ctx context.Context, addr string) (kek []byte, gen uint64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.PeerTimeout)
+	defer cancel()
+	conn, err := k.dial(addr)
+	if err != nil {
+		return nil, 0, err
 	}
 	defer func() { _ = conn.Close() }()
 	resp, err := keyapipb.NewKeyAPIClient(conn).GetKeyEncryptionKey(ctx, &keyapipb.GetKeyEncryptionKeyRequest{})
 	if err != nil {
-		select {
-		case rerr := <-refused:
-			return nil, 0, fmt.Errorf("key API peer %s: %w", addr, rerr)
-		default:
-		}
-		return nil, 0, fmt.Errorf("key API peer %s: %w", addr, err)
+		return nil, 0, conn.explain(addr, err)
 	}
 	if n := len(resp.GetKEK()); n == 0 || n > maxKEKSize {
 		return nil, 0, fmt.Errorf("key API peer %s: returned a key of %d bytes", addr, n)
 	}
 	return resp.GetKEK(), resp.GetGeneration(), nil
+}
+
+// peerStatus asks the peer at addr to describe itself.
+func (k *KeyAPI) peerStatus(ctx context.Context, addr string) (wire.ReplicaStatus, error) {
+	conn, err := k.dial(addr)
+	if err != nil {
+		return wire.ReplicaStatus{}, err
+	}
+	defer func() { _ = conn.Close() }()
+	resp, err := keyapipb.NewKeyAPIClient(conn).GetReplicaStatus(ctx, &keyapipb.GetReplicaStatusRequest{})
+	if err != nil {
+		return wire.ReplicaStatus{}, conn.explain(addr, err)
+	}
+	return wire.ReplicaStatus{
+		Name: resp.GetName(), Ready: resp.GetReady(), Degraded: resp.GetDegraded(),
+		Reason: cut(resp.GetReason()), Generation: resp.GetGeneration(), StoreBackend: resp.GetStoreBackend(),
+	}, nil
+}
+
+// cut bounds a reason to maxReasonSize bytes.
+func cut(s string) string {
+	if len(s) <= maxReasonSize {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxReasonSize], "")
+}
+
+// Replicas describes this replica, then every other one the PeerSource
+// lists, ready or not (at most maxStatusPeers), sorted by name. The peers
+// are asked in parallel within StatusTimeout; one that does not answer
+// is named by its Pod, else its address, with the reason
+// "unreachable: ...".
+func (k *KeyAPI) Replicas(ctx context.Context) []wire.ReplicaStatus {
+	ctx, cancel := context.WithTimeout(ctx, StatusTimeout)
+	defer cancel()
+	out := []wire.ReplicaStatus{k.cfg.Replica()}
+	members, err := k.cfg.Peers.Members(ctx)
+	if err != nil {
+		k.log.Warn("finding key API peers to describe them", "error", err)
+	}
+	if len(members) > maxStatusPeers {
+		members = members[:maxStatusPeers]
+	}
+	peers := make([]wire.ReplicaStatus, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Go(func() {
+			r, err := k.peerStatus(ctx, m.Addr)
+			if err != nil {
+				name := m.Pod
+				if name == "" {
+					name = m.Addr
+				}
+				r = wire.ReplicaStatus{Name: name, Reason: cut("unreachable: " + err.Error())}
+			}
+			peers[i] = r
+		})
+	}
+	wg.Wait()
+	slices.SortStableFunc(peers, func(a, b wire.ReplicaStatus) int { return strings.Compare(a.Name, b.Name) })
+	return append(out, peers...)
 }
 
 // peers lists the other replicas in random order.

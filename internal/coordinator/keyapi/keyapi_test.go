@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/attestation/sgx"
 	"github.com/marblemesh/marblemesh/internal/coordinator/keyapi/keyapipb"
@@ -90,6 +91,27 @@ func (p staticPeers) Peers(context.Context) ([]string, error) {
 	return append([]string(nil), p...), nil
 }
 
+func (p staticPeers) Members(context.Context) ([]Member, error) {
+	ms := make([]Member, 0, len(p))
+	for _, a := range p {
+		ms = append(ms, Member{Addr: a})
+	}
+	return ms, nil
+}
+
+// describe describes a replica by its core: named name, Ready while it
+// holds a key.
+func describe(name string, core *fakeCore) func() wire.ReplicaStatus {
+	return func() wire.ReplicaStatus {
+		kek, gen, _, _ := core.state()
+		r := wire.ReplicaStatus{Name: name, Ready: len(kek) > 0, Generation: gen, StoreBackend: "k8s-secret"}
+		if !r.Ready {
+			r.Reason = "holds no key"
+		}
+		return r
+	}
+}
+
 // replica is a key API with its core, serving on loopback.
 type replica struct {
 	core    *fakeCore
@@ -152,7 +174,7 @@ func startReplica(t *testing.T, p *platform, core *fakeCore, peers PeerSource) *
 	r := &replica{core: core, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	r.metrics = NewMetrics(r.reg)
 	cfg := Config{
-		Core: core, Peers: peers, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), Metrics: r.metrics,
+		Core: core, Replica: func() wire.ReplicaStatus { return describe("replica-"+r.addr, core)() }, Peers: peers, Logger: slog.New(slog.NewTextHandler(r.logs, nil)), Metrics: r.metrics,
 		Interval: 50 * time.Millisecond, PeerTimeout: 2 * time.Second, SyncTimeout: 5 * time.Second,
 	}
 	if p == nil {
@@ -211,7 +233,7 @@ func TestDialRoutesPeers(t *testing.T) {
 	core := &fakeCore{}
 	var dialed []string
 	api, err := New(t.Context(), Config{
-		Core: core, Peers: staticPeers{net.JoinHostPort("192.0.2.7", port)}, Logger: slog.New(slog.DiscardHandler), Simulation: true,
+		Core: core, Replica: describe("dialer", core), Peers: staticPeers{net.JoinHostPort("192.0.2.7", port)}, Logger: slog.New(slog.DiscardHandler), Simulation: true,
 		Dial: func(ctx context.Context, addr string) (net.Conn, error) {
 			dialed = append(dialed, addr)
 			_, p, err := net.SplitHostPort(addr)
@@ -293,7 +315,7 @@ func TestRunWaitsForPeerToReturn(t *testing.T) {
 		t.Fatalf("unreachable requests = %v, want several rounds", got)
 	}
 	peer := &fakeCore{kek: []byte("kek"), gen: 9}
-	api, err := New(t.Context(), Config{Core: peer, Peers: staticPeers{}, Logger: slog.New(slog.DiscardHandler), Simulation: true})
+	api, err := New(t.Context(), Config{Core: peer, Replica: describe("peer", peer), Peers: staticPeers{}, Logger: slog.New(slog.DiscardHandler), Simulation: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +369,7 @@ func TestSyncGenerationRaisesFloorToHighest(t *testing.T) {
 
 func TestConfigChecks(t *testing.T) {
 	p := newSGX(t)
-	base := Config{Core: &fakeCore{}, Peers: staticPeers{}, Logger: slog.New(slog.DiscardHandler)}
+	base := Config{Core: &fakeCore{}, Replica: describe("base", &fakeCore{}), Peers: staticPeers{}, Logger: slog.New(slog.DiscardHandler)}
 	cfg := base
 	cfg.Issuer, cfg.Verifier = sgxtest.Issuer{PKI: p.pki}, p.verifier
 	cfg.Simulation = true
@@ -514,5 +536,93 @@ func TestAttestedVerificationsBounded(t *testing.T) {
 	}
 	if !joiner.api.TryJoin(t.Context()) {
 		t.Fatalf("join failed once verifications were free; logs:\n%s", joiner.logs)
+	}
+}
+
+// TestReplicasDescribesEveryPeer: Replicas describes this replica first,
+// then each peer as it describes itself over GetReplicaStatus (one without
+// the key too), and a peer that refuses connections or never completes the
+// handshake as unreachable, all within StatusTimeout.
+func TestReplicasDescribesEveryPeer(t *testing.T) {
+	live := startReplica(t, nil, &fakeCore{kek: []byte("kek"), gen: 4}, staticPeers{})
+	empty := startReplica(t, nil, &fakeCore{}, staticPeers{})
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := closed.Addr().String()
+	_ = closed.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = silent.Close() })
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}()
+	asker := startReplica(t, nil, &fakeCore{kek: []byte("kek"), gen: 4}, staticPeers{live.addr, empty.addr, deadAddr, silent.Addr().String()})
+
+	start := time.Now()
+	got := asker.api.Replicas(t.Context())
+	if d := time.Since(start); d > StatusTimeout+500*time.Millisecond {
+		t.Fatalf("Replicas took %v, want at most about %v", d, StatusTimeout)
+	}
+	if len(got) != 5 || got[0].Name != "replica-"+asker.addr || !got[0].Ready {
+		t.Fatalf("Replicas = %+v, want this replica first and four peers", got)
+	}
+	byName := map[string]wire.ReplicaStatus{}
+	for _, r := range got[1:] {
+		byName[r.Name] = r
+	}
+	want := map[string]wire.ReplicaStatus{
+		"replica-" + live.addr:  {Name: "replica-" + live.addr, Ready: true, Generation: 4, StoreBackend: "k8s-secret"},
+		"replica-" + empty.addr: {Name: "replica-" + empty.addr, Reason: "holds no key", StoreBackend: "k8s-secret"},
+	}
+	for name, w := range want {
+		if byName[name] != w {
+			t.Errorf("peer %s = %+v, want %+v", name, byName[name], w)
+		}
+	}
+	for _, addr := range []string{deadAddr, silent.Addr().String()} {
+		r, ok := byName[addr]
+		if !ok || r.Ready || !strings.HasPrefix(r.Reason, "unreachable: ") || !strings.Contains(r.Reason, addr) {
+			t.Errorf("peer %s = %+v (found %t), want it unreachable", addr, r, ok)
+		}
+	}
+	for i := 2; i < len(got); i++ {
+		if got[i-1].Name > got[i].Name {
+			t.Errorf("peers not sorted by name: %+v", got[1:])
+		}
+	}
+}
+
+// TestAttestedReplicaStatus: GetReplicaStatus is attested like the key: a
+// peer of the same identity is described, one of another signer is refused
+// in the handshake by the asking replica and reported unreachable.
+func TestAttestedReplicaStatus(t *testing.T) {
+	p := newSGX(t)
+	otherSigner := func(q *sgxtest.QuoteParts) { q.MRSigner[0] ^= 0xff }
+	same := startReplica(t, p, &fakeCore{kek: []byte("k"), gen: 3}, staticPeers{})
+	other := startReplica(t, p.with(otherSigner), &fakeCore{kek: []byte("k"), gen: 3}, staticPeers{})
+	asker := startReplica(t, p, &fakeCore{}, staticPeers{same.addr, other.addr})
+	got := asker.api.Replicas(t.Context())
+	byName := map[string]wire.ReplicaStatus{}
+	for _, r := range got {
+		byName[r.Name] = r
+	}
+	if r := byName["replica-"+same.addr]; !r.Ready || r.Generation != 3 {
+		t.Errorf("peer of the same identity = %+v; all %+v", r, got)
+	}
+	if _, ok := byName["replica-"+other.addr]; ok {
+		t.Errorf("a peer of another signer was described: %+v", got)
+	}
+	if r := byName[other.addr]; !strings.HasPrefix(r.Reason, "unreachable: ") || !strings.Contains(r.Reason, ErrPeerRefused.Error()) {
+		t.Errorf("peer of another signer = %+v, want it unreachable as refused", r)
 	}
 }

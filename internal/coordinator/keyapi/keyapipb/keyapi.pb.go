@@ -121,6 +121,130 @@ func (x *GetKeyEncryptionKeyResponse) GetGeneration() uint64 {
 	return 0
 }
 
+// GetReplicaStatusRequest carries nothing: the requester is the attested
+// TLS client.
+type GetReplicaStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReplicaStatusRequest) Reset() {
+	*x = GetReplicaStatusRequest{}
+	mi := &file_keyapi_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReplicaStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReplicaStatusRequest) ProtoMessage() {}
+
+func (x *GetReplicaStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyapi_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReplicaStatusRequest.ProtoReflect.Descriptor instead.
+func (*GetReplicaStatusRequest) Descriptor() ([]byte, []int) {
+	return file_keyapi_proto_rawDescGZIP(), []int{2}
+}
+
+// GetReplicaStatusResponse describes the replica as its own status does
+// (api/wire ReplicaStatus).
+type GetReplicaStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=Name,proto3" json:"Name,omitempty"`
+	Ready         bool                   `protobuf:"varint,2,opt,name=Ready,proto3" json:"Ready,omitempty"`
+	Degraded      bool                   `protobuf:"varint,3,opt,name=Degraded,proto3" json:"Degraded,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=Reason,proto3" json:"Reason,omitempty"`
+	Generation    uint64                 `protobuf:"varint,5,opt,name=Generation,proto3" json:"Generation,omitempty"`
+	StoreBackend  string                 `protobuf:"bytes,6,opt,name=StoreBackend,proto3" json:"StoreBackend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetReplicaStatusResponse) Reset() {
+	*x = GetReplicaStatusResponse{}
+	mi := &file_keyapi_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetReplicaStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetReplicaStatusResponse) ProtoMessage() {}
+
+func (x *GetReplicaStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyapi_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetReplicaStatusResponse.ProtoReflect.Descriptor instead.
+func (*GetReplicaStatusResponse) Descriptor() ([]byte, []int) {
+	return file_keyapi_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetReplicaStatusResponse) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GetReplicaStatusResponse) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *GetReplicaStatusResponse) GetDegraded() bool {
+	if x != nil {
+		return x.Degraded
+	}
+	return false
+}
+
+func (x *GetReplicaStatusResponse) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *GetReplicaStatusResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *GetReplicaStatusResponse) GetStoreBackend() string {
+	if x != nil {
+		return x.StoreBackend
+	}
+	return ""
+}
+
 var File_keyapi_proto protoreflect.FileDescriptor
 
 const file_keyapi_proto_rawDesc = "" +
@@ -131,9 +255,20 @@ const file_keyapi_proto_rawDesc = "" +
 	"\x03KEK\x18\x01 \x01(\fR\x03KEK\x12\x1e\n" +
 	"\n" +
 	"Generation\x18\x02 \x01(\x04R\n" +
-	"Generation2h\n" +
+	"Generation\"\x19\n" +
+	"\x17GetReplicaStatusRequest\"\xbc\x01\n" +
+	"\x18GetReplicaStatusResponse\x12\x12\n" +
+	"\x04Name\x18\x01 \x01(\tR\x04Name\x12\x14\n" +
+	"\x05Ready\x18\x02 \x01(\bR\x05Ready\x12\x1a\n" +
+	"\bDegraded\x18\x03 \x01(\bR\bDegraded\x12\x16\n" +
+	"\x06Reason\x18\x04 \x01(\tR\x06Reason\x12\x1e\n" +
+	"\n" +
+	"Generation\x18\x05 \x01(\x04R\n" +
+	"Generation\x12\"\n" +
+	"\fStoreBackend\x18\x06 \x01(\tR\fStoreBackend2\xbf\x01\n" +
 	"\x06KeyAPI\x12^\n" +
-	"\x13GetKeyEncryptionKey\x12\".keyapi.GetKeyEncryptionKeyRequest\x1a#.keyapi.GetKeyEncryptionKeyResponseBGZEgithub.com/marblemesh/marblemesh/internal/coordinator/keyapi/keyapipbb\x06proto3"
+	"\x13GetKeyEncryptionKey\x12\".keyapi.GetKeyEncryptionKeyRequest\x1a#.keyapi.GetKeyEncryptionKeyResponse\x12U\n" +
+	"\x10GetReplicaStatus\x12\x1f.keyapi.GetReplicaStatusRequest\x1a .keyapi.GetReplicaStatusResponseBGZEgithub.com/marblemesh/marblemesh/internal/coordinator/keyapi/keyapipbb\x06proto3"
 
 var (
 	file_keyapi_proto_rawDescOnce sync.Once
@@ -147,16 +282,20 @@ func file_keyapi_proto_rawDescGZIP() []byte {
 	return file_keyapi_proto_rawDescData
 }
 
-var file_keyapi_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_keyapi_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_keyapi_proto_goTypes = []any{
 	(*GetKeyEncryptionKeyRequest)(nil),  // 0: keyapi.GetKeyEncryptionKeyRequest
 	(*GetKeyEncryptionKeyResponse)(nil), // 1: keyapi.GetKeyEncryptionKeyResponse
+	(*GetReplicaStatusRequest)(nil),     // 2: keyapi.GetReplicaStatusRequest
+	(*GetReplicaStatusResponse)(nil),    // 3: keyapi.GetReplicaStatusResponse
 }
 var file_keyapi_proto_depIdxs = []int32{
 	0, // 0: keyapi.KeyAPI.GetKeyEncryptionKey:input_type -> keyapi.GetKeyEncryptionKeyRequest
-	1, // 1: keyapi.KeyAPI.GetKeyEncryptionKey:output_type -> keyapi.GetKeyEncryptionKeyResponse
-	1, // [1:2] is the sub-list for method output_type
-	0, // [0:1] is the sub-list for method input_type
+	2, // 1: keyapi.KeyAPI.GetReplicaStatus:input_type -> keyapi.GetReplicaStatusRequest
+	1, // 2: keyapi.KeyAPI.GetKeyEncryptionKey:output_type -> keyapi.GetKeyEncryptionKeyResponse
+	3, // 3: keyapi.KeyAPI.GetReplicaStatus:output_type -> keyapi.GetReplicaStatusResponse
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
 	0, // [0:0] is the sub-list for extension type_name
 	0, // [0:0] is the sub-list for extension extendee
 	0, // [0:0] is the sub-list for field type_name
@@ -173,7 +312,7 @@ func file_keyapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyapi_proto_rawDesc), len(file_keyapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

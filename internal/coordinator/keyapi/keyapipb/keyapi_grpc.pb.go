@@ -27,6 +27,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	KeyAPI_GetKeyEncryptionKey_FullMethodName = "/keyapi.KeyAPI/GetKeyEncryptionKey"
+	KeyAPI_GetReplicaStatus_FullMethodName    = "/keyapi.KeyAPI/GetReplicaStatus"
 )
 
 // KeyAPIClient is the client API for KeyAPI service.
@@ -39,6 +40,9 @@ type KeyAPIClient interface {
 	// the state it holds. It fails with FAILED_PRECONDITION while the
 	// replica holds no key.
 	GetKeyEncryptionKey(ctx context.Context, in *GetKeyEncryptionKeyRequest, opts ...grpc.CallOption) (*GetKeyEncryptionKeyResponse, error)
+	// GetReplicaStatus describes the replica, whether it holds the key or
+	// not.
+	GetReplicaStatus(ctx context.Context, in *GetReplicaStatusRequest, opts ...grpc.CallOption) (*GetReplicaStatusResponse, error)
 }
 
 type keyAPIClient struct {
@@ -59,6 +63,16 @@ func (c *keyAPIClient) GetKeyEncryptionKey(ctx context.Context, in *GetKeyEncryp
 	return out, nil
 }
 
+func (c *keyAPIClient) GetReplicaStatus(ctx context.Context, in *GetReplicaStatusRequest, opts ...grpc.CallOption) (*GetReplicaStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetReplicaStatusResponse)
+	err := c.cc.Invoke(ctx, KeyAPI_GetReplicaStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyAPIServer is the server API for KeyAPI service.
 // All implementations must embed UnimplementedKeyAPIServer
 // for forward compatibility.
@@ -69,6 +83,9 @@ type KeyAPIServer interface {
 	// the state it holds. It fails with FAILED_PRECONDITION while the
 	// replica holds no key.
 	GetKeyEncryptionKey(context.Context, *GetKeyEncryptionKeyRequest) (*GetKeyEncryptionKeyResponse, error)
+	// GetReplicaStatus describes the replica, whether it holds the key or
+	// not.
+	GetReplicaStatus(context.Context, *GetReplicaStatusRequest) (*GetReplicaStatusResponse, error)
 	mustEmbedUnimplementedKeyAPIServer()
 }
 
@@ -81,6 +98,9 @@ type UnimplementedKeyAPIServer struct{}
 
 func (UnimplementedKeyAPIServer) GetKeyEncryptionKey(context.Context, *GetKeyEncryptionKeyRequest) (*GetKeyEncryptionKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetKeyEncryptionKey not implemented")
+}
+func (UnimplementedKeyAPIServer) GetReplicaStatus(context.Context, *GetReplicaStatusRequest) (*GetReplicaStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetReplicaStatus not implemented")
 }
 func (UnimplementedKeyAPIServer) mustEmbedUnimplementedKeyAPIServer() {}
 func (UnimplementedKeyAPIServer) testEmbeddedByValue()                {}
@@ -121,6 +141,24 @@ func _KeyAPI_GetKeyEncryptionKey_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyAPI_GetReplicaStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetReplicaStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyAPIServer).GetReplicaStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyAPI_GetReplicaStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyAPIServer).GetReplicaStatus(ctx, req.(*GetReplicaStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyAPI_ServiceDesc is the grpc.ServiceDesc for KeyAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -131,6 +169,10 @@ var KeyAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetKeyEncryptionKey",
 			Handler:    _KeyAPI_GetKeyEncryptionKey_Handler,
+		},
+		{
+			MethodName: "GetReplicaStatus",
+			Handler:    _KeyAPI_GetReplicaStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
