@@ -102,6 +102,9 @@ func TestKubeKEKDelayedCleanup(t *testing.T) {
 	requireOnlyEntries(t, ns, sealer, kek0)
 
 	reached, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(free)
 	a.hook = func(p string) error {
 		if p == "kek-cleanup" {
 			close(reached)
@@ -142,7 +145,7 @@ func TestKubeKEKDelayedCleanup(t *testing.T) {
 	kek2, _, _ := b.KeyEncryptionKey()
 	requireOnlyEntries(t, ns, sealer, kek0, kek2)
 
-	close(release)
+	free()
 	if err := <-unlocked; err != nil {
 		t.Fatal(err)
 	}
