@@ -131,6 +131,7 @@ func New(t testing.TB, cfg Config) *Cluster {
 			Name:       fmt.Sprintf("coordinator-%d", i),
 			ClientAddr: testsupport.FreeAddr(t),
 			MeshAddr:   testsupport.FreeAddr(t),
+			KeyAPIAddr: testsupport.FreeAddr(t),
 			bin:        cfg.Bin,
 			logPath:    filepath.Join(dir, fmt.Sprintf("coordinator-%d.log", i)),
 		}
@@ -143,6 +144,7 @@ func New(t testing.TB, cfg Config) *Cluster {
 			coordinator.EnvKubeconfig + "=" + cfg.Kube.Kubeconfig,
 			coordinator.EnvClientAddr + "=" + r.ClientAddr,
 			coordinator.EnvMeshAddr + "=" + r.MeshAddr,
+			coordinator.EnvKeyAPIAddr + "=" + r.KeyAPIAddr,
 			coordinator.EnvDNSNames + "=localhost,127.0.0.1",
 		}
 		if cfg.StartupManifest != "" {
@@ -213,9 +215,11 @@ func (c *Cluster) StoredActivations(ctx context.Context) (map[string]uint64, err
 type Replica struct {
 	Name                 string
 	ClientAddr, MeshAddr string
-	bin                  string
-	env                  []string
-	logPath              string
+	// KeyAPIAddr is where its key API listens (on loopback, like the others).
+	KeyAPIAddr string
+	bin        string
+	env        []string
+	logPath    string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd

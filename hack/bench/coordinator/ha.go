@@ -71,6 +71,7 @@ type haSetup struct {
 	env      []string // store settings of every replica
 	meshAddr []string // per replica
 	client   []string // per replica
+	keyAPI   []string // per replica
 	replicas []*coordinatorProc
 	mesh     string
 	base     string
@@ -95,6 +96,12 @@ func (s *haSetup) stop() {
 	}
 }
 
+// replicaEnv is the environment of replica i: the setup's and its own
+// key API address on loopback, kept across restarts.
+func (s *haSetup) replicaEnv(i int) []string {
+	return append(slices.Clone(s.env), coordinator.EnvKeyAPIAddr+"="+s.keyAPI[i])
+}
+
 // startHASetup starts n Coordinators on the state stateName: the first
 // sets the manifest, the others then join the stored state. With n > 1
 // the replicas are reached through a balancer per API.
@@ -115,11 +122,16 @@ func startHASetup(bin, name string, n int, kubeconfig, stateName, marbleType str
 		if err != nil {
 			return nil, err
 		}
+		keyAPI, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
 		s.meshAddr = append(s.meshAddr, mesh)
 		s.client = append(s.client, client)
+		s.keyAPI = append(s.keyAPI, keyAPI)
 	}
 	for i := range n {
-		c, err := startCoordinatorAt(bin, s.meshAddr[i], s.client[i], s.env...)
+		c, err := startCoordinatorAt(bin, s.meshAddr[i], s.client[i], s.replicaEnv(i)...)
 		if err != nil {
 			s.stop()
 			return nil, fmt.Errorf("%s, replica %d: %w", name, i+1, err)
@@ -613,7 +625,7 @@ func (s *haSetup) failover(victim, c int, marbleType string) (failoverResult, er
 	wg.Wait()
 
 	start := time.Now()
-	p, err := launchCoordinator(s.bin, s.meshAddr[victim], s.client[victim], s.env...)
+	p, err := launchCoordinator(s.bin, s.meshAddr[victim], s.client[victim], s.replicaEnv(victim)...)
 	if err != nil {
 		return r, err
 	}

@@ -38,4 +38,7 @@ var (
 	// ErrRollback is returned by Load when the stored state is older than
 	// state this store has already read or written: it was rolled back.
 	ErrRollback = errors.New("the stored state is older than state seen before")
+	// ErrKEKMapFull is returned by a write that needs a new entry in the
+	// key-encryption key map when the map holds its limit of entries.
+	ErrKEKMapFull = errors.New("the key-encryption key map is full")
 )

@@ -70,7 +70,7 @@ func kekMapEntries(t testing.TB, ns string) map[string][]byte {
 // holding the key-encryption key kek in mode.
 func requireEntry(t testing.TB, ns string, sealer seal.Sealer, mode seal.Mode, kek []byte) {
 	t.Helper()
-	raw, ok := kekMapEntries(t, ns)[kekMapKey(sealer.ID())]
+	raw, ok := kekMapEntries(t, ns)[kekMapKey(sealer.ID(), kekCheckOf(kek))]
 	if !ok {
 		t.Fatalf("no KEK map entry for seal identity %x", sealer.ID())
 	}
@@ -316,9 +316,11 @@ func TestKubeKEKFollowers(t *testing.T) {
 func TestKubeKEKMapRefused(t *testing.T) {
 	ns := kubeEnv(t).Namespace(t)
 	sealer := sealerWith(t, 1)
-	if _, err := openKube(t, ns, sealer).Reset(t.Context(), kv("a", "1")); err != nil {
+	first := openKube(t, ns, sealer)
+	if _, err := first.Reset(t.Context(), kv("a", "1")); err != nil {
 		t.Fatal(err)
 	}
+	kek, _, _ := first.KeyEncryptionKey()
 	cms := kubeEnv(t).Clientset.CoreV1().ConfigMaps(ns)
 	change := func(f func(cm *corev1.ConfigMap)) {
 		t.Helper()
@@ -331,7 +333,7 @@ func TestKubeKEKMapRefused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	id := kekMapKey(sealer.ID())
+	id := kekMapKey(sealer.ID(), kekCheckOf(kek))
 	saved := kekMapEntries(t, ns)[id]
 	change(func(cm *corev1.ConfigMap) { cm.BinaryData[id] = append(bytes.Clone(saved), 0) })
 	_, err := openKube(t, ns, sealer).Load(t.Context())
@@ -442,8 +444,8 @@ func TestKubeRollbackByRewrite(t *testing.T) {
 }
 
 // TestKubeKEKLostCreateRace: two stores with one seal identity (one
-// entry of the map) create the state at once; the loser puts the
-// winner's entry back, so both open the state afterwards.
+// entry per key of the map) create the state at once; the loser removes
+// only its own entry, so both open the state afterwards.
 func TestKubeKEKLostCreateRace(t *testing.T) {
 	ns := kubeEnv(t).Namespace(t)
 	sealer := sealerWith(t, 1)

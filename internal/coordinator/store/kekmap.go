@@ -151,8 +151,31 @@ func parseKEKRecord(b []byte) (kekRecord, error) {
 	return r, nil
 }
 
-// kekMapKey is the map key of a sealing identity's entry.
-func kekMapKey(id seal.ID) string { return hex.EncodeToString(id[:]) }
+// kekKeyCheckLen is how many bytes of the KEK check name an entry's key.
+const kekKeyCheckLen = 8
+
+// kekMapKey is the map key of the entry of a sealing identity for the
+// key-encryption key named kekCheck: "<hex id>.<hex of the first 8 bytes
+// of the KEK check>". Writers of one identity racing with different keys
+// thus never replace each other's entries.
+func kekMapKey(id seal.ID, kekCheck [keyCheckSize]byte) string {
+	return hex.EncodeToString(id[:]) + "." + hex.EncodeToString(kekCheck[:kekKeyCheckLen])
+}
+
+// kekEntryOK tells whether the entry stored under key is readable and
+// stored under the key its record calls for. Entries that fail this
+// (other formats among them) open nothing and may be removed by anyone.
+func kekEntryOK(key string, value []byte) bool {
+	idHex, checkHex, ok := strings.Cut(key, ".")
+	if !ok || len(idHex) != 2*len(seal.ID{}) || len(checkHex) != 2*kekKeyCheckLen {
+		return false
+	}
+	if _, err := hex.DecodeString(idHex); err != nil {
+		return false
+	}
+	r, err := parseKEKRecord(value)
+	return err == nil && checkHex == hex.EncodeToString(r.kekCheck[:kekKeyCheckLen])
+}
 
 func (s *KubeStore) configMaps() typedcorev1.ConfigMapInterface {
 	return s.client.CoreV1().ConfigMaps(s.ns)
@@ -191,16 +214,16 @@ func (s *KubeStore) sealedKEK(ctx context.Context, h kubeHead) ([]byte, error) {
 	if err := checkKEKMap(cm); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNeedKey, err)
 	}
-	raw, ok := cm.BinaryData[kekMapKey(sealer.ID())]
+	raw, ok := cm.BinaryData[kekMapKey(sealer.ID(), h.kekCheck)]
 	if !ok {
-		return nil, fmt.Errorf("%w: the key-encryption key map has no entry for this platform's seal identity", ErrNeedKey)
+		return nil, fmt.Errorf("%w: the key-encryption key map has no entry of the state's key-encryption key for this platform's seal identity", ErrNeedKey)
 	}
 	r, err := parseKEKRecord(raw)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNeedKey, err)
 	}
 	if r.mode != h.mode || r.kekCheck != h.kekCheck {
-		return nil, fmt.Errorf("%w: this platform's entry is of another key-encryption key or seal mode", ErrNeedKey)
+		return nil, fmt.Errorf("%w: this platform's entry for the state's key-encryption key is of another key or seal mode", ErrNeedKey)
 	}
 	code, _ := h.mode.Code()
 	kek, err := sealer.Unseal(r.sealed, kekRecordAAD(code, h.kekCheck, s.name))
@@ -213,35 +236,28 @@ func (s *KubeStore) sealedKEK(ctx context.Context, h kubeHead) ([]byte, error) {
 	return kek, nil
 }
 
-// kekUndo tells how to take back an entry putKEKEntry wrote.
-type kekUndo struct {
-	key            string
-	prev, written  []byte
-	hadPrev, wrote bool
-}
-
-// putKEKEntry seals kek for this platform in mode and stores it as this
-// platform's entry of the map, replacing the entry it had and keeping
-// every other. It does nothing in a mode that does not seal or when the
-// entry is already there.
-func (s *KubeStore) putKEKEntry(ctx context.Context, kek []byte, mode seal.Mode) (kekUndo, error) {
-	var u kekUndo
+// putKEKEntry seals kek for this platform in mode and adds it as this
+// platform's entry for kek to the map, keeping every other entry. It does
+// nothing in a mode that does not seal or when the entry is already there,
+// and reports whether it added the entry.
+func (s *KubeStore) putKEKEntry(ctx context.Context, kek []byte, mode seal.Mode) (bool, error) {
 	if !mode.Seals() {
-		return u, nil
+		return false, nil
 	}
 	sealer := s.sealers[mode]
 	if sealer == nil {
-		return u, fmt.Errorf("seal the key-encryption key: this Coordinator has no sealer for seal mode %s", mode)
+		return false, fmt.Errorf("seal the key-encryption key: this Coordinator has no sealer for seal mode %s", mode)
 	}
 	code, err := mode.Code()
 	if err != nil {
-		return u, err
+		return false, err
 	}
 	kc := kekCheckOf(kek)
-	key := kekMapKey(sealer.ID())
+	key := kekMapKey(sealer.ID(), kc)
 	var value []byte
+	added := false
 	err = s.changeKEKMap(ctx, func(entries map[string][]byte) (bool, error) {
-		u = kekUndo{key: key}
+		added = false
 		if r, err := parseKEKRecord(entries[key]); err == nil && r.mode == mode && r.kekCheck == kc {
 			return false, nil
 		}
@@ -255,48 +271,50 @@ func (s *KubeStore) putKEKEntry(ctx context.Context, kek []byte, mode seal.Mode)
 			}
 		}
 		if _, ok := entries[key]; !ok && len(entries) >= maxKEKEntries {
-			return false, fmt.Errorf("the key-encryption key map holds %d entries, the limit", len(entries))
+			return false, fmt.Errorf("%w: the key-encryption key map %s is full (%d entries, the limit): "+
+				"entries of key-encryption keys that no head uses must be removed from it", ErrKEKMapFull, s.kekMap, len(entries))
 		}
-		u.prev, u.hadPrev = entries[key]
-		u.written, u.wrote = value, true
 		entries[key] = value
+		added = true
 		return true, nil
 	})
-	return u, err
+	return added, err
 }
 
-// undoKEKEntry puts back the entry u replaced, after the head write it was
-// for was refused: unless another writer replaced it since. When it is
-// gone (a writer that won the race removed it with the other keys' entries),
-// the earlier entry is put back as well: it may be the winner's key.
-func (s *KubeStore) undoKEKEntry(ctx context.Context, u kekUndo) {
-	if !u.wrote {
+// dropOwnKEKEntry removes this platform's entry for the key-encryption key
+// named kekCheck in mode: a new key whose head write lost a race, which no
+// head uses and no other writer made.
+func (s *KubeStore) dropOwnKEKEntry(ctx context.Context, kekCheck [keyCheckSize]byte, mode seal.Mode) {
+	sealer := s.sealers[mode]
+	if !mode.Seals() || sealer == nil {
 		return
 	}
+	key := kekMapKey(sealer.ID(), kekCheck)
 	err := s.changeKEKMap(ctx, func(entries map[string][]byte) (bool, error) {
-		cur, ok := entries[u.key]
-		if ok && !bytes.Equal(cur, u.written) {
-			return false, nil
-		}
-		if u.hadPrev {
-			entries[u.key] = u.prev
-			return true, nil
-		}
-		delete(entries, u.key)
+		_, ok := entries[key]
+		delete(entries, key)
 		return ok, nil
 	})
 	if err != nil {
-		s.log.Warn("store: could not put back this platform's entry of the key-encryption key map after a lost race", "map", s.kekMap, "err", err)
+		s.log.Warn("store: could not remove this platform's entry of a key-encryption key that lost a race", "map", s.kekMap, "err", err)
 	}
 }
 
-// dropOtherKEKs removes the entries of every key-encryption key but the
-// one named kekCheck, and entries that cannot be read.
-func (s *KubeStore) dropOtherKEKs(ctx context.Context, kekCheck [keyCheckSize]byte) error {
+// dropReplacedKEK removes the entries of the key-encryption key named
+// replaced, of a head this store has replaced, and entries that cannot be
+// read. A key never comes back once its head is replaced, so no head
+// written later can need them; entries of any other key are kept, since
+// they may open a head written after this store's.
+func (s *KubeStore) dropReplacedKEK(ctx context.Context, replaced [keyCheckSize]byte, known bool) error {
 	return s.changeKEKMap(ctx, func(entries map[string][]byte) (bool, error) {
 		changed := false
 		for k, v := range entries {
-			if r, err := parseKEKRecord(v); err != nil || r.kekCheck != kekCheck {
+			if !kekEntryOK(k, v) {
+				delete(entries, k)
+				changed = true
+				continue
+			}
+			if r, _ := parseKEKRecord(v); known && r.kekCheck == replaced {
 				delete(entries, k)
 				changed = true
 			}

@@ -918,14 +918,19 @@ func (s *KubeStore) writeState(ctx context.Context, key []byte, mode seal.Mode, 
 // the head's fields that hold it.
 type kekSet struct {
 	kek        []byte
+	mode       seal.Mode
 	rotated    bool
-	undo       kekUndo
+	added      bool
 	kekCheck   [keyCheckSize]byte
 	wrappedKey []byte
 	wrappedKEK []byte
 	// entryMode is the seal mode of this platform's entry of the KEK map
 	// that prepareKEK wrote or found for kek; empty if it did not.
 	entryMode seal.Mode
+	// replaced names the key-encryption key of the head the write
+	// replaces, when replacedKnown (a version 2 head was read).
+	replaced      [keyCheckSize]byte
+	replacedKnown bool
 }
 
 func (ks kekSet) apply(h *kubeHead) {
@@ -938,18 +943,20 @@ func (ks kekSet) apply(h *kubeHead) {
 // is set, when there is none (nothing open, or a version 1 head), or when
 // mode is not the open state's (so that no platform keeps the key sealed
 // in a mode the state has left). Before the head is written, the key is
-// sealed for this platform into the KEK map (unless mode is Disabled): a
-// crash between the two leaves the head in force with the entries that
-// open it; only this platform's own entry may have been replaced by one
-// for a key never used, when its sealer for mode is the one of the head's
-// mode (see the package documentation).
+// sealed for this platform into the KEK map (unless mode is Disabled), as
+// an entry of its own beside every other: a crash between the two leaves
+// the head in force with the entries that open it, and an entry for a key
+// no head uses (see the package documentation).
 func (s *KubeStore) prepareKEK(ctx context.Context, dataKey []byte, mode seal.Mode, rotate bool) (kekSet, error) {
 	rotate = rotate || s.kek == nil || s.head.version != headVersion || mode != s.mode
 	if !rotate && bytes.Equal(dataKey, s.key) {
 		h := s.head
-		return kekSet{kek: s.kek, kekCheck: h.kekCheck, wrappedKey: h.wrappedKey, wrappedKEK: h.wrappedKEK}, nil
+		return kekSet{kek: s.kek, mode: mode, kekCheck: h.kekCheck, wrappedKey: h.wrappedKey, wrappedKEK: h.wrappedKEK}, nil
 	}
-	ks := kekSet{kek: s.kek, rotated: rotate}
+	ks := kekSet{kek: s.kek, mode: mode, rotated: rotate}
+	if s.exists && s.headOK && s.head.version == headVersion {
+		ks.replaced, ks.replacedKnown = s.head.kekCheck, true
+	}
 	if rotate {
 		var err error
 		if ks.kek, err = newDataKey(); err != nil {
@@ -961,7 +968,7 @@ func (s *KubeStore) prepareKEK(ctx context.Context, dataKey []byte, mode seal.Mo
 	if ks.wrappedKey, ks.wrappedKEK, err = wrapKeys(s.name, dataKey, ks.kek); err != nil {
 		return ks, fmt.Errorf("wrap the data key: %w", err)
 	}
-	if ks.undo, err = s.putKEKEntry(ctx, ks.kek, mode); err != nil {
+	if ks.added, err = s.putKEKEntry(ctx, ks.kek, mode); err != nil {
 		return ks, err
 	}
 	if mode.Seals() {
@@ -973,20 +980,21 @@ func (s *KubeStore) prepareKEK(ctx context.Context, dataKey []byte, mode seal.Mo
 	return ks, nil
 }
 
-// abandonKEK takes back this platform's entry written for a head whose
-// write was refused because it lost a race (ErrConflict): the winner's
-// key may be the one the entry held before. After any other failure the
-// head may have been written, and the entry stays.
+// abandonKEK removes this platform's entry of a new key-encryption key
+// whose head write was refused because it lost a race (ErrConflict): no
+// head uses the key, and it is never used again. The entry of a key the
+// state already had stays, and so does any entry after another failure:
+// the head may have been written.
 func (s *KubeStore) abandonKEK(ctx context.Context, ks kekSet, err error) {
-	if errors.Is(err, ErrConflict) {
-		s.undoKEKEntry(ctx, ks.undo)
+	if errors.Is(err, ErrConflict) && ks.rotated && ks.added {
+		s.dropOwnKEKEntry(ctx, ks.kekCheck, ks.mode)
 	}
 }
 
 // finishKEK adopts the key-encryption key of a head just written; after a
-// new one it removes the entries of every other from the KEK map. A
-// failure there is logged: those entries open no head and are removed by
-// the next change of key.
+// new one it removes from the KEK map the entries of the key it replaced
+// and entries that cannot be read. A failure there is logged: those
+// entries open no head and only take room.
 func (s *KubeStore) finishKEK(ctx context.Context, ks kekSet) {
 	s.kek, s.hintKey, s.hintKEK = ks.kek, s.key, ks.kek
 	if ks.entryMode != "" {
@@ -995,8 +1003,12 @@ func (s *KubeStore) finishKEK(ctx context.Context, ks kekSet) {
 	if !ks.rotated {
 		return
 	}
-	if err := s.dropOtherKEKs(ctx, ks.kekCheck); err != nil {
-		s.log.Warn("store: could not remove the entries of an earlier key-encryption key", "map", s.kekMap, "err", err)
+	if err := s.at("kek-cleanup"); err != nil {
+		s.log.Warn("store: cleanup of the key-encryption key map stopped", "map", s.kekMap, "err", err)
+		return
+	}
+	if err := s.dropReplacedKEK(ctx, ks.replaced, ks.replacedKnown && ks.replaced != ks.kekCheck); err != nil {
+		s.log.Warn("store: could not remove the entries of the replaced key-encryption key", "map", s.kekMap, "err", err)
 	}
 }
 
@@ -1122,6 +1134,8 @@ func (s *KubeStore) reread(ctx context.Context) error {
 	s.unsynced = true
 	if h, _, _, err := parseHead(s.headRaw); err == nil {
 		s.head, s.headOK = h, true
+	} else {
+		s.headOK = false
 	}
 	return nil
 }

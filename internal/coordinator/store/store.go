@@ -166,8 +166,9 @@
 // of KEK made by another.
 //
 // Each platform keeps the KEK sealed with its own sealer in the KEK map,
-// whose binaryData holds one entry per sealing identity: the key is the
-// hex of seal.Sealer.ID (derived from an SGX seal key, so one per node and
+// whose binaryData holds one entry per sealing identity and KEK: the key
+// is "<hex of seal.Sealer.ID>.<hex of the first 8 bytes of the KEK
+// check>" (the ID is derived from an SGX seal key, so one per node and
 // seal mode; all zeros for the simulation sealer, which every replica
 // shares), the value
 //
@@ -176,11 +177,17 @@
 //	                     seal mode ‖ len u16 ‖ name)
 //
 // The map holds at most 256 entries of at most 541 bytes each, checked
-// before any entry is decoded. Entries are changed by compare-and-swap on
-// the map's resourceVersion (at most 8 attempts); a Coordinator changes
-// only its own entry, except that the one that writes a head with a new
-// KEK then removes the entries of every other KEK. In seal mode Disabled
-// no platform has an entry.
+// before any entry is decoded; a write that needs a new entry in a full
+// map fails with ErrKEKMapFull. Entries are changed by compare-and-swap
+// on the map's resourceVersion (at most 8 attempts). Writers never replace
+// each other's entries, even of one identity: a Coordinator adds its own
+// entry for a new KEK before writing the head; if the head write loses
+// the race it removes that entry (best effort: a leftover opens no head);
+// if it wins it removes the entries of the KEK of the head it replaced (a
+// KEK never comes back, so no later head needs them) and entries whose key
+// or value cannot be read (other formats among them), never those of any
+// other KEK, which may be a later winner's. In seal mode Disabled no
+// platform has an entry.
 //
 // Load opens the KEK with the keys of the state this store had open when
 // they are the head's, otherwise from this platform's entry for the
@@ -195,13 +202,8 @@
 // opened, an Unlock (recovery), a change of seal mode (so no platform
 // keeps the key sealed in a mode the state has left) and the first write
 // after a version 1 head. This platform's entry for it is written before
-// the head and the other KEKs' entries removed after it, so a crash in
-// between leaves the previous head with the entries that open it. If this
-// platform's sealer for the new mode is also its sealer for the head's
-// mode (one identity, as in simulation), its own entry is replaced early:
-// after a crash there, the Coordinators still running put it back, and
-// otherwise a peer's key or recovery opens the state. A head write that
-// loses a race puts back the entry it replaced.
+// the head and the replaced KEK's entries removed after it, so a crash in
+// between leaves the previous head with the entries that open it.
 //
 // A version 1 head, written before the KEK existed, holds "count u16 |
 // per sealed key: seal mode u8 | key check (16) | len u32 |
