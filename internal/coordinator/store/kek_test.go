@@ -341,7 +341,7 @@ func TestKubeKEKMapRefused(t *testing.T) {
 	change(func(cm *corev1.ConfigMap) { cm.BinaryData[id] = make([]byte, maxKEKRecord+1) })
 	_, err = openKube(t, ns, sealer).Load(t.Context())
 	requireErrIs(t, err, ErrNeedKey)
-	if _, err := openKube(t, ns, sealer).putKEKEntry(t.Context(), make([]byte, dataKeySize), seal.ModeProductKey); err == nil {
+	if _, err := openKube(t, ns, sealer).putKEKEntry(t.Context(), make([]byte, dataKeySize), seal.ModeProductKey, nil); err == nil {
 		t.Fatal("an entry was added to a map beyond the limits")
 	}
 	change(func(cm *corev1.ConfigMap) { cm.BinaryData[id] = saved })

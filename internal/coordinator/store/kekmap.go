@@ -240,7 +240,7 @@ func (s *KubeStore) sealedKEK(ctx context.Context, h kubeHead) ([]byte, error) {
 // platform's entry for kek to the map, keeping every other entry. It does
 // nothing in a mode that does not seal or when the entry is already there,
 // and reports whether it added the entry.
-func (s *KubeStore) putKEKEntry(ctx context.Context, kek []byte, mode seal.Mode) (bool, error) {
+func (s *KubeStore) putKEKEntry(ctx context.Context, kek []byte, mode seal.Mode, inForce *[keyCheckSize]byte) (bool, error) {
 	if !mode.Seals() {
 		return false, nil
 	}
@@ -271,6 +271,12 @@ func (s *KubeStore) putKEKEntry(ctx context.Context, kek []byte, mode seal.Mode)
 			}
 		}
 		if _, ok := entries[key]; !ok && len(entries) >= maxKEKEntries {
+			if pruned := pruneKEKEntries(entries, kc, inForce); pruned > 0 {
+				s.log.Warn("store: the key-encryption key map was full; removed the entries of keys that neither the state in force nor this write uses",
+					"map", s.kekMap, "removed", pruned)
+			}
+		}
+		if _, ok := entries[key]; !ok && len(entries) >= maxKEKEntries {
 			return false, fmt.Errorf("%w: the key-encryption key map %s is full (%d entries, the limit): "+
 				"entries of key-encryption keys that no head uses must be removed from it", ErrKEKMapFull, s.kekMap, len(entries))
 		}
@@ -279,6 +285,24 @@ func (s *KubeStore) putKEKEntry(ctx context.Context, kek []byte, mode seal.Mode)
 		return true, nil
 	})
 	return added, err
+}
+
+// pruneKEKEntries removes from a full map the entries that cannot be read
+// and those of key-encryption keys other than kc (the one being added) and
+// inForce (the one of the head in force, when known): leftovers of writers
+// that crashed or failed to clean up after a lost race. It returns how
+// many it removed.
+func pruneKEKEntries(entries map[string][]byte, kc [keyCheckSize]byte, inForce *[keyCheckSize]byte) int {
+	n := 0
+	for k, v := range entries {
+		r, err := parseKEKRecord(v)
+		keep := err == nil && kekEntryOK(k, v) && (r.kekCheck == kc || (inForce != nil && r.kekCheck == *inForce))
+		if !keep {
+			delete(entries, k)
+			n++
+		}
+	}
+	return n
 }
 
 // dropOwnKEKEntry removes this platform's entry for the key-encryption key

@@ -2,7 +2,6 @@ package store
 
 import (
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -157,8 +156,10 @@ func TestKubeKEKDelayedCleanup(t *testing.T) {
 	requireState(t, loadOK(t, openKube(t, ns, sealer)), kv("a", "1"))
 }
 
-// TestKubeKEKMapFull: a new entry is refused with ErrKEKMapFull when the
-// map holds its limit of entries, and nothing is written.
+// TestKubeKEKMapFull: a full map loses the entries that open nothing in
+// force (unreadable ones, leftovers of other keys) when a new entry needs
+// room; a map full of entries of the key in force refuses a new entry with
+// ErrKEKMapFull, and nothing is written.
 func TestKubeKEKMapFull(t *testing.T) {
 	ns := kubeEnv(t).Namespace(t)
 	sealer := sealerWith(t, 1)
@@ -169,10 +170,39 @@ func TestKubeKEKMapFull(t *testing.T) {
 	if _, err := kubeEnv(t).Clientset.CoreV1().ConfigMaps(ns).Create(t.Context(), cm, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := openKube(t, ns, sealer).Reset(t.Context(), kv("a", "1"))
+	first := openKube(t, ns, sealer)
+	if _, err := first.Reset(t.Context(), kv("a", "1")); err != nil {
+		t.Fatalf("Reset on a map full of leftovers: %v", err)
+	}
+	if n := len(kekMapEntries(t, ns)); n != 1 {
+		t.Fatalf("%d entries after the leftovers were pruned, want 1", n)
+	}
+	kek, _, ok := first.KeyEncryptionKey()
+	if !ok {
+		t.Fatal("no key-encryption key after Reset")
+	}
+	kc := kekCheckOf(kek)
+	full := map[string][]byte{}
+	for i := range maxKEKEntries {
+		var id seal.ID
+		id[0], id[1] = byte(i>>8), byte(i)
+		v, err := encodeKEKRecord(kekRecord{mode: seal.ModeProductKey, kekCheck: kc, sealed: []byte("sealed")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		full[kekMapKey(id, kc)] = v
+	}
+	got, err := kubeEnv(t).Clientset.CoreV1().ConfigMaps(ns).Get(t.Context(), DefaultKEKMapName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.BinaryData = full
+	if _, err := kubeEnv(t).Clientset.CoreV1().ConfigMaps(ns).Update(t.Context(), got, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = openKube(t, ns, sealerWith(t, 2)).putKEKEntry(t.Context(), kek, seal.ModeProductKey, &kc)
 	requireErrIs(t, err, ErrKEKMapFull)
-	_, err = openKube(t, ns, sealer).Load(t.Context())
-	if !errors.Is(err, ErrNoState) {
-		t.Fatalf("Load after a refused Reset: %v", err)
+	if n := len(kekMapEntries(t, ns)); n != maxKEKEntries {
+		t.Fatalf("%d entries after a refused entry, want %d", n, maxKEKEntries)
 	}
 }

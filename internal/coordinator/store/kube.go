@@ -359,7 +359,7 @@ func (s *KubeStore) load(ctx context.Context, keys readKeys, what string) (map[s
 		case d.head.mode == s.entryMode && bytes.Equal(d.kek, s.entryKEK):
 			// This store found or wrote that entry already.
 		default:
-			if _, perr := s.putKEKEntry(ctx, d.kek, d.head.mode); perr != nil {
+			if _, perr := s.putKEKEntry(ctx, d.kek, d.head.mode, &d.head.kekCheck); perr != nil {
 				s.log.Warn("store: could not seal the key-encryption key for this platform; a later load tries again", "map", s.kekMap, "err", perr)
 			} else {
 				s.entryKEK, s.entryMode = d.kek, d.head.mode
@@ -968,7 +968,11 @@ func (s *KubeStore) prepareKEK(ctx context.Context, dataKey []byte, mode seal.Mo
 	if ks.wrappedKey, ks.wrappedKEK, err = wrapKeys(s.name, dataKey, ks.kek); err != nil {
 		return ks, fmt.Errorf("wrap the data key: %w", err)
 	}
-	if ks.added, err = s.putKEKEntry(ctx, ks.kek, mode); err != nil {
+	var inForce *[keyCheckSize]byte
+	if ks.replacedKnown {
+		inForce = &ks.replaced
+	}
+	if ks.added, err = s.putKEKEntry(ctx, ks.kek, mode, inForce); err != nil {
 		return ks, err
 	}
 	if mode.Seals() {

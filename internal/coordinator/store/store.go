@@ -177,8 +177,11 @@
 //	                     seal mode ‖ len u16 ‖ name)
 //
 // The map holds at most 256 entries of at most 541 bytes each, checked
-// before any entry is decoded; a write that needs a new entry in a full
-// map fails with ErrKEKMapFull. Entries are changed by compare-and-swap
+// before any entry is decoded. A write that needs a new entry in a full
+// map first removes the entries that cannot be read and those of keys
+// other than the new one and the one of the head in force (leftovers of
+// crashed or failed clean-ups); if the map is still full it fails with
+// ErrKEKMapFull. Entries are changed by compare-and-swap
 // on the map's resourceVersion (at most 8 attempts). Writers never replace
 // each other's entries, even of one identity: a Coordinator adds its own
 // entry for a new KEK before writing the head; if the head write loses
