@@ -2,8 +2,10 @@ package hatest
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,17 +32,30 @@ type Balancer struct {
 	wg     sync.WaitGroup
 }
 
-// NewBalancer listens on a loopback port in front of backends and stops
-// when t ends.
-func NewBalancer(t testing.TB, backends ...string) *Balancer {
-	t.Helper()
+// StartBalancer listens on a loopback port in front of backends (at least
+// one) until Close.
+func StartBalancer(backends ...string) (*Balancer, error) {
+	if len(backends) == 0 {
+		return nil, errors.New("a balancer needs at least one backend")
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("hatest: balancer: %v", err)
+		return nil, fmt.Errorf("balancer: %w", err)
 	}
-	b := &Balancer{ln: ln, backends: backends, conns: map[net.Conn]struct{}{}}
+	b := &Balancer{ln: ln, backends: slices.Clone(backends), conns: map[net.Conn]struct{}{}}
 	b.wg.Add(1)
 	go b.serve()
+	return b, nil
+}
+
+// NewBalancer is StartBalancer for a test: it fails t on an error and
+// stops when t ends.
+func NewBalancer(t testing.TB, backends ...string) *Balancer {
+	t.Helper()
+	b, err := StartBalancer(backends...)
+	if err != nil {
+		t.Fatalf("hatest: %v", err)
+	}
 	t.Cleanup(b.Close)
 	return b
 }
@@ -107,7 +122,7 @@ func (b *Balancer) untrack(c net.Conn) {
 func (b *Balancer) forward(client net.Conn) {
 	defer b.wg.Done()
 	defer b.untrack(client)
-	start := b.next.Add(1)
+	start := b.next.Add(1) - 1 // the first connection goes to the first backend
 	var backend net.Conn
 	for i := range uint64(len(b.backends)) {
 		addr := b.backends[(start+i)%uint64(len(b.backends))]
@@ -122,16 +137,19 @@ func (b *Balancer) forward(client net.Conn) {
 		return
 	}
 	defer b.untrack(backend)
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		done <- struct{}{}
-	}
-	go pipe(backend, client)
-	go pipe(client, backend)
-	<-done
-	// One side ended: end the other, so that the second copy returns.
+	// A client that half-closes still gets the answer; once the backend
+	// ends its side (or its process is gone), nothing more can come, and
+	// both connections close.
+	up := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(backend, client)
+		if tc, ok := backend.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		close(up)
+	}()
+	_, _ = io.Copy(client, backend)
 	_ = client.Close()
 	_ = backend.Close()
-	<-done
+	<-up
 }

@@ -29,6 +29,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/coordinator"
 	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/hatest"
 	"github.com/marblemesh/marblemesh/test/kubetest"
 )
 
@@ -76,7 +77,7 @@ type haSetup struct {
 	mesh     string
 	base     string
 	user     *http.Client
-	lbs      []*balancer
+	lbs      []*hatest.Balancer
 }
 
 func (s *haSetup) pids() []int {
@@ -151,7 +152,7 @@ func startHASetup(bin, name string, n int, kubeconfig, stateName, marbleType str
 	s.mesh, s.base = s.meshAddr[0], "https://"+s.client[0]
 	if n > 1 {
 		for _, addrs := range [][]string{s.meshAddr, s.client} {
-			lb, err := startBalancer(addrs)
+			lb, err := hatest.StartBalancer(addrs...)
 			if err != nil {
 				s.stop()
 				return nil, err

@@ -20,6 +20,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/test/coordtest"
+	"github.com/marblemesh/marblemesh/test/hatest"
 )
 
 func TestPercentile(t *testing.T) {
@@ -104,7 +105,7 @@ func startNamed(t *testing.T, name string) string {
 }
 
 // via connects through the balancer and returns the backend's name.
-func via(t *testing.T, b *balancer) (string, net.Conn) {
+func via(t *testing.T, b *hatest.Balancer) (string, net.Conn) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", b.Addr(), time.Second)
 	if err != nil {
@@ -120,7 +121,7 @@ func via(t *testing.T, b *balancer) (string, net.Conn) {
 }
 
 func TestBalancerRoundRobin(t *testing.T) {
-	b, err := startBalancer([]string{startNamed(t, "a"), startNamed(t, "b"), startNamed(t, "c")})
+	b, err := hatest.StartBalancer(startNamed(t, "a"), startNamed(t, "b"), startNamed(t, "c"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +144,7 @@ func TestBalancerSkipsRefusingBackend(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	b, err := startBalancer([]string{startNamed(t, "a"), dead, startNamed(t, "c")})
+	b, err := hatest.StartBalancer(startNamed(t, "a"), dead, startNamed(t, "c"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +161,7 @@ func TestBalancerSkipsRefusingBackend(t *testing.T) {
 }
 
 func TestBalancerForwardsBothWays(t *testing.T) {
-	b, err := startBalancer([]string{startNamed(t, "echo")})
+	b, err := hatest.StartBalancer(startNamed(t, "echo"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestBalancerForwardsBothWays(t *testing.T) {
 }
 
 func TestBalancerClose(t *testing.T) {
-	b, err := startBalancer([]string{startNamed(t, "a")})
+	b, err := hatest.StartBalancer(startNamed(t, "a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +198,7 @@ func TestBalancerClose(t *testing.T) {
 		c.Close()
 		t.Error("the balancer accepts connections after Close")
 	}
-	if _, err := startBalancer(nil); err == nil {
+	if _, err := hatest.StartBalancer(); err == nil {
 		t.Error("a balancer without backends started")
 	}
 }
@@ -209,7 +210,7 @@ func TestBalancerAllRefuse(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close()
-	b, err := startBalancer([]string{dead})
+	b, err := hatest.StartBalancer(dead)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,20 +17,7 @@ func lockDir(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("lock %s: %w", path, ErrLocked)
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return f, nil
+	return flock(f, path, syscall.LOCK_EX)
 }
 
 // lockDirShared opens path read-only, if it exists, and takes a shared,
@@ -45,8 +32,16 @@ func lockDirShared(path string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
+	return flock(f, path, syscall.LOCK_SH)
+}
+
+// flock takes a non-blocking flock of kind (LOCK_EX or LOCK_SH) on f,
+// retrying when interrupted. On failure it closes f; a lock held by
+// another process is ErrLocked.
+func flock(f *os.File, path string, kind int) (*os.File, error) {
+	var err error
 	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+		err = syscall.Flock(int(f.Fd()), kind|syscall.LOCK_NB)
 		if !errors.Is(err, syscall.EINTR) {
 			break
 		}
