@@ -46,13 +46,14 @@ func startCoordinator(t *testing.T) (*testsupport.Process, string) {
 // (and any other variables) instead of a seal folder.
 func startCoordinatorWith(t *testing.T, env ...string) (*testsupport.Process, string) {
 	t.Helper()
-	clientAddr := testsupport.FreeAddr(t)
+	addrs := testsupport.FreeAddrs(t, 2)
+	clientAddr := addrs[0]
 	cmd := exec.Command(os.Args[0])
 	cmd.Dir = t.TempDir()
 	cmd.Env = append(os.Environ(), runMainEnv+"=1",
 		"OE_SIMULATION=1",
 		"EDG_COORDINATOR_CLIENT_ADDR="+clientAddr,
-		"EDG_COORDINATOR_MESH_ADDR="+testsupport.FreeAddr(t),
+		"EDG_COORDINATOR_MESH_ADDR="+addrs[1],
 	)
 	cmd.Env = append(cmd.Env, env...)
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: insecureTLS}}

@@ -13,6 +13,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 	"io"
 	"net"
 	"net/http"
@@ -214,13 +215,11 @@ func run(ctx context.Context, con *console) (err error) {
 	}
 	con.say("built in %s", time.Since(start).Round(100*time.Millisecond))
 
-	ports, err := freePorts(3)
+	addrs, err := testsupport.PickAddrs(3)
 	if err != nil {
 		return err
 	}
-	meshAddr := fmt.Sprintf("127.0.0.1:%d", ports[0])
-	clientAddr := fmt.Sprintf("127.0.0.1:%d", ports[1])
-	serverAddr := fmt.Sprintf("127.0.0.1:%d", ports[2])
+	meshAddr, clientAddr, serverAddr := addrs[0], addrs[1], addrs[2]
 
 	sealDir := filepath.Join(tmp, "coordinator-seal")
 	coordEnv := append(baseEnv(),
@@ -373,26 +372,6 @@ func goBuild(ctx context.Context, root, outDir string, pkgs ...string) error {
 		return fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	return nil
-}
-
-// freePorts returns n distinct free loopback ports.
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	var listeners []net.Listener
-	defer func() {
-		for _, l := range listeners {
-			_ = l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port: %w", err)
-		}
-		listeners = append(listeners, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // verifyCoordinator waits until the Coordinator serves its quote and returns

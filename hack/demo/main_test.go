@@ -6,7 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"fmt"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -35,7 +35,7 @@ func TestPrefixWriter(t *testing.T) {
 func TestVerifyCoordinatorGivesUpWhenTheProcessExits(t *testing.T) {
 	p := &process{name: "coord", done: make(chan struct{}), err: errors.New("exit status 1")}
 	close(p.done)
-	addr := fmt.Sprintf("127.0.0.1:%d", mustFreePort(t))
+	addr := testsupport.FreeAddr(t)
 	_, err := verifyCoordinator(t.Context(), p, addr, time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "coord process exited") {
 		t.Fatalf("err = %v", err)
@@ -69,7 +69,7 @@ func TestWaitRefusesAnonymous(t *testing.T) {
 	}
 	exited := &process{name: "server", done: make(chan struct{}), err: errors.New("exit status 1")}
 	close(exited.done)
-	addr := fmt.Sprintf("127.0.0.1:%d", mustFreePort(t))
+	addr := testsupport.FreeAddr(t)
 	if _, err := waitRefusesAnonymous(t.Context(), exited, addr, root, time.Minute); err == nil || !strings.Contains(err.Error(), "server exited") {
 		t.Errorf("exited server: %v", err)
 	}
@@ -96,25 +96,6 @@ func testCA(t *testing.T) (*x509.Certificate, tls.Certificate) {
 		t.Fatal(err)
 	}
 	return root, serving
-}
-
-func mustFreePort(t *testing.T) int {
-	t.Helper()
-	ports, err := freePorts(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ports[0]
-}
-
-func TestFreePorts(t *testing.T) {
-	ports, err := freePorts(3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ports) != 3 || ports[0] == ports[1] || ports[1] == ports[2] || ports[0] == ports[2] {
-		t.Fatalf("ports = %v", ports)
-	}
 }
 
 func TestBaseEnv(t *testing.T) {

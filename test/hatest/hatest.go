@@ -126,12 +126,15 @@ func New(t testing.TB, cfg Config) *Cluster {
 	c := &Cluster{cfg: cfg}
 	dir := t.TempDir()
 	var clients, meshes []string
+	// The replicas' ports stay held until the balancers listen, so that
+	// no two of all these sockets share a port.
+	addrs, release := testsupport.ReserveAddrs(t, 3*cfg.Replicas)
 	for i := range cfg.Replicas {
 		r := &Replica{
 			Name:       fmt.Sprintf("coordinator-%d", i),
-			ClientAddr: testsupport.FreeAddr(t),
-			MeshAddr:   testsupport.FreeAddr(t),
-			KeyAPIAddr: testsupport.FreeAddr(t),
+			ClientAddr: addrs[3*i],
+			MeshAddr:   addrs[3*i+1],
+			KeyAPIAddr: addrs[3*i+2],
 			bin:        cfg.Bin,
 			logPath:    filepath.Join(dir, fmt.Sprintf("coordinator-%d.log", i)),
 		}
@@ -155,6 +158,7 @@ func New(t testing.TB, cfg Config) *Cluster {
 	}
 	c.Client = NewBalancer(t, clients...)
 	c.Mesh = NewBalancer(t, meshes...)
+	release()
 	t.Cleanup(func() {
 		for _, r := range c.Replicas {
 			_ = r.Kill()

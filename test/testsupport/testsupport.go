@@ -4,6 +4,7 @@ package testsupport
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -58,15 +59,67 @@ func (b *SyncBuffer) String() string {
 // FreeAddr returns a loopback address on which nothing listens now.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return FreeAddrs(t, 1)[0]
+}
+
+// FreeAddrs returns n distinct loopback addresses on which nothing listens
+// now. All n ports are held at once while they are picked, so that the
+// kernel cannot hand out one port twice, which separate FreeAddr calls
+// allow.
+func FreeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	addrs, release := ReserveAddrs(t, n)
+	release()
+	return addrs
+}
+
+// ReserveAddrs is FreeAddrs with the ports still held until release is
+// called: a test that binds more ports of its own (a proxy in front of
+// the processes it starts, say) does so before release, so that none of
+// them lands on a reserved port. release is idempotent and also runs
+// when t ends.
+func ReserveAddrs(t testing.TB, n int) (addrs []string, release func()) {
+	t.Helper()
+	addrs, release, err := HoldAddrs(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := lis.Addr().String()
-	if err := lis.Close(); err != nil {
-		t.Fatal(err)
+	t.Cleanup(release)
+	return addrs, release
+}
+
+// PickAddrs is FreeAddrs for a program rather than a test.
+func PickAddrs(n int) ([]string, error) {
+	addrs, release, err := HoldAddrs(n)
+	if err != nil {
+		return nil, err
 	}
-	return addr
+	release()
+	return addrs, nil
+}
+
+// HoldAddrs is ReserveAddrs for a program rather than a test: the caller
+// must call release.
+func HoldAddrs(n int) (addrs []string, release func(), err error) {
+	lns := make([]net.Listener, 0, n)
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			for _, ln := range lns {
+				_ = ln.Close()
+			}
+		})
+	}
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			release()
+			return nil, nil, fmt.Errorf("finding a free loopback port: %w", err)
+		}
+		lns = append(lns, ln)
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs, release, nil
 }
 
 // Process is a program a test runs as a child process, with its standard

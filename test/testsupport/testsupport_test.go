@@ -178,3 +178,33 @@ func TestSyncBuffer(t *testing.T) {
 		t.Fatalf("%d bytes, want 800", got)
 	}
 }
+
+func TestFreeAddrsDistinct(t *testing.T) {
+	addrs := FreeAddrs(t, 16)
+	seen := map[string]bool{}
+	for _, a := range addrs {
+		if seen[a] {
+			t.Fatalf("%s handed out twice in %v", a, addrs)
+		}
+		seen[a] = true
+	}
+}
+
+func TestReserveAddrsHoldsPorts(t *testing.T) {
+	addrs, release := ReserveAddrs(t, 2)
+	for _, a := range addrs {
+		if ln, err := net.Listen("tcp", a); err == nil {
+			_ = ln.Close()
+			t.Fatalf("%s could be bound while reserved", a)
+		}
+	}
+	release()
+	release() // idempotent
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Fatalf("%s still held after release: %v", a, err)
+		}
+		_ = ln.Close()
+	}
+}

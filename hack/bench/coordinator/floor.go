@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/tls"
 	"fmt"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 	"io"
 	"log/slog"
 	"net"
@@ -163,12 +164,12 @@ func startFloors(responseBytes int) (floors []*runningFloor, stop func(), err er
 			_ = f.cmd.Wait()
 		}
 	}
-	for _, f := range floorServers {
-		addr, err := freeAddr()
-		if err != nil {
-			stop()
-			return nil, nil, err
-		}
+	addrs, err := testsupport.PickAddrs(len(floorServers))
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, f := range floorServers {
+		addr := addrs[i]
 		cmd := exec.Command(self, "-floor-serve", f.name, "-floor-addr", addr, "-floor-response", strconv.Itoa(responseBytes))
 		stdin, err := cmd.StdinPipe()
 		if err != nil {

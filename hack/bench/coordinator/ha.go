@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 	"io"
 	"math/big"
 	"net/http"
@@ -114,22 +115,14 @@ func startHASetup(bin, name string, n int, kubeconfig, stateName, marbleType str
 		coordinator.EnvK8sStateName + "=" + stateName,
 		coordinator.EnvKubeconfig + "=" + kubeconfig,
 	}}
-	for range n {
-		mesh, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		client, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		keyAPI, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		s.meshAddr = append(s.meshAddr, mesh)
-		s.client = append(s.client, client)
-		s.keyAPI = append(s.keyAPI, keyAPI)
+	addrs, err := testsupport.PickAddrs(3 * n)
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		s.meshAddr = append(s.meshAddr, addrs[3*i])
+		s.client = append(s.client, addrs[3*i+1])
+		s.keyAPI = append(s.keyAPI, addrs[3*i+2])
 	}
 	for i := range n {
 		c, err := startCoordinatorAt(bin, s.meshAddr[i], s.client[i], s.replicaEnv(i)...)

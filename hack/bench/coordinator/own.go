@@ -8,8 +8,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -242,15 +242,11 @@ func startWithManifest(bin, sealDir string, manifest []byte) (*coordinatorProc, 
 
 // startCoordinator starts a Coordinator on the file store in sealDir.
 func startCoordinator(bin, sealDir string) (*coordinatorProc, error) {
-	mesh, err := freeAddr()
+	addrs, err := testsupport.PickAddrs(2)
 	if err != nil {
 		return nil, err
 	}
-	client, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	return startCoordinatorAt(bin, mesh, client, coordinator.EnvSealDir+"="+sealDir)
+	return startCoordinatorAt(bin, addrs[0], addrs[1], coordinator.EnvSealDir+"="+sealDir)
 }
 
 // startCoordinatorAt starts a Coordinator in simulation with its mesh and
@@ -349,13 +345,4 @@ func (c *coordinatorProc) stop() {
 		_ = c.cmd.Process.Kill()
 		<-done
 	}
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
