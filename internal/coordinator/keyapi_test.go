@@ -2,6 +2,9 @@ package coordinator_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"net"
@@ -240,6 +243,74 @@ func TestKeyAPIRecoveryThroughAnyReplica(t *testing.T) {
 	rec := replicas[1]
 	if r := rec.Do(t, http.MethodPost, "/api/v2/recover", recoverBody(t, share, owner.Sign(t, share))); r.Code != http.StatusOK {
 		t.Fatalf("recover: %d %s", r.Code, r.Message)
+	}
+	for i, r := range replicas {
+		eventually(t, "replica "+strconv.Itoa(i)+" serves the recovered state", func() bool { return statusCode(t, r) == 3 })
+		if code, got := userKeyThrough(t, r, admin); code != http.StatusOK || got != want {
+			t.Fatalf("replica %d: secret %d %s", i, code, got)
+		}
+	}
+}
+
+// TestKeyAPIRecoverySecretsAcrossReplicas: when every replica runs on a
+// new node, owners of a two-of-three recovery upload their secrets to
+// different replicas, one of them encrypted with the ephemeral key of a
+// third replica; the secrets are put together, the replica that receives
+// the last one answers that none is missing, and every replica serves
+// the recovered state.
+func TestKeyAPIRecoverySecretsAcrossReplicas(t *testing.T) {
+	k := newKeyAPICluster(t)
+	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
+	owners := map[string]*testsupport.RecoveryKey{"o1": testsupport.NewRecoveryKey(t), "o2": testsupport.NewRecoveryKey(t), "o3": testsupport.NewRecoveryKey(t)}
+	m := govManifest(admin, admin2, nobody, owners)
+	sub(m, "Config")["RecoveryThreshold"] = 2
+	a := k.start(t, coordtest.NewAESSealer(t))
+	encrypted := a.SetManifest(t, encode(t, m))
+	if r := a.Do(t, http.MethodPost, "/api/v2/secrets", userSecretsBody(t, []byte("0123456789abcdef")), admin.TLS); r.Code != http.StatusOK {
+		t.Fatalf("secrets: %d %s", r.Code, r.Message)
+	}
+	_, want := userKeyThrough(t, a, admin)
+	if err := a.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	shares := map[string][]byte{}
+	for name, ct := range encrypted {
+		shares[name] = owners[name].Decrypt(t, ct)
+	}
+
+	replicas := []*coordtest.Coordinator{k.start(t, coordtest.NewAESSealer(t)), k.start(t, coordtest.NewAESSealer(t)), k.start(t, coordtest.NewAESSealer(t))}
+	for i, r := range replicas {
+		k.publish(t, "replica-"+strconv.Itoa(i), r)
+	}
+	for i, r := range replicas {
+		if got := statusCode(t, r); got != 1 {
+			t.Fatalf("replica %d on a new node: status %d, want 1 (recovery)", i, got)
+		}
+	}
+	upload := func(c *coordtest.Coordinator, body []byte) recoverAnswer {
+		t.Helper()
+		r := c.Do(t, http.MethodPost, "/api/v2/recover", body)
+		var ans recoverAnswer
+		if r.Code != http.StatusOK || json.Unmarshal(r.Data, &ans) != nil {
+			t.Fatalf("recover: %d %s", r.Code, r.Message)
+		}
+		return ans
+	}
+	// The first owner reaches replica 0.
+	if ans := upload(replicas[0], recoverBody(t, shares["o1"], owners["o1"].Sign(t, shares["o1"]))); ans.Remaining != 1 {
+		t.Fatalf("first secret: %d remaining, want 1", ans.Remaining)
+	}
+	// The second fetches the ephemeral key from replica 2 and its upload
+	// reaches replica 1.
+	ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, ephemeralKey(t, replicas[2]), shares["o2"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ans := upload(replicas[1], recoverBody(t, ct, owners["o2"].Sign(t, shares["o2"]))); ans.Remaining != 0 {
+		t.Fatalf("second secret through another replica: %d remaining, want 0 (%s)", ans.Remaining, ans.Message)
+	}
+	if got := statusCode(t, replicas[1]); got != 3 {
+		t.Fatalf("the replica that took the last secret: status %d, want 3", got)
 	}
 	for i, r := range replicas {
 		eventually(t, "replica "+strconv.Itoa(i)+" serves the recovered state", func() bool { return statusCode(t, r) == 3 })

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/marblemesh/marblemesh/internal/coordinator/clientapi"
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/keyapi"
 )
 
@@ -108,4 +110,46 @@ func (r *replicas) stop(ctx context.Context) error {
 		r.grpc.Stop()
 		return ctx.Err()
 	}
+}
+
+// clientCore is the core as the client API of a distributed Coordinator
+// sees it: an owner's recovery secret is put together with the secrets
+// other owners uploaded to the other replicas.
+type clientCore struct {
+	*core.Core
+	replicas *replicas
+}
+
+// Recover takes an owner's recovery secret as core.Core.Recover does. A
+// secret encrypted with another replica's ephemeral recovery key (an
+// owner may fetch the key through the Service from one replica and reach
+// another with the upload) is decrypted by that peer. When more secrets
+// are missing, the replica exchanges the secrets it holds with its peers
+// in recovery and unlocks the state once it holds enough; the answer
+// counts the secrets still missing after that exchange.
+func (c clientCore) Recover(ctx context.Context, secret, signature []byte) (int, error) {
+	missing, err := c.Core.Recover(ctx, secret, signature)
+	if errors.Is(err, core.ErrForeignRecoveryKey) {
+		if plain, ok := c.replicas.api.DecryptWithPeers(ctx, secret); ok {
+			defer clear(plain)
+			missing, err = c.Core.Recover(ctx, plain, signature)
+		}
+	}
+	if err != nil || missing == 0 {
+		return missing, err
+	}
+	after, err := c.replicas.api.ShareRecoverySecrets(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return after, nil
+}
+
+// clientCore returns what the client API serves: the core, or on a
+// distributed Coordinator the core with recovery across replicas.
+func (s *Server) clientCore() clientapi.Core {
+	if s.replicas == nil {
+		return s.core
+	}
+	return clientCore{Core: s.core, replicas: s.replicas}
 }

@@ -147,7 +147,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	s.grpc = meshapi.NewServer(meshapi.NewService(s.core, logger), meshapi.TLSConfig(s.marbleRootCert()), reg,
 		meshapi.Timeouts{Handshake: cfg.handshakeTimeout(), Idle: cfg.idleTimeout()})
 	s.client = &http.Server{
-		Handler:   clientapi.New(s.core, s, logger, reg),
+		Handler:   clientapi.New(s.clientCore(), s, logger, reg),
 		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert, GetCertificate: s.rootCert()},
 		// The TLS handshake is bounded by the smallest of these (net/http).
 		ReadHeaderTimeout: cfg.handshakeTimeout(),
@@ -185,6 +185,19 @@ func (c Config) storeBackend() string {
 // Kubernetes API.
 const kubeTimeout = 30 * time.Second
 
+// Client-side rate limit of the k8s-secret store's requests. Writes are
+// serialized by the core and reloads coalesced, so the store's own pace
+// is bounded by the API server's round trip; the limit only catches a
+// runaway loop. client-go's usual 5/10 (or even 50/100) would instead
+// queue every limited activation and secret write behind a token bucket
+// at a few dozen writes per second. The API server's priority and
+// fairness settings protect it from the Coordinator's load in either
+// case.
+const (
+	kubeQPS   = 500
+	kubeBurst = 1000
+)
+
 // openStore opens the configured store. It also returns log attributes
 // that say where the state is kept.
 func openStore(cfg Config, opts store.Options) (store.Store, []any, error) {
@@ -202,8 +215,7 @@ func openStore(cfg Config, opts store.Options) (store.Store, []any, error) {
 		}
 		rc.UserAgent = "marblemesh-coordinator"
 		rc.Timeout = kubeTimeout
-		// A KubeStore reads up to 8 chunks in parallel.
-		rc.QPS, rc.Burst = 50, 100
+		rc.QPS, rc.Burst = kubeQPS, kubeBurst
 		cs, err := kubernetes.NewForConfig(rc)
 		if err != nil {
 			return nil, nil, fmt.Errorf("store %s: a Kubernetes client: %w", StoreK8sSecret, err)

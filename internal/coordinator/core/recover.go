@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 
@@ -130,13 +131,16 @@ type recoverySession struct {
 	data    *recoveryData
 	pubs    map[string]*rsa.PublicKey
 	dataErr error
-	// shares are the verified plaintext shares by recovery key name.
+	// shares are the verified plaintext shares by recovery key name, and
+	// sigs the owners' signatures over them, which let a peer verify a
+	// share it is handed (RecoveryShares).
 	shares map[string][]byte
+	sigs   map[string][]byte
 }
 
 func newRecoverySession(blob []byte) *recoverySession {
 	rd, pubs, err := parseRecoveryData(blob)
-	return &recoverySession{blob: bytes.Clone(blob), data: rd, pubs: pubs, dataErr: err, shares: map[string][]byte{}}
+	return &recoverySession{blob: bytes.Clone(blob), data: rd, pubs: pubs, dataErr: err, shares: map[string][]byte{}, sigs: map[string][]byte{}}
 }
 
 // sameData reports whether the session was made from the recovery data
@@ -338,6 +342,11 @@ func (c *Core) RecoveryPublicKey() ([]byte, error) {
 // 33-byte Shamir share.
 func isPlainShareSize(n int) bool { return n == 16 || n == 32 || n == 33 }
 
+// ErrForeignRecoveryKey marks a recovery secret encrypted for an ephemeral
+// recovery key this Coordinator does not hold: one from before a restart,
+// or another replica's when several serve one state.
+var ErrForeignRecoveryKey = errors.New("encrypted for an ephemeral recovery key this Coordinator does not hold")
+
 // decryptShare decrypts a recovery secret encrypted with the ephemeral key.
 func (c *Core) decryptShare(ct []byte) ([]byte, error) {
 	if len(ct) > maxEncryptedShare {
@@ -347,16 +356,126 @@ func (c *Core) decryptShare(ct []byte) ([]byte, error) {
 	key := c.ephemeral
 	c.ephMu.Unlock()
 	if key == nil {
-		return nil, newError(KindInvalidArgument, nil, "the recovery secret is %d bytes, so it must be encrypted with the ephemeral recovery key, but this Coordinator has not created one since it started: fetch recover/public-key and encrypt the secret again", len(ct))
+		return nil, newError(KindInvalidArgument, ErrForeignRecoveryKey, "the recovery secret is %d bytes, so it must be encrypted with the ephemeral recovery key, but this Coordinator has not created one since it started: fetch recover/public-key and encrypt the secret again", len(ct))
 	}
 	share, err := rsa.DecryptOAEP(sha256.New(), nil, key, ct, nil)
 	if err != nil {
-		return nil, newError(KindInvalidArgument, nil, "the recovery secret cannot be decrypted with the current ephemeral recovery key (a key from before a restart?); fetch recover/public-key and encrypt it again")
+		return nil, newError(KindInvalidArgument, ErrForeignRecoveryKey, "the recovery secret cannot be decrypted with the current ephemeral recovery key (a key from before a restart?); fetch recover/public-key and encrypt it again")
 	}
 	if !isPlainShareSize(len(share)) {
 		return nil, newError(KindInvalidArgument, nil, "the decrypted recovery secret is %d bytes, want 16, 32 or 33", len(share))
 	}
 	return share, nil
+}
+
+// DecryptRecoverySecret decrypts, for a peer replica that was handed it, a
+// recovery secret encrypted with this Coordinator's ephemeral recovery key
+// (recover/public-key may be answered by one replica and the upload reach
+// another). It answers only in recovery, and only with a secret that
+// belongs to a recovery key of the stored state; the caller must have
+// attested the peer, which then learns no more than the owner's upload
+// would have told it.
+func (c *Core) DecryptRecoverySecret(ct []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := c.view.Load().state; st != StateRecovery {
+		return nil, newError(KindFailedPrecondition, nil, "the Coordinator is not in recovery mode (state: %s)", st)
+	}
+	rs := c.recovery
+	if err := rs.usable(); err != nil {
+		return nil, err
+	}
+	share, err := c.decryptShare(ct)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := rs.owner(share); !ok {
+		clear(share)
+		return nil, newError(KindInvalidArgument, nil, "the decrypted recovery secret does not belong to any recovery key of the stored state")
+	}
+	return share, nil
+}
+
+// RecoveryShare is one owner's plaintext recovery secret with the owner's
+// signature over it, as Recover verified it.
+type RecoveryShare struct {
+	Secret, Signature []byte
+}
+
+// RecoveryShares returns copies of the recovery secrets c has verified in
+// the current recovery, sorted by recovery key name; nil outside
+// recovery. Replicas that serve one state hand them to each other over
+// attested channels (AddRecoveryShares), so that secrets uploaded to
+// different replicas are put together.
+func (c *Core) RecoveryShares() []RecoveryShare {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rs := c.recovery
+	if c.view.Load().state != StateRecovery || rs == nil {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(rs.shares))
+	out := make([]RecoveryShare, 0, len(names))
+	for _, n := range names {
+		out = append(out, RecoveryShare{Secret: slices.Clone(rs.shares[n]), Signature: slices.Clone(rs.sigs[n])})
+	}
+	return out
+}
+
+// AddRecoveryShares takes recovery secrets a peer replica holds, each
+// verified as Recover verifies an upload; ones c holds already are
+// skipped, and ones that do not verify are logged and left out. With
+// complete set, c puts the data key together once it has enough and
+// resumes as Recover does; otherwise it only keeps them, so that the
+// replica an owner's upload reaches can collect them (a peer passing
+// secrets on never unlocks the state itself, which would race the replica
+// that asked). It returns how many secrets are still missing (0 once c
+// has left recovery) and the error of the unlock, if one was tried.
+func (c *Core) AddRecoveryShares(ctx context.Context, shares []RecoveryShare, complete bool) (int, error) {
+	return writeResult(ctx, c, "taking recovery secrets from a peer", func() (int, error) {
+		if c.view.Load().state != StateRecovery {
+			return 0, nil
+		}
+		rs := c.recovery
+		if err := rs.usable(); err != nil {
+			return 0, err
+		}
+		for _, sh := range shares {
+			if !isPlainShareSize(len(sh.Secret)) {
+				c.log.Warn("refused a peer's recovery secret", "error", fmt.Sprintf("%d bytes, want 16, 32 or 33", len(sh.Secret)))
+				continue
+			}
+			name, err := rs.verify(sh.Secret, sh.Signature)
+			if err != nil {
+				c.log.Warn("refused a peer's recovery secret", "error", err)
+				continue
+			}
+			if _, dup := rs.shares[name]; dup {
+				continue
+			}
+			rs.shares[name], rs.sigs[name] = slices.Clone(sh.Secret), slices.Clone(sh.Signature)
+			c.log.Info("recovery secret taken from a peer", "recoveryKey", name)
+		}
+		missing := rs.data.Threshold - len(rs.shares)
+		if missing > 0 || !complete {
+			return max(missing, 0), nil
+		}
+		return 0, c.unlockWithShares(ctx, rs, "")
+	})
+}
+
+// verify returns the recovery key whose secret share is, checking the
+// owner's PKCS#1 v1.5 SHA-256 signature over it.
+func (s *recoverySession) verify(share, signature []byte) (string, error) {
+	name, ok := s.owner(share)
+	if !ok {
+		return "", newError(KindInvalidArgument, nil, "the recovery secret does not belong to any recovery key of the stored state")
+	}
+	digest := sha256.Sum256(share)
+	if err := rsa.VerifyPKCS1v15(s.pubs[name], crypto.SHA256, digest[:], signature); err != nil {
+		return "", newError(KindUnauthenticated, nil, "the signature does not verify with recovery key %q (want PKCS#1 v1.5 with SHA-256 over the plaintext secret)", name)
+	}
+	return name, nil
 }
 
 // Recover takes one owner's recovery secret with the owner's PKCS#1 v1.5
@@ -387,65 +506,85 @@ func (c *Core) Recover(ctx context.Context, secret, signature []byte) (int, erro
 				return 0, err
 			}
 		}
-		name, ok := rs.owner(share)
-		if !ok {
-			return 0, newError(KindInvalidArgument, nil, "the recovery secret does not belong to any recovery key of the stored state")
-		}
-		digest := sha256.Sum256(share)
-		if err := rsa.VerifyPKCS1v15(rs.pubs[name], crypto.SHA256, digest[:], signature); err != nil {
-			return 0, newError(KindUnauthenticated, nil, "the signature does not verify with recovery key %q (want PKCS#1 v1.5 with SHA-256 over the plaintext secret)", name)
+		name, err := rs.verify(share, signature)
+		if err != nil {
+			return 0, err
 		}
 		if _, dup := rs.shares[name]; dup {
+			if rs.data.Threshold-len(rs.shares) <= 0 {
+				// The set was complete, but unlocking lost a race with
+				// another Coordinator's write (write runs this again).
+				return 0, c.unlockWithShares(ctx, rs, "")
+			}
 			return 0, newError(KindInvalidArgument, nil, "the recovery secret of key %q has already been uploaded", name)
 		}
-		rs.shares[name] = slices.Clone(share)
+		rs.shares[name], rs.sigs[name] = slices.Clone(share), slices.Clone(signature)
 		if missing := rs.data.Threshold - len(rs.shares); missing > 0 {
 			c.log.Info("recovery secret accepted", "recoveryKey", name, "missing", missing)
 			return missing, nil
 		}
-
-		dataKey, err := rs.combine()
-		if err != nil {
-			delete(rs.shares, name)
-			return 0, fmt.Errorf("combining recovery secrets: %w", err)
-		}
-		defer clear(dataKey)
-		stored, err := c.cfg.Store.Unlock(ctx, dataKey)
-		switch {
-		case errors.Is(err, store.ErrWrongDataKey):
-			// The shares matched the recovery data, so the recovery data does
-			// not belong to the state: start over.
-			rs.shares = map[string][]byte{}
-			return 0, newError(KindFailedPrecondition, nil, "the recovery secrets do not open the stored state (the recovery data beside it does not match it); all uploaded secrets were discarded")
-		case errors.Is(err, store.ErrCorrupt):
-			rs.shares = map[string][]byte{}
-			c.log.Error("the recovery secrets open the data key, but the stored state is damaged", "error", err)
-			return 0, newError(KindDataLoss, nil, "the recovery secrets are right, but the stored state is damaged and cannot be opened with any key; set a new manifest to start over")
-		case err != nil:
-			delete(rs.shares, name)
-			return 0, fmt.Errorf("unlocking the stored state: %w", err)
-		}
-		st, err := restore(stored)
-		if err != nil {
-			return 0, fmt.Errorf("the recovered state is inconsistent: %w", err)
-		}
-		if st.dep.manifest != nil {
-			if err := recoveryDataMatches(rs.data, rs.pubs, st.dep.manifest); err != nil {
-				c.log.Error("the recovery data does not match the recovered manifest", "error", err)
-			}
-		}
-		c.adopt(st)
-		c.unsealErr = nil
-		c.endRecovery()
-		c.enforceSealMode(ctx, st.dep.manifest)
-		state := StateAcceptingManifest
-		if st.dep.manifest != nil {
-			state = StateAcceptingMarbles
-		}
-		if err := c.publish(state, st.dep); err != nil {
-			return 0, fmt.Errorf("the state is unlocked and sealed for this machine, but cannot be served; restart the Coordinator: %w", err)
-		}
-		c.log.Info("recovered the stored state with the owners' recovery secrets", "state", state.String())
-		return 0, nil
+		return 0, c.unlockWithShares(ctx, rs, name)
 	})
+}
+
+// unlockWithShares puts the data key together from the shares rs holds,
+// unlocks the stored state with it and resumes. last names the share that
+// completed the set, forgotten again when the unlock fails for a reason
+// other than the shares ("" if none). c.mu must be held.
+func (c *Core) unlockWithShares(ctx context.Context, rs *recoverySession, last string) error {
+	forget := func() {
+		if last != "" {
+			delete(rs.shares, last)
+			delete(rs.sigs, last)
+		}
+	}
+	dataKey, err := rs.combine()
+	if err != nil {
+		forget()
+		return fmt.Errorf("combining recovery secrets: %w", err)
+	}
+	defer clear(dataKey)
+	stored, err := c.cfg.Store.Unlock(ctx, dataKey)
+	switch {
+	case errors.Is(err, store.ErrWrongDataKey):
+		// The shares matched the recovery data, so the recovery data does
+		// not belong to the state: start over.
+		rs.shares, rs.sigs = map[string][]byte{}, map[string][]byte{}
+		return newError(KindFailedPrecondition, nil, "the recovery secrets do not open the stored state (the recovery data beside it does not match it); all uploaded secrets were discarded")
+	case errors.Is(err, store.ErrCorrupt):
+		rs.shares, rs.sigs = map[string][]byte{}, map[string][]byte{}
+		c.log.Error("the recovery secrets open the data key, but the stored state is damaged", "error", err)
+		return newError(KindDataLoss, nil, "the recovery secrets are right, but the stored state is damaged and cannot be opened with any key; set a new manifest to start over")
+	case errors.Is(err, store.ErrConflict):
+		// Another Coordinator sharing the store wrote it while it was
+		// being unlocked here (perhaps a peer that unlocked it first with
+		// the same secrets). The shares are kept: write reads the stored
+		// state again and the operation runs again with the full set.
+		return fmt.Errorf("unlocking the stored state: %w", err)
+	case err != nil:
+		forget()
+		return fmt.Errorf("unlocking the stored state: %w", err)
+	}
+	st, err := restore(stored)
+	if err != nil {
+		return fmt.Errorf("the recovered state is inconsistent: %w", err)
+	}
+	if st.dep.manifest != nil {
+		if err := recoveryDataMatches(rs.data, rs.pubs, st.dep.manifest); err != nil {
+			c.log.Error("the recovery data does not match the recovered manifest", "error", err)
+		}
+	}
+	c.adopt(st)
+	c.unsealErr = nil
+	c.endRecovery()
+	c.enforceSealMode(ctx, st.dep.manifest)
+	state := StateAcceptingManifest
+	if st.dep.manifest != nil {
+		state = StateAcceptingMarbles
+	}
+	if err := c.publish(state, st.dep); err != nil {
+		return fmt.Errorf("the state is unlocked and sealed for this machine, but cannot be served; restart the Coordinator: %w", err)
+	}
+	c.log.Info("recovered the stored state with the owners' recovery secrets", "state", state.String())
+	return nil
 }

@@ -378,3 +378,106 @@ func TestManifestAndRecoveryDataStoredTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoverySharesFromPeers: secrets a peer replica hands over are
+// verified like uploads, kept without unlocking unless asked to complete,
+// and returned with their signatures; a peer may have a secret decrypted
+// that was encrypted with this core's ephemeral key, and only one of the
+// stored recovery keys.
+func TestRecoverySharesFromPeers(t *testing.T) {
+	u := newGovUsers(t)
+	owners := map[string]*testsupport.RecoveryKey{"o1": testsupport.NewRecoveryKey(t), "o2": testsupport.NewRecoveryKey(t), "o3": testsupport.NewRecoveryKey(t)}
+	stranger := testsupport.NewRecoveryKey(t)
+	m := govManifest(u, owners)
+	section(m, "Config")["RecoveryThreshold"] = 2
+	c, st, encrypted := govCore(t, u, m)
+	shares := map[string][]byte{}
+	for name, ct := range encrypted {
+		shares[name] = owners[name].Decrypt(t, ct)
+	}
+	if got := c.RecoveryShares(); got != nil {
+		t.Fatalf("shares outside recovery: %v", got)
+	}
+	if _, err := c.DecryptRecoverySecret(make([]byte, 512)); KindOf(err) != KindFailedPrecondition {
+		t.Fatalf("decrypting outside recovery: %v", err)
+	}
+	if n, err := c.AddRecoveryShares(t.Context(), []RecoveryShare{{Secret: shares["o1"], Signature: owners["o1"].Sign(t, shares["o1"])}}, true); n != 0 || err != nil {
+		t.Fatalf("shares outside recovery: %d %v", n, err)
+	}
+
+	st.LoseSealKey()
+	c = newSimCore(t, st)
+	good := func(name string) RecoveryShare {
+		return RecoveryShare{Secret: shares[name], Signature: owners[name].Sign(t, shares[name])}
+	}
+	bad := []RecoveryShare{
+		{Secret: shares["o1"], Signature: stranger.Sign(t, shares["o1"])},
+		{Secret: []byte("short"), Signature: owners["o1"].Sign(t, []byte("short"))},
+		{Secret: bytes.Repeat([]byte{7}, 33), Signature: owners["o1"].Sign(t, bytes.Repeat([]byte{7}, 33))},
+	}
+	if n, err := c.AddRecoveryShares(t.Context(), bad, true); n != 2 || err != nil {
+		t.Fatalf("refused shares: %d missing, %v", n, err)
+	}
+	if n, err := c.AddRecoveryShares(t.Context(), []RecoveryShare{good("o1"), good("o1")}, false); n != 1 || err != nil {
+		t.Fatalf("one share: %d missing, %v", n, err)
+	}
+	held := c.RecoveryShares()
+	if len(held) != 1 || !bytes.Equal(held[0].Secret, shares["o1"]) || !bytes.Equal(held[0].Signature, good("o1").Signature) {
+		t.Fatalf("held shares: %+v", held)
+	}
+	// Enough secrets, but a peer passing them on does not unlock.
+	if n, err := c.AddRecoveryShares(t.Context(), []RecoveryShare{good("o3")}, false); n != 0 || err != nil {
+		t.Fatalf("second share: %d missing, %v", n, err)
+	}
+	if s, _ := c.Status(); s != StateRecovery {
+		t.Fatalf("state after shares without complete: %v", s)
+	}
+
+	// Decryption for a peer.
+	der, err := c.RecoveryPublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := func(secret []byte) []byte {
+		ct, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, pub.(*rsa.PublicKey), secret, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	if got, err := c.DecryptRecoverySecret(enc(shares["o2"])); err != nil || !bytes.Equal(got, shares["o2"]) {
+		t.Fatalf("decrypting o2's secret: %v", err)
+	}
+	if _, err := c.DecryptRecoverySecret(enc(bytes.Repeat([]byte{9}, 33))); KindOf(err) != KindInvalidArgument || !strings.Contains(err.Error(), "does not belong") {
+		t.Fatalf("decrypting a secret of no recovery key: %v", err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, &other.PublicKey, shares["o2"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DecryptRecoverySecret(foreign); !errors.Is(err, ErrForeignRecoveryKey) {
+		t.Fatalf("decrypting another key's ciphertext: %v", err)
+	}
+	if _, err := c.Recover(t.Context(), foreign, owners["o2"].Sign(t, shares["o2"])); !errors.Is(err, ErrForeignRecoveryKey) {
+		t.Fatalf("uploading another key's ciphertext: %v", err)
+	}
+
+	// Completing unlocks with the shares held.
+	if n, err := c.AddRecoveryShares(t.Context(), nil, true); n != 0 || err != nil {
+		t.Fatalf("completing: %d %v", n, err)
+	}
+	if s, _ := c.Status(); s != StateAcceptingMarbles {
+		t.Fatalf("state after completing: %v", s)
+	}
+	if got := c.RecoveryShares(); got != nil {
+		t.Fatalf("shares after recovery: %v", got)
+	}
+}

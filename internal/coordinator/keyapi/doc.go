@@ -65,14 +65,18 @@
 // # Recovery with several replicas
 //
 // When every replica runs on a new node, none holds a key and all of them
-// wait in recovery. The owners upload their recovery secrets to any one
-// replica (through the client API Service or a port-forward to one Pod);
-// once it has recovered it holds the key, and the others take it from it
-// through Run, without scaling to one replica. With several recovery keys
-// the secrets of one recovery must reach the same replica: each replica
-// collects the shares it received in memory, and shares are not forwarded
-// between replicas. Owners who reach replicas through the Service
-// therefore address one Pod for a recovery with several keys (kubectl
-// port-forward pod/<name>); a replica that did not receive every share
-// stays in recovery until a peer has recovered and then joins through it.
+// wait in recovery. The owners upload their recovery secrets to any
+// replica, through the client API Service. A replica that takes a secret
+// while more are missing calls ExchangeRecoverySecrets on every peer: it
+// hands over the secrets it holds and receives theirs, each verified
+// against the stored recovery data (the owner's signature over the
+// secret) on both sides. The peers only keep what they receive; the
+// replica that asked unlocks the state once it holds enough, and answers
+// the owner that none is missing. The others then take the key from it
+// through Run, without scaling to one replica. A secret encrypted with
+// another replica's ephemeral recovery key (recover/public-key answered
+// by one replica, the upload reaching another) is decrypted by that peer
+// (DecryptRecoverySecret), which answers only with a secret of the stored
+// recovery keys. Secrets pass only between attested peers, which could
+// unlock the state with them themselves; they live in memory only.
 package keyapi

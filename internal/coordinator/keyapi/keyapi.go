@@ -22,6 +22,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/keyapi/keyapipb"
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
@@ -42,6 +43,18 @@ type Core interface {
 	// SealMode is the seal mode of the state, which decides what a peer
 	// must be (PeerPolicy).
 	SealMode() seal.Mode
+	// Status tells the core's state (recovery or not).
+	Status() (core.State, string)
+	// RecoveryShares returns the recovery secrets the core has verified
+	// in the current recovery.
+	RecoveryShares() []core.RecoveryShare
+	// AddRecoveryShares verifies and keeps a peer's recovery secrets and,
+	// with complete, unlocks the state once enough are held; it returns
+	// how many are still missing.
+	AddRecoveryShares(ctx context.Context, shares []core.RecoveryShare, complete bool) (int, error)
+	// DecryptRecoverySecret decrypts a recovery secret encrypted with the
+	// core's ephemeral recovery key.
+	DecryptRecoverySecret(ciphertext []byte) ([]byte, error)
 }
 
 // Defaults of Config.
@@ -55,6 +68,16 @@ const (
 
 // maxKEKSize bounds the key a peer may return.
 const maxKEKSize = 1 << 10
+
+// Bounds of the recovery secrets replicas exchange: at most
+// maxExchangeSecrets per message, each signature at most
+// maxSignatureSize bytes (an RSA-16384 recovery key's), and so a message
+// of at most maxMessageSize.
+const (
+	maxExchangeSecrets = 32
+	maxSignatureSize   = 2048
+	maxMessageSize     = 128 << 10
+)
 
 // Bounds of Replicas: at most maxStatusPeers peers are asked, all within
 // StatusTimeout, and a peer's reason is cut to maxReasonSize bytes.
@@ -151,7 +174,7 @@ func (k *KeyAPI) NewServer(handshake time.Duration) *grpc.Server {
 		grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.ReadBufferSize(8 << 10),
 		grpc.WriteBufferSize(8 << 10),
-		grpc.MaxRecvMsgSize(1 << 10),
+		grpc.MaxRecvMsgSize(maxMessageSize),
 		grpc.MaxConcurrentStreams(16),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: time.Minute}),
 	}
@@ -172,10 +195,7 @@ type service struct {
 // GetKeyEncryptionKey implements keyapipb.KeyAPIServer. The TLS
 // handshake has verified the requester when this runs.
 func (s *service) GetKeyEncryptionKey(ctx context.Context, _ *keyapipb.GetKeyEncryptionKeyRequest) (*keyapipb.GetKeyEncryptionKeyResponse, error) {
-	from := "unknown"
-	if p, ok := peer.FromContext(ctx); ok {
-		from = p.Addr.String()
-	}
+	from := peerAddr(ctx)
 	kek, gen, ok := s.k.cfg.Core.KeyForPeer()
 	if !ok {
 		s.k.cfg.Metrics.incRefused(refusedNoKey)
@@ -195,6 +215,73 @@ func (s *service) GetReplicaStatus(context.Context, *keyapipb.GetReplicaStatusRe
 		Name: r.Name, Ready: r.Ready, Degraded: r.Degraded, Reason: r.Reason,
 		Generation: r.Generation, StoreBackend: r.StoreBackend,
 	}, nil
+}
+
+// ExchangeRecoverySecrets implements keyapipb.KeyAPIServer: in recovery,
+// it keeps the requester's recovery secrets that verify and returns the
+// ones this replica holds. It never unlocks the state: the requester, to
+// which an owner uploaded a secret, does that with what it collects.
+func (s *service) ExchangeRecoverySecrets(ctx context.Context, req *keyapipb.ExchangeRecoverySecretsRequest) (*keyapipb.ExchangeRecoverySecretsResponse, error) {
+	if st, _ := s.k.cfg.Core.Status(); st != core.StateRecovery {
+		return nil, status.Errorf(codes.FailedPrecondition, "this replica is not in recovery (state: %s)", st)
+	}
+	in, err := fromWire(req.GetSecrets())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	missing, err := s.k.cfg.Core.AddRecoveryShares(ctx, in, false)
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	held := s.k.cfg.Core.RecoveryShares()
+	s.k.cfg.Metrics.incExchange("served")
+	return &keyapipb.ExchangeRecoverySecretsResponse{Secrets: toWire(held), Missing: uint32(min(missing, maxExchangeSecrets))}, nil //nolint:gosec // G115: bounded above
+}
+
+// DecryptRecoverySecret implements keyapipb.KeyAPIServer.
+func (s *service) DecryptRecoverySecret(_ context.Context, req *keyapipb.DecryptRecoverySecretRequest) (*keyapipb.DecryptRecoverySecretResponse, error) {
+	secret, err := s.k.cfg.Core.DecryptRecoverySecret(req.GetCiphertext())
+	if err != nil {
+		code := codes.InvalidArgument
+		if core.KindOf(err) == core.KindFailedPrecondition {
+			code = codes.FailedPrecondition
+		}
+		return nil, status.Error(code, err.Error())
+	}
+	s.k.cfg.Metrics.incExchange("decrypted")
+	return &keyapipb.DecryptRecoverySecretResponse{Secret: secret}, nil
+}
+
+// fromWire checks the bounds of secrets from a peer and converts them.
+func fromWire(in []*keyapipb.RecoverySecret) ([]core.RecoveryShare, error) {
+	if len(in) > maxExchangeSecrets {
+		return nil, fmt.Errorf("%d recovery secrets, at most %d are taken", len(in), maxExchangeSecrets)
+	}
+	out := make([]core.RecoveryShare, 0, len(in))
+	for _, sh := range in {
+		if n := len(sh.GetSignature()); n > maxSignatureSize {
+			return nil, fmt.Errorf("a recovery secret's signature is %d bytes, at most %d are taken", n, maxSignatureSize)
+		}
+		out = append(out, core.RecoveryShare{Secret: sh.GetSecret(), Signature: sh.GetSignature()})
+	}
+	return out, nil
+}
+
+// toWire converts secrets for a peer, at most maxExchangeSecrets.
+func toWire(in []core.RecoveryShare) []*keyapipb.RecoverySecret {
+	in = in[:min(len(in), maxExchangeSecrets)]
+	out := make([]*keyapipb.RecoverySecret, 0, len(in))
+	for _, sh := range in {
+		out = append(out, &keyapipb.RecoverySecret{Secret: sh.Secret, Signature: sh.Signature})
+	}
+	return out
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok {
+		return p.Addr.String()
+	}
+	return "unknown"
 }
 
 // peerConn is an attested connection to one peer.
@@ -232,7 +319,7 @@ func (k *KeyAPI) dial(addr string) (peerConn, error) {
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4 << 10)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessageSize)),
 	}
 	if k.cfg.Dial != nil {
 		opts = append(opts, grpc.WithContextDialer(k.cfg.Dial))
@@ -435,4 +522,107 @@ func (k *KeyAPI) SyncGeneration(ctx context.Context) (uint64, error) {
 	}
 	k.log.Info("learnt the newest generation from peers", "generation", highest, "peers", asked)
 	return highest, nil
+}
+
+// ShareRecoverySecrets is run by a replica in recovery after an owner
+// uploaded a recovery secret to it and more are missing: it hands the
+// secrets it holds to every peer in recovery, takes theirs, and unlocks
+// the state once it holds enough. Peers are asked in parallel, each
+// within PeerTimeout. It returns how many secrets are still missing (0
+// once the core has left recovery), and an error only when the unlock
+// with the collected secrets failed; a peer that cannot be reached only
+// leaves its secrets out.
+func (k *KeyAPI) ShareRecoverySecrets(ctx context.Context) (int, error) {
+	mine := toWire(k.cfg.Core.RecoveryShares())
+	peers, err := k.peers(ctx)
+	if err != nil {
+		k.log.Warn("finding key API peers to exchange recovery secrets with", "error", err)
+	}
+	got := make([][]core.RecoveryShare, len(peers))
+	var wg sync.WaitGroup
+	for i, addr := range peers {
+		wg.Go(func() {
+			shares, err := k.exchange(ctx, addr, mine)
+			if err != nil {
+				if status.Code(err) != codes.FailedPrecondition {
+					k.log.Warn("a peer did not exchange recovery secrets", "peer", addr, "error", err)
+				}
+				k.cfg.Metrics.incExchange("failed")
+				return
+			}
+			k.cfg.Metrics.incExchange("ok")
+			got[i] = shares
+		})
+	}
+	wg.Wait()
+	missing, err := k.cfg.Core.AddRecoveryShares(ctx, slices.Concat(got...), true)
+	if err != nil {
+		return missing, fmt.Errorf("unlocking the state with the recovery secrets of this replica and its peers: %w", err)
+	}
+	return missing, nil
+}
+
+// exchange hands secrets to the peer at addr and returns the peer's.
+func (k *KeyAPI) exchange(ctx context.Context, addr string, secrets []*keyapipb.RecoverySecret) ([]core.RecoveryShare, error) {
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.PeerTimeout)
+	defer cancel()
+	conn, err := k.dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = conn.Close() }()
+	resp, err := keyapipb.NewKeyAPIClient(conn).ExchangeRecoverySecrets(ctx, &keyapipb.ExchangeRecoverySecretsRequest{Secrets: secrets})
+	if err != nil {
+		return nil, conn.explain(addr, err)
+	}
+	shares, err := fromWire(resp.GetSecrets())
+	if err != nil {
+		return nil, fmt.Errorf("key API peer %s: %w", addr, err)
+	}
+	return shares, nil
+}
+
+// DecryptWithPeers asks the peers, in parallel and each within
+// PeerTimeout, to decrypt a recovery secret encrypted with one of their
+// ephemeral recovery keys, and returns the first plaintext a peer
+// answers. ok is false when no peer could.
+func (k *KeyAPI) DecryptWithPeers(ctx context.Context, ciphertext []byte) (secret []byte, ok bool) {
+	peers, err := k.peers(ctx)
+	if err != nil {
+		k.log.Warn("finding key API peers to decrypt a recovery secret", "error", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, k.cfg.PeerTimeout)
+	defer cancel()
+	found := make(chan []byte, len(peers))
+	var wg sync.WaitGroup
+	for _, addr := range peers {
+		wg.Go(func() {
+			conn, err := k.dial(addr)
+			if err != nil {
+				return
+			}
+			defer func() { _ = conn.Close() }()
+			resp, err := keyapipb.NewKeyAPIClient(conn).DecryptRecoverySecret(ctx, &keyapipb.DecryptRecoverySecretRequest{Ciphertext: ciphertext})
+			if err != nil {
+				if code := status.Code(err); code != codes.InvalidArgument && code != codes.FailedPrecondition {
+					k.log.Warn("a peer did not answer a request to decrypt a recovery secret", "peer", addr, "error", conn.explain(addr, err))
+				}
+				return
+			}
+			found <- resp.GetSecret()
+		})
+	}
+	wg.Wait()
+	close(found)
+	for sec := range found {
+		if ok {
+			clear(sec)
+			continue
+		}
+		secret, ok = sec, true
+	}
+	if ok {
+		k.cfg.Metrics.incExchange("decrypted_by_peer")
+	}
+	return secret, ok
 }

@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +39,15 @@ type fakeCore struct {
 	joinErr  error
 	joined   int
 	floorErr error
+	// recovering marks a core in recovery that needs threshold secrets;
+	// secrets holds the ones it has, by secret. A secret verifies when
+	// its signature is "sig:" followed by it; a ciphertext decrypts when
+	// it is "enc:<name>:" followed by the secret, for the core named name.
+	recovering bool
+	name       string
+	threshold  int
+	secrets    map[string]core.RecoveryShare
+	unlocked   int
 }
 
 func (c *fakeCore) KeyForPeer() ([]byte, uint64, bool) {
@@ -76,6 +90,65 @@ func (c *fakeCore) SealMode() seal.Mode {
 		return seal.ModeProductKey
 	}
 	return c.mode
+}
+
+func (c *fakeCore) Status() (core.State, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.recovering {
+		return core.StateRecovery, "recovery"
+	}
+	return core.StateAcceptingMarbles, "accepting marbles"
+}
+
+func (c *fakeCore) RecoveryShares() []core.RecoveryShare {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]core.RecoveryShare, 0, len(c.secrets))
+	for _, k := range slices.Sorted(maps.Keys(c.secrets)) {
+		out = append(out, c.secrets[k])
+	}
+	return out
+}
+
+func (c *fakeCore) AddRecoveryShares(_ context.Context, shares []core.RecoveryShare, complete bool) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.recovering {
+		return 0, nil
+	}
+	if c.secrets == nil {
+		c.secrets = map[string]core.RecoveryShare{}
+	}
+	for _, sh := range shares {
+		if string(sh.Signature) == "sig:"+string(sh.Secret) {
+			c.secrets[string(sh.Secret)] = sh
+		}
+	}
+	missing := max(c.threshold-len(c.secrets), 0)
+	if missing == 0 && complete {
+		c.recovering = false
+		c.unlocked++
+	}
+	return missing, nil
+}
+
+func (c *fakeCore) DecryptRecoverySecret(ct []byte) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prefix := "enc:" + c.name + ":"
+	if !c.recovering || !strings.HasPrefix(string(ct), prefix) {
+		return nil, errors.New("not encrypted for this replica")
+	}
+	return []byte(strings.TrimPrefix(string(ct), prefix)), nil
+}
+
+// held returns the secrets the core holds, sorted, and how often it
+// unlocked.
+func (c *fakeCore) held() ([]string, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Sorted(maps.Keys(c.secrets)), c.unlocked
 }
 
 func (c *fakeCore) state() (kek []byte, gen, floor uint64, joined int) {
@@ -624,5 +697,101 @@ func TestAttestedReplicaStatus(t *testing.T) {
 	}
 	if r := byName[other.addr]; !strings.HasPrefix(r.Reason, "unreachable: ") || !strings.Contains(r.Reason, ErrPeerRefused.Error()) {
 		t.Errorf("peer of another signer = %+v, want it unreachable as refused", r)
+	}
+}
+
+func share(secret string) core.RecoveryShare {
+	return core.RecoveryShare{Secret: []byte(secret), Signature: []byte("sig:" + secret)}
+}
+
+// TestRecoverySecretsAcrossReplicas: secrets uploaded to different
+// replicas in recovery are put together by the one that asks, and only
+// it unlocks; the others keep what they were handed.
+func TestRecoverySecretsAcrossReplicas(t *testing.T) {
+	newCore := func(name string, held ...string) *fakeCore {
+		c := &fakeCore{recovering: true, name: name, threshold: 3, secrets: map[string]core.RecoveryShare{}}
+		for _, h := range held {
+			c.secrets[h] = share(h)
+		}
+		return c
+	}
+	a := startReplica(t, nil, newCore("a", "s1"), staticPeers{})
+	b := startReplica(t, nil, newCore("b", "s2"), staticPeers{})
+	down := "127.0.0.1:1" // a peer that is not there leaves its secrets out
+	c := startReplica(t, nil, newCore("c", "s3"), staticPeers{a.addr, b.addr, down})
+
+	// A peer's forged secret is not taken.
+	a.core.mu.Lock()
+	a.core.secrets["s9"] = core.RecoveryShare{Secret: []byte("s9"), Signature: []byte("forged")}
+	a.core.mu.Unlock()
+
+	missing, err := c.api.ShareRecoverySecrets(t.Context())
+	if err != nil || missing != 0 {
+		t.Fatalf("exchange: missing %d, %v", missing, err)
+	}
+	if got, unlocked := c.core.held(); !slices.Equal(got, []string{"s1", "s2", "s3"}) || unlocked != 1 {
+		t.Fatalf("asking replica holds %v, unlocked %d", got, unlocked)
+	}
+	for name, r := range map[string]*replica{"a": a, "b": b} {
+		got, unlocked := r.core.held()
+		if !slices.Contains(got, "s3") || unlocked != 0 {
+			t.Fatalf("replica %s holds %v and unlocked %d times: it must keep the asker's secret and never unlock", name, got, unlocked)
+		}
+	}
+	if got := testutil.ToFloat64(c.metrics.recovery.WithLabelValues("ok")); got != 2 {
+		t.Fatalf("exchanges ok = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(c.metrics.recovery.WithLabelValues("failed")); got != 1 {
+		t.Fatalf("exchanges failed = %v, want 1 (the peer that is down)", got)
+	}
+
+	// A replica out of recovery refuses the exchange.
+	conn, err := c.api.dial(a.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := keyapipb.NewKeyAPIClient(conn)
+	a.core.mu.Lock()
+	a.core.recovering = false
+	a.core.mu.Unlock()
+	if _, err := client.ExchangeRecoverySecrets(t.Context(), &keyapipb.ExchangeRecoverySecretsRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("exchange outside recovery: %v", err)
+	}
+	// Too many secrets, or too large a signature, are refused whole.
+	a.core.mu.Lock()
+	a.core.recovering = true
+	a.core.mu.Unlock()
+	many := make([]*keyapipb.RecoverySecret, maxExchangeSecrets+1)
+	for i := range many {
+		many[i] = &keyapipb.RecoverySecret{Secret: []byte("x"), Signature: []byte("sig:x")}
+	}
+	if _, err := client.ExchangeRecoverySecrets(t.Context(), &keyapipb.ExchangeRecoverySecretsRequest{Secrets: many}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("too many secrets: %v", err)
+	}
+	big := []*keyapipb.RecoverySecret{{Secret: []byte("x"), Signature: make([]byte, maxSignatureSize+1)}}
+	if _, err := client.ExchangeRecoverySecrets(t.Context(), &keyapipb.ExchangeRecoverySecretsRequest{Secrets: big}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("too large a signature: %v", err)
+	}
+	if got, _ := a.core.held(); slices.Contains(got, "x") {
+		t.Fatal("a refused message left a secret behind")
+	}
+}
+
+// TestDecryptWithPeers: a secret encrypted for a peer's ephemeral key is
+// decrypted by that peer; one no peer can decrypt is not.
+func TestDecryptWithPeers(t *testing.T) {
+	a := startReplica(t, nil, &fakeCore{recovering: true, name: "a"}, staticPeers{})
+	b := startReplica(t, nil, &fakeCore{recovering: true, name: "b"}, staticPeers{})
+	c := startReplica(t, nil, &fakeCore{recovering: true, name: "c"}, staticPeers{a.addr, b.addr})
+	got, ok := c.api.DecryptWithPeers(t.Context(), []byte("enc:b:secret"))
+	if !ok || string(got) != "secret" {
+		t.Fatalf("decrypted %q, %t", got, ok)
+	}
+	if got, ok := c.api.DecryptWithPeers(t.Context(), []byte("enc:z:secret")); ok {
+		t.Fatalf("no peer holds key z, yet %q was returned", got)
+	}
+	if n := testutil.ToFloat64(b.metrics.recovery.WithLabelValues("decrypted")); n != 1 {
+		t.Fatalf("b decrypted = %v, want 1", n)
 	}
 }

@@ -8,6 +8,7 @@ type Metrics struct {
 	refused  *prometheus.CounterVec
 	joins    *prometheus.CounterVec
 	requests *prometheus.CounterVec
+	recovery *prometheus.CounterVec
 }
 
 // Reasons a request is refused, as the refused counter labels them.
@@ -37,6 +38,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "coordinator_keyapi_peer_requests_total",
 			Help: "Requests of this replica to peers for the key-encryption key, by result: ok, refused (the peer was refused or refused) or unreachable.",
 		}, []string{"result"}),
+		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_keyapi_recovery_exchanges_total",
+			Help: "Recovery secret exchanges between replicas in recovery, by result: ok and failed (this replica asked a peer), served (a peer asked this replica), decrypted (this replica decrypted a secret for a peer), decrypted_by_peer (a peer decrypted one for this replica).",
+		}, []string{"result"}),
 	}
 	for _, r := range []string{refusedNoKey, refusedHandshake} {
 		m.refused.WithLabelValues(r)
@@ -47,7 +52,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"ok", "refused", "unreachable"} {
 		m.requests.WithLabelValues(r)
 	}
-	reg.MustRegister(m.served, m.refused, m.joins, m.requests)
+	for _, r := range []string{"ok", "failed", "served", "decrypted", "decrypted_by_peer"} {
+		m.recovery.WithLabelValues(r)
+	}
+	reg.MustRegister(m.served, m.refused, m.joins, m.requests, m.recovery)
 	return m
 }
 
@@ -72,6 +80,12 @@ func (m *Metrics) incJoin(ok bool) {
 func (m *Metrics) incRequest(result string) {
 	if m != nil {
 		m.requests.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *Metrics) incExchange(result string) {
+	if m != nil {
+		m.recovery.WithLabelValues(result).Inc()
 	}
 }
 

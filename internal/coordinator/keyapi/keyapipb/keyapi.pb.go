@@ -245,6 +245,251 @@ func (x *GetReplicaStatusResponse) GetStoreBackend() string {
 	return ""
 }
 
+// RecoverySecret is one owner's plaintext recovery secret with the owner's
+// PKCS#1 v1.5 SHA-256 signature over it; the receiver verifies both
+// against the stored recovery data.
+type RecoverySecret struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        []byte                 `protobuf:"bytes,1,opt,name=Secret,proto3" json:"Secret,omitempty"`
+	Signature     []byte                 `protobuf:"bytes,2,opt,name=Signature,proto3" json:"Signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecoverySecret) Reset() {
+	*x = RecoverySecret{}
+	mi := &file_keyapi_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecoverySecret) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecoverySecret) ProtoMessage() {}
+
+func (x *RecoverySecret) ProtoReflect() protoreflect.Message {
+	mi := &file_keyapi_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecoverySecret.ProtoReflect.Descriptor instead.
+func (*RecoverySecret) Descriptor() ([]byte, []int) {
+	return file_keyapi_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RecoverySecret) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
+func (x *RecoverySecret) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+// ExchangeRecoverySecretsRequest carries the requester's secrets.
+type ExchangeRecoverySecretsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secrets       []*RecoverySecret      `protobuf:"bytes,1,rep,name=Secrets,proto3" json:"Secrets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeRecoverySecretsRequest) Reset() {
+	*x = ExchangeRecoverySecretsRequest{}
+	mi := &file_keyapi_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeRecoverySecretsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeRecoverySecretsRequest) ProtoMessage() {}
+
+func (x *ExchangeRecoverySecretsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyapi_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeRecoverySecretsRequest.ProtoReflect.Descriptor instead.
+func (*ExchangeRecoverySecretsRequest) Descriptor() ([]byte, []int) {
+	return file_keyapi_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ExchangeRecoverySecretsRequest) GetSecrets() []*RecoverySecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+// ExchangeRecoverySecretsResponse carries the replica's secrets and how
+// many are still missing by its count.
+type ExchangeRecoverySecretsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secrets       []*RecoverySecret      `protobuf:"bytes,1,rep,name=Secrets,proto3" json:"Secrets,omitempty"`
+	Missing       uint32                 `protobuf:"varint,2,opt,name=Missing,proto3" json:"Missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExchangeRecoverySecretsResponse) Reset() {
+	*x = ExchangeRecoverySecretsResponse{}
+	mi := &file_keyapi_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExchangeRecoverySecretsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExchangeRecoverySecretsResponse) ProtoMessage() {}
+
+func (x *ExchangeRecoverySecretsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyapi_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExchangeRecoverySecretsResponse.ProtoReflect.Descriptor instead.
+func (*ExchangeRecoverySecretsResponse) Descriptor() ([]byte, []int) {
+	return file_keyapi_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ExchangeRecoverySecretsResponse) GetSecrets() []*RecoverySecret {
+	if x != nil {
+		return x.Secrets
+	}
+	return nil
+}
+
+func (x *ExchangeRecoverySecretsResponse) GetMissing() uint32 {
+	if x != nil {
+		return x.Missing
+	}
+	return 0
+}
+
+// DecryptRecoverySecretRequest carries a secret encrypted with RSA-OAEP
+// (SHA-256) under the replica's ephemeral recovery key.
+type DecryptRecoverySecretRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ciphertext    []byte                 `protobuf:"bytes,1,opt,name=Ciphertext,proto3" json:"Ciphertext,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecryptRecoverySecretRequest) Reset() {
+	*x = DecryptRecoverySecretRequest{}
+	mi := &file_keyapi_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecryptRecoverySecretRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecryptRecoverySecretRequest) ProtoMessage() {}
+
+func (x *DecryptRecoverySecretRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyapi_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecryptRecoverySecretRequest.ProtoReflect.Descriptor instead.
+func (*DecryptRecoverySecretRequest) Descriptor() ([]byte, []int) {
+	return file_keyapi_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DecryptRecoverySecretRequest) GetCiphertext() []byte {
+	if x != nil {
+		return x.Ciphertext
+	}
+	return nil
+}
+
+// DecryptRecoverySecretResponse carries the plaintext secret.
+type DecryptRecoverySecretResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Secret        []byte                 `protobuf:"bytes,1,opt,name=Secret,proto3" json:"Secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecryptRecoverySecretResponse) Reset() {
+	*x = DecryptRecoverySecretResponse{}
+	mi := &file_keyapi_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecryptRecoverySecretResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecryptRecoverySecretResponse) ProtoMessage() {}
+
+func (x *DecryptRecoverySecretResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyapi_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecryptRecoverySecretResponse.ProtoReflect.Descriptor instead.
+func (*DecryptRecoverySecretResponse) Descriptor() ([]byte, []int) {
+	return file_keyapi_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DecryptRecoverySecretResponse) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
+
 var File_keyapi_proto protoreflect.FileDescriptor
 
 const file_keyapi_proto_rawDesc = "" +
@@ -265,10 +510,26 @@ const file_keyapi_proto_rawDesc = "" +
 	"\n" +
 	"Generation\x18\x05 \x01(\x04R\n" +
 	"Generation\x12\"\n" +
-	"\fStoreBackend\x18\x06 \x01(\tR\fStoreBackend2\xbf\x01\n" +
+	"\fStoreBackend\x18\x06 \x01(\tR\fStoreBackend\"F\n" +
+	"\x0eRecoverySecret\x12\x16\n" +
+	"\x06Secret\x18\x01 \x01(\fR\x06Secret\x12\x1c\n" +
+	"\tSignature\x18\x02 \x01(\fR\tSignature\"R\n" +
+	"\x1eExchangeRecoverySecretsRequest\x120\n" +
+	"\aSecrets\x18\x01 \x03(\v2\x16.keyapi.RecoverySecretR\aSecrets\"m\n" +
+	"\x1fExchangeRecoverySecretsResponse\x120\n" +
+	"\aSecrets\x18\x01 \x03(\v2\x16.keyapi.RecoverySecretR\aSecrets\x12\x18\n" +
+	"\aMissing\x18\x02 \x01(\rR\aMissing\">\n" +
+	"\x1cDecryptRecoverySecretRequest\x12\x1e\n" +
+	"\n" +
+	"Ciphertext\x18\x01 \x01(\fR\n" +
+	"Ciphertext\"7\n" +
+	"\x1dDecryptRecoverySecretResponse\x12\x16\n" +
+	"\x06Secret\x18\x01 \x01(\fR\x06Secret2\x91\x03\n" +
 	"\x06KeyAPI\x12^\n" +
 	"\x13GetKeyEncryptionKey\x12\".keyapi.GetKeyEncryptionKeyRequest\x1a#.keyapi.GetKeyEncryptionKeyResponse\x12U\n" +
-	"\x10GetReplicaStatus\x12\x1f.keyapi.GetReplicaStatusRequest\x1a .keyapi.GetReplicaStatusResponseBGZEgithub.com/marblemesh/marblemesh/internal/coordinator/keyapi/keyapipbb\x06proto3"
+	"\x10GetReplicaStatus\x12\x1f.keyapi.GetReplicaStatusRequest\x1a .keyapi.GetReplicaStatusResponse\x12j\n" +
+	"\x17ExchangeRecoverySecrets\x12&.keyapi.ExchangeRecoverySecretsRequest\x1a'.keyapi.ExchangeRecoverySecretsResponse\x12d\n" +
+	"\x15DecryptRecoverySecret\x12$.keyapi.DecryptRecoverySecretRequest\x1a%.keyapi.DecryptRecoverySecretResponseBGZEgithub.com/marblemesh/marblemesh/internal/coordinator/keyapi/keyapipbb\x06proto3"
 
 var (
 	file_keyapi_proto_rawDescOnce sync.Once
@@ -282,23 +543,34 @@ func file_keyapi_proto_rawDescGZIP() []byte {
 	return file_keyapi_proto_rawDescData
 }
 
-var file_keyapi_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_keyapi_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_keyapi_proto_goTypes = []any{
-	(*GetKeyEncryptionKeyRequest)(nil),  // 0: keyapi.GetKeyEncryptionKeyRequest
-	(*GetKeyEncryptionKeyResponse)(nil), // 1: keyapi.GetKeyEncryptionKeyResponse
-	(*GetReplicaStatusRequest)(nil),     // 2: keyapi.GetReplicaStatusRequest
-	(*GetReplicaStatusResponse)(nil),    // 3: keyapi.GetReplicaStatusResponse
+	(*GetKeyEncryptionKeyRequest)(nil),      // 0: keyapi.GetKeyEncryptionKeyRequest
+	(*GetKeyEncryptionKeyResponse)(nil),     // 1: keyapi.GetKeyEncryptionKeyResponse
+	(*GetReplicaStatusRequest)(nil),         // 2: keyapi.GetReplicaStatusRequest
+	(*GetReplicaStatusResponse)(nil),        // 3: keyapi.GetReplicaStatusResponse
+	(*RecoverySecret)(nil),                  // 4: keyapi.RecoverySecret
+	(*ExchangeRecoverySecretsRequest)(nil),  // 5: keyapi.ExchangeRecoverySecretsRequest
+	(*ExchangeRecoverySecretsResponse)(nil), // 6: keyapi.ExchangeRecoverySecretsResponse
+	(*DecryptRecoverySecretRequest)(nil),    // 7: keyapi.DecryptRecoverySecretRequest
+	(*DecryptRecoverySecretResponse)(nil),   // 8: keyapi.DecryptRecoverySecretResponse
 }
 var file_keyapi_proto_depIdxs = []int32{
-	0, // 0: keyapi.KeyAPI.GetKeyEncryptionKey:input_type -> keyapi.GetKeyEncryptionKeyRequest
-	2, // 1: keyapi.KeyAPI.GetReplicaStatus:input_type -> keyapi.GetReplicaStatusRequest
-	1, // 2: keyapi.KeyAPI.GetKeyEncryptionKey:output_type -> keyapi.GetKeyEncryptionKeyResponse
-	3, // 3: keyapi.KeyAPI.GetReplicaStatus:output_type -> keyapi.GetReplicaStatusResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	4, // 0: keyapi.ExchangeRecoverySecretsRequest.Secrets:type_name -> keyapi.RecoverySecret
+	4, // 1: keyapi.ExchangeRecoverySecretsResponse.Secrets:type_name -> keyapi.RecoverySecret
+	0, // 2: keyapi.KeyAPI.GetKeyEncryptionKey:input_type -> keyapi.GetKeyEncryptionKeyRequest
+	2, // 3: keyapi.KeyAPI.GetReplicaStatus:input_type -> keyapi.GetReplicaStatusRequest
+	5, // 4: keyapi.KeyAPI.ExchangeRecoverySecrets:input_type -> keyapi.ExchangeRecoverySecretsRequest
+	7, // 5: keyapi.KeyAPI.DecryptRecoverySecret:input_type -> keyapi.DecryptRecoverySecretRequest
+	1, // 6: keyapi.KeyAPI.GetKeyEncryptionKey:output_type -> keyapi.GetKeyEncryptionKeyResponse
+	3, // 7: keyapi.KeyAPI.GetReplicaStatus:output_type -> keyapi.GetReplicaStatusResponse
+	6, // 8: keyapi.KeyAPI.ExchangeRecoverySecrets:output_type -> keyapi.ExchangeRecoverySecretsResponse
+	8, // 9: keyapi.KeyAPI.DecryptRecoverySecret:output_type -> keyapi.DecryptRecoverySecretResponse
+	6, // [6:10] is the sub-list for method output_type
+	2, // [2:6] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_keyapi_proto_init() }
@@ -312,7 +584,7 @@ func file_keyapi_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyapi_proto_rawDesc), len(file_keyapi_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

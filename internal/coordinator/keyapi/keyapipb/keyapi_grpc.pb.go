@@ -26,8 +26,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KeyAPI_GetKeyEncryptionKey_FullMethodName = "/keyapi.KeyAPI/GetKeyEncryptionKey"
-	KeyAPI_GetReplicaStatus_FullMethodName    = "/keyapi.KeyAPI/GetReplicaStatus"
+	KeyAPI_GetKeyEncryptionKey_FullMethodName     = "/keyapi.KeyAPI/GetKeyEncryptionKey"
+	KeyAPI_GetReplicaStatus_FullMethodName        = "/keyapi.KeyAPI/GetReplicaStatus"
+	KeyAPI_ExchangeRecoverySecrets_FullMethodName = "/keyapi.KeyAPI/ExchangeRecoverySecrets"
+	KeyAPI_DecryptRecoverySecret_FullMethodName   = "/keyapi.KeyAPI/DecryptRecoverySecret"
 )
 
 // KeyAPIClient is the client API for KeyAPI service.
@@ -43,6 +45,19 @@ type KeyAPIClient interface {
 	// GetReplicaStatus describes the replica, whether it holds the key or
 	// not.
 	GetReplicaStatus(ctx context.Context, in *GetReplicaStatusRequest, opts ...grpc.CallOption) (*GetReplicaStatusResponse, error)
+	// ExchangeRecoverySecrets, while both replicas are in recovery, hands
+	// the owners' recovery secrets the requester holds to the replica and
+	// returns the ones the replica holds (including those just handed
+	// over), so that secrets uploaded to different replicas are put
+	// together by the replica that asks. The replica only keeps what it is
+	// handed; it never unlocks the state on this call. It fails with
+	// FAILED_PRECONDITION outside recovery.
+	ExchangeRecoverySecrets(ctx context.Context, in *ExchangeRecoverySecretsRequest, opts ...grpc.CallOption) (*ExchangeRecoverySecretsResponse, error)
+	// DecryptRecoverySecret decrypts a recovery secret encrypted with the
+	// replica's ephemeral recovery key (an owner may fetch the key from one
+	// replica and reach another with the upload). It answers only in
+	// recovery and only with a secret of the stored state's recovery keys.
+	DecryptRecoverySecret(ctx context.Context, in *DecryptRecoverySecretRequest, opts ...grpc.CallOption) (*DecryptRecoverySecretResponse, error)
 }
 
 type keyAPIClient struct {
@@ -73,6 +88,26 @@ func (c *keyAPIClient) GetReplicaStatus(ctx context.Context, in *GetReplicaStatu
 	return out, nil
 }
 
+func (c *keyAPIClient) ExchangeRecoverySecrets(ctx context.Context, in *ExchangeRecoverySecretsRequest, opts ...grpc.CallOption) (*ExchangeRecoverySecretsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExchangeRecoverySecretsResponse)
+	err := c.cc.Invoke(ctx, KeyAPI_ExchangeRecoverySecrets_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *keyAPIClient) DecryptRecoverySecret(ctx context.Context, in *DecryptRecoverySecretRequest, opts ...grpc.CallOption) (*DecryptRecoverySecretResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DecryptRecoverySecretResponse)
+	err := c.cc.Invoke(ctx, KeyAPI_DecryptRecoverySecret_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyAPIServer is the server API for KeyAPI service.
 // All implementations must embed UnimplementedKeyAPIServer
 // for forward compatibility.
@@ -86,6 +121,19 @@ type KeyAPIServer interface {
 	// GetReplicaStatus describes the replica, whether it holds the key or
 	// not.
 	GetReplicaStatus(context.Context, *GetReplicaStatusRequest) (*GetReplicaStatusResponse, error)
+	// ExchangeRecoverySecrets, while both replicas are in recovery, hands
+	// the owners' recovery secrets the requester holds to the replica and
+	// returns the ones the replica holds (including those just handed
+	// over), so that secrets uploaded to different replicas are put
+	// together by the replica that asks. The replica only keeps what it is
+	// handed; it never unlocks the state on this call. It fails with
+	// FAILED_PRECONDITION outside recovery.
+	ExchangeRecoverySecrets(context.Context, *ExchangeRecoverySecretsRequest) (*ExchangeRecoverySecretsResponse, error)
+	// DecryptRecoverySecret decrypts a recovery secret encrypted with the
+	// replica's ephemeral recovery key (an owner may fetch the key from one
+	// replica and reach another with the upload). It answers only in
+	// recovery and only with a secret of the stored state's recovery keys.
+	DecryptRecoverySecret(context.Context, *DecryptRecoverySecretRequest) (*DecryptRecoverySecretResponse, error)
 	mustEmbedUnimplementedKeyAPIServer()
 }
 
@@ -101,6 +149,12 @@ func (UnimplementedKeyAPIServer) GetKeyEncryptionKey(context.Context, *GetKeyEnc
 }
 func (UnimplementedKeyAPIServer) GetReplicaStatus(context.Context, *GetReplicaStatusRequest) (*GetReplicaStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetReplicaStatus not implemented")
+}
+func (UnimplementedKeyAPIServer) ExchangeRecoverySecrets(context.Context, *ExchangeRecoverySecretsRequest) (*ExchangeRecoverySecretsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExchangeRecoverySecrets not implemented")
+}
+func (UnimplementedKeyAPIServer) DecryptRecoverySecret(context.Context, *DecryptRecoverySecretRequest) (*DecryptRecoverySecretResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DecryptRecoverySecret not implemented")
 }
 func (UnimplementedKeyAPIServer) mustEmbedUnimplementedKeyAPIServer() {}
 func (UnimplementedKeyAPIServer) testEmbeddedByValue()                {}
@@ -159,6 +213,42 @@ func _KeyAPI_GetReplicaStatus_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyAPI_ExchangeRecoverySecrets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExchangeRecoverySecretsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyAPIServer).ExchangeRecoverySecrets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyAPI_ExchangeRecoverySecrets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyAPIServer).ExchangeRecoverySecrets(ctx, req.(*ExchangeRecoverySecretsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _KeyAPI_DecryptRecoverySecret_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DecryptRecoverySecretRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyAPIServer).DecryptRecoverySecret(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyAPI_DecryptRecoverySecret_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyAPIServer).DecryptRecoverySecret(ctx, req.(*DecryptRecoverySecretRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyAPI_ServiceDesc is the grpc.ServiceDesc for KeyAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -173,6 +263,14 @@ var KeyAPI_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetReplicaStatus",
 			Handler:    _KeyAPI_GetReplicaStatus_Handler,
+		},
+		{
+			MethodName: "ExchangeRecoverySecrets",
+			Handler:    _KeyAPI_ExchangeRecoverySecrets_Handler,
+		},
+		{
+			MethodName: "DecryptRecoverySecret",
+			Handler:    _KeyAPI_DecryptRecoverySecret_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
