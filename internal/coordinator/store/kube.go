@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -856,14 +857,20 @@ func (s *KubeStore) putChunks(ctx context.Context, gen uint64, pieces [][]byte) 
 // the object created.
 func (s *KubeStore) spillInline(ctx context.Context, gen uint64, segs []segment) ([]chunkRef, error) {
 	data := map[string][]byte{}
-	digest := sha256.New()
 	for _, g := range segs {
 		if g.place() == placeInline {
 			data[segmentKey(g.id)] = g.inline
-			digest.Write(g.inline)
 		}
 	}
-	name := fmt.Sprintf("%s-%d-%x-p", s.name, gen, digest.Sum(nil)[:6])
+	// The segments' bytes are the same in every spill of this head, by
+	// this store after a write of unknown outcome or by another racing
+	// it: a random part keeps the object each write's own, so that a
+	// write that lost the race deletes only what it created.
+	var tag [6]byte
+	if _, err := rand.Read(tag[:]); err != nil {
+		return nil, fmt.Errorf("name a chunk: %w", err)
+	}
+	name := fmt.Sprintf("%s-%d-%x-p", s.name, gen, tag)
 	immutable := true
 	_, err := s.secrets().Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: s.labels(objectChunk, gen)},

@@ -4,10 +4,17 @@ import (
 	"bytes"
 	"crypto/cipher"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 // placesOf lists where the head of s keeps each delta.
@@ -291,4 +298,87 @@ func TestKubeVersion2Head(t *testing.T) {
 	if loadsOf(b, loadIncremental) != 2 {
 		t.Fatal("the store holding the version 2 state did not catch up")
 	}
+}
+
+// TestKubeSpillWriteErrors: with the fake clientset, a commit that spills
+// and whose head update is refused deletes the packed object it created
+// (ErrConflict); one whose head update failed in an unknown way keeps it
+// (ErrBroken until Load); one whose packed object cannot be created
+// stores nothing and the next commit, without a Load, succeeds.
+func TestKubeSpillWriteErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		verb     string
+		err      error
+		want     error
+		keep     bool
+		reloaded bool
+	}{
+		{"conflict", "update", apierrors.NewConflict(corev1.Resource("secrets"), DefaultKubeStateName, errors.New("changed")), ErrConflict, false, true},
+		{"unknown", "update", apierrors.NewInternalError(errors.New("etcd timed out")), ErrBroken, true, true},
+		{"unavailable", "create", apierrors.NewServiceUnavailable("shutting down"), ErrUnavailable, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset()
+			s, err := OpenKube(KubeOptions{Client: client, Namespace: "ns", Sealers: kubeSealers(sealerWith(t, 1))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.inlineBudget = 60 // one one-key delta, not two
+			want := kv("a", "1", "b", "2")
+			if _, err := s.Reset(t.Context(), kv("a", "1")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(t.Context(), kv("b", "2")); err != nil {
+				t.Fatal(err)
+			}
+			before := countChunks(t, client)
+			client.PrependReactor(tc.verb, "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
+				return true, nil, tc.err
+			})
+			requireErrIs(t, s.Commit(t.Context(), kv("c", "3")), tc.want)
+			if got := countChunks(t, client); (got > before) != tc.keep {
+				t.Fatalf("%d chunks after the failed commit, %d before", got, before)
+			}
+			client.ReactionChain = client.ReactionChain[1:]
+			if tc.reloaded {
+				requireState(t, loadOK(t, s), want)
+			}
+			if err := s.Commit(t.Context(), kv("c", "3")); err != nil {
+				t.Fatal(err)
+			}
+			if p := placesOf(s); !bytes.Equal(p, []byte{placePacked, placeInline}) {
+				t.Fatalf("deltas kept in places %v", p)
+			}
+			requireState(t, loadOK(t, s), applied(want, kv("c", "3")))
+		})
+	}
+}
+
+// TestKubeRacingSpills: two stores holding the same head spill the same
+// inline delta; the one that loses the race fails with ErrConflict and
+// deletes only its own packed object, never the winner's.
+func TestKubeRacingSpills(t *testing.T) {
+	ns := kubeEnv(t).Namespace(t)
+	a, b := openKube(t, ns, sealerWith(t, 1)), openKube(t, ns, sealerWith(t, 1))
+	a.inlineBudget, b.inlineBudget = 60, 60 // one one-key delta, not two
+	want := kv("a", "1", "b", "2")
+	if _, err := a.Reset(t.Context(), kv("a", "1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Commit(t.Context(), kv("b", "2")); err != nil {
+		t.Fatal(err)
+	}
+	requireState(t, loadOK(t, b), want)
+	if err := a.Commit(t.Context(), kv("c", "3")); err != nil {
+		t.Fatal(err)
+	}
+	want = applied(want, kv("c", "3"))
+	requireErrIs(t, b.Commit(t.Context(), kv("c", "4")), ErrConflict)
+	if p := placesOf(a); !bytes.Equal(p, []byte{placePacked, placeInline}) {
+		t.Fatalf("deltas kept in places %v", p)
+	}
+	requireNoLeftovers(t, a)
+	requireState(t, loadOK(t, openKube(t, ns, sealerWith(t, 1))), want)
+	requireState(t, loadOK(t, b), want)
 }

@@ -129,7 +129,7 @@
 //	<name>-<gen>-<sha>-<i>      immutable chunks, data "chunk" (at most
 //	                            512 KiB), labelled marblemesh.io/generation=<gen>:
 //	                            the generation of the head written to list them
-//	<name>-<gen>-<sha>-p        immutable packed chunks, labelled the same way,
+//	<name>-<gen>-<random>-p     immutable packed chunks, labelled the same way,
 //	                            data "segment-<id>" per delta moved out of the head
 //	<name>-discarded-<time>     a head that Reset replaced without opening it
 //	<KEK map>                   ConfigMap (default marblerun-sealed-kek): the
