@@ -47,12 +47,14 @@ const (
 
 	// maxInlineSegment bounds a sealed segment kept in the head, and
 	// maxInlineBytes all of them together. Every head update sends the
-	// whole head and every load reads it, so what is inline costs on
-	// each commit and each catch-up of every replica: the budget keeps
-	// that at a few round trips' worth of bytes, a small part of
-	// maxHeadSize, while a typical small commit (a counter, a secret)
-	// seals to well under 1 KiB, so that dozens of commits fit before a
-	// spill moves them to one chunk object.
+	// whole head and every load (and watch event) carries it, so the
+	// inline bytes are paid again by each commit and by each catch-up of
+	// every replica: 64 KiB (about 87 KiB in the base64 of a request) is
+	// a twelfth of maxHeadSize and keeps a commit's request small, while
+	// a typical small commit (a counter, a user secret) seals to well
+	// under 1 KiB, so that dozens of commits fit before a spill moves
+	// them to one chunk object. A delta above 4 KiB is cheaper in a
+	// chunk of its own than re-sent with every later head.
 	maxInlineSegment = 4 << 10
 	maxInlineBytes   = 64 << 10
 
