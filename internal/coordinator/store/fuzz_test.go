@@ -185,20 +185,28 @@ func FuzzSealedKey(f *testing.F) {
 }
 
 // kubeFuzzHead returns an authentic head listing a base, a delta and
-// recovery data.
-func kubeFuzzHead(t testing.TB, aead cipher.AEAD, kc [keyCheckSize]byte) []byte {
+// recovery data; with inline, also deltas kept in the head and one moved
+// from there into a packed chunk object.
+func kubeFuzzHead(t testing.TB, aead cipher.AEAD, kc [keyCheckSize]byte, inline bool) []byte {
 	t.Helper()
 	ref := func(name string, size uint32) chunkRef {
 		return chunkRef{name: name, size: size, sum: sha256.Sum256([]byte(name))}
 	}
 	h := kubeHead{
-		keyCheck: kc, generation: 7, mode: seal.ModeUniqueKey,
+		keyCheck: kc, generation: 9, mode: seal.ModeUniqueKey,
 		kekCheck: kc, wrappedKey: bytes.Repeat([]byte{1}, wrappedSize), wrappedKEK: bytes.Repeat([]byte{2}, wrappedSize),
 		recoverySize: 10, recovery: []chunkRef{ref("s-7-r-0", 10)},
 		segments: []segment{
 			{kind: segBase, id: 3, pieces: []chunkRef{ref("s-3-a-0", 100), ref("s-3-b-1", 20)}},
 			{kind: segDelta, id: 7, pieces: []chunkRef{ref("s-7-c-0", 40)}},
 		},
+	}
+	if inline {
+		packed := ref("s-8-d-p", 30)
+		packed.key = segmentKey(8)
+		h.segments = append(h.segments,
+			segment{kind: segDelta, id: 8, pieces: []chunkRef{packed}},
+			segment{kind: segDelta, id: 9, inline: bytes.Repeat([]byte{9}, 50)})
 	}
 	b, err := encodeHead(h, aead, "s")
 	if err != nil {
@@ -209,7 +217,8 @@ func kubeFuzzHead(t testing.TB, aead cipher.AEAD, kc [keyCheckSize]byte) []byte 
 
 func FuzzKubeHead(f *testing.F) {
 	aead, kc := fuzzAEAD(f)
-	f.Add(kubeFuzzHead(f, aead, kc))
+	f.Add(kubeFuzzHead(f, aead, kc, false))
+	f.Add(kubeFuzzHead(f, aead, kc, true))
 	disabled, err := encodeHead(kubeHead{keyCheck: kc, generation: 1, mode: seal.ModeDisabled,
 		wrappedKey: make([]byte, wrappedSize), wrappedKEK: make([]byte, wrappedSize),
 		segments: []segment{{kind: segBase, id: 1, pieces: []chunkRef{{name: "x", size: 1}}}}}, aead, "s")
@@ -228,8 +237,15 @@ func FuzzKubeHead(f *testing.F) {
 			if err != nil {
 				return
 			}
-			if len(body)+len(tag) != len(b) || h.chunkCount() > maxHeadChunks || len(h.entries) > maxHeadEntries || len(h.segments) > maxHeadSegments {
+			if len(body)+len(tag) != len(b) || h.chunkCount() > maxHeadChunks || len(h.entries) > maxHeadEntries ||
+				len(h.segments) > maxHeadSegments || h.inlineBytes() > maxInlineBytes {
 				t.Fatalf("parseHead accepted a head beyond its limits")
+			}
+			if h.version < headVersion && h.inlineBytes()+h.inlineSegments() > 0 {
+				t.Fatalf("a version %d head keeps segments inline", h.version)
+			}
+			if err := checkSegments(h.segments); err != nil {
+				t.Fatalf("parseHead accepted segments that are not written: %v", err)
 			}
 			if verifyHead(aead, "s", body, tag) != nil {
 				return
@@ -244,8 +260,14 @@ func FuzzKubeHead(f *testing.F) {
 			}
 			h2, _, _, err := parseHead(again)
 			if err != nil || h2.generation != h.generation || h2.chunkCount() != h.chunkCount() || h2.mode != h.mode ||
-				h2.kekCheck != h.kekCheck || !bytes.Equal(h2.wrappedKey, h.wrappedKey) || !bytes.Equal(h2.wrappedKEK, h.wrappedKEK) {
+				h2.kekCheck != h.kekCheck || !bytes.Equal(h2.wrappedKey, h.wrappedKey) || !bytes.Equal(h2.wrappedKEK, h.wrappedKEK) ||
+				len(h2.segments) != len(h.segments) {
 				t.Fatalf("re-encoded head differs: %v", err)
+			}
+			for i, g := range h.segments {
+				if !g.sameAs(h2.segments[i]) || g.place() != h2.segments[i].place() {
+					t.Fatalf("re-encoded segment %d differs", i)
+				}
 			}
 		})
 	})
@@ -254,11 +276,11 @@ func FuzzKubeHead(f *testing.F) {
 func FuzzKubeSegment(f *testing.F) {
 	aead, kc := fuzzAEAD(f)
 	for _, st := range []map[string][]byte{{}, kv("a", "1", "b", "<nil>"), bigState(8, 20)} {
-		pieces, err := sealSegment(aead, "s", kc, segDelta, 4, encodeEntries(st), 64)
+		sealed, err := sealSegment(aead, "s", kc, segDelta, 4, encodeEntries(st))
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(bytes.Join(pieces, nil), byte(segDelta))
+		f.Add(sealed, byte(segDelta))
 	}
 	f.Add([]byte{}, byte(segBase))
 	f.Fuzz(func(t *testing.T, b []byte, kind byte) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/cipher"
+	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -147,6 +148,11 @@ type KubeStore struct {
 	pieceSize  int
 	compactMin int64
 	maxDeltas  int
+	// inlineMax is the largest sealed delta kept in the head, and
+	// inlineBudget bounds all of them (maxInlineSegment and
+	// maxInlineBytes; tests lower them).
+	inlineMax    int
+	inlineBudget int
 	// hook, when set, is called at the named points of every write; a
 	// non-nil result stops the write there, as a crash would.
 	hook func(point string) error
@@ -232,6 +238,7 @@ func OpenKube(opts KubeOptions) (*KubeStore, error) {
 		client: opts.Client, watchClient: opts.WatchClient, ns: opts.Namespace, name: name, kekMap: kekMap,
 		sealers: sealers, defaultMode: mode, log: logger, mode: mode,
 		pieceSize: defaultPieceSize, compactMin: defaultCompactMin, maxDeltas: defaultMaxDeltas,
+		inlineMax: maxInlineSegment, inlineBudget: maxInlineBytes,
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "coordinator_store_conflicts_total",
 			Help: "Writes to the shared state refused because another Coordinator wrote first (lost races).",
@@ -353,7 +360,7 @@ func (s *KubeStore) load(ctx context.Context, keys readKeys, what string) (map[s
 		}
 		s.loads.WithLabelValues(kind).Inc()
 		switch {
-		case d.head.version != headVersion || !d.head.mode.Seals():
+		case !d.head.hasKEK() || !d.head.mode.Seals():
 		case d.viaEntry:
 			s.entryKEK, s.entryMode = d.kek, d.head.mode
 		case d.head.mode == s.entryMode && bytes.Equal(d.kek, s.entryKEK):
@@ -440,8 +447,9 @@ type heldState struct {
 
 // extends tells whether h lists the same base and recovery data as the
 // held head, and its deltas continued: the held head's segments, chunk
-// for chunk (names, sizes and digests), are a prefix of h's, and h is
-// under the same data key. The held state is then h's state without its
+// for chunk (names, sizes and digests) or byte for byte where kept in
+// the head (see segment.sameAs), are a prefix of h's, and h is under the
+// same data key. The held state is then h's state without its
 // further deltas.
 func (held *heldState) extends(h kubeHead) bool {
 	if held == nil {
@@ -454,8 +462,7 @@ func (held *heldState) extends(h kubeHead) bool {
 		return false
 	}
 	for i, g := range hh.segments {
-		n := h.segments[i]
-		if n.kind != g.kind || n.id != g.id || !slices.Equal(n.pieces, g.pieces) {
+		if !g.sameAs(h.segments[i]) {
 			return false
 		}
 	}
@@ -510,14 +517,14 @@ func (s *KubeStore) read(ctx context.Context, keys readKeys, held *heldState) (k
 		}
 		d.key = cloneValue(keys.dataKey)
 	case keys.kek != nil:
-		if h.version != headVersion {
+		if !h.hasKEK() {
 			return d, fmt.Errorf("%w: the head is format version %d, which has no key-encryption key", ErrUnseal, h.version)
 		}
 		if d.key, err = unwrapDataKey(s.name, h, keys.kek); err != nil {
 			return d, err
 		}
 		d.kek = cloneValue(keys.kek)
-	case h.version != headVersion:
+	case !h.hasKEK():
 		if d.key, err = s.unsealKey(h); err != nil {
 			return d, err
 		}
@@ -546,11 +553,9 @@ func (s *KubeStore) read(ctx context.Context, keys readKeys, held *heldState) (k
 	if pieces, err = s.fetch(ctx, d.rv, refs); err != nil {
 		return d, err
 	}
-	opened := make([]map[string][]byte, len(segs))
-	for i, g := range segs {
-		if opened[i], err = openSegment(d.aead, s.name, h.keyCheck, g, join(g.pieces, pieces)); err != nil {
-			return d, corrupt("%v", err)
-		}
+	opened, err := openSegments(d.aead, s.name, h.keyCheck, segs, pieces)
+	if err != nil {
+		return d, err
 	}
 	// Every segment opened: only now is the held state changed.
 	if catchUp {
@@ -564,6 +569,23 @@ func (s *KubeStore) read(ctx context.Context, keys readKeys, held *heldState) (k
 	return d, nil
 }
 
+// openSegments decrypts segs, each from its inline bytes or its pieces
+// (fetched and checked, by chunkRef.id). Every failure is corruption.
+func openSegments(aead cipher.AEAD, name string, keyCheck [keyCheckSize]byte, segs []segment, pieces map[string][]byte) ([]map[string][]byte, error) {
+	opened := make([]map[string][]byte, len(segs))
+	for i, g := range segs {
+		sealed := g.inline
+		if g.place() != placeInline {
+			sealed = join(g.pieces, pieces)
+		}
+		var err error
+		if opened[i], err = openSegment(aead, name, keyCheck, g, sealed); err != nil {
+			return nil, corrupt("%v", err)
+		}
+	}
+	return opened, nil
+}
+
 func join(refs []chunkRef, pieces map[string][]byte) []byte {
 	var n int
 	for _, r := range refs {
@@ -571,39 +593,50 @@ func join(refs []chunkRef, pieces map[string][]byte) []byte {
 	}
 	b := make([]byte, 0, n)
 	for _, r := range refs {
-		b = append(b, pieces[r.name]...)
+		b = append(b, pieces[r.id()]...)
 	}
 	return b
 }
 
-// fetch reads the chunks refs, in parallel, checking each against its
-// reference before it is kept. A missing chunk is errHeadMoved if the head
-// is no longer rv, corruption otherwise.
+// fetch reads the chunk objects of refs, each once and in parallel,
+// checking every piece against its reference before it is kept (by
+// chunkRef.id). A missing chunk is errHeadMoved if the head is no longer
+// rv, corruption otherwise.
 func (s *KubeStore) fetch(ctx context.Context, rv string, refs []chunkRef) (map[string][]byte, error) {
 	out := make(map[string][]byte, len(refs))
+	byObject := map[string][]chunkRef{}
+	var names []string
+	for _, r := range refs {
+		if _, ok := byObject[r.name]; !ok {
+			names = append(names, r.name)
+		}
+		byObject[r.name] = append(byObject[r.name], r)
+	}
 	var mu sync.Mutex
 	var missing bool
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(kubeReadParallel)
-	for _, r := range refs {
+	for _, name := range names {
 		g.Go(func() error {
-			sec, err := s.secrets().Get(gctx, r.name, metav1.GetOptions{})
+			sec, err := s.secrets().Get(gctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
 				mu.Lock()
 				missing = true
 				mu.Unlock()
-				return fmt.Errorf("chunk %s is missing", r.name)
+				return fmt.Errorf("chunk %s is missing", name)
 			}
 			if err != nil {
-				return fmt.Errorf("read chunk %s: %w", r.name, err)
+				return fmt.Errorf("read chunk %s: %w", name, err)
 			}
-			data := sec.Data[chunkDataKey]
-			if err := checkPiece(r, data); err != nil {
-				return corrupt("%v", err)
+			for _, r := range byObject[name] {
+				data := sec.Data[r.dataKey()]
+				if err := checkPiece(r, data); err != nil {
+					return corrupt("%v", err)
+				}
+				mu.Lock()
+				out[r.id()] = data
+				mu.Unlock()
 			}
-			mu.Lock()
-			out[r.name] = data
-			mu.Unlock()
 			return nil
 		})
 	}
@@ -674,7 +707,9 @@ func (s *KubeStore) unsealKey(h kubeHead) ([]byte, error) {
 	return nil, last
 }
 
-// Commit writes changes as a delta object and swaps the head to list it.
+// Commit writes changes as a delta, kept in the head when it is small
+// (one request: the head update), otherwise in chunk objects that the
+// head then lists.
 // It fails with ErrConflict, storing nothing, when the head moved since
 // this store last read or wrote it.
 func (s *KubeStore) Commit(ctx context.Context, changes map[string][]byte) error {
@@ -721,11 +756,25 @@ func (s *KubeStore) commit(ctx context.Context, changes map[string][]byte) error
 		return nil
 	}
 	gen := s.nextGen()
-	pieces, err := sealSegment(s.aead, s.name, s.head.keyCheck, segDelta, gen, encodeEntries(changes), s.pieceSize)
+	sealed, err := sealSegment(s.aead, s.name, s.head.keyCheck, segDelta, gen, encodeEntries(changes))
 	if err != nil {
 		return err
 	}
-	if len(s.head.segments)+1 > maxHeadSegments || s.head.chunkCount()+len(pieces) > maxHeadChunks {
+	// A small delta is kept in the head, so that the commit is the head
+	// update alone; once the head's inline bytes would exceed the budget,
+	// those already there are first moved to one chunk object (a spill).
+	delta := segment{kind: segDelta, id: gen}
+	var pieces [][]byte
+	spill := 0
+	if len(sealed) <= min(s.inlineMax, s.inlineBudget) {
+		delta.inline = sealed
+		if s.head.inlineBytes()+len(sealed) > s.inlineBudget {
+			spill = s.head.inlineSegments()
+		}
+	} else {
+		pieces = cut(sealed, s.pieceSize)
+	}
+	if len(s.head.segments)+1 > maxHeadSegments || s.head.chunkCount()+len(pieces)+spill > maxHeadChunks {
 		// No room for another delta: write the new state as a base.
 		state := withChanges(s.state, changes)
 		return s.writeState(ctx, s.key, s.mode, s.recovery, state, true, false)
@@ -734,15 +783,24 @@ func (s *KubeStore) commit(ctx context.Context, changes map[string][]byte) error
 	if err != nil {
 		return err
 	}
-	refs, err := s.putChunks(ctx, gen, pieces)
-	if err != nil {
-		return err
+	segs := slices.Clone(s.head.segments)
+	var created []chunkRef
+	switch {
+	case spill > 0:
+		if created, err = s.spillInline(ctx, gen, segs); err != nil {
+			return err
+		}
+	case pieces != nil:
+		if delta.pieces, err = s.putChunks(ctx, gen, pieces); err != nil {
+			return err
+		}
+		created = delta.pieces
 	}
 	h := s.head
 	h.generation = gen
-	h.segments = append(append([]segment(nil), s.head.segments...), segment{kind: segDelta, id: gen, pieces: refs})
+	h.segments = append(segs, delta)
 	ks.apply(&h)
-	if err := s.swapHead(ctx, h, s.aead, refs, true); err != nil {
+	if err := s.swapHead(ctx, h, s.aead, created, true); err != nil {
 		s.abandonKEK(ctx, ks, err)
 		return err
 	}
@@ -789,6 +847,52 @@ func (s *KubeStore) putChunks(ctx context.Context, gen uint64, pieces [][]byte) 
 		}
 	}
 	return refs, nil
+}
+
+// spillInline moves the segments that segs keeps in the head into one
+// chunk object, labelled with gen, each under the data key segmentKey of
+// its id, and changes segs to refer to them there (placePacked). The
+// sealed bytes stay as they were, so a store holding a head that kept
+// them inline still recognises its segments (segment.sameAs). It returns
+// the object created.
+func (s *KubeStore) spillInline(ctx context.Context, gen uint64, segs []segment) ([]chunkRef, error) {
+	data := map[string][]byte{}
+	for _, g := range segs {
+		if g.place() == placeInline {
+			data[segmentKey(g.id)] = g.inline
+		}
+	}
+	// The segments' bytes are the same in every spill of this head, by
+	// this store after a write of unknown outcome or by another racing
+	// it: a random part keeps the object each write's own, so that a
+	// write that lost the race deletes only what it created.
+	var tag [6]byte
+	if _, err := rand.Read(tag[:]); err != nil {
+		return nil, fmt.Errorf("name a chunk: %w", err)
+	}
+	name := fmt.Sprintf("%s-%d-%x-p", s.name, gen, tag)
+	immutable := true
+	_, err := s.secrets().Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: s.labels(objectChunk, gen)},
+		Immutable:  &immutable,
+		Type:       corev1.SecretTypeOpaque,
+		Data:       data,
+	}, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("create chunk %s: %w", name, unavailable(err))
+	}
+	for i, g := range segs {
+		if g.place() == placeInline {
+			r := chunkRef{name: name, key: segmentKey(g.id), size: uint32(len(g.inline)), sum: sha256.Sum256(g.inline)} //nolint:gosec // G115: at most maxInlineSegment
+			segs[i] = segment{kind: g.kind, id: g.id, pieces: []chunkRef{r}}
+		}
+	}
+	created := []chunkRef{{name: name}}
+	s.log.Debug("store: moved the deltas kept in the head to a chunk", "chunk", name, "segments", len(data))
+	if err := s.at("spill-created"); err != nil {
+		return nil, err
+	}
+	return created, nil
 }
 
 // deleteChunks deletes chunk objects, logging failures: a leftover is
@@ -883,10 +987,11 @@ func (s *KubeStore) writeState(ctx context.Context, key []byte, mode seal.Mode, 
 		return err
 	}
 	gen := s.nextGen()
-	pieces, err := sealSegment(aead, s.name, kc, segBase, gen, encodeEntries(state), s.pieceSize)
+	sealed, err := sealSegment(aead, s.name, kc, segBase, gen, encodeEntries(state))
 	if err != nil {
 		return err
 	}
+	pieces := cut(sealed, s.pieceSize)
 	h := kubeHead{keyCheck: kc, generation: gen, mode: mode, recoverySize: uint32(len(recovery))} //nolint:gosec // G115: at most maxRecoveryDataSize
 	ks.apply(&h)
 	var created []chunkRef
@@ -948,13 +1053,13 @@ func (ks kekSet) apply(h *kubeHead) {
 // the head in force with the entries that open it, and an entry for a key
 // no head uses (see the package documentation).
 func (s *KubeStore) prepareKEK(ctx context.Context, dataKey []byte, mode seal.Mode, rotate bool) (kekSet, error) {
-	rotate = rotate || s.kek == nil || s.head.version != headVersion || mode != s.mode
+	rotate = rotate || s.kek == nil || !s.head.hasKEK() || mode != s.mode
 	if !rotate && bytes.Equal(dataKey, s.key) {
 		h := s.head
 		return kekSet{kek: s.kek, mode: mode, kekCheck: h.kekCheck, wrappedKey: h.wrappedKey, wrappedKEK: h.wrappedKEK}, nil
 	}
 	ks := kekSet{kek: s.kek, mode: mode, rotated: rotate}
-	if s.exists && s.headOK && s.head.version == headVersion {
+	if s.exists && s.headOK && s.head.hasKEK() {
 		ks.replaced, ks.replacedKnown = s.head.kekCheck, true
 	}
 	if rotate {
@@ -1281,7 +1386,7 @@ func (s *KubeStore) SetSealMode(ctx context.Context, mode seal.Mode) error {
 	if s.phase != phaseOpen {
 		return fmt.Errorf("store: set seal mode: %w", ErrNotOpen)
 	}
-	if s.mode == mode && s.head.version == headVersion {
+	if s.mode == mode && s.head.hasKEK() {
 		return nil
 	}
 	if !s.CanSeal(mode) {

@@ -193,9 +193,9 @@ func TestKubeLargeState(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("one-key commit on the large state: %d write requests, %d bytes written", writes.Load(), written.Load())
-	// One chunk create and one head update, each a small JSON body.
-	if writes.Load() != 2 || written.Load() > 16<<10 {
-		t.Fatalf("a one-key commit made %d write requests of %d bytes in all, want 2 small ones", writes.Load(), written.Load())
+	// One head update, holding the delta: a small JSON body.
+	if writes.Load() != 1 || written.Load() > 16<<10 {
+		t.Fatalf("a one-key commit made %d write requests of %d bytes in all, want 1 small one", writes.Load(), written.Load())
 	}
 	for name, o := range listObjects(t, ns) {
 		if n := len(o.Data[chunkDataKey]) + len(o.Data[headDataKey]); n > maxPieceSize {
@@ -256,9 +256,13 @@ func rewrite(t testing.TB, ns, name string, f func(map[string][]byte)) {
 
 func TestKubeTamperingIsRefused(t *testing.T) {
 	sealer := sealerWith(t, 1)
-	setup := func(t *testing.T) (*KubeStore, string) {
+	// setup commits a delta, inline or to a chunk.
+	setup := func(t *testing.T, inline bool) (*KubeStore, string) {
 		ns := kubeEnv(t).Namespace(t)
 		s := openKube(t, ns, sealer)
+		if !inline {
+			s.inlineMax = 0
+		}
 		if _, err := s.Reset(t.Context(), kv("a", "1", "b", "2")); err != nil {
 			t.Fatal(err)
 		}
@@ -269,7 +273,7 @@ func TestKubeTamperingIsRefused(t *testing.T) {
 	}
 	t.Run("chunk", func(t *testing.T) {
 		for _, seg := range []int{0, 1} {
-			s, ns := setup(t)
+			s, ns := setup(t, false)
 			name := s.head.segments[seg].pieces[0].name
 			rewrite(t, ns, name, func(d map[string][]byte) { d[chunkDataKey][len(d[chunkDataKey])-1] ^= 1 })
 			_, err := openKube(t, ns, sealer).Load(t.Context())
@@ -280,7 +284,7 @@ func TestKubeTamperingIsRefused(t *testing.T) {
 		}
 	})
 	t.Run("missing chunk", func(t *testing.T) {
-		s, ns := setup(t)
+		s, ns := setup(t, false)
 		if err := kubeEnv(t).Clientset.CoreV1().Secrets(ns).Delete(t.Context(), s.head.segments[1].pieces[0].name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -288,7 +292,7 @@ func TestKubeTamperingIsRefused(t *testing.T) {
 		requireErrIs(t, err, ErrUnseal, ErrCorrupt)
 	})
 	t.Run("head generation", func(t *testing.T) {
-		_, ns := setup(t)
+		_, ns := setup(t, true)
 		rewrite(t, ns, DefaultKubeStateName, func(d map[string][]byte) {
 			off := 8 + 2 + 2 + keyCheckSize
 			binary.LittleEndian.PutUint64(d[headDataKey][off:], binary.LittleEndian.Uint64(d[headDataKey][off:])+100)
@@ -299,13 +303,13 @@ func TestKubeTamperingIsRefused(t *testing.T) {
 		requireErrIs(t, fresh.Commit(t.Context(), kv("x", "1")), ErrNotOpen)
 	})
 	t.Run("oversized head", func(t *testing.T) {
-		_, ns := setup(t)
+		_, ns := setup(t, true)
 		rewrite(t, ns, DefaultKubeStateName, func(d map[string][]byte) { d[headDataKey] = make([]byte, maxHeadSize+1) })
 		_, err := openKube(t, ns, sealer).Load(t.Context())
 		requireErrIs(t, err, ErrUnseal, ErrCorrupt)
 	})
 	t.Run("rollback", func(t *testing.T) {
-		s, ns := setup(t)
+		s, ns := setup(t, true)
 		old := listObjects(t, ns)[DefaultKubeStateName].Data[headDataKey]
 		if err := s.Commit(t.Context(), kv("d", "4")); err != nil {
 			t.Fatal(err)
@@ -327,6 +331,7 @@ func TestKubeCrashPoints(t *testing.T) {
 	base := kv("manifest/raw", "{}", "ca/root/cert", "pem")
 	c1 := kv("activations/web", "1")
 	c2 := kv("secret/a", string(bytes.Repeat([]byte("s"), 3000)), "ca/root/cert", "<nil>")
+	c3 := kv("activations/web", "2")
 	// The seal modes have sealers of their own, as on SGX, where they
 	// are keys of two different identities.
 	sealers := map[seal.Mode]seal.Sealer{seal.ModeProductKey: sealerWith(t, 1), seal.ModeUniqueKey: sealerWith(t, 2)}
@@ -342,6 +347,19 @@ func TestKubeCrashPoints(t *testing.T) {
 	}
 	scenarios := []scenario{
 		{name: "commit", op: func(ctx context.Context, s *KubeStore) error { return s.Commit(ctx, c2) }, after: applied(applied(base, c1), c2)},
+		{
+			name:  "commit to a chunk",
+			setup: func(s *KubeStore) { s.inlineMax = 0 },
+			op:    func(ctx context.Context, s *KubeStore) error { return s.Commit(ctx, c2) },
+			after: applied(applied(base, c1), c2),
+		},
+		{
+			// c1 is kept in the head; c3 does not fit beside it.
+			name:  "commit that spills",
+			setup: func(s *KubeStore) { s.inlineBudget = s.head.inlineBytes() + 16 },
+			op:    func(ctx context.Context, s *KubeStore) error { return s.Commit(ctx, c3) },
+			after: applied(applied(base, c1), c3),
+		},
 		{
 			name:  "commit and compaction",
 			setup: func(s *KubeStore) { s.maxDeltas = 2; s.pieceSize = 1 << 10 },
@@ -471,6 +489,7 @@ func reopen(t *testing.T, r *KubeStore, needKey bool, dataKey []byte) map[string
 func TestKubeUncertainWrite(t *testing.T) {
 	ns := kubeEnv(t).Namespace(t)
 	s := openKube(t, ns, sealerWith(t, 1))
+	s.inlineMax = 0 // the delta goes to a chunk
 	if _, err := s.Reset(t.Context(), kv("a", "1")); err != nil {
 		t.Fatal(err)
 	}
@@ -603,6 +622,7 @@ func TestKubeHeadWriteErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			s.inlineMax = 0 // deltas go to chunks
 			if _, err := s.Reset(t.Context(), kv("a", "1")); err != nil {
 				t.Fatal(err)
 			}
@@ -656,6 +676,7 @@ func TestKubeChunkWriteErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			s.inlineMax = 0 // deltas go to chunks
 			if _, err := s.Reset(t.Context(), kv("a", "1")); err != nil {
 				t.Fatal(err)
 			}

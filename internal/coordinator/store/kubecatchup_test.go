@@ -72,9 +72,9 @@ func mediumState() map[string][]byte {
 }
 
 // TestKubeCatchUpAlternating has two stores commit one key in turn, each
-// loading the other's commit before its own: every load after the first
-// reads the head and the one new chunk, every commit writes one chunk and
-// the head, whatever the size of the state.
+// loading the other's commit before its own: every commit is one write
+// request (the head, which keeps the small delta) and every load after
+// the first one read request (the head), whatever the size of the state.
 func TestKubeCatchUpAlternating(t *testing.T) {
 	ns := kubeEnv(t).Namespace(t)
 	var ca, cb requestCount
@@ -97,17 +97,17 @@ func TestKubeCatchUpAlternating(t *testing.T) {
 		if err := w.Commit(t.Context(), ch); err != nil {
 			t.Fatal(err)
 		}
-		if n := counts[i%2].writes.Load(); n != 2 {
-			t.Fatalf("commit %d made %d write requests, want 2 (chunk, head)", i, n)
+		if n := counts[i%2].writes.Load(); n != 1 {
+			t.Fatalf("commit %d made %d write requests, want 1 (the head)", i, n)
 		}
 		want = applied(want, ch)
 		counts[1-i%2].reset()
 		requireState(t, loadOK(t, r), want)
-		if n := counts[1-i%2].reads.Load(); n != 2 {
-			t.Fatalf("catch-up %d made %d read requests, want 2 (head, chunk)", i, n)
+		if n := counts[1-i%2].reads.Load(); n != 1 {
+			t.Fatalf("catch-up %d made %d read requests, want 1 (the head)", i, n)
 		}
 	}
-	t.Logf("reads of a full load: %d; of a catch-up after a one-key commit: 2", fullReads)
+	t.Logf("reads of a full load: %d; of a catch-up after a one-key commit: 1", fullReads)
 	if got := loadsOf(a, loadIncremental) + loadsOf(b, loadIncremental); got != 20 {
 		t.Fatalf("%d incremental loads, want 20", got)
 	}
@@ -141,7 +141,7 @@ func TestKubeCatchUpAfterConflict(t *testing.T) {
 	}
 	cb.reset()
 	requireState(t, loadOK(t, b), want)
-	if n := cb.reads.Load(); n != 2 || loadsOf(b, loadIncremental) != 1 {
+	if n := cb.reads.Load(); n != 1 || loadsOf(b, loadIncremental) != 1 {
 		t.Fatalf("the load after a lost race made %d reads (incremental: %d)", n, loadsOf(b, loadIncremental))
 	}
 	if err := b.Commit(t.Context(), kv("x", "b")); err != nil {
@@ -186,6 +186,7 @@ func TestKubeCatchUpAcrossCompaction(t *testing.T) {
 func TestKubeCatchUpMissingChunk(t *testing.T) {
 	ns := kubeEnv(t).Namespace(t)
 	a, b := openKube(t, ns, sealerWith(t, 1)), openKube(t, ns, sealerWith(t, 1))
+	a.inlineMax = 0 // the delta goes to a chunk
 	if _, err := a.Reset(t.Context(), kv("base", "1")); err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +214,7 @@ func TestKubeCatchUpAfterCrashedWrites(t *testing.T) {
 	ns := kubeEnv(t).Namespace(t)
 	var cb requestCount
 	a, b := openKube(t, ns, sealerWith(t, 1)), countedKube(t, ns, &cb)
+	a.inlineMax = 0 // deltas go to chunks
 	want := kv("base", "1")
 	if _, err := a.Reset(t.Context(), want); err != nil {
 		t.Fatal(err)

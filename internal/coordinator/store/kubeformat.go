@@ -1,11 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/seal"
 )
@@ -15,10 +18,12 @@ const (
 	headMagic    = "mmkhead\x00"
 	segmentMagic = "mmkseg\x00\x00"
 	wrapMagic    = "mmkwrap\x00"
-	// headVersion is the head format this build writes; a
+	// headVersion is the head format this build writes. A kekHeadVersion
+	// head, whose segments are all stored in chunk objects, and a
 	// legacyHeadVersion head, which holds the data key sealed per seal
-	// mode instead of wrapped under a key-encryption key, is still read.
-	headVersion       = 2
+	// mode instead of wrapped under a key-encryption key, are still read.
+	headVersion       = 3
+	kekHeadVersion    = 2
 	legacyHeadVersion = 1
 
 	// wrapDataKey and wrapKEK tell the two wrapped keys of a head apart
@@ -31,6 +36,27 @@ const (
 	// segBase holds a whole state, segDelta the changes of one commit.
 	segBase  byte = 1
 	segDelta byte = 2
+
+	// Where a version 3 head keeps a segment: placeChunks in chunk
+	// objects (data "chunk"), placeInline in the head itself, placePacked
+	// under the data key segmentKey(id) of one chunk object that holds
+	// several segments (moved there from the head together).
+	placeChunks byte = 1
+	placeInline byte = 2
+	placePacked byte = 3
+
+	// maxInlineSegment bounds a sealed segment kept in the head, and
+	// maxInlineBytes all of them together. Every head update sends the
+	// whole head and every load (and watch event) carries it, so the
+	// inline bytes are paid again by each commit and by each catch-up of
+	// every replica: 64 KiB (about 87 KiB in the base64 of a request) is
+	// a twelfth of maxHeadSize and keeps a commit's request small, while
+	// a typical small commit (a counter, a user secret) seals to well
+	// under 1 KiB, so that dozens of commits fit before a spill moves
+	// them to one chunk object. A delta above 4 KiB is cheaper in a
+	// chunk of its own than re-sent with every later head.
+	maxInlineSegment = 4 << 10
+	maxInlineBytes   = 64 << 10
 
 	// maxHeadSize bounds the head's data field, far below the 1 MiB an
 	// object may hold.
@@ -51,27 +77,76 @@ const (
 	headTagSize  = nonceSize + tagSize
 )
 
-// chunkRef names a chunk object and pins its content.
+// chunkRef names a chunk object and pins its content: the bytes under
+// key in the object's data, chunkDataKey when key is empty.
 type chunkRef struct {
 	name string
+	key  string
 	size uint32
 	sum  [sha256.Size]byte
 }
 
+// dataKey is the key of the object's data that holds the piece.
+func (r chunkRef) dataKey() string {
+	if r.key == "" {
+		return chunkDataKey
+	}
+	return r.key
+}
+
+// id tells pieces apart when one object holds several.
+func (r chunkRef) id() string { return r.name + "/" + r.dataKey() }
+
+// segmentKey is the data key of a packed segment in its chunk object.
+func segmentKey(id uint64) string { return "segment-" + strconv.FormatUint(id, 10) }
+
 // segment is a base or delta: nonce ‖ AES-GCM ciphertext of encoded
-// entries, cut into chunk objects.
+// entries, either cut into chunk objects (pieces) or kept in the head
+// (inline, set only then).
 type segment struct {
 	kind   byte
 	id     uint64 // the generation of the head that first listed it
 	pieces []chunkRef
+	inline []byte
 }
 
 func (g segment) size() int64 {
-	var n int64
+	n := int64(len(g.inline))
 	for _, p := range g.pieces {
 		n += int64(p.size)
 	}
 	return n
+}
+
+// place tells where the segment is kept.
+func (g segment) place() byte {
+	switch {
+	case g.inline != nil:
+		return placeInline
+	case len(g.pieces) == 1 && g.pieces[0].key != "":
+		return placePacked
+	}
+	return placeChunks
+}
+
+// sameAs tells whether g and n are the same segment: kind, id and sealed
+// bytes, wherever each is kept. A segment moved from the head into a
+// packed object is the same one when the object's piece has its size and
+// digest.
+func (g segment) sameAs(n segment) bool {
+	if g.kind != n.kind || g.id != n.id {
+		return false
+	}
+	switch gp, np := g.place(), n.place(); {
+	case gp == placeInline && np == placeInline:
+		return bytes.Equal(g.inline, n.inline)
+	case gp == placeInline && np == placePacked:
+		r := n.pieces[0]
+		return len(g.inline) == int(r.size) && sha256.Sum256(g.inline) == r.sum
+	case gp != placeInline && np != placeInline:
+		return slices.Equal(g.pieces, n.pieces)
+	}
+	return false
 }
 
 // kubeHead is the content of the head object.
@@ -116,6 +191,30 @@ func (h *kubeHead) chunkCount() int {
 	return n
 }
 
+// inlineBytes is the size of the segments kept in the head.
+func (h *kubeHead) inlineBytes() int {
+	var n int
+	for _, g := range h.segments {
+		n += len(g.inline)
+	}
+	return n
+}
+
+// inlineSegments counts the segments kept in the head.
+func (h *kubeHead) inlineSegments() int {
+	var n int
+	for _, g := range h.segments {
+		if g.place() == placeInline {
+			n++
+		}
+	}
+	return n
+}
+
+// hasKEK tells whether the head holds its data key wrapped under a
+// key-encryption key (version 2 and later).
+func (h *kubeHead) hasKEK() bool { return h.version >= kekHeadVersion }
+
 // headAAD is what the head's tag authenticates: the head's own name (so a
 // head cannot be passed off as another state's) and every byte before the
 // tag.
@@ -141,12 +240,64 @@ func segmentAAD(name string, keyCheck [keyCheckSize]byte, kind byte, id uint64) 
 func appendRefs(b []byte, refs []chunkRef) []byte {
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(refs))) //nolint:gosec // G115: at most maxHeadChunks, checked by encodeHead
 	for _, r := range refs {
-		b = append(b, byte(len(r.name))) //nolint:gosec // G115: at most maxChunkName (253), checked by encodeHead
-		b = append(b, r.name...)
-		b = binary.LittleEndian.AppendUint32(b, r.size)
-		b = append(b, r.sum[:]...)
+		b = appendRef(b, r)
 	}
 	return b
+}
+
+func appendRef(b []byte, r chunkRef) []byte {
+	b = append(b, byte(len(r.name))) //nolint:gosec // G115: at most maxChunkName (253), checked by encodeHead
+	b = append(b, r.name...)
+	b = binary.LittleEndian.AppendUint32(b, r.size)
+	return append(b, r.sum[:]...)
+}
+
+// appendSegment encodes a segment of a version 3 head.
+func appendSegment(b []byte, g segment) []byte {
+	b = append(b, g.kind)
+	b = binary.LittleEndian.AppendUint64(b, g.id)
+	p := g.place()
+	b = append(b, p)
+	switch p {
+	case placeInline:
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(g.inline))) //nolint:gosec // G115: at most maxInlineSegment, checked by encodeHead
+		return append(b, g.inline...)
+	case placePacked:
+		return appendRef(b, g.pieces[0])
+	}
+	return appendRefs(b, g.pieces)
+}
+
+// checkSegments tells whether the segments can be written: where each is
+// kept agrees with its fields, and inline bytes are within their limits.
+func checkSegments(segs []segment) error {
+	inline := 0
+	for i, g := range segs {
+		switch g.place() {
+		case placeInline:
+			if g.kind != segDelta || len(g.inline) == 0 || len(g.inline) > maxInlineSegment || len(g.pieces) != 0 {
+				return fmt.Errorf("head: inline segment %d of kind %d, %d bytes (limit %d)", i, g.kind, len(g.inline), maxInlineSegment)
+			}
+			inline += len(g.inline)
+		case placePacked:
+			if r := g.pieces[0]; g.kind != segDelta || r.key != segmentKey(g.id) || r.size == 0 || r.size > maxInlineSegment {
+				return fmt.Errorf("head: packed segment %d of kind %d under %q, %d bytes", i, g.kind, r.key, r.size)
+			}
+		default:
+			if len(g.pieces) == 0 {
+				return fmt.Errorf("head: segment %d has no chunks", i)
+			}
+			for _, r := range g.pieces {
+				if r.key != "" {
+					return fmt.Errorf("head: chunk %s of segment %d is under data key %q", r.name, i, r.key)
+				}
+			}
+		}
+	}
+	if inline > maxInlineBytes {
+		return fmt.Errorf("head: %d inline bytes exceed the limit %d", inline, maxInlineBytes)
+	}
+	return nil
 }
 
 // encodeHead returns the head object's data, authenticated under aead.
@@ -245,7 +396,10 @@ func encodeHead(h kubeHead, aead cipher.AEAD, name string) ([]byte, error) {
 			}
 		}
 	}
-	b := make([]byte, 0, 4096)
+	if err := checkSegments(h.segments); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, 4096+h.inlineBytes())
 	b = append(b, headMagic...)
 	b = binary.LittleEndian.AppendUint16(b, headVersion)
 	b = binary.LittleEndian.AppendUint16(b, 0)
@@ -259,9 +413,7 @@ func encodeHead(h kubeHead, aead cipher.AEAD, name string) ([]byte, error) {
 	b = appendRefs(b, h.recovery)
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.segments))) //nolint:gosec // G115: at most maxHeadSegments, checked above
 	for _, g := range h.segments {
-		b = append(b, g.kind)
-		b = binary.LittleEndian.AppendUint64(b, g.id)
-		b = appendRefs(b, g.pieces)
+		b = appendSegment(b, g)
 	}
 	if len(b)+headTagSize > maxHeadSize {
 		return nil, fmt.Errorf("head of %d bytes exceeds the limit %d", len(b)+headTagSize, maxHeadSize)
@@ -331,21 +483,67 @@ func (r *headReader) refs(total *int) []chunkRef {
 	}
 	refs := make([]chunkRef, 0, n)
 	for range n {
-		l := int(r.u8("chunk name length"))
-		var c chunkRef
-		c.name = string(r.take(l, "chunk name"))
-		c.size = r.u32("chunk size")
-		copy(c.sum[:], r.take(sha256.Size, "chunk digest"))
+		c := r.ref(maxPieceSize)
 		if r.err != nil {
-			return nil
-		}
-		if !chunkNameOK(c.name) || c.size == 0 || c.size > maxPieceSize {
-			r.err = fmt.Errorf("head: chunk %q of %d bytes (limit %d)", c.name, c.size, maxPieceSize)
 			return nil
 		}
 		refs = append(refs, c)
 	}
 	return refs
+}
+
+// ref reads one chunk reference of at most limit bytes.
+func (r *headReader) ref(limit uint32) chunkRef {
+	l := int(r.u8("chunk name length"))
+	var c chunkRef
+	c.name = string(r.take(l, "chunk name"))
+	c.size = r.u32("chunk size")
+	copy(c.sum[:], r.take(sha256.Size, "chunk digest"))
+	if r.err == nil && (!chunkNameOK(c.name) || c.size == 0 || c.size > limit) {
+		r.err = fmt.Errorf("head: chunk %q of %d bytes (limit %d)", c.name, c.size, limit)
+	}
+	return c
+}
+
+// segment reads a segment of a head of version v; total counts the
+// chunks and inline the inline bytes read so far, against their limits.
+func (r *headReader) segment(v uint16, total, inline *int) segment {
+	var g segment
+	g.kind = r.u8("segment kind")
+	g.id = r.u64("segment id")
+	p := placeChunks
+	if v >= headVersion {
+		p = r.u8("segment place")
+	}
+	if r.err != nil {
+		return g
+	}
+	switch p {
+	case placeChunks:
+		g.pieces = r.refs(total)
+	case placeInline:
+		n := r.u32("inline segment size")
+		if r.err == nil && (n == 0 || n > maxInlineSegment || *inline+int(n) > maxInlineBytes) {
+			r.err = fmt.Errorf("head: inline segment of %d bytes after %d (limits %d and %d)", n, *inline, maxInlineSegment, maxInlineBytes)
+			return g
+		}
+		*inline += int(n)
+		g.inline = r.take(int(n), "inline segment")
+	case placePacked:
+		if *total++; *total > maxHeadChunks {
+			r.err = fmt.Errorf("head: %d chunks exceed the limit %d", *total, maxHeadChunks)
+			return g
+		}
+		c := r.ref(maxInlineSegment)
+		c.key = segmentKey(g.id)
+		g.pieces = []chunkRef{c}
+	default:
+		r.err = fmt.Errorf("head: segment place %d", p)
+	}
+	if r.err == nil && p != placeChunks && g.kind != segDelta {
+		r.err = fmt.Errorf("head: a segment of kind %d kept in place %d", g.kind, p)
+	}
+	return g
 }
 
 // parseHead decodes a head without authenticating it; body is what the
@@ -362,8 +560,8 @@ func parseHead(b []byte) (h kubeHead, body, tag []byte, err error) {
 	if string(r.take(8, "magic")) != headMagic {
 		return h, nil, nil, errors.New("head: bad magic (not a marblemesh state head)")
 	}
-	if h.version = r.u16("version"); h.version != headVersion && h.version != legacyHeadVersion && r.err == nil {
-		return h, nil, nil, fmt.Errorf("head: format version %d, this build reads %d and %d", h.version, legacyHeadVersion, headVersion)
+	if h.version = r.u16("version"); (h.version < legacyHeadVersion || h.version > headVersion) && r.err == nil {
+		return h, nil, nil, fmt.Errorf("head: format version %d, this build reads %d to %d", h.version, legacyHeadVersion, headVersion)
 	}
 	if f := r.u16("flags"); f != 0 && r.err == nil {
 		return h, nil, nil, fmt.Errorf("head: unknown flags 0x%04x", f)
@@ -377,7 +575,7 @@ func parseHead(b []byte) (h kubeHead, body, tag []byte, err error) {
 	if h.mode, err = seal.ModeOfCode(code); err != nil {
 		return h, nil, nil, fmt.Errorf("head: %w", err)
 	}
-	if h.version == headVersion {
+	if h.hasKEK() {
 		copy(h.kekCheck[:], r.take(keyCheckSize, "key-encryption key check"))
 		h.wrappedKey = r.take(wrappedSize, "wrapped data key")
 		h.wrappedKEK = r.take(wrappedSize, "wrapped key-encryption key")
@@ -400,15 +598,13 @@ func parseHead(b []byte) (h kubeHead, body, tag []byte, err error) {
 	if r.err == nil && ns > maxHeadSegments {
 		return h, nil, nil, fmt.Errorf("head: %d segments exceed the limit %d", ns, maxHeadSegments)
 	}
+	inline := 0
 	for i := 0; i < ns && r.err == nil; i++ {
-		var g segment
-		g.kind = r.u8("segment kind")
-		g.id = r.u64("segment id")
-		g.pieces = r.refs(&total)
+		g := r.segment(h.version, &total, &inline)
 		if r.err != nil {
 			break
 		}
-		if (g.kind != segBase || i != 0) && g.kind != segDelta || len(g.pieces) == 0 || g.id > h.generation {
+		if (g.kind != segBase || i != 0) && g.kind != segDelta || (len(g.pieces) == 0 && g.inline == nil) || g.id > h.generation {
 			return h, nil, nil, fmt.Errorf("head: segment %d of kind %d, id %d, %d chunks", i, g.kind, g.id, len(g.pieces))
 		}
 		h.segments = append(h.segments, g)
@@ -460,14 +656,10 @@ func verifyHead(aead cipher.AEAD, name string, body, tag []byte) error {
 	return nil
 }
 
-// sealSegment encrypts entries as a segment and cuts it into pieces of at
-// most pieceSize bytes.
-func sealSegment(aead cipher.AEAD, name string, keyCheck [keyCheckSize]byte, kind byte, id uint64, entries []byte, pieceSize int) ([][]byte, error) {
-	sealed, err := encrypt(nil, aead, entries, segmentAAD(name, keyCheck, kind, id))
-	if err != nil {
-		return nil, err
-	}
-	return cut(sealed, pieceSize), nil
+// sealSegment encrypts entries as a segment, to be kept in the head or
+// cut into pieces.
+func sealSegment(aead cipher.AEAD, name string, keyCheck [keyCheckSize]byte, kind byte, id uint64, entries []byte) ([]byte, error) {
+	return encrypt(nil, aead, entries, segmentAAD(name, keyCheck, kind, id))
 }
 
 // cut splits b into pieces of at most size bytes; empty b gives none.

@@ -129,29 +129,42 @@
 //	<name>-<gen>-<sha>-<i>      immutable chunks, data "chunk" (at most
 //	                            512 KiB), labelled marblemesh.io/generation=<gen>:
 //	                            the generation of the head written to list them
+//	<name>-<gen>-<random>-p     immutable packed chunks, labelled the same way,
+//	                            data "segment-<id>" per delta moved out of the head
 //	<name>-discarded-<time>     a head that Reset replaced without opening it
 //	<KEK map>                   ConfigMap (default marblerun-sealed-kek): the
 //	                            key-encryption key sealed for each platform
 //
 // The head is
 //
-//	magic "mmkhead\0" (8) | version u16 = 2 | flags u16 = 0 |
+//	magic "mmkhead\0" (8) | version u16 = 3 | flags u16 = 0 |
 //	key check (16) | generation u64 | seal mode u8 |
 //	KEK check (16) | wrapped data key (60) | wrapped KEK (60) |
 //	recovery data size u32 | chunk list of the recovery data |
-//	count u16 | per segment: kind u8 (1 base, 2 delta) | id u64 | chunk list |
+//	count u16 | per segment: kind u8 (1 base, 2 delta) | id u64 | place u8 |
+//	    place 1: chunk list | place 2: len u32 | sealed segment |
+//	    place 3: one chunk |
 //	nonce (12) | AES-256-GCM tag (data key, empty plaintext,
 //	             AAD = "mmkhead\0" ‖ len u16 ‖ name ‖ every byte before the nonce)
 //
-// with chunk list = count u16, then per chunk: len u8 | name | size u32 |
-// SHA-256 of its data. The first segment is the base (the whole state
-// when it was written), each further one a delta (the changes of one
-// commit); applied in order they give the state. A segment is nonce (12) ‖
-// AES-256-GCM(data key, encoded entries, AAD = "mmkseg\0\0" ‖ len u16 ‖
-// name ‖ key check ‖ kind ‖ id), cut into chunks. Recovery data is stored
-// unencrypted, like the file store's. The head lists at most 256 segments
-// and 1024 chunks and is at most 768 KiB; sizes are checked against these
-// limits and against the head's list before anything is decoded.
+// with chunk = len u8 | name | size u32 | SHA-256 of its data, and chunk
+// list = count u16, then per chunk: chunk. The first segment is the base
+// (the whole state when it was written), each further one a delta (the
+// changes of one commit); applied in order they give the state. A segment
+// is nonce (12) ‖ AES-256-GCM(data key, encoded entries, AAD =
+// "mmkseg\0\0" ‖ len u16 ‖ name ‖ key check ‖ kind ‖ id), wherever it is
+// kept: cut into chunks (place 1, data "chunk" of each), in the head
+// itself (place 2, deltas only), or under data "segment-<id>" of one
+// packed chunk (place 3, deltas only, at most 4 KiB: moved there from the
+// head). A segment kept in the head is authenticated twice, by its own
+// AAD and by the head's tag. Recovery data is stored unencrypted, like
+// the file store's. The head lists at most 256 segments and 1024 chunks
+// (a packed segment counts as one), keeps at most 64 KiB of segments of
+// at most 4 KiB each, and is at most 768 KiB; sizes are checked against
+// these limits and against the head's list before anything is decoded.
+// Version 2 heads, written before segments could be kept in the head,
+// hold "kind u8 | id u64 | chunk list" per segment; they are still read,
+// and the next write stores version 3 under the same key-encryption key.
 //
 // # Key-encryption key
 //
@@ -211,17 +224,22 @@
 // A version 1 head, written before the KEK existed, holds "count u16 |
 // per sealed key: seal mode u8 | key check (16) | len u32 |
 // Sealer.Seal(data key, AAD as in sealed_key)" in place of the KEK check
-// and wrapped keys. It is still read; the next write stores a version 2
+// and wrapped keys. It is still read; the next write stores a version 3
 // head with a new KEK and this platform's entry.
 //
 // The head's resourceVersion is the compare-and-swap point: a commit
-// creates its delta's chunks, then updates the head from the
-// resourceVersion it last read or wrote to one listing the delta and one
-// generation higher. If the head moved meanwhile, the update is refused,
-// the commit deletes its chunks and fails with ErrConflict; the store
-// writes nothing more until Load. A failed update whose outcome is
-// unknown makes later writes fail with ErrBroken until Load. Once the
-// deltas are larger than max(1 MiB, the base) or more than 64, the state
+// updates the head from the resourceVersion it last read or wrote to one
+// holding the delta and one generation higher. A delta sealed to at most
+// 4 KiB is kept in the head, so that the commit is that one request, as
+// long as the head's inline segments stay within 64 KiB; otherwise the
+// commit first creates one packed chunk holding the segments the head
+// kept (unchanged, so a store holding them still catches up) and keeps
+// the new delta in the head, or, for a larger delta, creates the delta's
+// chunks. If the head moved meanwhile, the update is refused, the commit
+// deletes what it created and fails with ErrConflict; the store writes
+// nothing more until Load. A failed update whose outcome is unknown makes
+// later writes fail with ErrBroken until Load. Once the deltas (wherever
+// kept) are larger than max(1 MiB, the base) or more than 64, the state
 // is written as a new base (compaction). After the head moved, the chunks
 // the previous head listed and the new one does not are deleted; after a
 // new base, chunks no head lists (a discarded one included) and written
@@ -231,16 +249,19 @@
 // and are kept.
 //
 // Load reads the head, checks it, opens the data key, authenticates the
-// head, then reads every chunk (in parallel), checks its size and digest
-// against the head and decrypts the segments. A store that holds the
+// head, then reads every chunk object (in parallel, each once), checks
+// each piece's size and digest against the head and decrypts the
+// segments. A store that holds the
 // state of a head catches up instead when the new head extends it: same
 // key check, same recovery data list, and the held head's segments, chunk
-// for chunk (name, size, SHA-256), a prefix of the new head's. It then
-// opens and authenticates the new head exactly as above (keys, tag,
-// rollback floor) and reads and decrypts only the chunks of the further
-// deltas, applying them to the state it holds; anything else (a new base,
-// another key, a write of this store stopped between its head swap and
-// its state update) is a full read. The metric
+// for chunk (name, size, SHA-256) or byte for byte if kept in the head (a
+// segment since moved to a packed chunk matches by its size and SHA-256),
+// a prefix of the new head's. It then opens and authenticates the new
+// head exactly as above (keys, tag, rollback floor) and reads and
+// decrypts only the further deltas, applying them to the state it holds
+// (when those are kept in the head, the head is the only read). Anything
+// else (a new base, another key, a write of this store stopped between
+// its head swap and its state update) is a full read. The metric
 // coordinator_store_loads_total{kind="incremental"|"full"} counts both,
 // coordinator_store_conflicts_total the writes that lost a race. A load
 // that opened the head with the keys it held checks this platform's entry
