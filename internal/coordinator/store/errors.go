@@ -38,6 +38,11 @@ var (
 	// ErrRollback is returned by Load when the stored state is older than
 	// state this store has already read or written: it was rolled back.
 	ErrRollback = errors.New("the stored state is older than state seen before")
+	// ErrNewerFormat is returned by Load when the state's head was
+	// written by a newer Coordinator, in a format this build does not
+	// read. It is neither damage nor a sealing failure: nothing is
+	// changed, and a Coordinator of that newer build reads the state.
+	ErrNewerFormat = errors.New("the stored state was written by a newer Coordinator")
 	// ErrKEKMapFull is returned by a write that needs a new entry in the
 	// key-encryption key map when the map holds its limit of entries.
 	ErrKEKMapFull = errors.New("the key-encryption key map is full")

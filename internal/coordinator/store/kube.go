@@ -495,6 +495,9 @@ func (s *KubeStore) read(ctx context.Context, keys readKeys, held *heldState) (k
 	}
 	d.raw = raw
 	h, body, tag, err := parseHead(raw)
+	if errors.Is(err, ErrNewerFormat) {
+		return d, fmt.Errorf("store: %s/%s: %w", s.ns, s.name, err)
+	}
 	if err != nil {
 		return d, corrupt("%v", err)
 	}

@@ -560,8 +560,13 @@ func parseHead(b []byte) (h kubeHead, body, tag []byte, err error) {
 	if string(r.take(8, "magic")) != headMagic {
 		return h, nil, nil, errors.New("head: bad magic (not a marblemesh state head)")
 	}
-	if h.version = r.u16("version"); (h.version < legacyHeadVersion || h.version > headVersion) && r.err == nil {
-		return h, nil, nil, fmt.Errorf("head: format version %d, this build reads %d to %d", h.version, legacyHeadVersion, headVersion)
+	if h.version = r.u16("version"); r.err == nil {
+		switch {
+		case h.version > headVersion:
+			return h, nil, nil, fmt.Errorf("%w: head format version %d, this build reads %d to %d; run the newer Coordinator", ErrNewerFormat, h.version, legacyHeadVersion, headVersion)
+		case h.version < legacyHeadVersion:
+			return h, nil, nil, fmt.Errorf("head: format version %d, this build reads %d to %d", h.version, legacyHeadVersion, headVersion)
+		}
 	}
 	if f := r.u16("flags"); f != 0 && r.err == nil {
 		return h, nil, nil, fmt.Errorf("head: unknown flags 0x%04x", f)

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -381,4 +382,38 @@ func TestKubeRacingSpills(t *testing.T) {
 	requireNoLeftovers(t, a)
 	requireState(t, loadOK(t, openKube(t, ns, sealerWith(t, 1))), want)
 	requireState(t, loadOK(t, b), want)
+}
+
+// TestKubeNewerHeadFormat: a head in a format newer than this build's is
+// reported as such, not as damage or a sealing failure (which would send
+// a Coordinator into recovery), and is left as it is.
+func TestKubeNewerHeadFormat(t *testing.T) {
+	ns := kubeEnv(t).Namespace(t)
+	sealer := sealerWith(t, 1)
+	a := openKube(t, ns, sealer)
+	if _, err := a.Reset(t.Context(), kv("a", "1")); err != nil {
+		t.Fatal(err)
+	}
+	var newer []byte
+	rewrite(t, ns, DefaultKubeStateName, func(d map[string][]byte) {
+		h := bytes.Clone(d[headDataKey])
+		binary.LittleEndian.PutUint16(h[len(headMagic):], headVersion+1)
+		d[headDataKey], newer = h, h
+	})
+	for name, s := range map[string]*KubeStore{"a fresh store": openKube(t, ns, sealer), "the writer": a} {
+		_, err := s.Load(t.Context())
+		if !errors.Is(err, ErrNewerFormat) || errors.Is(err, ErrUnseal) || errors.Is(err, ErrCorrupt) {
+			t.Fatalf("%s: Load of a newer head: %v", name, err)
+		}
+		if !strings.Contains(err.Error(), fmt.Sprintf("version %d", headVersion+1)) {
+			t.Fatalf("%s: the error does not name the version: %v", name, err)
+		}
+	}
+	sec, err := kubeEnv(t).Clientset.CoreV1().Secrets(ns).Get(t.Context(), DefaultKubeStateName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(sec.Data[headDataKey], newer) {
+		t.Fatal("the newer head was changed")
+	}
 }
