@@ -398,18 +398,35 @@ func (c *Core) diffStored(st map[string][]byte) storedDiff {
 	return d
 }
 
-// rememberDiff makes the stored state of d, which diffStored computed
-// against what c remembers, the remembered one. c.mu must be held or c
-// unshared.
+// rememberDiff makes the stored state whose differences from the
+// remembered one (there is one) are d the remembered one. c.mu must be
+// held.
 func (c *Core) rememberDiff(d storedDiff) {
-	if c.stored == nil {
-		c.stored = d.changed
-		return
-	}
 	maps.Copy(c.stored, d.changed)
 	for _, k := range d.removed {
 		delete(c.stored, k)
 	}
+}
+
+// rememberRestored makes st, just restored in full, whose differences
+// from the remembered stored state are d, the remembered one. It is keyed
+// by the keys of st, which the restored state shares, so that the keys of
+// earlier reads are not kept alive as well. c.mu must be held or c
+// unshared.
+func (c *Core) rememberRestored(st map[string][]byte, d storedDiff) {
+	if c.stored == nil {
+		c.stored = d.changed
+		return
+	}
+	next := make(map[string]uint64, len(st))
+	for k := range st {
+		h, ok := d.changed[k]
+		if !ok {
+			h = c.stored[k]
+		}
+		next[k] = h
+	}
+	c.stored = next
 }
 
 // rememberStored makes st, which the store now holds as a whole, the

@@ -184,7 +184,7 @@ func (c *Core) serve(ctx context.Context, stored map[string][]byte, boot bool, v
 		return err
 	}
 	c.adopt(st)
-	c.rememberDiff(d)
+	c.rememberRestored(stored, d)
 	if !boot {
 		c.metrics.reload(reloadFull)
 	}
