@@ -104,7 +104,10 @@ func (c *Core) unknownOutcome(ctx context.Context, what string, err error) error
 // Coordinators sharing the store wrote becomes visible here. A Coordinator
 // whose stored state cannot be unsealed stays in recovery; one that has
 // opened the state does not go back to recovery or to an empty state, and
-// keeps serving what it had when the stored state cannot be read.
+// keeps serving what it had when the stored state cannot be read. When
+// only activation counts, monotonic counters or update log entries
+// changed, only they are taken over and the rest is not parsed again
+// (see serve).
 func (c *Core) Reload(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
