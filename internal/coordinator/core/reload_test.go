@@ -17,6 +17,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/attestation"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 func newMeteredCore(t testing.TB, st store.Store) *Core {
@@ -541,4 +542,42 @@ func BenchmarkReloadAfterCounterChange(b *testing.B) {
 			})
 		}
 	}
+}
+
+// TestReloadAfterRecovery: a core that recovered the stored state with the
+// owners' secrets remembers it, so that a reload finds nothing to take over
+// and the next counter written elsewhere is taken over incrementally.
+func TestReloadAfterRecovery(t *testing.T) {
+	u := newGovUsers(t)
+	ctx := context.Background()
+	owner := testsupport.NewRecoveryKey(t)
+	st := store.NewMemory()
+	first := newMeteredCore(t, st)
+	encrypted, err := first.SetManifest(ctx, encodeManifest(t, govManifest(u, map[string]*testsupport.RecoveryKey{"owner": owner})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.LoseSealKey()
+	c := newMeteredCore(t, st)
+	if s, _ := c.Status(); s != StateRecovery {
+		t.Fatalf("state after losing the seal key: %v", s)
+	}
+	share := owner.Decrypt(t, encrypted["owner"])
+	if left, err := c.Recover(ctx, share, owner.Sign(t, share)); err != nil || left != 0 {
+		t.Fatalf("Recover: %d, %v", left, err)
+	}
+	if kind := reloadKind(t, c); kind != reloadUnchanged {
+		t.Fatalf("a reload after recovery was %s, want %s", kind, reloadUnchanged)
+	}
+	sameAsRestarted(t, c, st)
+	if err := first.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.SetMonotonicCounter(ctx, marbleCert(t, first, "backend", uuid.NewString()), "n", 4); err != nil {
+		t.Fatal(err)
+	}
+	if kind := reloadKind(t, c); kind != reloadIncremental {
+		t.Fatalf("a reload after a counter was written elsewhere was %s, want %s", kind, reloadIncremental)
+	}
+	sameAsRestarted(t, c, st)
 }
