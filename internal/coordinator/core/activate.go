@@ -199,7 +199,7 @@ func (c *Core) countActivation(ctx context.Context, dep *deployment, marbleType 
 			return newError(KindResourceExhausted, nil, "marble type %q reached its limit of %d activations", marbleType, limit)
 		}
 		key := prefixActivations + marbleType
-		if err := c.cfg.Store.Commit(ctx, map[string][]byte{key: []byte(strconv.FormatUint(n+1, 10))}); err != nil {
+		if err := c.commit(ctx, map[string][]byte{key: []byte(strconv.FormatUint(n+1, 10))}); err != nil {
 			return fmt.Errorf("storing activation count: %w", err)
 		}
 		c.activations[marbleType] = n + 1

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net"
 	"sync"
@@ -105,6 +106,12 @@ type Core struct {
 	// pending is the manifest update waiting for acknowledgements, nil if
 	// none; guarded by mu.
 	pending *pendingUpdate
+	// hashSeed keys the hashes in stored; New makes it at random.
+	hashSeed maphash.Seed
+	// stored holds a hash of every value of the stored state that the
+	// served state was read from or written as, by key (see
+	// serveChanges); nil while there is none. Guarded by mu.
+	stored map[string]uint64
 	// unsealErr is why the stored state could not be opened (recovery).
 	unsealErr error
 	// recovery collects the owners' recovery secrets while in state 1;
@@ -210,6 +217,7 @@ func New(cfg Config) (*Core, error) {
 		log:         cfg.Logger,
 		metrics:     cfg.Metrics,
 		events:      newEventLog(1024),
+		hashSeed:    maphash.MakeSeed(),
 		activations: map[string]uint64{},
 		counters:    map[string]uint64{},
 	}
@@ -257,7 +265,7 @@ func (c *Core) bootFresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := c.cfg.Store.ResetWith(ctx, encodeCA(dep), store.ResetOptions{Mode: c.cfg.DefaultSealMode}); err != nil {
+	if err := c.resetStore(ctx, encodeCA(dep), store.ResetOptions{Mode: c.cfg.DefaultSealMode}); err != nil {
 		return fmt.Errorf("storing new certificate authority: %w", err)
 	}
 	c.noteSealMode()

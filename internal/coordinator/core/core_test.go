@@ -79,7 +79,7 @@ type marbleID struct {
 	csr  []byte
 }
 
-func newMarbleID(t *testing.T, dnsNames ...string) marbleID {
+func newMarbleID(t testing.TB, dnsNames ...string) marbleID {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

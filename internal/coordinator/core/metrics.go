@@ -17,7 +17,19 @@ type Metrics struct {
 	activations *prometheus.CounterVec
 	successes   *prometheus.CounterVec
 	rollback    prometheus.Gauge
+	reloads     *prometheus.CounterVec
 }
+
+// Kinds of the reloads counted by coordinator_state_reloads_total.
+const (
+	// reloadUnchanged is a reload that found the stored state unchanged.
+	reloadUnchanged = "unchanged"
+	// reloadIncremental is a reload that took over changed activation
+	// counts, monotonic counters or update log entries only.
+	reloadIncremental = "incremental"
+	// reloadFull is a reload that read the whole stored state again.
+	reloadFull = "full"
+)
 
 // NewMetrics registers the core's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -53,13 +65,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "coordinator_state_rollback_refused",
 			Help: "1 while the stored state read last is older than state this Coordinator has seen (rolled back): it serves what it had and refuses writes.",
 		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "coordinator_state_reloads_total",
+			Help: "Reads of the stored state after the start that were served, by kind: unchanged (nothing to take over), incremental (only activation counts, monotonic counters or update log entries changed, and only they were taken over) or full (the whole state was parsed again).",
+		}, []string{"kind"}),
+	}
+	for _, kind := range []string{reloadUnchanged, reloadIncremental, reloadFull} {
+		m.reloads.WithLabelValues(kind)
 	}
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "coordinator_version_info",
 		Help: "Version of the Coordinator.",
 	}, []string{"version", "commit"})
 	info.WithLabelValues(version.Version, version.Commit).Set(1)
-	reg.MustRegister(m.state, m.simulation, m.tee, m.sealMode, m.activations, m.successes, m.rollback, info)
+	reg.MustRegister(m.state, m.simulation, m.tee, m.sealMode, m.activations, m.successes, m.rollback, m.reloads, info)
 	return m
 }
 
@@ -109,4 +128,10 @@ func (m *Metrics) activation(marbleType string, success bool) {
 		return
 	}
 	m.activations.WithLabelValues(marbleType).Inc()
+}
+
+func (m *Metrics) reload(kind string) {
+	if m != nil {
+		m.reloads.WithLabelValues(kind).Inc()
+	}
 }

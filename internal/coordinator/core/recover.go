@@ -201,7 +201,7 @@ func (s *recoverySession) combine() ([]byte, error) {
 // must be held.
 func (c *Core) resetWithRecovery(ctx context.Context, encoded map[string][]byte, m *manifest.Manifest) (map[string][]byte, error) {
 	var secrets map[string][]byte
-	_, err := c.cfg.Store.ResetWith(ctx, encoded, store.ResetOptions{
+	err := c.resetStore(ctx, encoded, store.ResetOptions{
 		Mode: c.sealModeOf(m),
 		RecoveryData: func(dataKey []byte) ([]byte, error) {
 			defer clear(dataKey)
@@ -575,6 +575,7 @@ func (c *Core) unlockWithShares(ctx context.Context, rs *recoverySession, last s
 		}
 	}
 	c.adopt(st)
+	c.rememberStored(stored)
 	c.unsealErr = nil
 	c.endRecovery()
 	c.enforceSealMode(ctx, st.dep.manifest)

@@ -104,7 +104,10 @@ func (c *Core) unknownOutcome(ctx context.Context, what string, err error) error
 // Coordinators sharing the store wrote becomes visible here. A Coordinator
 // whose stored state cannot be unsealed stays in recovery; one that has
 // opened the state does not go back to recovery or to an empty state, and
-// keeps serving what it had when the stored state cannot be read.
+// keeps serving what it had when the stored state cannot be read. When
+// only activation counts, monotonic counters or update log entries
+// changed, only they are taken over and the rest is not parsed again
+// (see serve).
 func (c *Core) Reload(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -147,9 +150,25 @@ func (c *Core) load(ctx context.Context, boot bool) (err error) {
 }
 
 // serve takes over stored, just read, as c's state (see load); via names
-// how it was opened, for the log, when not by the store's own means. c.mu
-// must be held or c unshared.
+// how it was opened, for the log, when not by the store's own means. A
+// reload that finds only activation counts, monotonic counters or update
+// log entries changed takes over just those (see serveChanges); anything
+// else is read in full. c.mu must be held or c unshared.
 func (c *Core) serve(ctx context.Context, stored map[string][]byte, boot bool, via string) error {
+	d := c.diffStored(stored)
+	if d.cheap && c.incremental(boot, via) {
+		kind := reloadUnchanged
+		if !d.empty() {
+			if err := c.serveChanges(stored, d); err != nil {
+				return err
+			}
+			kind = reloadIncremental
+			c.log.Debug("took over counters written by another Coordinator", "changed", len(d.changed), "removed", len(d.removed))
+		}
+		c.noteSealMode()
+		c.metrics.reload(kind)
+		return nil
+	}
 	st, err := restore(stored)
 	if err != nil {
 		return fmt.Errorf("stored state is inconsistent: %w", err)
@@ -168,6 +187,10 @@ func (c *Core) serve(ctx context.Context, stored map[string][]byte, boot bool, v
 		return err
 	}
 	c.adopt(st)
+	c.rememberRestored(stored, d)
+	if !boot {
+		c.metrics.reload(reloadFull)
+	}
 	c.noteSealMode()
 	c.needKey.Store(false)
 	if c.rollback.Swap(nil) != nil {
@@ -233,6 +256,8 @@ func (c *Core) loadSealed(err error) error {
 	if derr != nil {
 		return derr
 	}
+	// What recovery serves is not the stored state.
+	c.stored = nil
 	return c.publish(StateRecovery, dep)
 }
 

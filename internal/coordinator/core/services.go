@@ -75,7 +75,7 @@ func (c *Core) SetMonotonicCounter(ctx context.Context, marbleCert *x509.Certifi
 		key := counterKey(id, name)
 		prev = c.counters[key]
 		if value > prev {
-			if err := c.cfg.Store.Commit(ctx, map[string][]byte{prefixCounter + key: []byte(strconv.FormatUint(value, 10))}); err != nil {
+			if err := c.commit(ctx, map[string][]byte{prefixCounter + key: []byte(strconv.FormatUint(value, 10))}); err != nil {
 				return fmt.Errorf("storing monotonic counter: %w", err)
 			}
 			c.counters[key] = value

@@ -18,7 +18,7 @@ import (
 )
 
 // marbleCert activates a marble and returns the certificate it received.
-func marbleCert(t *testing.T, c *Core, typ, uuid string) *x509.Certificate {
+func marbleCert(t testing.TB, c *Core, typ, uuid string) *x509.Certificate {
 	t.Helper()
 	p, err := activate(c, newMarbleID(t), typ, uuid, nil)
 	if err != nil {

@@ -49,7 +49,7 @@ func (c *Core) commitWithLog(ctx context.Context, changes map[string][]byte, ent
 		seq++
 		changes[updateLogKey(seq)] = []byte(e)
 	}
-	if err := c.cfg.Store.Commit(ctx, changes); err != nil {
+	if err := c.commit(ctx, changes); err != nil {
 		return fmt.Errorf("storing the change: %w", err)
 	}
 	c.updateSeq = seq
