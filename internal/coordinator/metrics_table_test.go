@@ -1,6 +1,7 @@
 package coordinator_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -104,6 +105,8 @@ func TestMetricsTable(t *testing.T) {
 		t.Fatal("the distributed Coordinator registers no key API metrics")
 	}
 
+	checkDashboard(t, registered)
+
 	doc := readMetricsDoc(t)
 	for section, metrics := range registered {
 		rows := doc[section]
@@ -144,5 +147,61 @@ func TestMetricsTable(t *testing.T) {
 		if len(missing) > 0 {
 			t.Errorf("the %s registers metrics that %s does not list under ## %s:\n%s", section, metricsDoc, section, strings.Join(missing, "\n"))
 		}
+	}
+}
+
+// dashboardMetric finds metric names in a query.
+var dashboardMetric = regexp.MustCompile(`\b(?:coordinator|marble_injector|go|process)_[a-z_]+\b`)
+
+// checkDashboard fails on a query of the Grafana dashboard that names a
+// metric no binary registers (a histogram's _bucket, _sum and _count
+// series belong to it).
+func checkDashboard(t *testing.T, registered map[string]map[string]promreg.Metric) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "grafana-dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	known := func(name string) bool {
+		for _, ms := range registered {
+			if _, ok := ms[name]; ok {
+				return true
+			}
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if m, ok := ms[strings.TrimSuffix(name, suffix)]; ok && strings.HasSuffix(name, suffix) && m.Type == "histogram" {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	queries := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			queries++
+			names := dashboardMetric.FindAllString(tg.Expr, -1)
+			if len(names) == 0 {
+				t.Errorf("dashboard panel %q: the query %s names no metric", p.Title, tg.Expr)
+			}
+			for _, n := range names {
+				if !known(n) {
+					t.Errorf("dashboard panel %q: no binary registers %s (%s)", p.Title, n, tg.Expr)
+				}
+			}
+		}
+	}
+	if queries < 10 {
+		t.Errorf("the dashboard has %d queries", queries)
 	}
 }
