@@ -392,10 +392,10 @@ func TestClientAPI(t *testing.T) {
 			`coordinator_version_info{`,
 			`coordinator_marble_activations_total{type="backend"} 1`,
 			`coordinator_marble_activations_success_total{type="backend"} 1`,
-			`server_client_api_http_request_total{code="200",method="get",path="/api/v2/status"}`,
-			"server_client_api_http_request_duration_histogram_seconds_bucket",
-			"server_client_api_http_in_flight_requests",
-			`grpc_server_handled_total{grpc_code="OK",grpc_method="Activate",grpc_service="rpc.Marble"`,
+			`coordinator_client_api_requests_total{code="200",method="get",path="/api/v2/status"}`,
+			"coordinator_client_api_request_duration_seconds_bucket",
+			"coordinator_client_api_requests_in_flight",
+			`coordinator_mesh_api_grpc_server_handled_total{grpc_code="OK",grpc_method="Activate",grpc_service="rpc.Marble"`,
 		} {
 			if !strings.Contains(string(text), want) {
 				t.Errorf("metrics lack %q", want)

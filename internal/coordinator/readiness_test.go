@@ -20,18 +20,7 @@ import (
 // readyz returns the answer of GET /readyz.
 func readyz(t *testing.T, c *coordtest.Coordinator) (int, string) {
 	t.Helper()
-	client := c.Client()
-	defer client.CloseIdleConnections()
-	resp, err := client.Get(c.URL("/readyz"))
-	if err != nil {
-		t.Fatalf("GET /readyz: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(body)
+	return probe(t, c, "/readyz")
 }
 
 // replicaStatus returns the replica that answered GET /api/v2/status.
@@ -183,18 +172,31 @@ func TestReplicaLosesAPIServer(t *testing.T) {
 }
 
 // TestSingleCoordinatorReadiness: a Coordinator alone on the file store is
-// Ready once started, also in recovery, where it is the only one that can
-// take the recovery secrets; it is never degraded and reports no
-// generation.
+// Ready once started; in recovery it is not Ready and says why, but
+// /readyz?exclude=recovery (the chart's readiness probe for it) answers
+// 200, so that owners reach it through its Service to upload their
+// recovery secrets. It is alive (/healthz) in both, never degraded, and
+// reports no generation.
 func TestSingleCoordinatorReadiness(t *testing.T) {
 	dir := t.TempDir()
-	c := coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithSealer(coordtest.NewAESSealer(t)))
-	if code, body := readyz(t, c); code != http.StatusOK || body != "ready\n" {
-		t.Fatalf("GET /readyz on a fresh Coordinator: %d %q", code, body)
+	c := coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithSealer(coordtest.NewAESSealer(t)), coordtest.WithPrometheus())
+	for _, path := range []string{"/readyz", "/readyz?exclude=recovery"} {
+		if code, body := probe(t, c, path); code != http.StatusOK || body != "ready\n" {
+			t.Fatalf("GET %s on a fresh Coordinator: %d %q", path, code, body)
+		}
+	}
+	if code, body := probe(t, c, "/healthz"); code != http.StatusOK || body != "alive\n" {
+		t.Fatalf("GET /healthz on a fresh Coordinator: %d %q", code, body)
 	}
 	want := wire.ReplicaStatus{Name: "test-coordinator", Ready: true, StoreBackend: "file"}
 	if rs := replicaStatus(t, c); rs != want {
 		t.Fatalf("status of a fresh Coordinator: %+v, want %+v", rs, want)
+	}
+	if got := metric(t, c, "coordinator_ready"); got != "coordinator_ready 1" {
+		t.Fatalf("a fresh Coordinator: %s", got)
+	}
+	if got := metric(t, c, "coordinator_core_lock_held_seconds"); got != "coordinator_core_lock_held_seconds 0" {
+		t.Fatalf("an idle Coordinator: %s", got)
 	}
 	admin, admin2, nobody := testsupport.NewUser(t, "admin"), testsupport.NewUser(t, "admin2"), testsupport.NewUser(t, "nobody")
 	owner := testsupport.NewRecoveryKey(t)
@@ -202,14 +204,42 @@ func TestSingleCoordinatorReadiness(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	c = coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithSealer(coordtest.NewAESSealer(t)))
+	c = coordtest.Start(t, coordtest.WithSealDir(dir), coordtest.WithSealer(coordtest.NewAESSealer(t)), coordtest.WithPrometheus())
 	if got := statusCode(t, c); got != 1 {
 		t.Fatalf("status on another sealing key = %d, want recovery", got)
 	}
-	if code, _ := readyz(t, c); code != http.StatusOK {
-		t.Fatalf("GET /readyz on a Coordinator alone in recovery: %d", code)
+	const reason = "the Coordinator cannot open the stored state and waits for the owners' recovery secrets"
+	if code, body := probe(t, c, "/readyz"); code != http.StatusServiceUnavailable || body != "not ready: "+reason+"\n" {
+		t.Fatalf("GET /readyz on a Coordinator alone in recovery: %d %q", code, body)
 	}
+	if code, _ := probe(t, c, "/readyz?exclude=recovery"); code != http.StatusOK {
+		t.Fatalf("GET /readyz?exclude=recovery on a Coordinator alone in recovery: %d", code)
+	}
+	if code, _ := probe(t, c, "/healthz"); code != http.StatusOK {
+		t.Fatalf("GET /healthz on a Coordinator alone in recovery: %d", code)
+	}
+	want = wire.ReplicaStatus{Name: "test-coordinator", Reason: reason, StoreBackend: "file"}
 	if rs := replicaStatus(t, c); rs != want {
 		t.Fatalf("status in recovery: %+v, want %+v", rs, want)
 	}
+	if got := metric(t, c, "coordinator_ready"); got != "coordinator_ready 0" {
+		t.Fatalf("in recovery: %s", got)
+	}
+}
+
+// probe returns the answer of GET path on c's client API.
+func probe(t *testing.T, c *coordtest.Coordinator, path string) (int, string) {
+	t.Helper()
+	client := c.Client()
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(c.URL(path))
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"time"
 
@@ -40,10 +41,12 @@ func (s *Server) verdict() (health.Verdict, health.Serving) {
 }
 
 // Replica describes this Coordinator: status reports it, and GET /readyz
-// answers from it. A Coordinator on a shared store is Ready when it holds
-// the key and the current state (see package health); one alone on the
-// file store is Ready in every state after its start, recovery included,
-// since it is the only one that can take the owners' recovery secrets.
+// answers from it. A Coordinator is Ready when it has started, holds the
+// key and the state (it is not in recovery) and, on a shared store, the
+// state it serves is current (see package health). A Coordinator alone on
+// the file store in recovery is not Ready either; it still takes the
+// owners' recovery secrets, and GET /readyz?exclude=recovery, which the
+// chart probes for it, keeps it reachable through its Service meanwhile.
 func (s *Server) Replica() wire.ReplicaStatus {
 	v, sv := s.verdict()
 	rs := wire.ReplicaStatus{
@@ -75,8 +78,21 @@ func (s *Server) Ready() (bool, string) {
 	return v.Ready, v.Reason
 }
 
-// registerHealthMetrics adds coordinator_ready and
-// coordinator_state_current, computed when scraped.
+// ReadyExcept tells whether the Coordinator is Ready with the named
+// readiness checks (health.Checks) left out, and if not why.
+func (s *Server) ReadyExcept(exclude []string) (bool, string) {
+	v, _ := s.verdict()
+	return v.ReadyExcept(exclude)
+}
+
+// Alive tells whether the Coordinator is alive (GET /healthz): its core
+// is not wedged behind one operation (health.Alive). That the request is
+// answered at all proves the client API serves.
+func (s *Server) Alive() (bool, string) { return health.Alive(s.core.Held()) }
+
+// registerHealthMetrics adds coordinator_ready,
+// coordinator_state_current and coordinator_core_lock_held_seconds,
+// computed when scraped.
 func registerHealthMetrics(reg prometheus.Registerer, s *Server) {
 	b := func(ok bool) float64 {
 		if ok {
@@ -93,6 +109,10 @@ func registerHealthMetrics(reg prometheus.Registerer, s *Server) {
 			Name: "coordinator_state_current",
 			Help: "1 when the state this Coordinator serves is the stored one as far as it can tell (always on the file store), else 0: it then refuses writes.",
 		}, func() float64 { v, _ := s.verdict(); return b(v.Current) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "coordinator_core_lock_held_seconds",
+			Help: fmt.Sprintf("How long the operation that holds the Coordinator's core (state changes and store writes) has held it, 0 when none does; GET /healthz fails above %g.", health.WedgeBound.Seconds()),
+		}, func() float64 { return s.core.Held().Seconds() }),
 	)
 }
 

@@ -33,6 +33,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/internal/lifecycle"
+	"github.com/marblemesh/marblemesh/internal/promreg"
 )
 
 // Server is a running Coordinator.
@@ -49,6 +50,8 @@ type Server struct {
 	meshLn   net.Listener
 	clientLn net.Listener
 	promLn   net.Listener
+	// metrics holds every metric the Coordinator offers.
+	metrics *promreg.Registry
 	// replicas is the key API between replicas (distributed mode only).
 	replicas *replicas
 }
@@ -92,7 +95,8 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		}
 	}()
 
-	reg := prometheus.NewRegistry()
+	reg := promreg.New()
+	s.metrics = reg
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	storeInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "coordinator_store_info",
@@ -277,6 +281,11 @@ func (s *Server) KeyAPIAddr() string {
 	}
 	return s.replicas.ln.Addr().String()
 }
+
+// Metrics describes every metric the Coordinator registers, those of its
+// configuration only (the key API's and the shared store's in distributed
+// mode), whether served or not (EDG_COORDINATOR_PROMETHEUS_ADDR).
+func (s *Server) Metrics() ([]promreg.Metric, error) { return s.metrics.Describe() }
 
 // PrometheusAddr returns the metrics listen address, or "".
 func (s *Server) PrometheusAddr() string {

@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-const metricsNamespace = "marblemesh_injector"
+const metricsNamespace = "marble_injector"
 
 // Error kinds counted by the errors metric.
 const (

@@ -16,10 +16,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/marblemesh/marblemesh/internal/lifecycle"
+	"github.com/marblemesh/marblemesh/internal/promreg"
 )
 
 // Server defaults.
@@ -59,7 +59,7 @@ type Options struct {
 	// Logger receives JSON-friendly structured logs; nil discards them.
 	Logger *slog.Logger
 	// Registry receives the metrics; nil creates a private one.
-	Registry *prometheus.Registry
+	Registry *promreg.Registry
 	// ShutdownDelay is how long the server keeps serving after shutdown
 	// begins while /readyz already fails, so load balancers can stop
 	// sending new connections.
@@ -75,7 +75,7 @@ type Options struct {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
-	reg     *prometheus.Registry
+	reg     *promreg.Registry
 	metrics *metrics
 	certs   *certReloader
 	handler http.Handler
@@ -93,7 +93,7 @@ func NewServer(opts Options) (*Server, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Registry == nil {
-		opts.Registry = prometheus.NewRegistry()
+		opts.Registry = promreg.New()
 	}
 	if opts.ShutdownTimeout <= 0 {
 		opts.ShutdownTimeout = DefaultShutdownTimeout
@@ -127,6 +127,9 @@ func NewServer(opts Options) (*Server, error) {
 	s.handler = mux
 	return s, nil
 }
+
+// Metrics describes every metric the injector registers.
+func (s *Server) Metrics() ([]promreg.Metric, error) { return s.reg.Describe() }
 
 // Handler returns the HTTP handler of all paths.
 func (s *Server) Handler() http.Handler { return s.handler }

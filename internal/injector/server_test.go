@@ -25,6 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	admissionv1 "k8s.io/api/admission/v1"
 
+	"github.com/marblemesh/marblemesh/internal/promreg"
 	"github.com/marblemesh/marblemesh/test/testpki"
 
 	"github.com/marblemesh/marblemesh/test/testsupport"
@@ -34,7 +35,7 @@ import (
 type testServer struct {
 	srv       *Server
 	secret    *testpki.SecretDir
-	reg       *prometheus.Registry
+	reg       *promreg.Registry
 	ca        *testpki.CA
 	leaf      *testpki.Leaf
 	certFile  string
@@ -68,7 +69,7 @@ func startServerWith(t *testing.T, wrap wrapHandler, opts ...serverOption) *test
 	}
 	dir := t.TempDir()
 	ts := &testServer{
-		ca: ca, leaf: leaf, logs: &testsupport.SyncBuffer{}, reg: prometheus.NewRegistry(),
+		ca: ca, leaf: leaf, logs: &testsupport.SyncBuffer{}, reg: promreg.New(),
 		secret:   &testpki.SecretDir{Dir: dir},
 		certFile: filepath.Join(dir, "tls.crt"), keyFile: filepath.Join(dir, "tls.key"),
 		done: make(chan error, 1),
@@ -312,17 +313,17 @@ func TestServerHealthAndMetrics(t *testing.T) {
 	}
 	for _, text := range []string{https, string(plain)} {
 		for _, want := range []string{
-			"marblemesh_injector_admission_requests_total 1",
-			"marblemesh_injector_mutations_total 1",
-			"marblemesh_injector_patch_operations_total 5",
-			`marblemesh_injector_skips_total{reason="no_marbletype_label"} 0`,
-			`marblemesh_injector_skips_total{reason="already_injected"} 0`,
-			`marblemesh_injector_denials_total{reason="not_a_pod"} 0`,
-			`marblemesh_injector_errors_total{kind="unsupported_media_type"} 0`,
-			"marblemesh_injector_admission_duration_seconds_bucket",
-			"marblemesh_injector_admission_duration_seconds_count 1",
-			`marblemesh_injector_certificate_reloads_total{result="error"} 0`,
-			"marblemesh_injector_certificate_expiry_timestamp_seconds",
+			"marble_injector_admission_requests_total 1",
+			"marble_injector_mutations_total 1",
+			"marble_injector_patch_operations_total 5",
+			`marble_injector_skips_total{reason="no_marbletype_label"} 0`,
+			`marble_injector_skips_total{reason="already_injected"} 0`,
+			`marble_injector_denials_total{reason="not_a_pod"} 0`,
+			`marble_injector_errors_total{kind="unsupported_media_type"} 0`,
+			"marble_injector_admission_duration_seconds_bucket",
+			"marble_injector_admission_duration_seconds_count 1",
+			`marble_injector_certificate_reloads_total{result="error"} 0`,
+			"marble_injector_certificate_expiry_timestamp_seconds",
 			"go_goroutines",
 		} {
 			if !strings.Contains(text, want) {
@@ -585,7 +586,7 @@ func TestNewServerErrors(t *testing.T) {
 			t.Errorf("%s: no error", name)
 		}
 	}
-	reg := prometheus.NewRegistry()
+	reg := promreg.New()
 	o := Options{CertFile: certFile, KeyFile: keyFile, Config: testConfig(), Registry: reg}
 	if _, err := NewServer(o); err != nil {
 		t.Fatal(err)

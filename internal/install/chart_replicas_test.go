@@ -327,9 +327,9 @@ func TestMaxReplicasIsTheSchemas(t *testing.T) {
 	}
 }
 
-// TestChartReadmeValues: the values table of the chart's README names
-// values the chart has, with their defaults, and covers the values of
-// distributed mode.
+// TestChartReadmeValues: the values tables of the chart's README name
+// values the chart has, with their defaults, and cover the values of
+// distributed mode, of the metrics and of the dashboard.
 func TestChartReadmeValues(t *testing.T) {
 	readme, err := fs.ReadFile(charts.MarbleRun(), "README.md")
 	if err != nil {
@@ -364,7 +364,11 @@ func TestChartReadmeValues(t *testing.T) {
 	}
 	for _, key := range []string{"coordinator.distributedDeployment", "coordinator.replicas", "coordinator.stateSecretName", "coordinator.kekConfigMap",
 		"coordinator.keyAPIName", "coordinator.podDisruptionBudget.enabled", "coordinator.podDisruptionBudget.maxUnavailable",
-		"coordinator.podDisruptionBudget.minAvailable", "coordinator.topologySpread.whenUnsatisfiable"} {
+		"coordinator.podDisruptionBudget.minAvailable", "coordinator.topologySpread.whenUnsatisfiable",
+		"coordinator.metrics.enabled", "coordinator.metrics.port", "coordinator.metrics.serviceMonitor.enabled",
+		"coordinator.metrics.serviceMonitor.interval", "marbleInjector.metrics.enabled", "marbleInjector.metrics.port",
+		"marbleInjector.metrics.serviceMonitor.enabled", "marbleInjector.metrics.serviceMonitor.interval",
+		"marbleInjector.shutdownDelaySeconds", "grafana.dashboard.enabled"} {
 		if !seen[key] {
 			t.Errorf("the chart's README has no row for %s", key)
 		}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/charts"
 	"github.com/marblemesh/marblemesh/internal/coordinator/clientapi"
+	"github.com/marblemesh/marblemesh/internal/coordinator/health"
 	"github.com/marblemesh/marblemesh/internal/sgxresource"
 )
 
@@ -148,6 +149,12 @@ coordinator: {distributedDeployment: true, importStateFromPVC: coordinator-pv-cl
 		// one's own.
 		"helm-replicas": parseValues(t, `
 coordinator: {distributedDeployment: true, replicas: 3}`),
+		// Metrics of both binaries and the Grafana dashboard (no
+		// ServiceMonitor: its API is not among the default capabilities).
+		"helm-metrics": parseValues(t, `
+coordinator: {metrics: {enabled: true, port: 9102}}
+marbleInjector: {start: true, useCertManager: true, shutdownDelaySeconds: 8, metrics: {enabled: true}}
+grafana: {dashboard: {enabled: true, annotations: {grafana_folder: MarbleRun}}}`),
 		"helm-replicas-tuned": parseValues(t, `
 coordinator:
   distributedDeployment: true
@@ -298,12 +305,18 @@ func TestChartObjects(t *testing.T) {
 				sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 				t.Errorf("coordinator security context %+v: want non-root with a fixed UID and a read-only root", sc)
 			}
-			// Readiness is the Coordinator's own verdict (GET /readyz);
-			// liveness and start-up only need it to answer.
+			// Liveness and start-up ask GET /healthz; readiness is the
+			// Coordinator's own verdict (GET /readyz), without the
+			// recovery check for a single Coordinator, which must stay
+			// reachable for the recovery upload.
+			ready := clientapi.ReadyPath + "?" + clientapi.ExcludeParam + "=" + health.CheckRecovery
+			if distributed(vals) {
+				ready = clientapi.ReadyPath
+			}
 			for what, probe := range map[string]struct {
 				p    *corev1.Probe
 				path string
-			}{"readiness": {c.ReadinessProbe, clientapi.ReadyPath}, "liveness": {c.LivenessProbe, "/api/v2/status"}, "startup": {c.StartupProbe, "/api/v2/status"}} {
+			}{"readiness": {c.ReadinessProbe, ready}, "liveness": {c.LivenessProbe, clientapi.HealthPath}, "startup": {c.StartupProbe, clientapi.HealthPath}} {
 				p := probe.p
 				if p == nil || p.HTTPGet == nil || p.HTTPGet.Path != probe.path || p.HTTPGet.Scheme != corev1.URISchemeHTTPS || p.HTTPGet.Port.StrVal != "http" {
 					t.Errorf("%s probe %+v", what, p)
@@ -482,6 +495,15 @@ func TestChartSchemaRejects(t *testing.T) {
 		"negative budget":         `coordinator: {podDisruptionBudget: {maxUnavailable: -1}}`,
 		"budget percent too high": `coordinator: {podDisruptionBudget: {maxUnavailable: "150%"}}`,
 		"budget as word":          `coordinator: {podDisruptionBudget: {maxUnavailable: one}}`,
+		"metrics port too high":   `coordinator: {metrics: {enabled: true, port: 70000}}`,
+		"metrics as text":         `coordinator: {metrics: {enabled: "yes"}}`,
+		"unknown metrics key":     `marbleInjector: {metrics: {enabled: true, path: /m}}`,
+		"bad scrape interval":     `coordinator: {metrics: {serviceMonitor: {interval: 30 seconds}}}`,
+		"numeric label value":     `coordinator: {metrics: {serviceMonitor: {labels: {release: 1}}}}`,
+		"negative shutdown delay": `marbleInjector: {shutdownDelaySeconds: -1}`,
+		"shutdown delay as text":  `marbleInjector: {shutdownDelaySeconds: 5s}`,
+		"unknown dashboard key":   `grafana: {dashboard: {folder: x}}`,
+		"dashboard as text":       `grafana: {dashboard: {enabled: "true"}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := render(t, "marblerun", parseValues(t, vals))
@@ -507,6 +529,8 @@ func TestChartSchemaAccepts(t *testing.T) {
 		"no dcap":          `dcap: null`,
 		"several hosts":    `coordinator: {hostname: "a.example.com,b.example.com"}`,
 		"existing pvc":     `coordinator: {pvcName: my-claim}`,
+		"metrics":          `coordinator: {metrics: {enabled: true, port: 9100, serviceMonitor: {interval: 1m30s, labels: {release: prom}}}}`,
+		"dashboard":        `grafana: {dashboard: {enabled: true, labels: null, annotations: {grafana_folder: MarbleRun}}}`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := render(t, "marblerun", parseValues(t, vals)); err != nil {
@@ -529,6 +553,7 @@ func TestChartLint(t *testing.T) {
 		"sgx":         cliValues(t, sgxSettings(sgxresource.AzureEPC)),
 		"distributed": parseValues(t, `coordinator: {distributedDeployment: true}`),
 		"replicas":    parseValues(t, `coordinator: {distributedDeployment: true, replicas: 3}`),
+		"metrics":     parseValues(t, `{coordinator: {metrics: {enabled: true}}, grafana: {dashboard: {enabled: true}}}`),
 	} {
 		t.Run(name, func(t *testing.T) {
 			l := action.NewLint()

@@ -137,3 +137,7 @@ type readyReplica struct{}
 func (readyReplica) Replica() wire.ReplicaStatus { return wire.ReplicaStatus{Ready: true} }
 
 func (readyReplica) Replicas(context.Context) []wire.ReplicaStatus { return nil }
+
+func (readyReplica) ReadyExcept([]string) (bool, string) { return true, "" }
+
+func (readyReplica) Alive() (bool, string) { return true, "" }

@@ -8,9 +8,11 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +20,7 @@ import (
 	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/internal/coordinator/apierror"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/internal/coordinator/health"
 	"github.com/marblemesh/marblemesh/internal/manifest"
 )
 
@@ -43,12 +46,17 @@ type Core interface {
 	SetMonotonicCounter(ctx context.Context, marble *x509.Certificate, name string, value uint64) (previous uint64, err error)
 }
 
-// Replica describes the Coordinator that answers: status reports it and
-// GET /readyz answers from it. Replicas describes every replica of a
-// distributed Coordinator (nil otherwise), which status reports too.
+// Replica describes the Coordinator that answers: status reports it.
+// Replicas describes every replica of a distributed Coordinator (nil
+// otherwise), which status reports too. ReadyExcept answers GET /readyz:
+// whether the Coordinator is Ready with the named checks of package
+// health left out (Replica().Ready when none is), and if not why. Alive
+// answers GET /healthz.
 type Replica interface {
 	Replica() wire.ReplicaStatus
 	Replicas(ctx context.Context) []wire.ReplicaStatus
+	ReadyExcept(exclude []string) (bool, string)
+	Alive() (bool, string)
 }
 
 // Limits on request bodies.
@@ -113,16 +121,35 @@ func (a *API) handle(path, method string, v2, v1 http.HandlerFunc) {
 	}
 }
 
-// ReadyPath is the readiness endpoint: 200 when the Coordinator is Ready,
-// else 503; the body is one line that says why not.
-const ReadyPath = "/readyz"
+// Probe endpoints. Each answers GET with 200 or 503 and a one-line plain
+// text body that says why not.
+const (
+	// ReadyPath is the readiness endpoint: 200 when the Coordinator is
+	// Ready. The query parameter exclude (repeatable, or a comma-separated
+	// list) leaves out the named checks of package health, e.g.
+	// ?exclude=recovery; an unknown name is refused with 400.
+	ReadyPath = "/readyz"
+	// HealthPath is the liveness endpoint: 200 while the Coordinator is
+	// alive (health.Alive).
+	HealthPath = "/healthz"
+)
+
+// ExcludeParam is the query parameter of ReadyPath that leaves out checks.
+const ExcludeParam = "exclude"
 
 // ServeHTTP dispatches by exact path and method.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	path := strings.TrimSuffix(r.URL.Path, "/")
-	if path == ReadyPath && r.Method == http.MethodGet {
-		a.ready(w)
-		return
+	if r.Method == http.MethodGet {
+		switch path {
+		case ReadyPath:
+			a.ready(w, r)
+			return
+		case HealthPath:
+			ok, reason := a.replica.Alive()
+			writeProbe(w, ok, "alive", reason)
+			return
+		}
 	}
 	rt, ok := a.routes[path]
 	if !ok {
@@ -149,17 +176,36 @@ func (a *API) unknown(w http.ResponseWriter, r *http.Request) {
 
 // ready answers ReadyPath. It is not instrumented: probes would drown
 // the request metrics.
-func (a *API) ready(w http.ResponseWriter) {
-	rs := a.replica.Replica()
+func (a *API) ready(w http.ResponseWriter, r *http.Request) {
+	var exclude []string
+	for _, v := range r.URL.Query()[ExcludeParam] {
+		for name := range strings.SplitSeq(v, ",") {
+			if !slices.Contains(health.Checks(), name) {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.Header().Set("X-Content-Type-Options", "nosniff")
+				w.WriteHeader(http.StatusBadRequest)
+				_, _ = fmt.Fprintf(w, "unknown readiness check %q; the checks are %s\n", name, strings.Join(health.Checks(), ", "))
+				return
+			}
+			exclude = append(exclude, name)
+		}
+	}
+	ok, reason := a.replica.ReadyExcept(exclude)
+	writeProbe(w, ok, "ready", reason)
+}
+
+// writeProbe answers a probe: 200 and word, or 503 and "not <word>: why".
+func writeProbe(w http.ResponseWriter, ok bool, word, reason string) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.Header().Set("Cache-Control", "no-store")
-	if rs.Ready {
+	if ok {
 		w.WriteHeader(http.StatusOK)
-		_, _ = io.WriteString(w, "ready\n")
+		_, _ = io.WriteString(w, word+"\n")
 		return
 	}
 	w.WriteHeader(http.StatusServiceUnavailable)
-	_, _ = io.WriteString(w, "not ready: "+rs.Reason+"\n")
+	_, _ = io.WriteString(w, "not "+word+": "+reason+"\n") //nolint:gosec // G705: plain text with nosniff, never rendered as HTML
 }
 
 func writeJSON(w http.ResponseWriter, code int, body any) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/internal/coordinator/health"
 )
 
 // fakeCore fails SetManifest with a configured error. Methods it does not
@@ -113,6 +114,11 @@ func (r fixedReplica) Replica() wire.ReplicaStatus { return wire.ReplicaStatus(r
 // Replicas is nil: the Coordinator is not distributed.
 func (fixedReplica) Replicas(context.Context) []wire.ReplicaStatus { return nil }
 
+// ReadyExcept answers from the fixed status: no check is known.
+func (r fixedReplica) ReadyExcept([]string) (bool, string) { return r.Ready, r.Reason }
+
+func (fixedReplica) Alive() (bool, string) { return true, "" }
+
 func TestReady(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -141,12 +147,90 @@ func TestReady(t *testing.T) {
 	}
 }
 
+// verdictReplica answers the probes from a health verdict and a liveness.
+type verdictReplica struct {
+	fixedReplica
+	v     health.Verdict
+	alive string // why the Coordinator is not alive; "" when it is
+}
+
+func (r verdictReplica) ReadyExcept(exclude []string) (bool, string) { return r.v.ReadyExcept(exclude) }
+
+func (r verdictReplica) Alive() (bool, string) { return r.alive == "", r.alive }
+
+// TestReadyExclude: ?exclude= leaves out the named checks, repeated or
+// comma-separated; what is not left out still fails; an unknown check is
+// refused.
+func TestReadyExclude(t *testing.T) {
+	inRecovery := health.Verdict{Current: true, Reason: "waits for the owners' recovery secrets",
+		Failures: []health.Failure{{Check: health.CheckRecovery, Reason: "waits for the owners' recovery secrets"}}}
+	recoveryAndBehind := health.Verdict{Reason: "waits for recovery or the key", Failures: []health.Failure{
+		{Check: health.CheckRecovery, Reason: "waits for recovery or the key"},
+		{Check: health.CheckCurrent, Reason: "the watch of the stored state has been down for 9s"}}}
+	tests := []struct {
+		name  string
+		v     health.Verdict
+		query string
+		code  int
+		body  string
+	}{
+		{"recovery fails", inRecovery, "", http.StatusServiceUnavailable, "not ready: waits for the owners' recovery secrets\n"},
+		{"recovery left out", inRecovery, "?exclude=recovery", http.StatusOK, "ready\n"},
+		{"another check left out", inRecovery, "?exclude=current", http.StatusServiceUnavailable, "not ready: waits for the owners' recovery secrets\n"},
+		{"the next failure shows", recoveryAndBehind, "?exclude=recovery", http.StatusServiceUnavailable, "not ready: the watch of the stored state has been down for 9s\n"},
+		{"both left out, repeated", recoveryAndBehind, "?exclude=recovery&exclude=current", http.StatusOK, "ready\n"},
+		{"both left out, listed", recoveryAndBehind, "?exclude=current,recovery", http.StatusOK, "ready\n"},
+		{"unknown check", health.Verdict{Ready: true, Current: true}, "?exclude=recovery,recovry", http.StatusBadRequest,
+			"unknown readiness check \"recovry\"; the checks are started, recovery, current\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			api := New(fakeCore{}, verdictReplica{v: tc.v}, slog.New(slog.DiscardHandler), nil)
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, ReadyPath+tc.query, nil))
+			if rec.Code != tc.code || rec.Body.String() != tc.body {
+				t.Fatalf("GET %s%s = %d %q, want %d %q", ReadyPath, tc.query, rec.Code, rec.Body, tc.code, tc.body)
+			}
+		})
+	}
+}
+
+// TestHealthz: GET /healthz answers the Coordinator's liveness, and only
+// to GET.
+func TestHealthz(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		alive  string
+		method string
+		code   int
+		body   string
+	}{
+		{"alive", "", http.MethodGet, http.StatusOK, "alive\n"},
+		{"wedged", "one operation has held the Coordinator's core for 6m0s", http.MethodGet, http.StatusServiceUnavailable,
+			"not alive: one operation has held the Coordinator's core for 6m0s\n"},
+		{"only GET", "", http.MethodPost, http.StatusMethodNotAllowed, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			api := New(fakeCore{}, verdictReplica{alive: tc.alive}, slog.New(slog.DiscardHandler), nil)
+			rec := httptest.NewRecorder()
+			api.ServeHTTP(rec, httptest.NewRequest(tc.method, HealthPath, nil))
+			if rec.Code != tc.code || tc.body != "" && rec.Body.String() != tc.body {
+				t.Fatalf("%s %s = %d %q, want %d %q", tc.method, HealthPath, rec.Code, rec.Body, tc.code, tc.body)
+			}
+		})
+	}
+}
+
 // fleet describes a distributed Coordinator of two replicas.
 type fleet struct{}
 
 func (fleet) Replica() wire.ReplicaStatus {
 	return wire.ReplicaStatus{Name: "coordinator-0", Ready: true, StoreBackend: "k8s-secret"}
 }
+
+func (fleet) ReadyExcept([]string) (bool, string) { return true, "" }
+
+func (fleet) Alive() (bool, string) { return true, "" }
 
 func (f fleet) Replicas(context.Context) []wire.ReplicaStatus {
 	return []wire.ReplicaStatus{f.Replica(), {Name: "10.0.0.9:5433", Reason: "unreachable: connection refused"}}

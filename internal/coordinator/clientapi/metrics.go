@@ -19,26 +19,26 @@ func newHTTPMetrics(reg prometheus.Registerer) *httpMetrics {
 	sizeBuckets := prometheus.ExponentialBuckets(100, 10, 6)
 	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "server_client_api_http_request_total",
+			Name: "coordinator_client_api_requests_total",
 			Help: "Client API requests by path, status code and method.",
 		}, []string{"path", "code", "method"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "server_client_api_http_request_duration_histogram_seconds",
+			Name:    "coordinator_client_api_request_duration_seconds",
 			Help:    "Client API request latency.",
 			Buckets: []float64{.005, .025, .1, .5, 1, 2.5, 5},
 		}, []string{"path", "method"}),
 		reqSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "server_client_api_http_request_size_histogram_bytes",
+			Name:    "coordinator_client_api_request_size_bytes",
 			Help:    "Client API request sizes.",
 			Buckets: sizeBuckets,
 		}, []string{"path", "method"}),
 		respSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "server_client_api_http_response_size_histogram_bytes",
+			Name:    "coordinator_client_api_response_size_bytes",
 			Help:    "Client API response sizes.",
 			Buckets: sizeBuckets,
 		}, []string{"path", "method"}),
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "server_client_api_http_in_flight_requests",
+			Name: "coordinator_client_api_requests_in_flight",
 			Help: "Client API requests being served.",
 		}),
 	}

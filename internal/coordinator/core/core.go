@@ -91,7 +91,7 @@ type Core struct {
 	events  *eventLog
 
 	// mu serialises every change of state and every store commit.
-	mu sync.Mutex
+	mu heldMutex
 	// view is what readers see; it is replaced, never modified.
 	view atomic.Pointer[view]
 	// activations counts activations of marbles with MaxActivations; guarded by mu.
@@ -221,6 +221,7 @@ func New(cfg Config) (*Core, error) {
 		activations: map[string]uint64{},
 		counters:    map[string]uint64{},
 	}
+	c.mu.now = cfg.Now
 	c.metrics.setSimulation(cfg.Simulation)
 	c.metrics.setTEE(cfg.TEE)
 	c.view.Store(&view{state: StateUninitialized})

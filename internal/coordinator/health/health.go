@@ -32,6 +32,7 @@ package health
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
@@ -93,26 +94,53 @@ type Event struct {
 	Reason string
 }
 
+// Readiness checks, by the names GET /readyz?exclude=<name> takes. A
+// replica is Ready when none fails.
+const (
+	// CheckStarted fails while the Coordinator starts.
+	CheckStarted = "started"
+	// CheckRecovery fails while the Coordinator cannot open the stored
+	// state: it waits for the owners' recovery secrets (or, on a shared
+	// store, for a peer's key).
+	CheckRecovery = "recovery"
+	// CheckCurrent fails while the state served may be behind the stored
+	// one (a shared store only).
+	CheckCurrent = "current"
+)
+
+// Checks lists the readiness checks in the order they are reported.
+func Checks() []string { return []string{CheckStarted, CheckRecovery, CheckCurrent} }
+
+// Failure is a readiness check that fails, and why.
+type Failure struct {
+	Check  string
+	Reason string
+}
+
 // Serving is what the core serves.
 type Serving struct {
 	// Loaded tells whether the replica holds the key and a state it can
 	// serve.
 	Loaded bool
+	// Check names the readiness check that fails when not Loaded
+	// (CheckStarted or CheckRecovery).
+	Check string
 	// Reason says why not, when not Loaded.
 	Reason string
 }
 
-// ServingOf tells from the core's state whether a replica serves: on a
-// shared store it must hold the key and the state (a replica in recovery
-// or still starting does not); a replica alone on its store serves in
-// every state after its start, recovery included, since it is the only
-// one that can take the owners' recovery secrets.
+// ServingOf tells from the core's state whether a replica serves: it
+// must hold the key and the state; a replica in recovery or still
+// starting does not, whichever its store.
 func ServingOf(state core.State, shared bool) Serving {
-	switch {
-	case state == core.StateUninitialized:
-		return Serving{Reason: "the Coordinator is starting"}
-	case state == core.StateRecovery && shared:
-		return Serving{Reason: "the Coordinator cannot open the stored state and waits for recovery or the key"}
+	switch state {
+	case core.StateUninitialized:
+		return Serving{Check: CheckStarted, Reason: "the Coordinator is starting"}
+	case core.StateRecovery:
+		if shared {
+			return Serving{Check: CheckRecovery, Reason: "the Coordinator cannot open the stored state and waits for recovery or the key"}
+		}
+		return Serving{Check: CheckRecovery, Reason: "the Coordinator cannot open the stored state and waits for the owners' recovery secrets"}
 	}
 	return Serving{Loaded: true}
 }
@@ -129,6 +157,20 @@ type Verdict struct {
 	// NeedsReload: the stored state should be read again (a change was
 	// seen and not yet read, or the last read failed).
 	NeedsReload bool
+	// Failures are the readiness checks that fail, in the order of
+	// Checks; empty when Ready.
+	Failures []Failure
+}
+
+// ReadyExcept tells whether the replica is Ready when the named checks
+// are left out, and if not why (the first failure that is not left out).
+func (v Verdict) ReadyExcept(exclude []string) (bool, string) {
+	for _, f := range v.Failures {
+		if !slices.Contains(exclude, f.Check) {
+			return false, f.Reason
+		}
+	}
+	return true, ""
 }
 
 // Degraded tells whether the replica answers from a state that may be
@@ -235,6 +277,12 @@ func (m *Model) Verdict(now time.Time, s Serving) Verdict {
 		v.Current, v.Reason = m.current(now)
 	}
 	v.Ready = s.Loaded && v.Current
+	if !s.Loaded {
+		v.Failures = append(v.Failures, Failure{Check: s.Check, Reason: s.Reason})
+	}
+	if !v.Current {
+		v.Failures = append(v.Failures, Failure{Check: CheckCurrent, Reason: v.Reason})
+	}
 	if !s.Loaded {
 		v.Reason = s.Reason
 	}

@@ -2,6 +2,7 @@ package health
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -115,18 +116,92 @@ func TestServingOf(t *testing.T) {
 	for _, tc := range []struct {
 		state  core.State
 		shared bool
-		want   bool
+		check  string // the failing check; "" when loaded
 	}{
-		{core.StateUninitialized, false, false},
-		{core.StateUninitialized, true, false},
-		{core.StateRecovery, false, true},
-		{core.StateRecovery, true, false},
-		{core.StateAcceptingManifest, true, true},
-		{core.StateAcceptingMarbles, true, true},
-		{core.StateAcceptingMarbles, false, true},
+		{core.StateUninitialized, false, CheckStarted},
+		{core.StateUninitialized, true, CheckStarted},
+		{core.StateRecovery, false, CheckRecovery},
+		{core.StateRecovery, true, CheckRecovery},
+		{core.StateAcceptingManifest, true, ""},
+		{core.StateAcceptingMarbles, true, ""},
+		{core.StateAcceptingMarbles, false, ""},
 	} {
-		if got := ServingOf(tc.state, tc.shared); got.Loaded != tc.want || (!got.Loaded && got.Reason == "") {
-			t.Errorf("ServingOf(%s, %v) = %+v, want loaded %v", tc.state, tc.shared, got, tc.want)
+		got := ServingOf(tc.state, tc.shared)
+		if got.Loaded != (tc.check == "") || got.Check != tc.check || (!got.Loaded && got.Reason == "") {
+			t.Errorf("ServingOf(%s, %v) = %+v, want the failing check %q", tc.state, tc.shared, got, tc.check)
+		}
+	}
+}
+
+// TestVerdictFailures: every failing check is listed, and ReadyExcept
+// leaves out only those named.
+func TestVerdictFailures(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	// A replica on a shared store that lost the store after its start.
+	behind := New(Config{Shared: true})
+	behind.Apply(Event{Kind: Started, At: t0})
+	behind.Apply(Event{Kind: WatchUp, At: t0})
+	later := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		name    string
+		m       *Model
+		serving Serving
+		checks  []string
+		exclude []string
+		ready   bool
+		reason  string
+	}{
+		{name: "file store in recovery", m: New(Config{}), serving: ServingOf(core.StateRecovery, false),
+			checks: []string{CheckRecovery}, reason: "recovery secrets"},
+		{name: "file store in recovery, recovery left out", m: New(Config{}), serving: ServingOf(core.StateRecovery, false),
+			checks: []string{CheckRecovery}, exclude: []string{CheckRecovery}, ready: true},
+		{name: "file store serving", m: New(Config{}), serving: ServingOf(core.StateAcceptingMarbles, false), ready: true},
+		{name: "shared, in recovery and behind", m: behind, serving: ServingOf(core.StateRecovery, true),
+			checks: []string{CheckRecovery, CheckCurrent}, exclude: []string{CheckRecovery}, reason: "no round trip"},
+		{name: "shared, behind, current left out", m: behind, serving: ServingOf(core.StateAcceptingMarbles, true),
+			checks: []string{CheckCurrent}, exclude: []string{CheckCurrent}, ready: true},
+		{name: "starting", m: New(Config{}), serving: ServingOf(core.StateUninitialized, false),
+			checks: []string{CheckStarted}, exclude: []string{CheckRecovery}, reason: "starting"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := tc.m.Verdict(later, tc.serving)
+			var checks []string
+			for _, f := range v.Failures {
+				if f.Reason == "" {
+					t.Errorf("failure %s without a reason", f.Check)
+				}
+				checks = append(checks, f.Check)
+			}
+			if !slices.Equal(checks, tc.checks) {
+				t.Fatalf("failing checks %v, want %v", checks, tc.checks)
+			}
+			if v.Ready != (len(tc.checks) == 0) {
+				t.Fatalf("Ready %v with failures %v", v.Ready, checks)
+			}
+			ready, reason := v.ReadyExcept(tc.exclude)
+			if ready != tc.ready || (tc.ready && reason != "") || !strings.Contains(reason, tc.reason) {
+				t.Fatalf("ReadyExcept(%v) = %v %q, want %v with %q", tc.exclude, ready, reason, tc.ready, tc.reason)
+			}
+		})
+	}
+}
+
+func TestAlive(t *testing.T) {
+	for _, tc := range []struct {
+		held  time.Duration
+		alive bool
+	}{
+		{0, true},
+		{time.Minute, true},
+		{WedgeBound, true},
+		{WedgeBound + time.Second, false},
+	} {
+		alive, reason := Alive(tc.held)
+		if alive != tc.alive || alive != (reason == "") {
+			t.Errorf("Alive(%s) = %v %q, want %v", tc.held, alive, reason, tc.alive)
+		}
+		if !alive && !strings.Contains(reason, "wedged") {
+			t.Errorf("Alive(%s) reason %q", tc.held, reason)
 		}
 	}
 }

@@ -23,23 +23,23 @@ const (
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		served: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "coordinator_keyapi_requests_served_total",
+			Name: "coordinator_key_api_requests_served_total",
 			Help: "Key-encryption key requests of peers that were answered with the key.",
 		}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "coordinator_keyapi_requests_refused_total",
+			Name: "coordinator_key_api_requests_refused_total",
 			Help: "Key-encryption key requests of peers that were refused, by reason: attestation (the peer's certificate or evidence was refused) or no_key (this replica holds no key).",
 		}, []string{"reason"}),
 		joins: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "coordinator_keyapi_joins_total",
+			Name: "coordinator_key_api_joins_total",
 			Help: "Attempts of this replica to join the shared state with a key from a peer, by result: ok or failed.",
 		}, []string{"result"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "coordinator_keyapi_peer_requests_total",
+			Name: "coordinator_key_api_peer_requests_total",
 			Help: "Requests of this replica to peers for the key-encryption key, by result: ok, refused (the peer was refused or refused) or unreachable.",
 		}, []string{"result"}),
 		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "coordinator_keyapi_recovery_exchanges_total",
+			Name: "coordinator_key_api_recovery_exchanges_total",
 			Help: "Recovery secret exchanges between replicas in recovery, by result: ok and failed (this replica asked a peer), served (a peer asked this replica), decrypted (this replica decrypted a secret for a peer), decrypted_by_peer (a peer decrypted one for this replica).",
 		}, []string{"result"}),
 	}

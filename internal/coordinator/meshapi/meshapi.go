@@ -89,9 +89,14 @@ type Timeouts struct {
 	Idle time.Duration
 }
 
+// MetricsPrefix starts the names of the mesh API's gRPC metrics: the
+// middleware's grpc_server_* metrics become
+// coordinator_mesh_api_grpc_server_*, after the Coordinator's scheme.
+const MetricsPrefix = "coordinator_mesh_api"
+
 // NewServer returns a gRPC server with the mesh API registered and its
-// standard grpc_server_* metrics registered with reg (if not nil). Zero
-// timeouts keep gRPC's defaults.
+// gRPC server metrics (MetricsPrefix) registered with reg (if not nil),
+// the handling time included. Zero timeouts keep gRPC's defaults.
 func NewServer(svc *Service, tlsConfig *tls.Config, reg prometheus.Registerer, timeouts Timeouts) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(tlsConfig)),
@@ -109,7 +114,10 @@ func NewServer(svc *Service, tlsConfig *tls.Config, reg prometheus.Registerer, t
 	}
 	var metrics *grpcprom.ServerMetrics
 	if reg != nil {
-		metrics = grpcprom.NewServerMetrics()
+		metrics = grpcprom.NewServerMetrics(
+			grpcprom.WithServerCounterOptions(grpcprom.WithNamespace(MetricsPrefix)),
+			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramNamespace(MetricsPrefix)),
+		)
 		reg.MustRegister(metrics)
 		opts = append(opts, grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()))
 	}
