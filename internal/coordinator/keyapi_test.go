@@ -286,6 +286,16 @@ func TestKeyAPIRecoverySecretsAcrossReplicas(t *testing.T) {
 		if got := statusCode(t, r); got != 1 {
 			t.Fatalf("replica %d on a new node: status %d, want 1 (recovery)", i, got)
 		}
+		// Once its peers were asked and none holds the key, the replica
+		// passes the chart's probe, so that owners reach it through the
+		// Service, while /readyz itself says it is not ready.
+		eventually(t, "replica "+strconv.Itoa(i)+" passes the chart's readiness probe", func() bool {
+			code, _ := probe(t, r, "/readyz?exclude=recovery")
+			return code == http.StatusOK
+		})
+		if code, body := readyz(t, r); code != http.StatusServiceUnavailable || !strings.Contains(body, "no replica holds the key") {
+			t.Fatalf("replica %d: /readyz %d %s", i, code, body)
+		}
 	}
 	upload := func(c *coordtest.Coordinator, body []byte) recoverAnswer {
 		t.Helper()

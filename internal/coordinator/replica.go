@@ -36,7 +36,10 @@ func replicaName(cfg Config) string {
 // verdict returns the Coordinator's health now, and what its core serves.
 func (s *Server) verdict() (health.Verdict, health.Serving) {
 	state, _ := s.core.Status()
-	sv := health.ServingOf(state, s.health.Shared())
+	// A replica in recovery that does not wait for a key (its store's
+	// key opens nothing) waits for the owners alone.
+	noPeerKey := s.replicas != nil && (!s.core.NeedsKey() || s.replicas.api.NoPeerHoldsKey())
+	sv := health.ServingOf(state, s.health.Shared(), noPeerKey)
 	return s.health.Verdict(sv), sv
 }
 

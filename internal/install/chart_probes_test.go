@@ -59,7 +59,7 @@ func kubeletGet(t *testing.T, base, path string) (int, string) {
 // TestChartProbesServed asks a running Coordinator and marble-injector
 // the paths the chart's probes ask: each answers 200 (no unknown path,
 // no unknown readiness check), a single Coordinator's readiness leaves
-// out exactly the recovery check and a distributed one's none, and the
+// out exactly the recovery check in both modes, and the
 // injector's readiness fails once it begins to shut down.
 func TestChartProbesServed(t *testing.T) {
 	coord := coordtest.Start(t)
@@ -84,10 +84,9 @@ func TestChartProbesServed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Both modes leave out the recovery check alone: a replica that
+			// waits for a peer's key fails the check "key" instead.
 			want := []string{health.CheckRecovery}
-			if distributed(cases[name]) {
-				want = nil
-			}
 			if got := u.Query()["exclude"]; !slices.Equal(got, want) {
 				t.Errorf("the readiness probe %s leaves out %v, want %v", u, got, want)
 			}

@@ -306,13 +306,11 @@ func TestChartObjects(t *testing.T) {
 				t.Errorf("coordinator security context %+v: want non-root with a fixed UID and a read-only root", sc)
 			}
 			// Liveness and start-up ask GET /healthz; readiness is the
-			// Coordinator's own verdict (GET /readyz), without the
-			// recovery check for a single Coordinator, which must stay
-			// reachable for the recovery upload.
+			// Coordinator's own verdict (GET /readyz) without the recovery
+			// check, so that a Coordinator waiting for the owners stays
+			// reachable for the recovery upload (in distributed mode a
+			// replica waiting for a peer's key fails the check "key").
 			ready := clientapi.ReadyPath + "?" + clientapi.ExcludeParam + "=" + health.CheckRecovery
-			if distributed(vals) {
-				ready = clientapi.ReadyPath
-			}
 			for what, probe := range map[string]struct {
 				p    *corev1.Probe
 				path string

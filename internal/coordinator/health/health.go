@@ -99,9 +99,16 @@ type Event struct {
 const (
 	// CheckStarted fails while the Coordinator starts.
 	CheckStarted = "started"
+	// CheckKey fails while a replica of a shared store cannot open the
+	// stored state and waits for the key from its peers: before it has
+	// asked them, or while one may hand it over. Such a replica stays out
+	// of the Services, whichever checks the probe leaves out.
+	CheckKey = "key"
 	// CheckRecovery fails while the Coordinator cannot open the stored
-	// state: it waits for the owners' recovery secrets (or, on a shared
-	// store, for a peer's key).
+	// state and waits for the owners' recovery secrets: alone on the file
+	// store, or on a shared store when no peer holds the key either (the
+	// whole deployment is in recovery). The chart's probe leaves it out,
+	// so that owners reach such a Coordinator through its Services.
 	CheckRecovery = "recovery"
 	// CheckCurrent fails while the state served may be behind the stored
 	// one (a shared store only).
@@ -109,7 +116,7 @@ const (
 )
 
 // Checks lists the readiness checks in the order they are reported.
-func Checks() []string { return []string{CheckStarted, CheckRecovery, CheckCurrent} }
+func Checks() []string { return []string{CheckStarted, CheckKey, CheckRecovery, CheckCurrent} }
 
 // Failure is a readiness check that fails, and why.
 type Failure struct {
@@ -123,7 +130,7 @@ type Serving struct {
 	// serve.
 	Loaded bool
 	// Check names the readiness check that fails when not Loaded
-	// (CheckStarted or CheckRecovery).
+	// (CheckStarted, CheckKey or CheckRecovery).
 	Check string
 	// Reason says why not, when not Loaded.
 	Reason string
@@ -131,16 +138,23 @@ type Serving struct {
 
 // ServingOf tells from the core's state whether a replica serves: it
 // must hold the key and the state; a replica in recovery or still
-// starting does not, whichever its store.
-func ServingOf(state core.State, shared bool) Serving {
+// starting does not, whichever its store. noPeerKey tells, for a replica
+// of a shared store, that its peers were asked lately and none handed
+// over a key: a replica in recovery then waits for the owners (it fails
+// CheckRecovery), else for a peer (CheckKey).
+func ServingOf(state core.State, shared, noPeerKey bool) Serving {
 	switch state {
 	case core.StateUninitialized:
 		return Serving{Check: CheckStarted, Reason: "the Coordinator is starting"}
 	case core.StateRecovery:
-		if shared {
-			return Serving{Check: CheckRecovery, Reason: "the Coordinator cannot open the stored state and waits for recovery or the key"}
+		switch {
+		case !shared:
+			return Serving{Check: CheckRecovery, Reason: "the Coordinator cannot open the stored state and waits for the owners' recovery secrets"}
+		case noPeerKey:
+			return Serving{Check: CheckRecovery, Reason: "no replica holds the key of the stored state: the deployment waits for the owners' recovery secrets"}
+		default:
+			return Serving{Check: CheckKey, Reason: "the Coordinator cannot open the stored state and waits for the key from a peer"}
 		}
-		return Serving{Check: CheckRecovery, Reason: "the Coordinator cannot open the stored state and waits for the owners' recovery secrets"}
 	}
 	return Serving{Loaded: true}
 }

@@ -48,8 +48,10 @@ func TestModelVerdict(t *testing.T) {
 		{name: "no contact since the start", shared: true, events: []Event{ev(Started, 0, "")}, now: 4, serving: loaded,
 			reason: "no round trip to the store has succeeded for 4s"},
 		{name: "watch up, contacts", shared: true, events: with(contacts(1, 10)...), now: 10.5, serving: loaded, ready: true, current: true},
-		{name: "in recovery on a shared store", shared: true, events: with(contacts(1, 10)...), now: 10.5,
-			serving: ServingOf(core.StateRecovery, true), current: true, reason: "waits for recovery"},
+		{name: "waiting for a peer's key on a shared store", shared: true, events: with(contacts(1, 10)...), now: 10.5,
+			serving: ServingOf(core.StateRecovery, true, false), current: true, reason: "waits for the key from a peer"},
+		{name: "in recovery on a shared store, no peer holds the key", shared: true, events: with(contacts(1, 10)...), now: 10.5,
+			serving: ServingOf(core.StateRecovery, true, true), current: true, reason: "waits for the owners' recovery secrets"},
 		{name: "one failed round trip does not flip", shared: true,
 			events: with(ev(ContactOK, 1, ""), ev(ContactFailed, 2, "timeout"), ev(ContactOK, 3, "")), now: 3.5, serving: loaded, ready: true, current: true},
 		{name: "one failed round trip, not yet past the bound", shared: true,
@@ -114,21 +116,22 @@ func TestModelVerdict(t *testing.T) {
 
 func TestServingOf(t *testing.T) {
 	for _, tc := range []struct {
-		state  core.State
-		shared bool
-		check  string // the failing check; "" when loaded
+		state             core.State
+		shared, noPeerKey bool
+		check             string // the failing check; "" when loaded
 	}{
-		{core.StateUninitialized, false, CheckStarted},
-		{core.StateUninitialized, true, CheckStarted},
-		{core.StateRecovery, false, CheckRecovery},
-		{core.StateRecovery, true, CheckRecovery},
-		{core.StateAcceptingManifest, true, ""},
-		{core.StateAcceptingMarbles, true, ""},
-		{core.StateAcceptingMarbles, false, ""},
+		{core.StateUninitialized, false, false, CheckStarted},
+		{core.StateUninitialized, true, true, CheckStarted},
+		{core.StateRecovery, false, false, CheckRecovery},
+		{core.StateRecovery, true, false, CheckKey},
+		{core.StateRecovery, true, true, CheckRecovery},
+		{core.StateAcceptingManifest, true, false, ""},
+		{core.StateAcceptingMarbles, true, true, ""},
+		{core.StateAcceptingMarbles, false, false, ""},
 	} {
-		got := ServingOf(tc.state, tc.shared)
+		got := ServingOf(tc.state, tc.shared, tc.noPeerKey)
 		if got.Loaded != (tc.check == "") || got.Check != tc.check || (!got.Loaded && got.Reason == "") {
-			t.Errorf("ServingOf(%s, %v) = %+v, want the failing check %q", tc.state, tc.shared, got, tc.check)
+			t.Errorf("ServingOf(%s, %v, %v) = %+v, want the failing check %q", tc.state, tc.shared, tc.noPeerKey, got, tc.check)
 		}
 	}
 }
@@ -151,16 +154,18 @@ func TestVerdictFailures(t *testing.T) {
 		ready   bool
 		reason  string
 	}{
-		{name: "file store in recovery", m: New(Config{}), serving: ServingOf(core.StateRecovery, false),
+		{name: "file store in recovery", m: New(Config{}), serving: ServingOf(core.StateRecovery, false, false),
 			checks: []string{CheckRecovery}, reason: "recovery secrets"},
-		{name: "file store in recovery, recovery left out", m: New(Config{}), serving: ServingOf(core.StateRecovery, false),
+		{name: "file store in recovery, recovery left out", m: New(Config{}), serving: ServingOf(core.StateRecovery, false, false),
 			checks: []string{CheckRecovery}, exclude: []string{CheckRecovery}, ready: true},
-		{name: "file store serving", m: New(Config{}), serving: ServingOf(core.StateAcceptingMarbles, false), ready: true},
-		{name: "shared, in recovery and behind", m: behind, serving: ServingOf(core.StateRecovery, true),
+		{name: "file store serving", m: New(Config{}), serving: ServingOf(core.StateAcceptingMarbles, false, false), ready: true},
+		{name: "shared, in recovery and behind", m: behind, serving: ServingOf(core.StateRecovery, true, true),
 			checks: []string{CheckRecovery, CheckCurrent}, exclude: []string{CheckRecovery}, reason: "no round trip"},
-		{name: "shared, behind, current left out", m: behind, serving: ServingOf(core.StateAcceptingMarbles, true),
+		{name: "shared, waiting for a peer's key, recovery left out", m: behind, serving: ServingOf(core.StateRecovery, true, false),
+			checks: []string{CheckKey, CheckCurrent}, exclude: []string{CheckRecovery}, reason: "waits for the key from a peer"},
+		{name: "shared, behind, current left out", m: behind, serving: ServingOf(core.StateAcceptingMarbles, true, false),
 			checks: []string{CheckCurrent}, exclude: []string{CheckCurrent}, ready: true},
-		{name: "starting", m: New(Config{}), serving: ServingOf(core.StateUninitialized, false),
+		{name: "starting", m: New(Config{}), serving: ServingOf(core.StateUninitialized, false, false),
 			checks: []string{CheckStarted}, exclude: []string{CheckRecovery}, reason: "starting"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -123,6 +123,34 @@ type KeyAPI struct {
 	cfg Config
 	id  *identity
 	log *slog.Logger
+
+	// mu guards what the last round of TryJoin found: whether no peer
+	// handed over a key (noKey), and when.
+	mu        sync.Mutex
+	noKey     bool
+	roundDone time.Time
+}
+
+// noKeyFreshness is how many Intervals a round's finding that no peer
+// holds a key is trusted for.
+const noKeyFreshness = 3
+
+// NoPeerHoldsKey tells whether the last round of asking peers for the
+// key, within the last few Intervals, found that none handed one over
+// (none listed, none holding one, none reachable or accepted): the
+// deployment is then in recovery as a whole, and owners may recover it
+// through this replica.
+func (k *KeyAPI) NoPeerHoldsKey() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.noKey && time.Since(k.roundDone) < noKeyFreshness*k.cfg.Interval
+}
+
+// noteRound records what a round of TryJoin found.
+func (k *KeyAPI) noteRound(noKey bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.noKey, k.roundDone = noKey, time.Now()
 }
 
 // New creates the replica's ephemeral attested identity. Outside
@@ -434,6 +462,7 @@ func (k *KeyAPI) TryJoin(ctx context.Context) bool {
 	}
 	if len(peers) == 0 {
 		k.log.Info("waiting for a key: no peer is ready to hand it over")
+		k.noteRound(true)
 		return false
 	}
 	for _, addr := range peers {
@@ -455,9 +484,12 @@ func (k *KeyAPI) TryJoin(ctx context.Context) bool {
 			continue
 		}
 		k.log.Info("joined the shared state with a peer's key", "peer", addr, "generation", gen)
+		k.noteRound(false)
 		return true
 	}
-	return !k.cfg.Core.NeedsKey()
+	joined := !k.cfg.Core.NeedsKey()
+	k.noteRound(!joined)
+	return joined
 }
 
 func (k *KeyAPI) countFailure(err error) {

@@ -795,3 +795,31 @@ func TestDecryptWithPeers(t *testing.T) {
 		t.Fatalf("b decrypted = %v, want 1", n)
 	}
 }
+
+// TestNoPeerHoldsKey: a replica that needs a key learns from each round
+// whether any peer handed one over; the finding fades after a few
+// Intervals.
+func TestNoPeerHoldsKey(t *testing.T) {
+	keyless := startReplica(t, nil, &fakeCore{}, staticPeers{})
+	joiner := startReplica(t, nil, &fakeCore{}, staticPeers{keyless.addr})
+	if joiner.api.NoPeerHoldsKey() {
+		t.Fatal("no round yet, but no peer holds a key")
+	}
+	if joiner.api.TryJoin(t.Context()) || !joiner.api.NoPeerHoldsKey() {
+		t.Fatal("the only peer holds no key, yet the round did not say so")
+	}
+	time.Sleep(noKeyFreshness*50*time.Millisecond + 50*time.Millisecond)
+	if joiner.api.NoPeerHoldsKey() {
+		t.Fatal("the finding of an old round still counts")
+	}
+	keyless.core.mu.Lock()
+	keyless.core.kek = []byte("0123456789abcdef0123456789abcdef")
+	keyless.core.mu.Unlock()
+	if !joiner.api.TryJoin(t.Context()) || joiner.api.NoPeerHoldsKey() {
+		t.Fatal("a peer handed over its key, yet no peer holds one")
+	}
+	alone := startReplica(t, nil, &fakeCore{}, staticPeers{})
+	if alone.api.TryJoin(t.Context()) || !alone.api.NoPeerHoldsKey() {
+		t.Fatal("a replica without peers does not learn that none holds a key")
+	}
+}
