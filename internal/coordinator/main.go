@@ -42,7 +42,7 @@ Flags:
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "coordinator %s (commit %s)\n", version.Version, version.Commit)
+		fmt.Fprintf(stdout, "coordinator %s\n", version.Get())
 		return 0
 	}
 	cwd, err := os.Getwd()

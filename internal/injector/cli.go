@@ -84,7 +84,7 @@ Flags:
 		return ExitUsage
 	}
 	if *showVersion {
-		fmt.Fprintf(stderr, "marble-injector %s (%s)\n", version.Version, version.Commit)
+		fmt.Fprintf(stderr, "marble-injector %s\n", version.Get())
 		return ExitOK
 	}
 
@@ -92,7 +92,7 @@ Flags:
 	opts.Logger = log.With("component", "marble-injector")
 	srv, err := NewServer(opts)
 	if err != nil {
-		log.Error("cannot start", "error", err, "version", version.Version)
+		log.Error("cannot start", "error", err, "version", version.Get().Version)
 		return ExitError
 	}
 	if err := srv.Run(ctx); err != nil {
