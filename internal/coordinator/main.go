@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 
+	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/internal/version"
 )
 
@@ -61,10 +62,9 @@ Flags:
 	if cfg.DebugLogging {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-	if cfg.Simulation {
-		logger = logger.With("simulation", true)
-	}
+	// Every line says whether the Coordinator runs in simulation; no
+	// caller may log the key again.
+	logger := logging.NewJSON(stdout, level).With("simulation", cfg.Simulation)
 	srv, err := New(cfg, logger)
 	if err != nil {
 		logger.Error("the Coordinator cannot start", "error", err.Error())

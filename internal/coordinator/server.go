@@ -33,6 +33,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/internal/lifecycle"
+	"github.com/marblemesh/marblemesh/internal/logging"
 )
 
 // Server is a running Coordinator.
@@ -168,7 +169,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	if s.replicas != nil {
 		where = append(where, "keyAPI", s.KeyAPIAddr())
 	}
-	logger.Info("Coordinator ready", append([]any{"state", int(state), "status", state.String(), "simulation", cfg.Simulation, "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
+	logger.Info("Coordinator ready", append([]any{"state", int(state), "status", state.String(), "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
 		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String()}, where...)...)
 	return s, nil
 }
@@ -332,6 +333,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	watched := s.watchStore(watchCtx)
 	g.Go(func() error {
 		<-gctx.Done()
+		if ctx.Err() != nil {
+			s.log.Info("shutting down", "reason", lifecycle.Reason(ctx), "grace", shutdownGrace)
+		} else {
+			s.log.Warn("shutting down after a server error", "grace", shutdownGrace)
+		}
 		err := s.shutdown()
 		stopWatch()
 		<-watched
@@ -524,8 +530,9 @@ func (s *Server) marbleRootCert() func() (*tls.Certificate, error) {
 	}
 }
 
-// httpErrorLog routes the HTTP server's own errors (such as failed TLS
-// handshakes) to slog at the configured level.
+// httpErrorLog routes the HTTP server's own errors to slog at the
+// configured level, and failed TLS handshakes that are the client's doing
+// at most at Info (logging.ServerErrorLog).
 func httpErrorLog(logger *slog.Logger, level string) *log.Logger {
 	var l slog.Level
 	switch strings.ToLower(level) {
@@ -538,5 +545,5 @@ func httpErrorLog(logger *slog.Logger, level string) *log.Logger {
 	default:
 		l = slog.LevelError
 	}
-	return slog.NewLogLogger(logger.With("component", "http").Handler(), l)
+	return logging.ServerErrorLog(logger.With("component", "http"), l)
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/internal/sgxresource"
 	"github.com/marblemesh/marblemesh/internal/version"
 	"github.com/marblemesh/marblemesh/marble/marbleenv"
@@ -88,7 +89,7 @@ Flags:
 		return ExitOK
 	}
 
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
+	log := logging.NewJSON(stderr, logLevel)
 	opts.Logger = log.With("component", "marble-injector")
 	srv, err := NewServer(opts)
 	if err != nil {
