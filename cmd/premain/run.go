@@ -93,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "premain: %v\nRun premain --help for usage.\n", err)
 		return exitUsage
 	}
-	log := newLogger(stderr, os.Getenv("EDG_LOG_FORMAT"))
+	log := marble.NewLogger(os.Getenv, stderr)
 	if err := activateAndExec(log, command); err != nil {
 		fmt.Fprintf(stderr, "premain: %v\n", err)
 		return exitFailure
@@ -127,13 +127,6 @@ func parseArgs(args []string) (command []string, m mode, err error) {
 		}
 	}
 	return args, modeRun, nil
-}
-
-func newLogger(w io.Writer, format string) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
-	}
-	return slog.New(slog.NewTextHandler(w, nil))
 }
 
 // activateAndExec activates the marble, applies its parameters to this
