@@ -10,6 +10,8 @@ import (
 	"os"
 	"runtime/debug"
 
+	"k8s.io/klog/v2"
+
 	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/internal/version"
 )
@@ -65,6 +67,8 @@ Flags:
 	// Every line says whether the Coordinator runs in simulation; no
 	// caller may log the key again.
 	logger := logging.NewJSON(stdout, level).With("simulation", cfg.Simulation)
+	stopKlog := routeKubernetesClientLog(logger)
+	defer stopKlog()
 	srv, err := New(cfg, logger)
 	if err != nil {
 		logger.Error("the Coordinator cannot start", "error", err.Error())
@@ -77,6 +81,18 @@ Flags:
 	}
 	logger.Info("the Coordinator stopped")
 	return 0
+}
+
+// routeKubernetesClientLog sends what the Kubernetes client library logs
+// (through klog: watch failures, throttling, ...) to logger, as JSON lines
+// like the Coordinator's own, instead of klog's text lines on standard
+// error. The returned function restores klog's default.
+func routeKubernetesClientLog(logger *slog.Logger) func() {
+	klog.SetSlogLogger(logger.With("component", "kubernetes-client"))
+	return func() {
+		klog.Flush()
+		klog.ClearLogger()
+	}
 }
 
 // defaultGCPercent is the garbage collector target used unless GOGC is set.
