@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/api/wire"
+	"github.com/marblemesh/marblemesh/internal/version"
 	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
@@ -126,6 +127,9 @@ func TestSIGTERM(t *testing.T) {
 	}
 	if ready == nil || shutdown == nil {
 		t.Fatalf("ready %v, shutting down %v in\n%s", ready, shutdown, p.Output())
+	}
+	if v := version.Get(); ready["version"] != v.Version || ready["commit"] != v.Commit {
+		t.Errorf("ready line %v does not name the build %v", ready, v)
 	}
 	if shutdown["reason"] != "received SIGTERM" || shutdown["grace"] != "10s" {
 		t.Errorf("shutdown line %v", shutdown)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marblemesh/marblemesh/internal/version"
 	"github.com/marblemesh/marblemesh/test/testpki"
 	"github.com/marblemesh/marblemesh/test/testsupport"
 )
@@ -76,6 +77,10 @@ func TestSIGTERM(t *testing.T) {
 		case "shutting down":
 			if rec["reason"] != "received SIGTERM" || rec["delay"] != "100ms" || rec["timeout"] != "15s" {
 				t.Errorf("shutdown line %v", rec)
+			}
+		case "marble injector serving":
+			if v := version.Get(); rec["version"] != v.Version || rec["commit"] != v.Commit {
+				t.Errorf("serving line %v does not name the build %v", rec, v)
 			}
 		case "TLS handshake failed":
 			handshake = true

@@ -34,6 +34,7 @@ import (
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/internal/lifecycle"
 	"github.com/marblemesh/marblemesh/internal/logging"
+	"github.com/marblemesh/marblemesh/internal/version"
 )
 
 // Server is a running Coordinator.
@@ -169,7 +170,8 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 	if s.replicas != nil {
 		where = append(where, "keyAPI", s.KeyAPIAddr())
 	}
-	logger.Info("Coordinator ready", append([]any{"state", int(state), "status", state.String(), "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
+	v := version.Get()
+	logger.Info("Coordinator ready", append([]any{"version", v.Version, "commit", v.Commit, "state", int(state), "status", state.String(), "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
 		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String()}, where...)...)
 	return s, nil
 }

@@ -93,7 +93,8 @@ Flags:
 	opts.Logger = log.With("component", "marble-injector")
 	srv, err := NewServer(opts)
 	if err != nil {
-		log.Error("cannot start", "error", err, "version", version.Get().Version)
+		v := version.Get()
+		log.Error("cannot start", "error", err, "version", v.Version, "commit", v.Commit)
 		return ExitError
 	}
 	if err := srv.Run(ctx); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/lifecycle"
 	"github.com/marblemesh/marblemesh/internal/logging"
+	"github.com/marblemesh/marblemesh/internal/version"
 )
 
 // Server defaults.
@@ -193,7 +194,8 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		s.log.Info("serving metrics", "addr", metricsLn.Addr().String())
 	}
 	s.ready.Store(true)
-	s.log.Info("marble injector serving", "addr", ln.Addr().String(),
+	v := version.Get()
+	s.log.Info("marble injector serving", "version", v.Version, "commit", v.Commit, "addr", ln.Addr().String(),
 		"coord_addr", s.opts.Config.CoordAddr, "cluster_domain", s.opts.Config.ClusterDomain,
 		"sgx_resource", s.opts.Config.SGXResource)
 
