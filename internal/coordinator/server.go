@@ -155,7 +155,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		ReadHeaderTimeout: cfg.handshakeTimeout(),
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       cfg.idleTimeout(),
-		ErrorLog:          httpErrorLog(logger, cfg.HTTPErrorLogLevel),
+		ErrorLog:          httpErrorLog(logger.With("server", "client API"), cfg.HTTPErrorLogLevel),
 	}
 	if s.promLn != nil {
 		mux := http.NewServeMux()
@@ -164,7 +164,8 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(s.core.Events())
 		})
-		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: httpErrorLog(logger.With("server", "metrics"), cfg.HTTPErrorLogLevel)}
 	}
 	state, _ := s.core.Status()
 	if s.replicas != nil {
