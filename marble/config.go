@@ -3,6 +3,7 @@ package marble
 import (
 	"crypto/elliptic"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/attestation"
+	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
@@ -30,7 +32,18 @@ const (
 	// EnvAttestationDir names Gramine's attestation folder, where an SGX
 	// marble under gramine-sgx obtains its quote (default /dev/attestation).
 	EnvAttestationDir = marbleenv.AttestationDir
+	// EnvLogFormat set to "json" selects JSON log lines, the Coordinator's
+	// format, for NewLogger and PreMain; anything else selects text.
+	EnvLogFormat = marbleenv.LogFormat
 )
+
+// NewLogger returns a logger that writes to w in the format the variable
+// EnvLogFormat selects through getenv: JSON lines like the Coordinator's
+// for "json", slog's text lines otherwise. Durations read like "1.5s" in
+// both.
+func NewLogger(getenv func(string) string, w io.Writer) *slog.Logger {
+	return logging.New(w, getenv(EnvLogFormat))
+}
 
 // Defaults applied by ConfigFromEnv and Activate.
 const (

@@ -16,10 +16,16 @@ import (
 // When the manifest gives the marble TLS tags, PreMain checks the rules in
 // MARBLE_TTLS_CONFIG and logs them; the program applies them by listening
 // and dialling through TransparentTLSFromEnv(os.Getenv).
+//
+// It logs to slog.Default(), or, when EnvLogFormat is set, to standard
+// error in the format it selects (NewLogger).
 func PreMain(ctx context.Context) error {
 	cfg, err := ConfigFromEnv(os.Getenv)
 	if err != nil {
 		return fmt.Errorf("marble configuration: %w", err)
+	}
+	if os.Getenv(EnvLogFormat) != "" {
+		cfg.Logger = NewLogger(os.Getenv, os.Stderr)
 	}
 	params, err := Activate(ctx, cfg)
 	if err != nil {

@@ -39,6 +39,25 @@ func marbleEnv(marbleType, meshAddr, dir, serverAddr string) []string {
 		"EDG_MARBLE_COORDINATOR_ADDR=" + meshAddr,
 		"EDG_MARBLE_UUID_FILE=" + filepath.Join(dir, "uuid"),
 		"SAMPLE_SERVER_ADDR=" + serverAddr,
+		// The format of the Coordinator's log, as in the demo.
+		"EDG_LOG_FORMAT=json",
+	}
+}
+
+// checkJSONLog fails t unless every line of out is a JSON log line without
+// a key twice, at Info or above.
+func checkJSONLog(t *testing.T, name, out string) {
+	t.Helper()
+	lines := 0
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(l, "{") {
+			t.Errorf("%s: a line not in the JSON log format: %q", name, l)
+			continue
+		}
+		lines++
+	}
+	if recs := testsupport.JSONLogLines(t, out); len(recs) != lines || lines == 0 {
+		t.Errorf("%s: %d JSON log lines of %d:\n%s", name, len(recs), lines, out)
 	}
 }
 
@@ -115,11 +134,21 @@ func TestSamples(t *testing.T) {
 		if err != nil {
 			t.Fatalf("sample client failed: %v\n%s\nserver:\n%s", err, out, serverOut)
 		}
-		if !strings.Contains(out, `HMAC-SHA256 over "hello from the mesh" matches`) {
+		if !strings.Contains(out, `HMAC-SHA256 matches`) || !strings.Contains(out, `"message":"hello from the mesh"`) {
 			t.Fatalf("client output lacks the check (was Argv applied?):\n%s", out)
 		}
-		if !strings.Contains(out, `issuer="CN=`) || !strings.Contains(serverOut.String(), "mTLS request from client certificate") {
+		if !strings.Contains(out, `"issuer":"CN=`) || !strings.Contains(serverOut.String(), "mTLS request from client certificate") {
 			t.Fatalf("peer certificates not reported:\nclient:\n%s\nserver:\n%s", out, serverOut)
+		}
+		// premain's, marble.PreMain's and the samples' own lines.
+		checkJSONLog(t, "client", out)
+		for _, want := range []string{`"msg":"activated"`, `"msg":"executing program"`} {
+			if !strings.Contains(out, want) {
+				t.Errorf("client output lacks %s:\n%s", want, out)
+			}
+		}
+		if !strings.Contains(serverOut.String(), `"msg":"activated"`) {
+			t.Errorf("server output lacks its activation:\n%s", serverOut)
 		}
 	})
 
@@ -149,6 +178,12 @@ func TestSamples(t *testing.T) {
 			t.Fatalf("a marble of the same mesh was refused: %v\nserver:\n%s", err, serverOut)
 		}
 	})
+
+	// The server's own lines, its HTTP server's refusals included.
+	checkJSONLog(t, "server", serverOut.String())
+	if !strings.Contains(serverOut.String(), "TLS handshake error") {
+		t.Errorf("the server did not log the refused clients:\n%s", serverOut)
+	}
 }
 
 // get requests a MAC from the sample server.

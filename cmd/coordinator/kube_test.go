@@ -14,6 +14,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/api/wire"
 	"github.com/marblemesh/marblemesh/test/kubetest"
+	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
 // TestDistributedStateSurvivesRestart runs the Coordinator in distributed
@@ -42,6 +43,14 @@ func TestDistributedStateSurvivesRestart(t *testing.T) {
 	}
 	p.Terminate(t, 30*time.Second)
 	out := p.Output()
+	// One format: the Kubernetes client's lines are JSON too, and no key
+	// appears twice.
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.HasPrefix(line, "{") {
+			t.Errorf("a line that is not JSON: %q", line)
+		}
+	}
+	testsupport.JSONLogLines(t, out)
 	for _, want := range []string{`"store":"k8s-secret","namespace":"` + ns + `","stateSecret":"marblerun-state"`, `"kubeconfig":"` + env.Kubeconfig + `"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("logs lack %s:\n%s", want, out)

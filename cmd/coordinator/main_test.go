@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/api/wire"
+	"github.com/marblemesh/marblemesh/internal/version"
 	"github.com/marblemesh/marblemesh/test/testsupport"
 )
 
@@ -69,10 +70,73 @@ func startCoordinatorWith(t *testing.T, env ...string) (*testsupport.Process, st
 }
 
 // TestSIGTERM starts the Coordinator as a process, waits until its client
-// API answers, sends SIGTERM and expects a clean exit with code 0.
+// API answers, sends SIGTERM and expects a clean exit with code 0. Its log
+// lines have no key twice, say that it got the signal, render durations
+// as strings, and log clients' failed TLS handshakes below Warn.
 func TestSIGTERM(t *testing.T) {
-	p, _ := startCoordinator(t)
+	p, clientAddr := startCoordinator(t)
+	meshAddr := ""
+	for _, rec := range testsupport.JSONLogLines(t, p.Output()) {
+		if rec["msg"] == "Coordinator ready" {
+			meshAddr, _ = rec["meshAPI"].(string)
+		}
+	}
+	if meshAddr == "" {
+		t.Fatalf("no mesh API address in the log:\n%s", p.Output())
+	}
+	for _, addr := range []string{clientAddr, meshAddr} {
+		// A client that hangs up (logged at Debug, so not here)...
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Close()
+		// ...and one that does not trust the Coordinator's certificate
+		// (Info).
+		if tc, err := tls.Dial("tcp", addr, &tls.Config{MinVersion: tls.VersionTLS12}); err == nil {
+			_ = tc.Close()
+			t.Fatal("a client trusted the Coordinator's self-signed root")
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(p.Output(), `"msg":"TLS handshake failed"`) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	p.Terminate(t, 30*time.Second)
+
+	components := map[string]bool{}
+	var ready, shutdown map[string]any
+	for _, rec := range testsupport.JSONLogLines(t, p.Output()) {
+		switch rec["msg"] {
+		case "Coordinator ready":
+			ready = rec
+		case "shutting down":
+			shutdown = rec
+		case "TLS handshake failed":
+			if rec["level"] != "INFO" || rec["cause"] != "client refused or failed TLS" {
+				t.Errorf("handshake failure logged as %v", rec)
+			}
+			components[fmt.Sprint(rec["component"])] = true
+		}
+		if rec["level"] == "ERROR" {
+			t.Errorf("unexpected error line: %v", rec)
+		}
+		if rec["simulation"] != true {
+			t.Errorf("a line does not say that the Coordinator runs in simulation: %v", rec)
+		}
+	}
+	if ready == nil || shutdown == nil {
+		t.Fatalf("ready %v, shutting down %v in\n%s", ready, shutdown, p.Output())
+	}
+	if v := version.Get(); ready["version"] != v.Version || ready["commit"] != v.Commit {
+		t.Errorf("ready line %v does not name the build %v", ready, v)
+	}
+	if shutdown["reason"] != "received SIGTERM" || shutdown["grace"] != "10s" {
+		t.Errorf("shutdown line %v", shutdown)
+	}
+	if !components["http"] || !components["mesh"] || len(components) != 2 {
+		t.Errorf("handshake failures logged by %v, want http and mesh\n%s", components, p.Output())
+	}
 	if !strings.Contains(p.Output(), `"msg":"the Coordinator stopped"`) {
 		t.Errorf("logs lack the clean stop:\n%s", p.Output())
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/marblemesh/marblemesh/internal/version"
 	"github.com/marblemesh/marblemesh/test/testpki"
 	"github.com/marblemesh/marblemesh/test/testsupport"
 )
@@ -26,7 +29,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestSIGTERM starts the program as a process, waits until it serves, sends
-// SIGTERM and expects a clean exit.
+// SIGTERM and expects a clean exit. Its log lines have no key twice, say
+// that it got the signal with readable durations, and log a client's failed
+// TLS handshake at Info.
 func TestSIGTERM(t *testing.T) {
 	ca, certFile, keyFile := testpki.ServingFiles(t)
 	addr := testsupport.FreeAddr(t)
@@ -46,10 +51,48 @@ func TestSIGTERM(t *testing.T) {
 		}
 		return nil
 	})
+	// A client that speaks plain HTTP to the HTTPS port.
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(conn)
+	_ = conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.Output(), `"msg":"TLS handshake failed"`) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	p.Terminate(t, 20*time.Second)
 	for _, want := range []string{`"msg":"shutting down"`, `"msg":"stopped"`} {
 		if !strings.Contains(p.Output(), want) {
 			t.Errorf("logs lack %s:\n%s", want, p.Output())
 		}
+	}
+	handshake := false
+	for _, rec := range testsupport.JSONLogLines(t, p.Output()) {
+		switch rec["msg"] {
+		case "shutting down":
+			if rec["reason"] != "received SIGTERM" || rec["delay"] != "100ms" || rec["timeout"] != "15s" {
+				t.Errorf("shutdown line %v", rec)
+			}
+		case "marble injector serving":
+			if v := version.Get(); rec["version"] != v.Version || rec["commit"] != v.Commit {
+				t.Errorf("serving line %v does not name the build %v", rec, v)
+			}
+		case "TLS handshake failed":
+			handshake = true
+			if rec["level"] != "INFO" || rec["cause"] != "client refused or failed TLS" {
+				t.Errorf("handshake failure logged as %v", rec)
+			}
+		}
+		if rec["level"] == "ERROR" || rec["level"] == "WARN" {
+			t.Errorf("unexpected %s line: %v", rec["level"], rec)
+		}
+	}
+	if !handshake {
+		t.Errorf("the plain-HTTP client's failure is not logged:\n%s", p.Output())
 	}
 }

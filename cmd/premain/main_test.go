@@ -38,22 +38,26 @@ func TestParseArgs(t *testing.T) {
 	tests := []struct {
 		args    []string
 		command []string
-		help    bool
+		mode    mode
 		wantErr bool
 	}{
 		{args: nil, command: nil},
 		{args: []string{"prog", "-x"}, command: []string{"prog", "-x"}},
 		{args: []string{"--", "prog", "--help"}, command: []string{"prog", "--help"}},
 		{args: []string{"--", "-weird"}, command: []string{"-weird"}},
-		{args: []string{"--help"}, help: true},
-		{args: []string{"-h"}, help: true},
+		{args: []string{"--help"}, mode: modeHelp},
+		{args: []string{"-h"}, mode: modeHelp},
+		{args: []string{"--version"}, mode: modeVersion},
+		{args: []string{"-version", "prog"}, mode: modeVersion},
+		{args: []string{"prog", "--version"}, command: []string{"prog", "--version"}},
+		{args: []string{"--", "--version"}, command: []string{"--version"}},
 		{args: []string{"--verbose", "prog"}, wantErr: true},
 		{args: []string{"prog", "--help"}, command: []string{"prog", "--help"}},
 	}
 	for _, tc := range tests {
-		command, help, err := parseArgs(tc.args)
-		if (err != nil) != tc.wantErr || help != tc.help || !slices.Equal(command, tc.command) {
-			t.Errorf("parseArgs(%q) = %q, %v, %v; want %q, %v, err %v", tc.args, command, help, err, tc.command, tc.help, tc.wantErr)
+		command, m, err := parseArgs(tc.args)
+		if (err != nil) != tc.wantErr || m != tc.mode || !slices.Equal(command, tc.command) {
+			t.Errorf("parseArgs(%q) = %q, %v, %v; want %q, %v, err %v", tc.args, command, m, err, tc.command, tc.mode, tc.wantErr)
 		}
 	}
 }

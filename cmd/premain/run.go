@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/marblemesh/marblemesh/internal/version"
 	"github.com/marblemesh/marblemesh/marble"
 )
 
@@ -23,6 +24,7 @@ const (
 )
 
 const usage = `Usage: premain [--] PROGRAM [ARGS...]
+       premain --version
 
 premain activates this process as a marble: it attests to the Coordinator
 and receives the marble's files, environment variables and arguments from
@@ -77,16 +79,21 @@ exits with status 1 (2 for a usage error).
 // run is premain's main. It returns only when it does not execute the
 // program.
 func run(args []string, stdout, stderr io.Writer) int {
-	command, help, err := parseArgs(args)
-	if help {
+	command, m, err := parseArgs(args)
+	switch m {
+	case modeHelp:
 		fmt.Fprint(stdout, usage)
 		return exitOK
+	case modeVersion:
+		fmt.Fprintf(stdout, "premain %s\n", version.Get())
+		return exitOK
+	case modeRun:
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "premain: %v\nRun premain --help for usage.\n", err)
 		return exitUsage
 	}
-	log := newLogger(stderr, os.Getenv("EDG_LOG_FORMAT"))
+	log := marble.NewLogger(os.Getenv, stderr)
 	if err := activateAndExec(log, command); err != nil {
 		fmt.Fprintf(stderr, "premain: %v\n", err)
 		return exitFailure
@@ -94,26 +101,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// parseArgs splits premain's own options from the command to run.
-func parseArgs(args []string) (command []string, help bool, err error) {
+// mode is what premain was asked to do.
+type mode int
+
+const (
+	modeRun     mode = iota // activate and execute the command
+	modeHelp                // print the usage
+	modeVersion             // print the version
+)
+
+// parseArgs splits premain's own options from the command to run. Only the
+// first argument can be an option of premain's: everything from the
+// program on is the program's.
+func parseArgs(args []string) (command []string, m mode, err error) {
 	if len(args) > 0 {
 		switch a := args[0]; {
 		case a == "--":
 			args = args[1:]
 		case a == "-h" || a == "-help" || a == "--help":
-			return nil, true, nil
+			return nil, modeHelp, nil
+		case a == "-version" || a == "--version":
+			return nil, modeVersion, nil
 		case strings.HasPrefix(a, "-") && a != "-":
-			return nil, false, fmt.Errorf("unknown option %q (put -- before a program whose name starts with -)", a)
+			return nil, modeRun, fmt.Errorf("unknown option %q (put -- before a program whose name starts with -)", a)
 		}
 	}
-	return args, false, nil
-}
-
-func newLogger(w io.Writer, format string) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
-	}
-	return slog.New(slog.NewTextHandler(w, nil))
+	return args, modeRun, nil
 }
 
 // activateAndExec activates the marble, applies its parameters to this

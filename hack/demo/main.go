@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/marblemesh/marblemesh/api"
+	"github.com/marblemesh/marblemesh/internal/logging"
+	"github.com/marblemesh/marblemesh/marble/marbleenv"
 )
 
 func main() {
@@ -283,14 +285,7 @@ func run(ctx context.Context, con *console) (err error) {
 	con.say("Coordinator status %d: %s", st.Code, st.Message)
 
 	marbleEnv := func(marbleType, dir string) []string {
-		return append(baseEnv(),
-			"OE_SIMULATION=1",
-			"EDG_MARBLE_TYPE="+marbleType,
-			"EDG_MARBLE_COORDINATOR_ADDR="+meshAddr,
-			"EDG_MARBLE_DNS_NAMES=localhost",
-			"EDG_MARBLE_UUID_FILE="+filepath.Join(dir, "uuid"),
-			"SAMPLE_SERVER_ADDR="+serverAddr,
-		)
+		return marbleEnv(marbleType, dir, meshAddr, serverAddr)
 	}
 	serverDir, clientDir := filepath.Join(tmp, "server"), filepath.Join(tmp, "client")
 	for _, dir := range []string{serverDir, clientDir} {
@@ -337,6 +332,20 @@ func run(ctx context.Context, con *console) (err error) {
 	con.say("Coordinator root certificate SHA-256 fingerprint: %s", api.Fingerprint(root))
 	con.say("done; stopping everything")
 	return nil
+}
+
+// marbleEnv is the environment of a sample marble in the demo: the mesh's
+// settings on top of baseEnv, and JSON log lines like the Coordinator's.
+func marbleEnv(marbleType, dir, meshAddr, serverAddr string) []string {
+	return append(baseEnv(),
+		"OE_SIMULATION=1",
+		marbleenv.MarbleType+"="+marbleType,
+		marbleenv.CoordinatorAddr+"="+meshAddr,
+		marbleenv.DNSNames+"=localhost",
+		marbleenv.UUIDFile+"="+filepath.Join(dir, "uuid"),
+		marbleenv.LogFormat+"="+logging.FormatJSON,
+		"SAMPLE_SERVER_ADDR="+serverAddr,
+	)
 }
 
 // baseEnv is this process's environment without the mesh's own settings

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +109,26 @@ func TestBaseEnv(t *testing.T) {
 	}
 	if !strings.Contains(env, "DEMO_TEST_KEEP=yes") {
 		t.Fatal("other variables dropped")
+	}
+}
+
+// TestMarbleEnvLogsJSON checks that the demo's marbles log in the
+// Coordinator's format (the samples' test checks what that format gives).
+func TestMarbleEnvLogsJSON(t *testing.T) {
+	t.Setenv("EDG_LOG_FORMAT", "text")
+	env := marbleEnv("sample-server", "/tmp/x", "127.0.0.1:1", "127.0.0.1:2")
+	var formats []string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "EDG_LOG_FORMAT="); ok {
+			formats = append(formats, v)
+		}
+	}
+	if len(formats) != 1 || formats[0] != "json" {
+		t.Fatalf("EDG_LOG_FORMAT values %q, want only json", formats)
+	}
+	for _, want := range []string{"EDG_MARBLE_TYPE=sample-server", "EDG_MARBLE_COORDINATOR_ADDR=127.0.0.1:1", "EDG_MARBLE_UUID_FILE=/tmp/x/uuid", "SAMPLE_SERVER_ADDR=127.0.0.1:2", "OE_SIMULATION=1"} {
+		if !slices.Contains(env, want) {
+			t.Errorf("marble environment lacks %s", want)
+		}
 	}
 }

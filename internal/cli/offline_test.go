@@ -15,13 +15,14 @@ import (
 func TestVersion(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.mask(version.Version, "<VERSION>")
-	e.mask(version.Commit, "<COMMIT>")
+	v := version.Get()
+	e.mask(v.Version, "<VERSION>")
+	e.mask(v.Commit, "<COMMIT>")
 	e.golden("version", e.ok("version").stdout)
 
-	var v struct{ Version, Commit, GoVersion string }
-	if err := json.Unmarshal([]byte(e.ok("version", "--format", "json").stdout), &v); err != nil || v.Version != version.Version || v.GoVersion == "" {
-		t.Fatalf("version --format json: %+v %v", v, err)
+	var got struct{ Version, Commit, GoVersion string }
+	if err := json.Unmarshal([]byte(e.ok("version", "--format", "json").stdout), &got); err != nil || got.Version != v.Version || got.Commit != v.Commit || got.GoVersion == "" {
+		t.Fatalf("version --format json: %+v %v", got, err)
 	}
 	e.fail([]string{"--format", "want text or json"}, "version", "--format", "xml")
 	e.fail([]string{"takes 0 argument(s)", "See 'marblerun version --help'"}, "version", "extra")

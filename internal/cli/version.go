@@ -45,15 +45,20 @@ app.kubernetes.io/version of its Deployment (this needs the cluster).`,
 					"Use a kubeconfig whose user may read Deployments in that namespace.")
 			}
 		}
+		v := version.Get()
 		if format(cmd).json() {
 			return printJSON(out.stdout(), struct {
 				Version            string `json:"version"`
 				Commit             string `json:"commit"`
+				Modified           bool   `json:"modified,omitempty"`
 				GoVersion          string `json:"goVersion"`
 				CoordinatorVersion string `json:"coordinatorVersion,omitempty"`
-			}{version.Version, version.Commit, runtime.Version(), coord})
+			}{v.Version, v.Commit, v.Modified, runtime.Version(), coord})
 		}
-		fmt.Fprintf(out.stdout(), "CLI version: %s\nCommit: %s\n", version.Version, version.Commit)
+		fmt.Fprintf(out.stdout(), "CLI version: %s\nCommit: %s\n", v.Version, v.Commit)
+		if v.Modified {
+			fmt.Fprintln(out.stdout(), "Built from a working tree with uncommitted changes")
+		}
 		switch {
 		case !withCoordinator:
 		case !found:

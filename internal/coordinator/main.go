@@ -10,6 +10,9 @@ import (
 	"os"
 	"runtime/debug"
 
+	"k8s.io/klog/v2"
+
+	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/internal/version"
 )
 
@@ -42,7 +45,7 @@ Flags:
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintf(stdout, "coordinator %s (commit %s)\n", version.Version, version.Commit)
+		fmt.Fprintf(stdout, "coordinator %s\n", version.Get())
 		return 0
 	}
 	cwd, err := os.Getwd()
@@ -61,10 +64,11 @@ Flags:
 	if cfg.DebugLogging {
 		level = slog.LevelDebug
 	}
-	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-	if cfg.Simulation {
-		logger = logger.With("simulation", true)
-	}
+	// Every line says whether the Coordinator runs in simulation; no
+	// caller may log the key again.
+	logger := logging.NewJSON(stdout, level).With("simulation", cfg.Simulation)
+	stopKlog := routeKubernetesClientLog(logger)
+	defer stopKlog()
 	srv, err := New(cfg, logger)
 	if err != nil {
 		logger.Error("the Coordinator cannot start", "error", err.Error())
@@ -77,6 +81,18 @@ Flags:
 	}
 	logger.Info("the Coordinator stopped")
 	return 0
+}
+
+// routeKubernetesClientLog sends what the Kubernetes client library logs
+// (through klog: watch failures, throttling, ...) to logger, as JSON lines
+// like the Coordinator's own, instead of klog's text lines on standard
+// error. The returned function restores klog's default.
+func routeKubernetesClientLog(logger *slog.Logger) func() {
+	klog.SetSlogLogger(logger.With("component", "kubernetes-client"))
+	return func() {
+		klog.Flush()
+		klog.ClearLogger()
+	}
 }
 
 // defaultGCPercent is the garbage collector target used unless GOGC is set.

@@ -33,7 +33,9 @@ import (
 	"github.com/marblemesh/marblemesh/internal/coordinator/meshapi"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/internal/lifecycle"
+	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/internal/promreg"
+	"github.com/marblemesh/marblemesh/internal/version"
 )
 
 // Server is a running Coordinator.
@@ -157,7 +159,7 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 		ReadHeaderTimeout: cfg.handshakeTimeout(),
 		ReadTimeout:       time.Minute,
 		IdleTimeout:       cfg.idleTimeout(),
-		ErrorLog:          httpErrorLog(logger, cfg.HTTPErrorLogLevel),
+		ErrorLog:          httpErrorLog(logger.With("server", "client API"), cfg.HTTPErrorLogLevel),
 	}
 	if s.promLn != nil {
 		mux := http.NewServeMux()
@@ -166,13 +168,15 @@ func New(cfg Config, logger *slog.Logger) (_ *Server, err error) {
 			w.Header().Set("Content-Type", "application/json")
 			_ = json.NewEncoder(w).Encode(s.core.Events())
 		})
-		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.prom = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: httpErrorLog(logger.With("server", "metrics"), cfg.HTTPErrorLogLevel)}
 	}
 	state, _ := s.core.Status()
 	if s.replicas != nil {
 		where = append(where, "keyAPI", s.KeyAPIAddr())
 	}
-	logger.Info("Coordinator ready", append([]any{"state", int(state), "status", state.String(), "simulation", cfg.Simulation, "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
+	v := version.Get()
+	logger.Info("Coordinator ready", append([]any{"version", v.Version, "commit", v.Commit, "state", int(state), "status", state.String(), "tee", s.core.TEE(), "sealMode", string(s.core.SealMode()),
 		"clientAPI", s.clientLn.Addr().String(), "meshAPI", s.meshLn.Addr().String()}, where...)...)
 	return s, nil
 }
@@ -341,6 +345,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	watched := s.watchStore(watchCtx)
 	g.Go(func() error {
 		<-gctx.Done()
+		if ctx.Err() != nil {
+			s.log.Info("shutting down", "reason", lifecycle.Reason(ctx), "grace", shutdownGrace)
+		} else {
+			s.log.Warn("shutting down after a server error", "grace", shutdownGrace)
+		}
 		err := s.shutdown()
 		stopWatch()
 		<-watched
@@ -533,8 +542,9 @@ func (s *Server) marbleRootCert() func() (*tls.Certificate, error) {
 	}
 }
 
-// httpErrorLog routes the HTTP server's own errors (such as failed TLS
-// handshakes) to slog at the configured level.
+// httpErrorLog routes the HTTP server's own errors to slog at the
+// configured level, and failed TLS handshakes that are the client's doing
+// at most at Info (logging.ServerErrorLog).
 func httpErrorLog(logger *slog.Logger, level string) *log.Logger {
 	var l slog.Level
 	switch strings.ToLower(level) {
@@ -547,5 +557,5 @@ func httpErrorLog(logger *slog.Logger, level string) *log.Logger {
 	default:
 		l = slog.LevelError
 	}
-	return slog.NewLogLogger(logger.With("component", "http").Handler(), l)
+	return logging.ServerErrorLog(logger.With("component", "http"), l)
 }

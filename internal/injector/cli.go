@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/internal/sgxresource"
 	"github.com/marblemesh/marblemesh/internal/version"
 	"github.com/marblemesh/marblemesh/marble/marbleenv"
@@ -84,15 +85,16 @@ Flags:
 		return ExitUsage
 	}
 	if *showVersion {
-		fmt.Fprintf(stderr, "marble-injector %s (%s)\n", version.Version, version.Commit)
+		fmt.Fprintf(stderr, "marble-injector %s\n", version.Get())
 		return ExitOK
 	}
 
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: logLevel}))
+	log := logging.NewJSON(stderr, logLevel)
 	opts.Logger = log.With("component", "marble-injector")
 	srv, err := NewServer(opts)
 	if err != nil {
-		log.Error("cannot start", "error", err, "version", version.Version)
+		v := version.Get()
+		log.Error("cannot start", "error", err, "version", v.Version, "commit", v.Commit)
 		return ExitError
 	}
 	if err := srv.Run(ctx); err != nil {

@@ -19,7 +19,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/marblemesh/marblemesh/internal/lifecycle"
+	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/internal/promreg"
+	"github.com/marblemesh/marblemesh/internal/version"
 )
 
 // Server defaults.
@@ -170,7 +172,10 @@ func (s *Server) Run(ctx context.Context) error {
 // nil, until ctx ends; then it fails readiness, waits ShutdownDelay and shuts
 // down gracefully. It closes the listeners.
 func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
-	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	// A client's failed TLS handshake (the API server gave up, a probe or
+	// a scanner hung up) is logged at most at Info; other server errors
+	// at Warn.
+	errLog := logging.ServerErrorLog(s.log, slog.LevelWarn)
 	main := &http.Server{
 		Handler:           s.handler,
 		TLSConfig:         s.TLSConfig(),
@@ -192,7 +197,8 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		s.log.Info("serving metrics", "addr", metricsLn.Addr().String())
 	}
 	s.ready.Store(true)
-	s.log.Info("marble injector serving", "addr", ln.Addr().String(),
+	v := version.Get()
+	s.log.Info("marble injector serving", "version", v.Version, "commit", v.Commit, "addr", ln.Addr().String(),
 		"coord_addr", s.opts.Config.CoordAddr, "cluster_domain", s.opts.Config.ClusterDomain,
 		"sgx_resource", s.opts.Config.SGXResource)
 
@@ -200,7 +206,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	pending := len(steps)
 	select {
 	case <-ctx.Done():
-		s.log.Info("shutting down", "delay", s.opts.ShutdownDelay, "timeout", s.opts.ShutdownTimeout)
+		s.log.Info("shutting down", "reason", lifecycle.Reason(ctx), "delay", s.opts.ShutdownDelay, "timeout", s.opts.ShutdownTimeout)
 	case err := <-errc:
 		pending--
 		serveErr = fmt.Errorf("serving: %w", err)

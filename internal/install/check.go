@@ -34,6 +34,10 @@ type Waiter struct {
 	Out io.Writer
 	// Interval is the time between checks; 0 means 1 s.
 	Interval time.Duration
+	// Heartbeat, when not 0, is how often a line says that the wait goes
+	// on while nothing changes: for which Deployment and Pods, and for how
+	// long already.
+	Heartbeat time.Duration
 }
 
 // deploymentReady reports whether all of d's replicas are available, and
@@ -53,8 +57,8 @@ func deploymentReady(d *appsv1.Deployment) (ready bool, available, want int32) {
 // Wait checks marble-injector and then marblerun-coordinator. A missing
 // Deployment is reported and skipped; for the others it waits until all
 // replicas are available, at most timeout in all, printing how many are
-// whenever that changes and, for the Coordinator, each replica's Pod (name,
-// node, readiness, restarts) whenever one of them changes. It returns
+// and each Pod (name, node, readiness, restarts) whenever one of them
+// changes, and every Heartbeat (if set) while none does. It returns
 // ErrNotInstalled (wrapped) when both are missing.
 func (w Waiter) Wait(ctx context.Context, timeout time.Duration) error {
 	out := w.Out
@@ -68,8 +72,10 @@ func (w Waiter) Wait(ctx context.Context, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 
 	missing := 0
+	start := time.Now()
 	for _, name := range []string{InjectorDeployment, CoordinatorDeployment} {
 		last := ""
+		var lastLine time.Time
 		for {
 			d, err := w.Clientset.AppsV1().Deployments(w.Namespace).Get(ctx, name, metav1.GetOptions{})
 			if apierrors.IsNotFound(err) {
@@ -82,17 +88,18 @@ func (w Waiter) Wait(ctx context.Context, timeout time.Duration) error {
 			}
 			ready, available, want := deploymentReady(d)
 			line := fmt.Sprintf("%s pods ready: %d/%d", name, available, want)
-			block := line + "\n"
-			if name == CoordinatorDeployment {
-				pods, err := w.podStates(ctx, d)
-				if err != nil {
-					return err
-				}
-				block += pods
+			pods, notReady, err := w.podStates(ctx, d)
+			if err != nil {
+				return err
 			}
-			if block != last {
+			block := line + "\n" + pods
+			switch now := time.Now(); {
+			case block != last:
 				fmt.Fprint(out, block)
-				last = block
+				last, lastLine = block, now
+			case !ready && w.Heartbeat > 0 && now.Sub(lastLine) >= w.Heartbeat:
+				fmt.Fprintln(out, stillWaiting(name, available, want, notReady, now.Sub(start)))
+				lastLine = now
 			}
 			if ready {
 				break
@@ -119,21 +126,37 @@ func (w Waiter) Wait(ctx context.Context, timeout time.Duration) error {
 // maxShownPods bounds the Pods listed for one Deployment.
 const maxShownPods = 50
 
+// stillWaiting is the heartbeat line of a wait for Deployment name that
+// has lasted elapsed.
+func stillWaiting(name string, available, want int32, notReady []string, elapsed time.Duration) string {
+	s := fmt.Sprintf("  still waiting for %s after %s: %d/%d pods ready", name, elapsed.Round(time.Second), available, want)
+	switch {
+	case len(notReady) > 0:
+		s += "; not ready: " + strings.Join(notReady, ", ")
+	case available < want:
+		s += "; no Pod of it yet"
+	}
+	return s
+}
+
 // podStates lists the Pods of d's selector, one line each: name, node,
-// readiness and restarts.
-func (w Waiter) podStates(ctx context.Context, d *appsv1.Deployment) (string, error) {
+// readiness and restarts. It also returns the names of those not ready.
+func (w Waiter) podStates(ctx context.Context, d *appsv1.Deployment) (string, []string, error) {
 	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 	if err != nil {
-		return "", fmt.Errorf("the selector of Deployment %s/%s: %w", d.Namespace, d.Name, err)
+		return "", nil, fmt.Errorf("the selector of Deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
 	list, err := w.Clientset.CoreV1().Pods(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String(), Limit: maxShownPods})
 	if err != nil {
-		return "", withNext(fmt.Errorf("listing the Pods of Deployment %s/%s: %w", d.Namespace, d.Name, err),
+		return "", nil, withNext(fmt.Errorf("listing the Pods of Deployment %s/%s: %w", d.Namespace, d.Name, err),
 			"Use a kubeconfig whose user may list Pods in the namespace.")
 	}
 	pods := list.Items
 	sort.Slice(pods, func(i, j int) bool { return pods[i].Name < pods[j].Name })
-	var b strings.Builder
+	var (
+		b        strings.Builder
+		notReady []string
+	)
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	for i := range pods {
 		p := &pods[i]
@@ -141,15 +164,25 @@ func (w Waiter) podStates(ctx context.Context, d *appsv1.Deployment) (string, er
 		if node == "" {
 			node = "(no node)"
 		}
-		fmt.Fprintf(tw, "  %s\tnode %s\t%s\trestarts %d\n", p.Name, node, podReadiness(p), podRestarts(p))
+		readiness := podReadiness(p)
+		switch {
+		case readiness == "ready":
+		case readiness == "not ready":
+			notReady = append(notReady, p.Name)
+		case strings.HasPrefix(readiness, "not ready ("):
+			notReady = append(notReady, p.Name+" "+strings.TrimPrefix(readiness, "not ready "))
+		default:
+			notReady = append(notReady, p.Name+" ("+readiness+")")
+		}
+		fmt.Fprintf(tw, "  %s\tnode %s\t%s\trestarts %d\n", p.Name, node, readiness, podRestarts(p))
 	}
 	if err := tw.Flush(); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if list.Continue != "" {
 		fmt.Fprintf(&b, "  (more Pods than the %d shown)\n", maxShownPods)
 	}
-	return b.String(), nil
+	return b.String(), notReady, nil
 }
 
 // podReadiness says whether p is Ready and, if not, why as far as its

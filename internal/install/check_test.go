@@ -3,6 +3,7 @@ package install
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -230,5 +231,61 @@ func TestWaiterReplicas(t *testing.T) {
 		"  marblerun-coordinator-c  node node-3  ready  restarts 0\n"
 	if !strings.HasSuffix(out.String(), last) {
 		t.Errorf("output:\n%s\nwant it to end in:\n%s", out, last)
+	}
+}
+
+// TestWaiterHeartbeat: while nothing changes, the wait says every
+// Heartbeat for which Deployment and Pods it still waits; the injector's
+// Pods are listed as the Coordinator's are.
+func TestWaiterHeartbeat(t *testing.T) {
+	one := int32(1)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: InjectorDeployment, Namespace: "mr"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &one,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": InjectorDeployment}},
+		},
+		Status: appsv1.DeploymentStatus{Replicas: 1},
+	}
+	pod := coordinatorPod("marble-injector-x", "node-1", false, 0, "ContainerCreating")
+	pod.Labels = map[string]string{"app": InjectorDeployment}
+	cs := fake.NewClientset(d, pod)
+	out := &testsupport.SyncBuffer{}
+	w := Waiter{Clientset: cs, Namespace: "mr", Out: out, Interval: 5 * time.Millisecond, Heartbeat: 40 * time.Millisecond}
+	if err := w.Wait(t.Context(), 300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "marble-injector is not ready after 300ms") {
+		t.Fatalf("got %v", err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	head := []string{
+		"marble-injector pods ready: 0/1",
+		"  marble-injector-x  node node-1  not ready (ContainerCreating)  restarts 0",
+	}
+	if len(lines) < 4 || !slices.Equal(lines[:2], head) {
+		t.Fatalf("output:\n%s", out)
+	}
+	for _, l := range lines[2:] {
+		if !strings.HasPrefix(l, "  still waiting for marble-injector after ") ||
+			!strings.HasSuffix(l, ": 0/1 pods ready; not ready: marble-injector-x (ContainerCreating)") {
+			t.Errorf("heartbeat line %q", l)
+		}
+	}
+	if len(lines) > 12 {
+		t.Errorf("%d lines in 300ms with a 40ms heartbeat:\n%s", len(lines), out)
+	}
+}
+
+func TestStillWaiting(t *testing.T) {
+	for _, tc := range []struct {
+		available, want int32
+		notReady        []string
+		line            string
+	}{
+		{0, 1, []string{"a (Pending)", "b"}, "  still waiting for marblerun-coordinator after 12s: 0/1 pods ready; not ready: a (Pending), b"},
+		{0, 2, nil, "  still waiting for marblerun-coordinator after 12s: 0/2 pods ready; no Pod of it yet"},
+		{2, 2, nil, "  still waiting for marblerun-coordinator after 12s: 2/2 pods ready"},
+	} {
+		if got := stillWaiting(CoordinatorDeployment, tc.available, tc.want, tc.notReady, 12400*time.Millisecond); got != tc.line {
+			t.Errorf("stillWaiting = %q, want %q", got, tc.line)
+		}
 	}
 }

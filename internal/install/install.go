@@ -56,6 +56,9 @@ type Options struct {
 	Now func() time.Time
 	// PollInterval is the interval of the readiness checks; 0 means 1 s.
 	PollInterval time.Duration
+	// Heartbeat is how often the wait says what it still waits for while
+	// nothing changes; 0 means 10 s.
+	Heartbeat time.Duration
 }
 
 func (o *Options) progress() io.Writer {
@@ -63,6 +66,13 @@ func (o *Options) progress() io.Writer {
 		return io.Discard
 	}
 	return o.Progress
+}
+
+func (o *Options) heartbeat() time.Duration {
+	if o.Heartbeat <= 0 {
+		return 10 * time.Second
+	}
+	return o.Heartbeat
 }
 
 // helmConfig returns a Helm action configuration for the cluster's
@@ -203,7 +213,9 @@ func Install(ctx context.Context, c *Cluster, o Options) error {
 			fmt.Sprintf("Fix the cause, then run 'marblerun uninstall -n %s' to remove what is left and install again.", ns)))
 	}
 	if o.Wait {
-		w := Waiter{Clientset: cs, Namespace: ns, Out: out, Interval: o.PollInterval}
+		w := Waiter{Clientset: cs, Namespace: ns, Out: out, Interval: o.PollInterval, Heartbeat: o.heartbeat()}
+		fmt.Fprintf(out, "Waiting up to %s for the Deployments %s and %s in namespace %s to be ready\n",
+			o.WaitTimeout, InjectorDeployment, CoordinatorDeployment, ns)
 		if err := w.Wait(ctx, o.WaitTimeout); err != nil {
 			return err
 		}

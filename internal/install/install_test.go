@@ -544,3 +544,40 @@ current-context: x
 		}
 	})
 }
+
+// TestInstallWaitShowsProgress installs on an API server that runs no Pods:
+// the wait says what it waits for, lists the Deployment, repeats every
+// Heartbeat which one it still waits for, and gives up after WaitTimeout.
+func TestInstallWaitShowsProgress(t *testing.T) {
+	env := kubetest.Start(t)
+	ns := env.Namespace(t)
+	c := NewCluster(env.Kubeconfig, ns)
+	o := baseOptions()
+	o.Simulation = true
+	o.Wait = true
+	o.WaitTimeout = 1500 * time.Millisecond
+	o.PollInterval = 50 * time.Millisecond
+	o.Heartbeat = 300 * time.Millisecond
+	progress := &testsupport.SyncBuffer{}
+	o.Progress = progress
+	err := Install(t.Context(), c, o)
+	if err == nil || !strings.Contains(err.Error(), "marble-injector is not ready after 1.5s") {
+		t.Fatalf("install --wait on a cluster that runs no Pods: %v\n%s", err, progress)
+	}
+	out := progress.String()
+	for _, want := range []string{
+		"Waiting up to 1.5s for the Deployments marble-injector and marblerun-coordinator in namespace " + ns + " to be ready\n",
+		"marble-injector pods ready: 0/1\n",
+		"  still waiting for marble-injector after ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("progress lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "still waiting for marble-injector"); n < 2 || n > 6 {
+		t.Errorf("%d heartbeats in 1.5s with a 300ms heartbeat:\n%s", n, out)
+	}
+	if strings.Contains(out, "MarbleRun installed successfully") {
+		t.Errorf("success reported:\n%s", out)
+	}
+}

@@ -10,15 +10,65 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
 
 // SignalContext returns a context that is cancelled on SIGTERM or an
-// interrupt. Call stop once the command is done to restore the default
-// signal handling.
+// interrupt, with a SignalError as its cause (see Reason). Call stop once
+// the command is done to restore the default signal handling.
 func SignalContext(parent context.Context) (ctx context.Context, stop context.CancelFunc) {
-	return signal.NotifyContext(parent, syscall.SIGTERM, os.Interrupt)
+	ctx, cancel := context.WithCancelCause(parent)
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, syscall.SIGTERM, os.Interrupt)
+	stopped := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-signals:
+			cancel(SignalError{Signal: sig})
+		case <-stopped:
+		case <-ctx.Done():
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(signals)
+			close(stopped)
+			cancel(context.Canceled)
+		})
+	}
+}
+
+// SignalError is the cause of a SignalContext's cancellation by a signal.
+type SignalError struct {
+	Signal os.Signal
+}
+
+func (e SignalError) Error() string {
+	return "received " + signalName(e.Signal)
+}
+
+// signalName is the conventional name of sig: SIGTERM, SIGINT.
+func signalName(sig os.Signal) string {
+	switch sig {
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case os.Interrupt:
+		return "SIGINT"
+	}
+	return sig.String()
+}
+
+// Reason says why ctx is done, for the log line of a shutdown: "received
+// SIGTERM" after a signal of SignalContext, else the context's cause.
+// It is "" while ctx is not done.
+func Reason(ctx context.Context) string {
+	if ctx.Err() == nil {
+		return ""
+	}
+	return context.Cause(ctx).Error()
 }
 
 // Step is one part of a drain: Stop must return once its requests in

@@ -48,4 +48,28 @@ func TestSignalContext(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("SIGTERM did not cancel the context")
 	}
+	var sigErr SignalError
+	if !errors.As(context.Cause(ctx), &sigErr) || sigErr.Signal != syscall.SIGTERM || Reason(ctx) != "received SIGTERM" {
+		t.Fatalf("cause %v, reason %q", context.Cause(ctx), Reason(ctx))
+	}
+}
+
+func TestSignalContextStop(t *testing.T) {
+	ctx, stop := SignalContext(context.Background())
+	if Reason(ctx) != "" {
+		t.Fatalf("reason %q before the end", Reason(ctx))
+	}
+	stop()
+	stop()
+	if ctx.Err() == nil || Reason(ctx) != context.Canceled.Error() {
+		t.Fatalf("after stop: %v, reason %q", ctx.Err(), Reason(ctx))
+	}
+	parent, cancel := context.WithCancel(context.Background())
+	ctx, stop = SignalContext(parent)
+	defer stop()
+	cancel()
+	<-ctx.Done()
+	if !errors.Is(context.Cause(ctx), context.Canceled) {
+		t.Fatalf("cause %v after the parent's end", context.Cause(ctx))
+	}
 }

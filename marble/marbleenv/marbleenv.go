@@ -22,6 +22,9 @@ const (
 	AttestationDir = "EDG_MARBLE_ATTESTATION_DIR"
 	// Simulation set to "1" selects simulation: no attestation (insecure).
 	Simulation = "OE_SIMULATION"
+	// LogFormat set to "json" makes the marble's activation (premain,
+	// marble.PreMain) log JSON lines, the Coordinator's format; else text.
+	LogFormat = "EDG_LOG_FORMAT"
 )
 
 // Given by the Coordinator to every activated marble.

@@ -21,6 +21,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -39,7 +40,7 @@ type macResponse struct {
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout)
+	err := run(ctx, os.Args[1:], os.Getenv, marble.NewLogger(os.Getenv, os.Stdout))
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sample-client: %v\n", err)
@@ -47,7 +48,9 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
+// run calls the server and reports to log, whose format EDG_LOG_FORMAT
+// selects in main.
+func run(ctx context.Context, args []string, getenv func(string) string, log *slog.Logger) error {
 	defaultServer := getenv("SAMPLE_SERVER_ADDR")
 	if defaultServer == "" {
 		defaultServer = "localhost:8443"
@@ -111,9 +114,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	}
 
 	peer := resp.TLS.PeerCertificates[0]
-	fmt.Fprintf(out, "sample-client: mTLS to %s: server certificate subject=%q issuer=%q\n",
-		*server, peer.Subject.String(), peer.Issuer.String())
-	fmt.Fprintf(out, "sample-client: the server saw our certificate subject=%q\n", answer.Client)
-	fmt.Fprintf(out, "sample-client: HMAC-SHA256 over %q matches: both marbles hold the same shared key\n", *message)
+	log.Info("sample-client: mTLS to the server", "server", *server, "subject", peer.Subject.String(), "issuer", peer.Issuer.String())
+	log.Info("sample-client: the server saw our certificate", "subject", answer.Client)
+	log.Info("sample-client: HMAC-SHA256 matches: both marbles hold the same shared key", "message", *message)
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -48,7 +49,7 @@ func TestRunErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		var out bytes.Buffer
-		err := run(t.Context(), tc.args, noEnv, &out)
+		err := run(t.Context(), tc.args, noEnv, slog.New(slog.NewTextHandler(&out, nil)))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("run(%q) err = %v, want %q", tc.args, err, tc.want)
 		}
@@ -164,22 +165,23 @@ func TestRunAgainstServer(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	if err := run(t.Context(), args(macServer(t, serverCreds, key, http.StatusOK)), clientEnv, &out); err != nil {
+	log := slog.New(slog.NewTextHandler(&out, nil))
+	if err := run(t.Context(), args(macServer(t, serverCreds, key, http.StatusOK)), clientEnv, log); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`subject="CN=server-marble" issuer="CN=test mesh root"`, `"CN=client-marble"`, `over "hi there" matches`} {
+	for _, want := range []string{`subject="CN=server-marble" issuer="CN=test mesh root"`, `"CN=client-marble"`, `HMAC-SHA256 matches`, `message="hi there"`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
 	}
 
 	out.Reset()
-	err = run(t.Context(), args(macServer(t, serverCreds, bytes.Repeat([]byte{8}, 32), http.StatusOK)), clientEnv, &out)
+	err = run(t.Context(), args(macServer(t, serverCreds, bytes.Repeat([]byte{8}, 32), http.StatusOK)), clientEnv, log)
 	if err == nil || !strings.Contains(err.Error(), "do not share the same key") {
 		t.Fatalf("different keys: err = %v", err)
 	}
 
-	err = run(t.Context(), args(macServer(t, serverCreds, key, http.StatusInternalServerError)), clientEnv, &out)
+	err = run(t.Context(), args(macServer(t, serverCreds, key, http.StatusInternalServerError)), clientEnv, log)
 	if err == nil || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("server error: err = %v", err)
 	}
@@ -192,7 +194,7 @@ func TestRunAgainstServer(t *testing.T) {
 		}
 		return clientEnv(k)
 	}
-	if err := run(t.Context(), []string{"-key-file", keyFile}, withAddr, &out); err != nil {
+	if err := run(t.Context(), []string{"-key-file", keyFile}, withAddr, log); err != nil {
 		t.Fatalf("with SAMPLE_SERVER_ADDR: %v", err)
 	}
 }

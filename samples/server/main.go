@@ -19,7 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -73,9 +73,10 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
-	fmt.Printf("sample-server: serving HTTPS on %s as %q, requiring client certificates issued by %q\n",
-		lis.Addr(), creds.Certificate.Leaf.Subject.String(), creds.Root.Subject.String())
-	return serve(ctx, lis, newHandler(key, os.Stdout), creds)
+	log := marble.NewLogger(os.Getenv, os.Stdout)
+	log.Info("sample-server: serving HTTPS, requiring client certificates issued by the mesh root",
+		"addr", lis.Addr().String(), "subject", creds.Certificate.Leaf.Subject.String(), "root", creds.Root.Subject.String())
+	return serve(ctx, lis, newHandler(key, log), creds, log)
 }
 
 // sharedKey decodes the hex key delivered through the environment.
@@ -95,11 +96,14 @@ func sharedKey(hexKey string) ([]byte, error) {
 
 // serve runs an HTTPS server with the mesh's mTLS configuration until ctx
 // ends.
-func serve(ctx context.Context, lis net.Listener, h http.Handler, creds *marble.Credentials) error {
+func serve(ctx context.Context, lis net.Listener, h http.Handler, creds *marble.Credentials, log *slog.Logger) error {
 	srv := &http.Server{
 		Handler:           h,
 		TLSConfig:         creds.ServerTLSConfig(),
 		ReadHeaderTimeout: 10 * time.Second,
+		// The HTTP server's own lines, such as a client refused for its
+		// certificate, in the same format.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelInfo),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(lis, "", "") }()
@@ -119,8 +123,8 @@ func serve(ctx context.Context, lis net.Listener, h http.Handler, creds *marble.
 	return nil
 }
 
-// newHandler answers GET /mac and reports each client on out.
-func newHandler(key []byte, out io.Writer) http.Handler {
+// newHandler answers GET /mac and reports each client to log.
+func newHandler(key []byte, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /mac", func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
@@ -131,8 +135,7 @@ func newHandler(key []byte, out io.Writer) http.Handler {
 		message := r.URL.Query().Get("message")
 		m := hmac.New(sha256.New, key)
 		m.Write([]byte(message))
-		fmt.Fprintf(out, "sample-server: mTLS request from client certificate subject=%q issuer=%q\n",
-			peer.Subject.String(), peer.Issuer.String())
+		log.Info("sample-server: mTLS request from client certificate", "subject", peer.Subject.String(), "issuer", peer.Issuer.String())
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(macResponse{MAC: hex.EncodeToString(m.Sum(nil)), Client: peer.Subject.String()})
 	})

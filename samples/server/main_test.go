@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -35,7 +36,7 @@ func TestSharedKey(t *testing.T) {
 func TestHandler(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
 	var out bytes.Buffer
-	h := newHandler(key, &out)
+	h := newHandler(key, slog.New(slog.NewTextHandler(&out, nil)))
 
 	peer := &x509.Certificate{
 		Subject: pkix.Name{CommonName: "client-uuid"},

@@ -4,11 +4,13 @@ package testsupport
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"testing"
@@ -21,18 +23,48 @@ import (
 // when no go tool is on PATH (go test puts GOROOT/bin there).
 func GoBuild(t testing.TB, pkgs ...string) string {
 	t.Helper()
+	return goBuild(t, nil, pkgs)
+}
+
+// GoBuildWithVCS is GoBuild with -buildvcs=auto, whatever GOFLAGS says: the
+// go command records the version control state (vcs.revision,
+// vcs.modified) and derives the main module's version from it, as a plain
+// go build in a checkout does by default.
+func GoBuildWithVCS(t testing.TB, pkgs ...string) string {
+	t.Helper()
+	return goBuild(t, []string{"-buildvcs=auto"}, pkgs)
+}
+
+func goBuild(t testing.TB, flags, pkgs []string) string {
+	t.Helper()
 	tool, err := exec.LookPath("go")
 	if err != nil {
 		t.Skip("go tool not found")
 	}
 	dir := t.TempDir()
-	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)
-	cmd := exec.Command(tool, args...)
+	args := append([]string{"build"}, flags...)
+	args = append(args, "-o", dir+string(filepath.Separator))
+	cmd := exec.Command(tool, append(args, pkgs...)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %v: %v\n%s", pkgs, err, out)
 	}
 	return dir
+}
+
+// RecordedBuildInfo returns the build information that the go command
+// recorded in the binary bin, as go version -m reads it.
+func RecordedBuildInfo(t testing.TB, bin string) *debug.BuildInfo {
+	t.Helper()
+	out, err := exec.Command("go", "version", "-m", "-json", bin).Output()
+	if err != nil {
+		t.Fatalf("go version -m %s: %v", bin, err)
+	}
+	var bi debug.BuildInfo
+	if err := json.Unmarshal(out, &bi); err != nil {
+		t.Fatalf("go version -m -json %s: %v", bin, err)
+	}
+	return &bi
 }
 
 // SyncBuffer collects output written by other goroutines or processes and

@@ -208,3 +208,21 @@ func TestReserveAddrsHoldsPorts(t *testing.T) {
 		_ = ln.Close()
 	}
 }
+
+func TestDuplicateKeys(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		wantErr string
+	}{
+		{`{"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]}`, ""},
+		{`{"msg":"ready","simulation":true,"simulation":true}`, `key "simulation" appears twice in $`},
+		{`{"a":{"x":1,"y":[1,{"z":1,"z":2}]}}`, `key "z" appears twice in $.a.y[1]`},
+		{`{"a":1`, "EOF"},
+		{`{"a":1} {}`, "data after"},
+	} {
+		err := DuplicateKeys([]byte(tc.in))
+		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("DuplicateKeys(%s) = %v, want %q", tc.in, err, tc.wantErr)
+		}
+	}
+}

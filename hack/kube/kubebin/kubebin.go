@@ -75,6 +75,9 @@ type Builder struct {
 	// PollInterval is how often a waiting process retries the lock; 200ms
 	// when zero.
 	PollInterval time.Duration
+	// HeartbeatInterval is how often a waiting process says that it still
+	// waits, for whom and since when; 10s when zero.
+	HeartbeatInterval time.Duration
 }
 
 // DefaultCacheDir returns $(os.UserCacheDir)/marblemesh/kube/<version>, which
@@ -249,7 +252,9 @@ func missing(dir string, names []string) error {
 }
 
 // lock takes the exclusive build lock, waiting for another holder until ctx
-// ends, and returns its release.
+// ends, and returns its release. The holder writes its process ID and start
+// time into the lock file, so that a waiting process can say whom it waits
+// for; a waiting process says so at once and then every HeartbeatInterval.
 func (b *Builder) lock(ctx context.Context) (func(), error) {
 	path := filepath.Join(b.CacheDir, lockName)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
@@ -260,7 +265,11 @@ func (b *Builder) lock(ctx context.Context) (func(), error) {
 	if interval <= 0 {
 		interval = 200 * time.Millisecond
 	}
-	waiting := false
+	heartbeat := b.HeartbeatInterval
+	if heartbeat <= 0 {
+		heartbeat = 10 * time.Second
+	}
+	var waitStart, lastNote time.Time
 	for {
 		ok, err := tryLock(f)
 		if err != nil {
@@ -268,14 +277,30 @@ func (b *Builder) lock(ctx context.Context) (func(), error) {
 			return nil, fmt.Errorf("kubebin: locking %s: %w", path, err)
 		}
 		if ok {
+			if err := writeHolder(f, holderRecord{PID: os.Getpid(), Since: time.Now()}); err != nil {
+				unlock(f)
+				f.Close()
+				return nil, fmt.Errorf("kubebin: recording the lock holder in %s: %w", path, err)
+			}
+			if !waitStart.IsZero() {
+				b.logf("got the build lock after waiting %s", time.Since(waitStart).Round(time.Second))
+			}
 			return func() {
+				_ = f.Truncate(0) // the next holder overwrites it anyway
 				unlock(f)
 				f.Close()
 			}, nil
 		}
-		if !waiting {
-			waiting = true
-			b.logf("waiting for another process building the Kubernetes test binaries (lock %s)", path)
+		now := time.Now()
+		switch {
+		case waitStart.IsZero():
+			waitStart, lastNote = now, now
+			h, _ := readHolder(path)
+			b.logf("%s (lock %s)", waitingMessage(h, now), path)
+		case now.Sub(lastNote) >= heartbeat:
+			lastNote = now
+			h, _ := readHolder(path)
+			b.logf("%s", stillWaitingMessage(h, waitStart, now))
 		}
 		select {
 		case <-ctx.Done():
@@ -284,6 +309,77 @@ func (b *Builder) lock(ctx context.Context) (func(), error) {
 		case <-time.After(interval):
 		}
 	}
+}
+
+// holderRecord is the process that holds the build lock, as it recorded
+// itself in the lock file.
+type holderRecord struct {
+	PID   int
+	Since time.Time
+}
+
+// holderFormat is the lock file's content while it is held.
+const holderFormat = "pid %d since %s\n"
+
+func writeHolder(f *os.File, h holderRecord) error {
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
+	_, err := f.WriteAt(fmt.Appendf(nil, holderFormat, h.PID, h.Since.UTC().Format(time.RFC3339)), 0)
+	return err
+}
+
+// readHolder reads the lock file at path. It reports false when the file
+// names no holder: the holder has not written it yet, has released it, or
+// is a build of an older recipe.
+func readHolder(path string) (holderRecord, bool) {
+	data, err := os.ReadFile(path)
+	if err != nil || len(data) > 200 {
+		return holderRecord{}, false
+	}
+	return parseHolder(string(data))
+}
+
+func parseHolder(s string) (holderRecord, bool) {
+	var (
+		h     holderRecord
+		since string
+	)
+	if _, err := fmt.Sscanf(s, holderFormat, &h.PID, &since); err != nil || h.PID <= 0 {
+		return holderRecord{}, false
+	}
+	t, err := time.Parse(time.RFC3339, since)
+	if err != nil {
+		return holderRecord{}, false
+	}
+	h.Since = t
+	return h, true
+}
+
+// waitingMessage is the first line of a process that waits for the lock.
+func waitingMessage(h holderRecord, now time.Time) string {
+	if h.PID == 0 {
+		return "waiting for another process building the Kubernetes test binaries"
+	}
+	return fmt.Sprintf("waiting for process %d, which has been building the Kubernetes test binaries since %s (%s ago)",
+		h.PID, h.Since.UTC().Format("15:04:05 UTC"), roundAgo(now.Sub(h.Since)))
+}
+
+// stillWaitingMessage is the heartbeat of a process that waits for the
+// lock since waitStart.
+func stillWaitingMessage(h holderRecord, waitStart, now time.Time) string {
+	waited := roundAgo(now.Sub(waitStart))
+	if h.PID == 0 {
+		return fmt.Sprintf("still waiting for another process building the Kubernetes test binaries (waiting for %s)", waited)
+	}
+	return fmt.Sprintf("still waiting for process %d, building the Kubernetes test binaries since %s (%s ago); waiting for %s",
+		h.PID, h.Since.UTC().Format("15:04:05 UTC"), roundAgo(now.Sub(h.Since)), waited)
+}
+
+// roundAgo rounds an elapsed time to whole seconds; clocks of two processes
+// can disagree slightly, so a negative one reads as 0s.
+func roundAgo(d time.Duration) time.Duration {
+	return max(d, 0).Round(time.Second)
 }
 
 // build builds into a temporary folder beside BinDir, stamps it and renames it

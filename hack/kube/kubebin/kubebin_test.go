@@ -364,6 +364,32 @@ func TestWaitingForLockHonoursContext(t *testing.T) {
 	if !strings.Contains(log.String(), "waiting for another process") {
 		t.Errorf("no waiting message in %q", log.String())
 	}
+
+	// A holder that recorded itself is named, with a heartbeat.
+	log.Reset()
+	started := time.Now().Add(-90 * time.Second)
+	if err := writeHolder(holder, holderRecord{PID: 4242, Since: started}); err != nil {
+		t.Fatal(err)
+	}
+	b.HeartbeatInterval = 40 * time.Millisecond
+	ctx, cancel = context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := b.Ensure(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Ensure while locked: %v, want a deadline error", err)
+	}
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	since := started.UTC().Format("15:04:05 UTC")
+	if len(lines) < 3 || !strings.HasPrefix(lines[0], "waiting for process 4242, which has been building the Kubernetes test binaries since "+since+" (1m30s ago) (lock ") {
+		t.Fatalf("waiting log:\n%s", log.String())
+	}
+	for _, l := range lines[1:] {
+		if !strings.HasPrefix(l, "still waiting for process 4242, building the Kubernetes test binaries since "+since) || !strings.Contains(l, "; waiting for ") {
+			t.Errorf("heartbeat line %q", l)
+		}
+	}
+	if len(lines) > 10 {
+		t.Errorf("%d lines in 300ms with a 40ms heartbeat", len(lines))
+	}
 	if f.runs.Load() != 0 {
 		t.Error("built without the lock")
 	}
@@ -382,9 +408,11 @@ func TestHelperEnsure(t *testing.T) {
 	}
 	counter := os.Getenv("KUBEBIN_HELPER_COUNTER")
 	b := &Builder{
-		SourceDir:    src,
-		CacheDir:     cache,
-		PollInterval: 10 * time.Millisecond,
+		SourceDir:         src,
+		CacheDir:          cache,
+		PollInterval:      10 * time.Millisecond,
+		HeartbeatInterval: 100 * time.Millisecond,
+		Log:               os.Stderr,
 		Build: func(ctx context.Context, srcDir, outDir string, log io.Writer) error {
 			f, err := os.OpenFile(counter, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 			if err != nil {
@@ -439,6 +467,21 @@ func TestEnsureAcrossProcesses(t *testing.T) {
 	}
 	if builds := strings.Count(string(data), "\n"); builds != 1 {
 		t.Errorf("%d builds across 3 processes, want 1", builds)
+	}
+	// The others named the builder while they waited for it.
+	builder := "waiting for process " + strings.TrimSpace(string(data)) + ", which has been building"
+	named := 0
+	for _, cmd := range cmds {
+		out := cmd.Stdout.(*bytes.Buffer).String() //nolint:forcetypeassert // set above
+		if strings.Contains(out, builder) && strings.Contains(out, "still waiting for process") && strings.Contains(out, "got the build lock after waiting") {
+			named++
+		}
+	}
+	if named != 2 {
+		for _, cmd := range cmds {
+			t.Log(cmd.Stdout)
+		}
+		t.Errorf("%d of the 2 waiting processes named the builder with a heartbeat", named)
 	}
 }
 
@@ -569,5 +612,51 @@ func TestGoBuild(t *testing.T) {
 	}
 	if err := GoBuild(t.Context(), src, t.TempDir(), io.Discard); err == nil || !strings.Contains(err.Error(), "go build in") {
 		t.Errorf("GoBuild of a broken module: %v", err)
+	}
+}
+
+func TestHolderRecord(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), lockName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	since := time.Date(2026, 12, 3, 19, 40, 1, 0, time.UTC)
+	// A longer record first: writing must not leave its tail behind.
+	if err := writeHolder(f, holderRecord{PID: 123456789, Since: since.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeHolder(f, holderRecord{PID: 77, Since: since}); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := readHolder(f.Name())
+	if !ok || got.PID != 77 || !got.Since.Equal(since) {
+		t.Fatalf("readHolder = %+v, %v", got, ok)
+	}
+	for _, bad := range []string{"", "pid 0 since 2026-12-03T19:40:01Z\n", "pid x since y\n", "pid 5 since yesterday\n"} {
+		if h, ok := parseHolder(bad); ok {
+			t.Errorf("parseHolder(%q) = %+v", bad, h)
+		}
+	}
+
+	now := since.Add(2*time.Minute + 3*time.Second)
+	if got, want := waitingMessage(holderRecord{PID: 77, Since: since}, now),
+		"waiting for process 77, which has been building the Kubernetes test binaries since 19:40:01 UTC (2m3s ago)"; got != want {
+		t.Errorf("waitingMessage = %q, want %q", got, want)
+	}
+	if got, want := waitingMessage(holderRecord{}, now), "waiting for another process building the Kubernetes test binaries"; got != want {
+		t.Errorf("waitingMessage = %q, want %q", got, want)
+	}
+	if got, want := stillWaitingMessage(holderRecord{PID: 77, Since: since}, now.Add(-20*time.Second), now),
+		"still waiting for process 77, building the Kubernetes test binaries since 19:40:01 UTC (2m3s ago); waiting for 20s"; got != want {
+		t.Errorf("stillWaitingMessage = %q, want %q", got, want)
+	}
+	if got, want := stillWaitingMessage(holderRecord{}, now.Add(-10*time.Second), now),
+		"still waiting for another process building the Kubernetes test binaries (waiting for 10s)"; got != want {
+		t.Errorf("stillWaitingMessage = %q, want %q", got, want)
+	}
+	// Another process's clock may be slightly ahead.
+	if got := waitingMessage(holderRecord{PID: 1, Since: now.Add(time.Second)}, now); !strings.HasSuffix(got, "(0s ago)") {
+		t.Errorf("waitingMessage with a future start = %q", got)
 	}
 }

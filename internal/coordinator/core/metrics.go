@@ -77,7 +77,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "coordinator_version_info",
 		Help: "Version of the Coordinator.",
 	}, []string{"version", "commit"})
-	info.WithLabelValues(version.Version, version.Commit).Set(1)
+	v := version.Get()
+	info.WithLabelValues(v.Version, v.Commit).Set(1)
 	reg.MustRegister(m.state, m.simulation, m.tee, m.sealMode, m.activations, m.successes, m.rollback, m.reloads, info)
 	return m
 }

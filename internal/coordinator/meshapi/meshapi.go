@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/apierror"
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
+	"github.com/marblemesh/marblemesh/internal/logging"
 	"github.com/marblemesh/marblemesh/rpc"
 )
 
@@ -94,12 +96,38 @@ type Timeouts struct {
 // coordinator_mesh_api_grpc_server_*, after the Coordinator's scheme.
 const MetricsPrefix = "coordinator_mesh_api"
 
+// handshakeLogger logs the server handshakes that fail, which gRPC itself
+// reports only to its own logger at a level it does not print by default:
+// at Debug when the client hung up, at Info when it spoke bad TLS or
+// refused the Coordinator's certificate, else at Error.
+type handshakeLogger struct {
+	credentials.TransportCredentials
+	log *slog.Logger
+}
+
+func (h handshakeLogger) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := h.TransportCredentials.ServerHandshake(conn)
+	if err != nil && h.log != nil {
+		kind := logging.HandshakeFailure(err)
+		attrs := []any{"component", "mesh", "remote", conn.RemoteAddr().String(), "error", err.Error()}
+		if kind != "" {
+			attrs = append(attrs, "cause", kind)
+		}
+		h.log.Log(context.Background(), logging.HandshakeLevel(kind, slog.LevelError), "TLS handshake failed", attrs...)
+	}
+	return out, info, err
+}
+
+func (h handshakeLogger) Clone() credentials.TransportCredentials {
+	return handshakeLogger{TransportCredentials: h.TransportCredentials.Clone(), log: h.log}
+}
+
 // NewServer returns a gRPC server with the mesh API registered and its
 // gRPC server metrics (MetricsPrefix) registered with reg (if not nil),
 // the handling time included. Zero timeouts keep gRPC's defaults.
 func NewServer(svc *Service, tlsConfig *tls.Config, reg prometheus.Registerer, timeouts Timeouts) *grpc.Server {
 	opts := []grpc.ServerOption{
-		grpc.Creds(credentials.NewTLS(tlsConfig)),
+		grpc.Creds(handshakeLogger{TransportCredentials: credentials.NewTLS(tlsConfig), log: svc.log}),
 		// A marble opens one connection for one small request and response,
 		// so per-connection buffers stay small and the write buffer is
 		// returned to a pool between writes.
