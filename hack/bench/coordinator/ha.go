@@ -385,7 +385,7 @@ func printHARounds(w io.Writer, setups []*haSetup, rounds []haRounds, h haOption
 		{"activation with MaxActivations", func(r haRounds) []result { return r.limited }},
 		{"secret set", func(r haRounds) []result { return r.secrets }},
 	}
-	var ratios []string
+	var ratios, failures []string
 	for _, k := range kinds {
 		var med []result
 		for i, s := range setups {
@@ -401,6 +401,9 @@ func printHARounds(w io.Writer, setups []*haSetup, rounds []haRounds, h haOption
 			}
 			fmt.Fprintf(w, "| %s | %s | %d | %d | %.0f | %.2f | %.2f | %s | %s |\n",
 				k.name, s.name, r.n, r.errors, float64(r.n)/r.elapsed.Seconds(), ms(r.p50), ms(r.p99), cpuText(r), api)
+			if r.firstErr != nil {
+				failures = append(failures, fmt.Sprintf("%s, %s: %v", k.name, s.name, r.firstErr))
+			}
 		}
 		if len(med) == 2 {
 			one, many := med[0], med[1]
@@ -409,6 +412,9 @@ func printHARounds(w io.Writer, setups []*haSetup, rounds []haRounds, h haOption
 		}
 	}
 	fmt.Fprintln(w)
+	if len(failures) > 0 {
+		fmt.Fprintf(w, "First error of each row with errors (of its median round): %s.\n\n", strings.Join(failures, "; "))
+	}
 	if len(ratios) > 0 {
 		fmt.Fprintf(w, "%d replicas against 1: %s.\n\n", h.replicas, strings.Join(ratios, "; "))
 	}

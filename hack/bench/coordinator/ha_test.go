@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/elliptic"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -71,6 +72,9 @@ func TestMeasureOpsLimit(t *testing.T) {
 	}
 	if r.n != 10 || r.errors != 5 || !r.cpuMeasure || r.apiMeasure {
 		t.Errorf("measureOps = %d operations, %d errors, CPU measured %v, API server measured %v; want 10, 5, true, false", r.n, r.errors, r.cpuMeasure, r.apiMeasure)
+	}
+	if !errors.Is(r.firstErr, io.EOF) {
+		t.Errorf("measureOps kept the first error %v, want %v", r.firstErr, io.EOF)
 	}
 	if _, err := measureOps(load{n: 4, c: 2}, func(int) error { return io.EOF }); err == nil {
 		t.Error("measureOps hid that every operation failed")

@@ -216,8 +216,10 @@ func parseCurves(list string) ([]elliptic.Curve, error) {
 
 // result of one activation run.
 type result struct {
-	n          int
-	errors     int
+	n      int
+	errors int
+	// firstErr is the first error of an operation, when any failed.
+	firstErr   error
 	elapsed    time.Duration
 	p50, p99   time.Duration
 	cpuPerAct  time.Duration
@@ -338,6 +340,9 @@ func measureOps(l load, op func(i int) error) (result, error) {
 	lat = lat[:n]
 	slices.Sort(lat)
 	r := result{n: n, errors: int(failures.Load()), elapsed: elapsed, p50: percentile(lat, 50), p99: percentile(lat, 99)}
+	if e, ok := firstErr.Load().(error); ok {
+		r.firstErr = e
+	}
 	if cpuOK && cpu1OK {
 		r.cpuMeasure = true
 		r.cpuPerAct = (cpu1 - cpu0) / time.Duration(n)
