@@ -164,6 +164,8 @@ func (r verdictReplica) Alive() (bool, string) { return r.alive == "", r.alive }
 func TestReadyExclude(t *testing.T) {
 	inRecovery := health.Verdict{Current: true, Reason: "waits for the owners' recovery secrets",
 		Failures: []health.Failure{{Check: health.CheckRecovery, Reason: "waits for the owners' recovery secrets"}}}
+	waitingForKey := health.Verdict{Current: true, Reason: "waits for the key from a peer",
+		Failures: []health.Failure{{Check: health.CheckKey, Reason: "waits for the key from a peer"}}}
 	recoveryAndBehind := health.Verdict{Reason: "waits for recovery or the key", Failures: []health.Failure{
 		{Check: health.CheckRecovery, Reason: "waits for recovery or the key"},
 		{Check: health.CheckCurrent, Reason: "the watch of the stored state has been down for 9s"}}}
@@ -176,12 +178,13 @@ func TestReadyExclude(t *testing.T) {
 	}{
 		{"recovery fails", inRecovery, "", http.StatusServiceUnavailable, "not ready: waits for the owners' recovery secrets\n"},
 		{"recovery left out", inRecovery, "?exclude=recovery", http.StatusOK, "ready\n"},
+		{"waiting for a peer's key, recovery left out", waitingForKey, "?exclude=recovery", http.StatusServiceUnavailable, "not ready: waits for the key from a peer\n"},
 		{"another check left out", inRecovery, "?exclude=current", http.StatusServiceUnavailable, "not ready: waits for the owners' recovery secrets\n"},
 		{"the next failure shows", recoveryAndBehind, "?exclude=recovery", http.StatusServiceUnavailable, "not ready: the watch of the stored state has been down for 9s\n"},
 		{"both left out, repeated", recoveryAndBehind, "?exclude=recovery&exclude=current", http.StatusOK, "ready\n"},
 		{"both left out, listed", recoveryAndBehind, "?exclude=current,recovery", http.StatusOK, "ready\n"},
 		{"unknown check", health.Verdict{Ready: true, Current: true}, "?exclude=recovery,recovry", http.StatusBadRequest,
-			"unknown readiness check \"recovry\"; the checks are started, recovery, current\n"},
+			"unknown readiness check \"recovry\"; the checks are started, key, recovery, current\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
