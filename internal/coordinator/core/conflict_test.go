@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -496,5 +497,43 @@ func TestUnknownWriteOutcome(t *testing.T) {
 				t.Fatalf("the next write: previous value %d, %v; want %d (the write %s)", prev, err, want, map[bool]string{true: "happened", false: "did not happen"}[applied])
 			}
 		})
+	}
+}
+
+// TestRetryPause: the pause after a lost race grows from
+// retryPauseBase and stays within retryPauseMax, all of them together
+// within a second, and ends with the request.
+func TestRetryPause(t *testing.T) {
+	for _, tc := range []struct {
+		attempt int
+		want    time.Duration
+	}{
+		{2, time.Millisecond}, {3, 2 * time.Millisecond}, {4, 4 * time.Millisecond},
+		{7, 32 * time.Millisecond}, {maxWriteAttempts, 32 * time.Millisecond}, {1000, 32 * time.Millisecond},
+	} {
+		if got := retryPauseBound(tc.attempt); got != tc.want {
+			t.Errorf("retryPauseBound(%d) = %v, want %v", tc.attempt, got, tc.want)
+		}
+	}
+	var total time.Duration
+	for a := 2; a <= maxWriteAttempts; a++ {
+		total += retryPauseBound(a)
+	}
+	if total >= time.Second {
+		t.Errorf("the pauses of %d attempts add up to %v", maxWriteAttempts, total)
+	}
+	for range 20 {
+		start := time.Now()
+		if err := pauseBeforeRetry(t.Context(), 3); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > retryPauseBound(3)+50*time.Millisecond {
+			t.Fatalf("a pause bounded by %v took %v", retryPauseBound(3), d)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := pauseBeforeRetry(ctx, maxWriteAttempts); !errors.Is(err, context.Canceled) {
+		t.Fatalf("pause of an ended request: %v", err)
 	}
 }

@@ -4,13 +4,52 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 )
 
 // maxWriteAttempts bounds how often one operation runs when its store
 // write keeps losing races to other Coordinators sharing the store.
-const maxWriteAttempts = 8
+const maxWriteAttempts = 12
+
+// Bounds of the pause after a lost race: up to retryPauseBase before the
+// second attempt, doubling with each further attempt up to
+// retryPauseMax. The pause is drawn at random within that bound, so that
+// Coordinators that lost to each other do not try again in step; the
+// pauses of all attempts add up to well under a second.
+const (
+	retryPauseBase = time.Millisecond
+	retryPauseMax  = 32 * time.Millisecond
+)
+
+// retryPauseBound is the longest pause before attempt (2 or later).
+func retryPauseBound(attempt int) time.Duration {
+	d := retryPauseBase
+	for i := 2; i < attempt && d < retryPauseMax; i++ {
+		d *= 2
+	}
+	return min(d, retryPauseMax)
+}
+
+// pauseBeforeRetry waits a random time up to retryPauseBound(attempt),
+// or until ctx is done.
+func pauseBeforeRetry(ctx context.Context, attempt int) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	//nolint:gosec // G404: the pause only spreads retries over time; it protects nothing
+	d := time.Duration(rand.Int64N(int64(retryPauseBound(attempt)) + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
 
 // write runs op with c.mu held. When op fails because its store write
 // lost a race (store.ErrConflict: another Coordinator sharing the store
@@ -19,7 +58,8 @@ const maxWriteAttempts = 8
 // against the newer state: a request that is no longer valid fails as it
 // would have, had it arrived after the other write. After
 // maxWriteAttempts lost races write gives up with an error of
-// KindUnavailable. A write whose outcome the store cannot tell is not run
+// KindUnavailable. Between attempts it pauses a random time that grows
+// with each attempt (pauseBeforeRetry). A write whose outcome the store cannot tell is not run
 // again (see unknownOutcome). A write that the store could not even begin
 // (store.ErrUnavailable) fails with KindUnavailable; one refused because
 // an earlier failed read left the store without open state
@@ -75,7 +115,7 @@ func (c *Core) writeAt(ctx context.Context, what string, op func() error) error 
 			c.log.Warn("a write lost every race with other Coordinators; giving up", "operation", what, "attempts", attempt)
 			return newError(KindUnavailable, err, "%s: the stored state was changed by other Coordinators during each of %d attempts; try again", what, attempt)
 		}
-		if cerr := ctx.Err(); cerr != nil {
+		if cerr := pauseBeforeRetry(ctx, attempt+1); cerr != nil {
 			return newError(KindUnavailable, cerr, "%s: the stored state was changed by another Coordinator, and the request ended before it could be tried again", what)
 		}
 		c.log.Info("a write lost a race with another Coordinator; reading the stored state again", "operation", what, "attempt", attempt)
