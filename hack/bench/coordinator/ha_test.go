@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/elliptic"
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +19,6 @@ import (
 	"github.com/marblemesh/marblemesh/internal/coordinator/core"
 	"github.com/marblemesh/marblemesh/internal/coordinator/store"
 	"github.com/marblemesh/marblemesh/test/coordtest"
-	"github.com/marblemesh/marblemesh/test/hatest"
 )
 
 func TestPercentile(t *testing.T) {
@@ -78,155 +75,6 @@ func TestMeasureOpsLimit(t *testing.T) {
 	}
 	if _, err := measureOps(load{n: 4, c: 2}, func(int) error { return io.EOF }); err == nil {
 		t.Error("measureOps hid that every operation failed")
-	}
-}
-
-// startNamed serves on a loopback port, writing name to every connection
-// and then echoing what the connection sends.
-func startNamed(t *testing.T, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if _, err := io.WriteString(c, name+"\n"); err != nil {
-					return
-				}
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-// via connects through the balancer and returns the backend's name.
-func via(t *testing.T, b *hatest.Balancer) (string, net.Conn) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", b.Addr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		c.Close()
-		t.Fatalf("reading through the balancer: %v", err)
-	}
-	return strings.TrimSpace(line), c
-}
-
-func TestBalancerRoundRobin(t *testing.T) {
-	b, err := hatest.StartBalancer(startNamed(t, "a"), startNamed(t, "b"), startNamed(t, "c"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	var got []string
-	for range 6 {
-		name, c := via(t, b)
-		c.Close()
-		got = append(got, name)
-	}
-	if strings.Join(got, "") != "abcabc" {
-		t.Errorf("backends in turn = %v, want a b c a b c", got)
-	}
-}
-
-func TestBalancerSkipsRefusingBackend(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	b, err := hatest.StartBalancer(startNamed(t, "a"), dead, startNamed(t, "c"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	var got []string
-	for range 6 {
-		name, c := via(t, b)
-		c.Close()
-		got = append(got, name)
-	}
-	if strings.Join(got, "") != "accacc" {
-		t.Errorf("backends = %v, want a c c a c c (the dead one's turns go to the next)", got)
-	}
-}
-
-func TestBalancerForwardsBothWays(t *testing.T) {
-	b, err := hatest.StartBalancer(startNamed(t, "echo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	_, c := via(t, b)
-	defer c.Close()
-	if _, err := io.WriteString(c, "ping\n"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	rest, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(rest) != "ping\n" {
-		t.Errorf("echo after a half-close = %q, want %q", rest, "ping\n")
-	}
-}
-
-func TestBalancerClose(t *testing.T) {
-	b, err := hatest.StartBalancer(startNamed(t, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, c := via(t, b)
-	defer c.Close()
-	b.Close()
-	if _, err := io.ReadAll(c); err != nil {
-		t.Fatalf("a forwarded connection did not end cleanly at Close: %v", err)
-	}
-	if c, err := net.DialTimeout("tcp", b.Addr(), time.Second); err == nil {
-		c.Close()
-		t.Error("the balancer accepts connections after Close")
-	}
-	if _, err := hatest.StartBalancer(); err == nil {
-		t.Error("a balancer without backends started")
-	}
-}
-
-func TestBalancerAllRefuse(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
-	b, err := hatest.StartBalancer(dead)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	c, err := net.DialTimeout("tcp", b.Addr(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if n, err := c.Read(make([]byte, 1)); n != 0 || err == nil {
-		t.Errorf("read through a balancer whose backends all refuse: %d bytes, %v; want the connection closed", n, err)
 	}
 }
 

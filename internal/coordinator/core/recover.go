@@ -464,6 +464,27 @@ func (c *Core) AddRecoveryShares(ctx context.Context, shares []RecoveryShare, co
 	})
 }
 
+// foreignOnlyIfPlausible keeps ErrForeignRecoveryKey in err, which makes
+// a distributed Coordinator ask its peers to decrypt the secret, only when
+// the upload could be genuine: a ciphertext of an ephemeral key's size
+// and a signature of the size of one of the recovery keys. Anything else
+// is refused here with the same reason, so that an unauthenticated upload
+// cannot make every peer decrypt it.
+func (s *recoverySession) foreignOnlyIfPlausible(err error, ctLen, sigLen, ephemeralBits int) error {
+	var e *Error
+	if !errors.Is(err, ErrForeignRecoveryKey) || !errors.As(err, &e) {
+		return err
+	}
+	if ctLen == (ephemeralBits+7)/8 {
+		for _, pub := range s.pubs {
+			if pub.Size() == sigLen {
+				return err
+			}
+		}
+	}
+	return newError(e.Kind, nil, "%s", e.Reason)
+}
+
 // verify returns the recovery key whose secret share is, checking the
 // owner's PKCS#1 v1.5 SHA-256 signature over it.
 func (s *recoverySession) verify(share, signature []byte) (string, error) {
@@ -503,7 +524,7 @@ func (c *Core) Recover(ctx context.Context, secret, signature []byte) (int, erro
 		if !isPlainShareSize(len(secret)) {
 			var err error
 			if share, err = c.decryptShare(secret); err != nil {
-				return 0, err
+				return 0, rs.foreignOnlyIfPlausible(err, len(secret), len(signature), c.cfg.RecoveryKeyBits)
 			}
 		}
 		name, err := rs.verify(share, signature)

@@ -469,6 +469,18 @@ func TestRecoverySharesFromPeers(t *testing.T) {
 	if _, err := c.Recover(t.Context(), foreign, owners["o2"].Sign(t, shares["o2"])); !errors.Is(err, ErrForeignRecoveryKey) {
 		t.Fatalf("uploading another key's ciphertext: %v", err)
 	}
+	// Only an upload that could be genuine is offered to peers: a
+	// ciphertext of the ephemeral key's size with a signature of a
+	// recovery key's size.
+	for what, up := range map[string][2][]byte{
+		"a ciphertext of another size": {make([]byte, len(foreign)+1), owners["o2"].Sign(t, shares["o2"])},
+		"a signature of no key's size": {foreign, []byte("short")},
+	} {
+		_, err := c.Recover(t.Context(), up[0], up[1])
+		if KindOf(err) != KindInvalidArgument || errors.Is(err, ErrForeignRecoveryKey) {
+			t.Fatalf("uploading %s: %v, want InvalidArgument that peers are not asked about", what, err)
+		}
+	}
 
 	// Completing unlocks with the shares held.
 	if n, err := c.AddRecoveryShares(t.Context(), nil, true); n != 0 || err != nil {

@@ -17,31 +17,56 @@ import (
 // data keys in the head, as earlier builds wrote it.
 func encodeLegacyHead(t testing.TB, h kubeHead, aead cipher.AEAD, name string) []byte {
 	t.Helper()
+	return encodeOldHead(t, h, aead, name, legacyHeadVersion, func(b []byte) []byte {
+		b = binary.LittleEndian.AppendUint16(b, uint16(len(h.entries))) //nolint:gosec // G115: test input
+		for _, e := range h.entries {
+			ec, err := e.mode.Code()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b = append(b, ec)
+			b = append(b, e.keyCheck[:]...)
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(e.sealed))) //nolint:gosec // G115: test input
+			b = append(b, e.sealed...)
+		}
+		return b
+	})
+}
+
+// encodeV2Head encodes h in head format version 2, whose segments are all
+// in chunk objects, as earlier builds wrote it.
+func encodeV2Head(t testing.TB, h kubeHead, aead cipher.AEAD, name string) []byte {
+	t.Helper()
+	return encodeOldHead(t, h, aead, name, kekHeadVersion, func(b []byte) []byte {
+		b = append(b, h.kekCheck[:]...)
+		b = append(b, h.wrappedKey...)
+		return append(b, h.wrappedKEK...)
+	})
+}
+
+// encodeOldHead encodes h in an earlier head format: the fields every
+// format shares, keys to append what the version keeps of the keys, then
+// the recovery data and the segments, all of them in chunk objects.
+func encodeOldHead(t testing.TB, h kubeHead, aead cipher.AEAD, name string, version uint16, keys func([]byte) []byte) []byte {
+	t.Helper()
 	code, err := h.mode.Code()
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := []byte(headMagic)
-	b = binary.LittleEndian.AppendUint16(b, legacyHeadVersion)
+	b = binary.LittleEndian.AppendUint16(b, version)
 	b = binary.LittleEndian.AppendUint16(b, 0)
 	b = append(b, h.keyCheck[:]...)
 	b = binary.LittleEndian.AppendUint64(b, h.generation)
 	b = append(b, code)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.entries))) //nolint:gosec // G115: test input
-	for _, e := range h.entries {
-		ec, err := e.mode.Code()
-		if err != nil {
-			t.Fatal(err)
-		}
-		b = append(b, ec)
-		b = append(b, e.keyCheck[:]...)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.sealed))) //nolint:gosec // G115: test input
-		b = append(b, e.sealed...)
-	}
+	b = keys(b)
 	b = binary.LittleEndian.AppendUint32(b, h.recoverySize)
 	b = appendRefs(b, h.recovery)
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.segments))) //nolint:gosec // G115: test input
 	for _, g := range h.segments {
+		if g.place() != placeChunks {
+			t.Fatalf("a version %d head keeps every segment in chunks", version)
+		}
 		b = append(b, g.kind)
 		b = binary.LittleEndian.AppendUint64(b, g.id)
 		b = appendRefs(b, g.pieces)

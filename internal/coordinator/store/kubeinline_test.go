@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -222,41 +221,6 @@ func TestKubeInlineSegmentsAreBound(t *testing.T) {
 	requireErrIs(t, err, ErrUnseal, ErrCorrupt)
 	_, err = openSegments(aead, "other", kc, []segment{seal(1, kv("a", "1"))}, nil)
 	requireErrIs(t, err, ErrUnseal, ErrCorrupt)
-}
-
-// encodeV2Head encodes h in head format version 2, whose segments are all
-// in chunk objects, as earlier builds wrote it.
-func encodeV2Head(t testing.TB, h kubeHead, aead cipher.AEAD, name string) []byte {
-	t.Helper()
-	code, err := h.mode.Code()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := []byte(headMagic)
-	b = binary.LittleEndian.AppendUint16(b, kekHeadVersion)
-	b = binary.LittleEndian.AppendUint16(b, 0)
-	b = append(b, h.keyCheck[:]...)
-	b = binary.LittleEndian.AppendUint64(b, h.generation)
-	b = append(b, code)
-	b = append(b, h.kekCheck[:]...)
-	b = append(b, h.wrappedKey...)
-	b = append(b, h.wrappedKEK...)
-	b = binary.LittleEndian.AppendUint32(b, h.recoverySize)
-	b = appendRefs(b, h.recovery)
-	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.segments))) //nolint:gosec // G115: test input
-	for _, g := range h.segments {
-		if g.place() != placeChunks {
-			t.Fatal("a version 2 head keeps every segment in chunks")
-		}
-		b = append(b, g.kind)
-		b = binary.LittleEndian.AppendUint64(b, g.id)
-		b = appendRefs(b, g.pieces)
-	}
-	out, err := encrypt(b, aead, nil, headAAD(name, b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
 // TestKubeVersion2Head: a version 2 head is read, fully and by a catch-up;
